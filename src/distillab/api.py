@@ -1,0 +1,341 @@
+"""The Python API: one function per command. The CLI only parses flags and calls these.
+
+    import distillab
+    teacher = distillab.train(data="digits", model="convnet:width=32", epochs=10)
+    student = distillab.distill(data="digits", teacher=teacher.out / "model.safetensors",
+                                student="mlp:hidden=32", temperature=4, alpha=0.9)
+    print(student.metrics["test_accuracy"])
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data as data_mod
+from .errors import DistillabError, require
+from .files import check_compatible, load_model, save_model
+from .kd import (CallableTeacher, Distillation, EnsembleTeacher, ModelTeacher, TableTeacher, cache_teacher,
+                 hinton_losses, label_smoothing_warnings, parse_loss)
+from .models import build_model, count_parameters
+from .outputs import RunOutput, peak_rss_mb
+from .training import TrainConfig, accuracy, fit, predict_logits
+
+
+@dataclass
+class Result:
+    metrics: dict
+    out: Path | None = None
+    model: nn.Module | None = None
+
+
+def log(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def make_config(options: dict) -> TrainConfig:
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(options) - known)
+    require(not unknown, f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return TrainConfig(**options).check()
+
+
+def load_splits(data: str, val_size: int | None, split_seed: int, mean=None, std=None) -> data_mod.Splits:
+    return data_mod.split(data_mod.load(data), val_size=val_size, seed=split_seed, mean=mean, std=std)
+
+
+def _final_metrics(model, splits, cfg, fit_result, started) -> dict:
+    test_acc, test_err = accuracy(model, splits.test, cfg.device)
+    val_acc, _ = accuracy(model, splits.val, cfg.device)
+    return {"test_accuracy": test_acc, "test_errors": test_err, "test_size": len(splits.test),
+            "val_accuracy": val_acc, "best_val_accuracy": fit_result.best_val_accuracy,
+            "best_epoch": fit_result.best_epoch, "epochs": cfg.epochs, "wall_seconds": round(time.time() - started, 2),
+            "train_seconds": round(fit_result.seconds, 2), "peak_rss_mb": peak_rss_mb()}
+
+
+def _save(run: RunOutput, model, spec, splits, recipe, metrics):
+    save_model(run.path("model.safetensors"), model, spec=spec, input_shape=splits.input_shape,
+               classes=splits.classes, mean=splits.mean, std=splits.std, recipe=recipe, data=splits.describe(),
+               metrics={k: metrics[k] for k in ("test_accuracy", "val_accuracy") if k in metrics})
+
+
+def train(data: str = "digits", model: str = "mlp:hidden=100", *, out=None, overwrite: bool = False,
+          val_size: int | None = None, split_seed: int = 0, quiet: bool = False, **options) -> Result:
+    """Train ``model`` on ``data`` with cross-entropy; writes model.safetensors and metrics to ``out``."""
+    started = time.time()
+    cfg = make_config(options)
+    splits = load_splits(data, val_size, split_seed)
+    net = build_model(model, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(cfg.seed))
+    config = {"command": "train", "data": data, "model": model, "val_size": splits.val_size,
+              "split_seed": split_seed, **cfg.as_dict()}
+    with RunOutput(out, "train", overwrite) as run:
+        run.write_config(config)
+        log(f"train {model} ({count_parameters(net):,} parameters) on {data}: {len(splits.train)} train / "
+            f"{len(splits.val)} val / {len(splits.test)} test", quiet)
+        result = fit(net, splits, cfg, on_epoch=run.log, progress=not quiet, desc="train")
+        metrics = _final_metrics(net, splits, cfg, result, started)
+        metrics["parameters"] = count_parameters(net)
+        _save(run, net, model, splits, {"command": "train", **cfg.as_dict()}, metrics)
+        run.write_metrics(metrics)
+    log(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); wrote {run.final}", quiet)
+    return Result(metrics, run.final, net)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Distillation
+
+
+class _Renormalise(nn.Module):
+    """Maps inputs normalised one way to another normalisation (a teacher trained with other statistics)."""
+
+    def __init__(self, mean_from, std_from, mean_to, std_to):
+        super().__init__()
+        view = lambda v: torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", view(std_from) / view(std_to))
+        self.register_buffer("shift", (view(mean_from) - view(mean_to)) / view(std_to))
+
+    def forward(self, x):
+        return x * self.scale + self.shift
+
+
+def load_teacher_model(path, splits, what="teacher") -> tuple[nn.Module, dict]:
+    model, meta = load_model(path)
+    check_compatible(meta, splits.classes, splits.input_shape, what, path)
+    norm = meta["normalisation"]
+    if list(norm["mean"]) != list(splits.mean) or list(norm["std"]) != list(splits.std):
+        model = nn.Sequential(_Renormalise(splits.mean, splits.std, norm["mean"], norm["std"]), model)
+    return model, meta
+
+
+def load_teacher_outputs(path, splits) -> TableTeacher:
+    """A black box's answers (``distillab predict``), one row per example of the dataset's training data."""
+    path = Path(path)
+    require(path.is_file(), f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise DistillabError(f"{path} is not a readable .npz file ({type(e).__name__})") from None
+    n_total = int(splits.train_index.max()) + 1 if len(splits.train_index) else 0
+    rows = splits.train_index
+    if "index" in arrays:  # rows may be a subset or reordered: map dataset positions to rows
+        index = torch.from_numpy(arrays["index"].astype(np.int64))
+        lookup = torch.full((max(n_total, int(index.max()) + 1),), -1, dtype=torch.int64)
+        lookup[index] = torch.arange(len(index))
+        rows = lookup[splits.train_index]
+        require(bool((rows >= 0).all()), f"{path} lacks outputs for some training examples; predict with --split train")
+    k = splits.num_classes
+    if "logits" in arrays or "probs" in arrays:
+        key = "logits" if "logits" in arrays else "probs"
+        values = torch.from_numpy(arrays[key].astype(np.float32))
+        require(values.ndim == 2 and values.shape[1] == k,
+                f"{path}: '{key}' has shape {tuple(values.shape)}, expected (N, {k}) for {splits.spec}")
+        require(len(values) > int(rows.max()), f"{path} has {len(values)} rows, fewer than the training data")
+        if key == "probs":
+            require(bool((values >= 0).all()), f"{path}: probabilities must be >= 0")
+            return TableTeacher(rows, logits=values.clamp_min(1e-12).log(), kind="logprobs")
+        return TableTeacher(rows, logits=values, kind="logits")
+    if "topk_index" in arrays and "topk_prob" in arrays:
+        index = torch.from_numpy(arrays["topk_index"].astype(np.int64))
+        probs = torch.from_numpy(arrays["topk_prob"].astype(np.float32))
+        require(index.shape == probs.shape and index.ndim == 2, f"{path}: topk_index and topk_prob must match")
+        require(bool((index >= 0).all() and (index < k).all()), f"{path}: topk_index outside 0..{k - 1}")
+        return TableTeacher(rows, topk_index=index, topk_logprob=probs.clamp_min(1e-12).log(), kind="topk")
+    raise DistillabError(f"{path} holds none of 'logits', 'probs' or 'topk_index'+'topk_prob'; "
+                         "write it with 'distillab predict'")
+
+
+def _teacher_from(teacher, teacher_outputs, splits, cfg, tap_paths, cache):
+    """Resolve what the user gave as a teacher; returns (teacher, metadata of the first model or None, how)."""
+    require((teacher is None) != (teacher_outputs is None), "give either a teacher (model file) or --teacher-outputs")
+    if teacher_outputs is not None:
+        return load_teacher_outputs(teacher_outputs, splits), None, "outputs"
+    if callable(teacher) and not isinstance(teacher, nn.Module):
+        return CallableTeacher(teacher), None, "callable"
+    paths = teacher if isinstance(teacher, (list, tuple)) else [teacher]
+    models, metas = [], []
+    for p in paths:
+        if isinstance(p, nn.Module):
+            models.append(p)
+            metas.append({})
+        else:
+            m, meta = load_teacher_model(p, splits)
+            models.append(m)
+            metas.append(meta)
+    teachers = [ModelTeacher(m, tap_paths, cfg.device) for m in models]
+    if cache == "auto":
+        cache = cfg.augment in (None, "", "none")
+    if cache:
+        require(cfg.augment in (None, "", "none"), "cannot cache teacher outputs with --augment: every epoch sees "
+                "new inputs, so the cache would be stale; drop --cache-teacher or the augmentation")
+        cached = [cache_teacher(t, splits.train.x.to(cfg.device)) for t in teachers]
+        for t in cached:  # the cache is in training-split order
+            t.rows = torch.arange(len(splits.train))
+        how = "cached"
+        teachers = cached
+    else:
+        how = "live"
+    if len(teachers) == 1:
+        return teachers[0], metas[0], how
+    return EnsembleTeacher(teachers), metas[0], f"ensemble of {len(teachers)} ({how})"
+
+
+def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", *, teacher_outputs=None,
+            temperature: float = 4.0, alpha: float = 0.9, losses: list[str] | None = None,
+            student_tap: str = "penultimate", teacher_tap: str = "penultimate", cache="auto", out=None,
+            overwrite: bool = False, val_size: int | None = None, split_seed: int = 0, quiet: bool = False,
+            **options) -> Result:
+    """Distill ``teacher`` into a fresh ``student``.
+
+    teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities.
+    losses: ``["kd:T=4,w=0.9", "ce:w=0.1"]``; default Hinton's ``alpha * T^2 * KL + (1 - alpha) * CE``.
+    cache: "auto" caches the teacher's outputs when there is no augmentation (the teacher then costs nothing).
+    """
+    started = time.time()
+    cfg = make_config(options)
+    terms = [parse_loss(t, student_tap, teacher_tap) for t in losses] if losses else hinton_losses(temperature, alpha)
+    splits = load_splits(data, val_size, split_seed)
+    net = build_model(student, splits.input_shape, splits.num_classes, torch.Generator().manual_seed(cfg.seed))
+    tap_paths = [t.teacher_tap for t in terms if t.name in ("rkd", "hint", "at")]
+    source, teacher_meta, how = _teacher_from(teacher, teacher_outputs, splits, cfg, tap_paths, cache)
+    for message in label_smoothing_warnings(teacher_meta, terms, cfg.label_smoothing):
+        warnings.warn(message, stacklevel=2)
+    objective = Distillation(source, terms)
+    sample = torch.arange(min(8, len(splits.train)))
+    extra = objective.attach(net.to(cfg.device), splits.train.x[sample].to(cfg.device), sample)
+    teacher_desc = teacher_outputs if teacher_outputs is not None else (
+        [str(p) for p in teacher] if isinstance(teacher, (list, tuple)) else
+        (str(teacher) if isinstance(teacher, (str, Path)) else type(teacher).__name__))
+    recipe = {"command": "kd", "teacher": teacher_desc, "teacher_mode": how,
+              "losses": [t.describe() for t in terms], **cfg.as_dict()}
+    config = {"command": "kd", "data": data, "student": student, "val_size": splits.val_size,
+              "split_seed": split_seed, **recipe}
+    with RunOutput(out, "kd", overwrite) as run:
+        run.write_config(config)
+        log(f"kd {student} ({count_parameters(net):,} parameters) from {teacher_desc} [{how}] on {data}; "
+            f"losses: {', '.join(str(t.describe()) for t in terms)}", quiet)
+        result = fit(net, splits, cfg, objective=objective, extra_modules=extra, on_epoch=run.log,
+                     progress=not quiet, desc="kd")
+        metrics = _final_metrics(net, splits, cfg, result, started)
+        metrics["parameters"] = count_parameters(net)
+        metrics["teacher_mode"] = how
+        if isinstance(source, ModelTeacher) or how.startswith(("cached", "live", "ensemble")):
+            if teacher_meta:
+                metrics["teacher_test_accuracy"] = (teacher_meta.get("metrics") or {}).get("test_accuracy")
+        _save(run, net, student, splits, recipe, metrics)
+        run.write_metrics(metrics)
+    log(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); wrote {run.final}", quiet)
+    return Result(metrics, run.final, net)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Evaluation and data
+
+
+def evaluate_model(model_path, data: str | None = None, *, out=None, overwrite: bool = False, device: str = "cpu",
+                   quiet: bool = False, write: bool = True) -> Result:
+    """Accuracy of a saved model on a dataset's test set and on the validation split it was selected on."""
+    started = time.time()
+    model, meta = load_model(model_path)
+    recorded = meta.get("data") or {}
+    data = data or recorded.get("data")
+    require(data, f"{model_path} does not record its dataset; pass --data")
+    ds = data_mod.load(data)
+    check_compatible(meta, ds.classes, ds.input_shape, "model", model_path)
+    same = recorded.get("data") == data
+    norm = meta["normalisation"]
+    splits = data_mod.split(ds, val_size=recorded.get("val_size") if same else None,
+                            seed=recorded.get("split_seed", 0) if same else 0, mean=norm["mean"], std=norm["std"])
+    test_acc, test_err = accuracy(model, splits.test, device)
+    val_acc, _ = accuracy(model, splits.val, device)
+    metrics = {"model": str(model_path), "data": data, "test_accuracy": test_acc, "test_errors": test_err,
+               "test_size": len(splits.test), "val_accuracy": val_acc, "wall_seconds": round(time.time() - started, 2),
+               "peak_rss_mb": peak_rss_mb()}
+    if not write:
+        return Result(metrics, None, model)
+    with RunOutput(out, "evaluate", overwrite) as run:
+        run.write_config({"command": "evaluate", "model": str(model_path), "data": data, "device": device})
+        run.log(metrics)
+        run.write_metrics(metrics)
+    log(f"{model_path} on {data}: test accuracy {test_acc:.4f} ({test_err} errors), val {val_acc:.4f}", quiet)
+    return Result(metrics, run.final, model)
+
+
+def data_fetch(name: str) -> dict:
+    ds = data_mod.load(name, fetch=True)
+    return data_mod.info(ds)
+
+
+def data_info(name: str) -> dict:
+    return data_mod.info(data_mod.load(name, fetch=False))
+
+
+def predict(model_path, data: str | None = None, *, split: str = "train", output: str = "probs",
+            top_k: int | None = None, out=None, device: str = "cpu", quiet: bool = False) -> dict:
+    """Write a model's outputs as a black-box API would give them: ``probs`` or ``logits``, optionally only the
+    top-k probabilities. Rows follow the dataset's own order (``index``), so any validation split can use them."""
+    require(output in ("probs", "logits"), f"--output must be probs or logits, got {output}")
+    require(split in ("train", "test"), f"--split must be train or test, got {split}")
+    require(top_k is None or output == "probs", "--top-k goes with --output probs")
+    model, meta = load_model(model_path)
+    data = data or (meta.get("data") or {}).get("data")
+    require(data, f"{model_path} does not record its dataset; pass --data")
+    ds = data_mod.load(data)
+    check_compatible(meta, ds.classes, ds.input_shape, "model", model_path)
+    require(top_k is None or 1 <= top_k < ds.num_classes, f"--top-k must be between 1 and {ds.num_classes - 1}")
+    norm = meta["normalisation"]
+    images = ds.train if split == "train" else ds.test
+    logits = predict_logits(model, data_mod.normalise(images.x, norm["mean"], norm["std"]), device=device)
+    arrays = {"index": np.arange(len(images), dtype=np.int64)}
+    if output == "logits":
+        arrays["logits"] = logits.numpy()
+    elif top_k is None:
+        arrays["probs"] = torch.softmax(logits, 1).numpy()
+    else:
+        p, i = torch.softmax(logits, 1).topk(top_k, dim=1)
+        arrays["topk_prob"], arrays["topk_index"] = p.numpy(), i.numpy().astype(np.int64)
+    out = Path(out) if out else Path("runs") / f"predict-{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    require(out.suffix == ".npz", f"--out for predict must end in .npz, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(out)
+    info = {"out": str(out), "rows": len(images), "output": output, "top_k": top_k, "split": split, "data": data}
+    log(f"wrote {out}: {len(images)} rows of {'top-%d ' % top_k if top_k else ''}{output}", quiet)
+    return info
+
+
+def summarise_runs(values: list[float]) -> dict:
+    """{"mean", "std", "runs"}: std is the sample standard deviation (0 for a single run)."""
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "runs": [float(v) for v in arr]}
+
+
+def repeat_over_seeds(fn, seeds: list[int], *, out=None, overwrite: bool = False, command: str = "run",
+                      **kwargs) -> Result:
+    """Run ``fn`` once per seed into OUT/seed-N; OUT/metrics.json gives each figure as {mean, std, runs}."""
+    require(len(set(seeds)) == len(seeds), f"--seeds repeats a seed: {seeds}")
+    kwargs.pop("seed", None)
+    results = []
+    with RunOutput(out, command, overwrite) as run:
+        run.write_config({"command": command, "seeds": seeds, **{k: v for k, v in kwargs.items()
+                                                                  if not callable(v) or isinstance(v, str)}})
+        for seed in seeds:
+            r = fn(out=run.path(f"seed-{seed}"), seed=seed, **kwargs)
+            results.append(r.metrics)
+            run.log({"seed": seed, **{k: v for k, v in r.metrics.items() if isinstance(v, (int, float))}})
+        metrics = {"seeds": seeds}
+        for key, value in results[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics[key] = summarise_runs([m[key] for m in results])
+        run.write_metrics(metrics)
+    return Result(metrics, run.final)

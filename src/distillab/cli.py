@@ -1,0 +1,287 @@
+"""Command line: parses flags, calls the Python API (distillab.api), prints results.
+
+Any user-fixable problem ends as one line ``distillab: error: ...`` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import DistillabError, require
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --epoch must not silently mean --epochs
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):  # argparse would print usage and exit; we want the one-line error
+        raise DistillabError(f"{message} (see '{self.prog} --help')")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got '{text}'") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("no seeds given")
+    return seeds
+
+
+def _epochs_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs like 30,60, got '{text}'") from None
+
+
+def _add_output(p):
+    p.add_argument("--out", help="output folder (default runs/<command>-<timestamp>)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--quiet", action="store_true", help="no progress or log lines")
+
+
+def _add_training(p, lr=0.05, epochs=10):
+    g = p.add_argument_group("training")
+    g.add_argument("--data", default="digits", help="mnist, digits, cifar10, npz:PATH, folder:PATH (default digits)")
+    g.add_argument("--epochs", type=int, default=epochs)
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    g.add_argument("--lr", type=float, default=lr)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine")
+    g.add_argument("--lr-steps", type=_epochs_list, default=[], help="step schedule: epochs where lr x0.1 "
+                                                                   "(default E//2+1)")
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--augment", default="none", help="none, shift:2 (digit jitter), crop:4, flip, comma-joined")
+    g.add_argument("--max-norm", type=float, default=0.0, help="cap each unit's incoming weight norm (0: off)")
+    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster only on CPUs with bf16 units)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seeds", type=_seeds, help="repeat the run for each seed, e.g. 0,1,2: figures as mean/std/runs")
+    g.add_argument("--select", choices=["last", "best-val"], default="last",
+                   help="keep the last epoch or the best on the validation split (never the test set)")
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--val-size", type=int, help="validation images carved from the training data "
+                                                "(default 10%%, at most 5000)")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
+
+
+TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "lr_steps",
+              "label_smoothing", "augment", "max_norm", "bf16", "seed", "select", "device")
+
+
+def _train_options(a) -> dict:
+    return {k: getattr(a, k) for k in TRAIN_KEYS}
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="distillab", description="Machine teaching: model distillation and dataset distillation.")
+    parser.add_argument("--version", action="version", version=f"distillab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model with cross-entropy")
+    p.add_argument("--model", required=True, help="model spec, e.g. mlp:hidden=800-800 or convnet:width=32")
+    _add_training(p)
+    _add_output(p)
+
+    p = sub.add_parser("kd", help="distill a teacher into a student")
+    p.add_argument("--teacher", nargs="+", help="teacher model file(s); several form an averaged ensemble")
+    p.add_argument("--teacher-outputs", help="a black box's outputs (.npz from 'distillab predict')")
+    p.add_argument("--student", required=True, help="student model spec")
+    p.add_argument("--temperature", type=float, default=4.0, help="shorthand: kd:T=..")
+    p.add_argument("--alpha", type=float, default=0.9, help="shorthand: weight of kd, 1-alpha on ce")
+    p.add_argument("--loss", action="append", help="loss term NAME[:key=value,...], repeatable: "
+                                                   "kd:T=4,w=0.9 ce:w=0.1 logit-mse:center=1 rkd:distance=25,angle=50 "
+                                                   "hint at")
+    p.add_argument("--tap", action="append", default=[], help="student=PATH or teacher=PATH (module path or "
+                                                              "'penultimate') for feature losses")
+    p.add_argument("--cache-teacher", choices=["auto", "yes", "no"], default="auto",
+                   help="compute the teacher's outputs once (auto: when there is no augmentation)")
+    _add_training(p, lr=0.05)
+    _add_output(p)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved model on a dataset")
+    p.add_argument("model", help="model.safetensors")
+    p.add_argument("--data", help="dataset (default: the one the model was trained on)")
+    p.add_argument("--device", default="cpu")
+    _add_output(p)
+
+    p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
+    p.add_argument("model", help="model.safetensors")
+    p.add_argument("--data")
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--output", choices=["probs", "logits"], default="probs")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="FILE.npz")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("data", help="fetch or describe a dataset")
+    p.add_argument("action", choices=["fetch", "info"])
+    p.add_argument("name", help="mnist, digits, cifar10, npz:PATH, folder:PATH")
+
+    p = sub.add_parser("demo", help="teacher -> student end to end, with a report")
+    p.add_argument("--quick", action="store_true", help="digits instead of MNIST: under 2 minutes")
+    _add_output(p)
+
+    p = sub.add_parser("run", help="run a command from a YAML recipe whose keys are its flags")
+    p.add_argument("recipe", help="RECIPE.yaml with 'command:' and the command's flags as keys")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _cmd_train(a):
+    from .api import repeat_over_seeds, train
+
+    kwargs = dict(data=a.data, model=a.model, val_size=a.val_size, split_seed=a.split_seed, quiet=a.quiet,
+                  **_train_options(a))
+    if a.seeds:
+        return repeat_over_seeds(train, a.seeds, out=a.out, overwrite=a.overwrite, command="train", **kwargs).metrics
+    return train(out=a.out, overwrite=a.overwrite, **kwargs).metrics
+
+
+def _parse_taps(taps: list[str]) -> dict:
+    found = {"student": "penultimate", "teacher": "penultimate"}
+    for t in taps:
+        role, eq, path = t.partition("=")
+        require(eq and role in found and path, f"--tap takes student=PATH or teacher=PATH, got '{t}'")
+        found[role] = path
+    return found
+
+
+def _cmd_kd(a):
+    from .api import distill, repeat_over_seeds
+
+    require(a.teacher or a.teacher_outputs, "kd needs --teacher MODEL.safetensors or --teacher-outputs FILE.npz")
+    require(not (a.teacher and a.teacher_outputs), "give --teacher or --teacher-outputs, not both")
+    taps = _parse_taps(a.tap)
+    teacher = None
+    if a.teacher:
+        teacher = a.teacher[0] if len(a.teacher) == 1 else list(a.teacher)
+    cache = {"auto": "auto", "yes": True, "no": False}[a.cache_teacher]
+    kwargs = dict(data=a.data, teacher=teacher, student=a.student, teacher_outputs=a.teacher_outputs,
+                  temperature=a.temperature, alpha=a.alpha, losses=a.loss, student_tap=taps["student"],
+                  teacher_tap=taps["teacher"], cache=cache, val_size=a.val_size, split_seed=a.split_seed,
+                  quiet=a.quiet, **_train_options(a))
+    if a.seeds:
+        return repeat_over_seeds(distill, a.seeds, out=a.out, overwrite=a.overwrite, command="kd", **kwargs).metrics
+    return distill(out=a.out, overwrite=a.overwrite, **kwargs).metrics
+
+
+def _cmd_evaluate(a):
+    from .api import evaluate_model
+
+    return evaluate_model(a.model, a.data, out=a.out, overwrite=a.overwrite, device=a.device, quiet=a.quiet).metrics
+
+
+def _cmd_predict(a):
+    from .api import predict
+
+    return predict(a.model, a.data, split=a.split, output=a.output, top_k=a.top_k, out=a.out, device=a.device,
+                   quiet=a.quiet)
+
+
+def _cmd_data(a):
+    from .api import data_fetch, data_info
+
+    return data_fetch(a.name) if a.action == "fetch" else data_info(a.name)
+
+
+def _cmd_demo(a):
+    from .reports import demo
+
+    return demo(quick=a.quick, out=a.out, overwrite=a.overwrite, quiet=a.quiet).metrics
+
+
+def recipe_argv(recipe_path: str, parser: Parser) -> list[str]:
+    """Turn a YAML recipe (keys = the command's flags) into an argv, refusing keys the command lacks."""
+    import yaml
+
+    path = Path(recipe_path)
+    require(path.is_file(), f"no such recipe file: {path}")
+    try:
+        recipe = yaml.safe_load(path.read_text())  # safe_load: a recipe can never execute code
+    except yaml.YAMLError as e:
+        raise DistillabError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    require(isinstance(recipe, dict), f"{path} must be a mapping of flags, like 'command: train' and 'epochs: 5'")
+    command = recipe.pop("command", None)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    require(command in subparsers.choices and command != "run",
+            f"{path}: 'command' must be one of {', '.join(c for c in subparsers.choices if c != 'run')}")
+    sub = subparsers.choices[command]
+    options = {o: act for act in sub._actions for o in act.option_strings}
+    positionals = [act for act in sub._actions if not act.option_strings]
+    argv = [command]
+    for act in positionals:
+        if act.dest in recipe:
+            value = recipe.pop(act.dest)
+            argv += [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    for key, value in recipe.items():
+        flag = "--" + str(key).replace("_", "-")
+        act = options.get(flag)
+        require(act is not None and flag not in ("--help",),
+                f"{path}: unknown recipe key '{key}' for '{command}'; known keys: "
+                f"{', '.join(sorted(o[2:] for o in options if o.startswith('--') and o != '--help'))}")
+        if isinstance(act, argparse._StoreTrueAction):
+            require(isinstance(value, bool), f"{path}: '{key}' takes true or false")
+            if value:
+                argv.append(flag)
+        elif isinstance(act, argparse._AppendAction) or act.nargs in ("+", "*"):
+            values = value if isinstance(value, list) else [value]
+            if isinstance(act, argparse._AppendAction):
+                for v in values:
+                    argv += [flag, str(v)]
+            else:
+                argv += [flag, *map(str, values)]
+        else:
+            if isinstance(value, list):
+                value = ",".join(map(str, value))
+            argv += [flag, str(value)]
+    return argv
+
+
+COMMANDS = {"train": _cmd_train, "kd": _cmd_kd, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+            "data": _cmd_data, "demo": _cmd_demo}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"distillab: warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    warnings.showwarning = _show_warning
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "run":
+            args = parser.parse_args(recipe_argv(args.recipe, parser))
+        result = COMMANDS[args.command](args)
+        if result is not None:
+            print(json.dumps(_printable(result), indent=2))
+        return 0
+    except DistillabError as e:
+        print("distillab: error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distillab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _printable(metrics):
+    from .outputs import to_jsonable
+
+    return to_jsonable(metrics)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

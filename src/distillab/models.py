@@ -1,0 +1,233 @@
+"""Models by spec string, for any input shape and class count.
+
+    mlp:hidden=800-800[,dropout=0.5][,input_dropout=0.2]
+    convnet:width=128,depth=3,norm=instance|batch|layer|none,pool=avg|max   (the dataset-distillation ConvNet-3)
+    lenet5, lenet5-half
+    resnet18[:width=64,norm=batch]                                            (CIFAR-style: 3x3 stem, no max-pool)
+    import:pkg.module:factory[:key=value,...]                                 (factory(input_shape=, num_classes=))
+
+Every built-in model ends in a linear layer called ``classifier``; its input is the "penultimate" feature.
+Parameters are initialised from an explicit torch.Generator (the global RNG is left untouched).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+
+import torch
+from torch import nn
+
+from .errors import DistillabError, require
+from .specs import Options, Spec, parse_spec
+
+
+class Dropout(nn.Module):
+    """Dropout that draws its masks from an explicit generator (set by the trainer) for reproducible runs."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.generator: torch.Generator | None = None
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
+    for m in model.modules():
+        if isinstance(m, Dropout):
+            m.generator = generator
+
+
+class MLP(nn.Module):
+    def __init__(self, input_shape, num_classes, hidden=(800, 800), dropout=0.0, input_dropout=0.0):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        if input_dropout:
+            layers.append(Dropout(input_dropout))
+        width = math.prod(input_shape)
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            if dropout:
+                layers.append(Dropout(dropout))
+            width = h
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":  # instance norm with affine parameters, as the DD reference code writes it
+        return nn.GroupNorm(channels, channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.Identity()
+
+
+class ConvNet(nn.Module):
+    """depth x [conv 3x3 -> norm -> ReLU -> pool 2x2] -> linear. 28x28 inputs get padding 3 first (as 32x32)."""
+
+    def __init__(self, input_shape, num_classes, width=128, depth=3, norm="instance", pool="avg"):
+        super().__init__()
+        channels, height, width_px = input_shape
+        layers: list[nn.Module] = []
+        size = [height, width_px]
+        for i in range(depth):
+            pad = 3 if (i == 0 and height == 28 and width_px == 28) else 1
+            layers.append(nn.Conv2d(channels if i == 0 else width, width, 3, padding=pad))
+            size = [s + 2 * pad - 2 for s in size]
+            layers += [_norm(norm, width), nn.ReLU()]
+            if min(size) >= 2:
+                layers.append(nn.AvgPool2d(2) if pool == "avg" else nn.MaxPool2d(2))
+                size = [s // 2 for s in size]
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.classifier = nn.Linear(width * size[0] * size[1], num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 (ReLU, max-pool); ``half`` halves every layer's width (DAFL's LeNet-5-half)."""
+
+    def __init__(self, input_shape, num_classes, half=False):
+        super().__init__()
+        c1, c2, f1, f2 = (3, 8, 60, 42) if half else (6, 16, 120, 84)
+        channels, height, width = input_shape
+        pad2 = 0 if min(height, width) // 2 >= 10 else 2  # small inputs (8x8 digits) keep their size
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5, padding=pad2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, *input_shape)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(n, f1), nn.ReLU(), nn.Linear(f1, f2), nn.ReLU())
+        self.classifier = nn.Linear(f2, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.fc(self.features(x)))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride, norm):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = _norm(norm, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = _norm(norm, cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR-style ResNet-18: 3x3 stem, no max-pool, four stages of two basic blocks."""
+
+    def __init__(self, input_shape, num_classes, width=64, norm="batch"):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU())
+        blocks, cin = [], width
+        for stage, mult in enumerate((1, 2, 4, 8)):
+            for b in range(2):
+                stride = 2 if (stage > 0 and b == 0) else 1
+                blocks.append(BasicBlock(cin, width * mult, stride, norm))
+                cin = width * mult
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.layers(self.stem(x))))
+
+
+MODEL_NAMES = ("mlp", "convnet", "lenet5", "lenet5-half", "resnet18", "import")
+
+
+def _build(spec: Spec, input_shape, num_classes) -> nn.Module:
+    what = "model spec"
+    o = Options(spec, what)
+    if spec.name == "mlp":
+        model = MLP(input_shape, num_classes, hidden=o.get_ints("hidden", [800, 800]),
+                    dropout=o.get_float("dropout", 0.0, 0, 0.95), input_dropout=o.get_float("input_dropout", 0.0, 0, 0.95))
+    elif spec.name == "convnet":
+        model = ConvNet(input_shape, num_classes, width=o.get_int("width", 128, 1), depth=o.get_int("depth", 3, 1, 8),
+                        norm=o.get_str("norm", "instance", ("instance", "batch", "layer", "none")),
+                        pool=o.get_str("pool", "avg", ("avg", "max")))
+    elif spec.name in ("lenet5", "lenet5-half"):
+        model = LeNet5(input_shape, num_classes, half=spec.name == "lenet5-half")
+    elif spec.name == "resnet18":
+        model = ResNet18(input_shape, num_classes, width=o.get_int("width", 64, 1),
+                         norm=o.get_str("norm", "batch", ("batch", "instance", "layer", "none")))
+    else:
+        raise DistillabError(f"unknown model '{spec}'; choose one of mlp, convnet, lenet5, lenet5-half, resnet18, "
+                             "or import:pkg.module:factory")
+    o.done()
+    return model
+
+
+def _build_import(text: str, input_shape, num_classes) -> nn.Module:
+    parts = text.split(":")
+    require(len(parts) in (3, 4), f"bad model spec '{text}'; expected import:pkg.module:factory[:key=value,...]")
+    module_name, factory_name = parts[1], parts[2]
+    kwargs = parse_spec("x:" + parts[3]).options if len(parts) == 4 else {}
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as e:
+        raise DistillabError(f"cannot import {module_name}:{factory_name} ({e}); is the module on PYTHONPATH?") from None
+    params = inspect.signature(factory).parameters
+    for key, value in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)):
+        if key in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            kwargs[key] = value
+    model = factory(**kwargs)
+    require(isinstance(model, nn.Module), f"{module_name}:{factory_name} returned {type(model).__name__}, "
+                                          "not a torch.nn.Module")
+    return model
+
+
+def build_model(spec: str, input_shape, num_classes: int, generator: torch.Generator | None = None) -> nn.Module:
+    """Build a model; its initial weights come from ``generator`` (default: a fresh one seeded 0)."""
+    require(num_classes >= 2, f"a classifier needs at least 2 classes, got {num_classes}")
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    # Module constructors draw from the global RNG: run them on a forked copy, seeded from our generator,
+    # so the caller's global RNG state is exactly as it was afterwards.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if spec.startswith("import:"):
+            model = _build_import(spec, input_shape, num_classes)
+        else:
+            model = _build(parse_spec(spec, "model spec"), tuple(input_shape), num_classes)
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *input_shape))
+    except Exception as e:
+        raise DistillabError(f"model '{spec}' does not accept inputs of shape {tuple(input_shape)} ({e})") from None
+    require(out.shape == (2, num_classes), f"model '{spec}' gives outputs of shape {tuple(out.shape[1:])}, "
+                                           f"expected ({num_classes},)")
+    return model.train()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def final_linear_path(model: nn.Module) -> str:
+    """Module path of the last nn.Linear: its input is the 'penultimate' feature."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    require(names, f"{type(model).__name__} has no nn.Linear layer, so 'penultimate' is undefined; name a module")
+    return names[-1]

@@ -1,0 +1,199 @@
+"""The training loop shared by every command that trains a network.
+
+``fit`` trains a model on in-memory tensors with an *objective*: a callable that returns a dict of named, already
+weighted loss terms (``{"ce": ..., "kd": ...}``); their sum is minimised and each is logged per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augmentation import Augmenter
+from .data import ImageSet, Splits
+from .errors import require
+from .models import set_dropout_generator
+
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"          # sgd | adam
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"        # cosine | step | constant
+    lr_steps: list[int] = field(default_factory=list)  # step: epochs (1-based) where lr x0.1; default E//2+1
+    label_smoothing: float = 0.0
+    augment: str = "none"
+    max_norm: float = 0.0           # Hinton's weight constraint: cap each unit's incoming weight norm (0 = off)
+    bf16: bool = False
+    seed: int = 0
+    select: str = "last"            # last | best-val (never the test set)
+    device: str = "cpu"
+
+    def check(self) -> "TrainConfig":
+        require(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        require(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        require(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")
+        require(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        require(0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        require(self.max_norm >= 0, f"--max-norm must be >= 0, got {self.max_norm}")
+        require(self.optimizer in ("sgd", "adam"), f"--optimizer must be sgd or adam, got {self.optimizer}")
+        require(self.schedule in ("cosine", "step", "constant"),
+                f"--schedule must be cosine, step or constant, got {self.schedule}")
+        require(self.select in ("last", "best-val"), f"--select must be last or best-val, got {self.select}")
+        require(all(s >= 1 for s in self.lr_steps), "--lr-steps must be epochs >= 1")
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_factor(cfg: TrainConfig, epoch: int, progress: float) -> float:
+    """Learning-rate multiplier for (0-based) ``epoch`` at fractional ``progress`` through training."""
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg.schedule == "step":
+        steps = cfg.lr_steps or [cfg.epochs // 2 + 1]
+        return 0.1 ** sum(epoch + 1 >= s for s in steps)
+    return 1.0
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def autocast(device: str, enabled: bool):
+    if not enabled:
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, device: str = "cpu",
+                   bf16: bool = False) -> torch.Tensor:
+    """Logits in eval mode, float32 on the CPU."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch_size):
+        with autocast(device, bf16):
+            outs.append(model(x[i:i + batch_size].to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def accuracy(model: nn.Module, data: ImageSet, device: str = "cpu") -> tuple[float, int]:
+    """(accuracy as a fraction, number of errors)."""
+    pred = predict_logits(model, data.x, device=device).argmax(1)
+    errors = int((pred != data.y).sum())
+    return 1 - errors / max(1, len(data)), errors
+
+
+def cross_entropy_objective(label_smoothing: float = 0.0) -> Objective:
+    def objective(model, x, y, idx):
+        return {"ce": F.cross_entropy(model(x), y, label_smoothing=label_smoothing)}
+    return objective
+
+
+@torch.no_grad()
+def apply_max_norm(model: nn.Module, max_norm: float) -> None:
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            w = m.weight.view(m.weight.shape[0], -1)
+            norms = w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            w.mul_(norms.clamp(max=max_norm) / norms)
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_val_accuracy: float
+    best_epoch: int
+    seconds: float
+
+
+def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective | None = None,
+        extra_modules: list[nn.Module] = (), on_epoch: Callable[[dict], None] | None = None,
+        progress: bool = True, desc: str = "train") -> FitResult:
+    """Train ``model`` on ``splits.train``; validation accuracy after each epoch; returns the history.
+
+    With ``cfg.select == "best-val"`` the weights of the epoch with the best validation accuracy are restored.
+    """
+    from tqdm.auto import tqdm
+
+    cfg.check()
+    device = cfg.device
+    objective = objective or cross_entropy_objective(cfg.label_smoothing)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model.to(device).train()
+    set_dropout_generator(model, torch.Generator(device=device).manual_seed(cfg.seed + 1))
+    params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, cfg)
+    augment = Augmenter(cfg.augment, splits.mean, splits.std, allow_flip=True)
+    x_all, y_all = splits.train.x.to(device), splits.train.y.to(device)
+    n = len(y_all)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    history: list[dict] = []
+    best = (-1.0, 0, None)
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=generator).to(device)
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None if progress else True)
+        for b in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, epoch, step / total_steps)
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x, y = x_all[idx], y_all[idx]
+            if augment:
+                x = augment(x, generator)
+            with autocast(device, cfg.bf16):
+                terms = objective(model, x, y, idx)
+            loss = sum(terms.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if cfg.max_norm:
+                apply_max_norm(model, cfg.max_norm)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * len(idx)
+            step += 1
+        val_acc, _ = accuracy(model, splits.val, device)
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                  **{f"train_{k}": v / n for k, v in sums.items()}, "val_accuracy": val_acc,
+                  "seconds": time.perf_counter() - t0}
+        if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
+            from .errors import DistillabError
+            raise DistillabError(f"training diverged at epoch {epoch + 1} (loss is not finite); lower --lr")
+        history.append(record)
+        if val_acc > best[0]:
+            state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+                     if cfg.select == "best-val" else None)
+            best = (val_acc, epoch + 1, state)
+        if on_epoch:
+            on_epoch(record)
+    if cfg.select == "best-val" and best[2] is not None:
+        model.load_state_dict(best[2])
+    set_dropout_generator(model, None)
+    model.eval()
+    return FitResult(history, best[0], best[1], time.perf_counter() - start)

@@ -1,0 +1,59 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distillab.cli import main
+
+
+class CliResult:
+    def __init__(self, code, out, err):
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process; returns exit code, stdout and stderr."""
+    def run(*args):
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+    return run
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.code == 2, (result.code, result.err)
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("distillab: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.err
+    assert "Traceback" not in result.err
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(tmp_path_factory):
+    """A small teacher trained once on digits for the whole session."""
+    from distillab import train
+
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    train(data="digits", model="mlp:hidden=64", epochs=15, lr=0.05, batch_size=64, out=out, quiet=True)
+    return out / "model.safetensors"
+
+
+def write_npz(path: Path, n=60, classes=3, size=8, channels=None, seed=0, with_test=False):
+    rng = np.random.default_rng(seed)
+    shape = (n, size, size) if channels is None else (n, size, size, channels)
+    y = np.arange(n) % classes
+    x = (rng.random(shape) * 0.3).astype(np.float32)
+    x[..., : size // 2, :] += (y / classes).reshape((-1,) + (1,) * (x.ndim - 1))  # learnable signal
+    arrays = {"x": x, "y": y}
+    if with_test:
+        arrays.update(x_test=x[:20], y_test=y[:20])
+    np.savez(path, **arrays)
+    return path
