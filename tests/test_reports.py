@@ -18,7 +18,6 @@ def test_demo_quick_distilled_student_at_least_as_good(tmp_path):
         assert f"{100 * m[name]['test_accuracy']:.2f}%" in report
     for png in ("curves.png", "dark_knowledge.png"):
         assert (tmp_path / "demo" / png).read_bytes()[:4] == b"\x89PNG"
-    assert m["wall_seconds"] < 120
 
 
 def test_dark_knowledge_examples_prefer_a_4_like_9():

@@ -22,7 +22,7 @@ from torch import nn
 from . import data as data_mod
 from .errors import DistillabError, require
 from .files import check_compatible, load_model, save_model
-from .kd import (CallableTeacher, Distillation, EnsembleTeacher, ModelTeacher, TableTeacher, cache_teacher,
+from .kd import (TINY, CallableTeacher, Distillation, EnsembleTeacher, ModelTeacher, TableTeacher, cache_teacher,
                  hinton_losses, label_smoothing_warnings, parse_loss)
 from .models import build_model, count_parameters
 from .outputs import RunOutput, peak_rss_mb
@@ -80,7 +80,7 @@ def train(data: str = "digits", model: str = "mlp:hidden=100", *, out=None, over
         run.write_config(config)
         log(f"train {model} ({count_parameters(net):,} parameters) on {data}: {len(splits.train)} train / "
             f"{len(splits.val)} val / {len(splits.test)} test", quiet)
-        result = fit(net, splits, cfg, on_epoch=run.log, progress=not quiet, desc="train")
+        result = fit(net, splits, cfg, on_epoch=run.log, on_step=run.log_step, progress=not quiet, desc="train")
         metrics = _final_metrics(net, splits, cfg, result, started)
         metrics["parameters"] = count_parameters(net)
         _save(run, net, model, splits, {"command": "train", **cfg.as_dict()}, metrics)
@@ -141,14 +141,14 @@ def load_teacher_outputs(path, splits) -> TableTeacher:
         require(len(values) > int(rows.max()), f"{path} has {len(values)} rows, fewer than the training data")
         if key == "probs":
             require(bool((values >= 0).all()), f"{path}: probabilities must be >= 0")
-            return TableTeacher(rows, logits=values.clamp_min(1e-12).log(), kind="logprobs")
+            return TableTeacher(rows, logits=values.clamp_min(TINY).log(), kind="logprobs")
         return TableTeacher(rows, logits=values, kind="logits")
     if "topk_index" in arrays and "topk_prob" in arrays:
         index = torch.from_numpy(arrays["topk_index"].astype(np.int64))
         probs = torch.from_numpy(arrays["topk_prob"].astype(np.float32))
         require(index.shape == probs.shape and index.ndim == 2, f"{path}: topk_index and topk_prob must match")
         require(bool((index >= 0).all() and (index < k).all()), f"{path}: topk_index outside 0..{k - 1}")
-        return TableTeacher(rows, topk_index=index, topk_logprob=probs.clamp_min(1e-12).log(), kind="topk")
+        return TableTeacher(rows, topk_index=index, topk_logprob=probs.clamp_min(TINY).log(), kind="topk")
     raise DistillabError(f"{path} holds none of 'logits', 'probs' or 'topk_index'+'topk_prob'; "
                          "write it with 'distillab predict'")
 
@@ -211,7 +211,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     objective = Distillation(source, terms)
     sample = torch.arange(min(8, len(splits.train)))
     extra = objective.attach(net.to(cfg.device), splits.train.x[sample].to(cfg.device), sample)
-    teacher_desc = teacher_outputs if teacher_outputs is not None else (
+    teacher_desc = str(teacher_outputs) if teacher_outputs is not None else (
         [str(p) for p in teacher] if isinstance(teacher, (list, tuple)) else
         (str(teacher) if isinstance(teacher, (str, Path)) else type(teacher).__name__))
     recipe = {"command": "kd", "teacher": teacher_desc, "teacher_mode": how,
@@ -223,7 +223,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
         log(f"kd {student} ({count_parameters(net):,} parameters) from {teacher_desc} [{how}] on {data}; "
             f"losses: {', '.join(str(t.describe()) for t in terms)}", quiet)
         result = fit(net, splits, cfg, objective=objective, extra_modules=extra, on_epoch=run.log,
-                     progress=not quiet, desc="kd")
+                     on_step=run.log_step, progress=not quiet, desc="kd")
         metrics = _final_metrics(net, splits, cfg, result, started)
         metrics["parameters"] = count_parameters(net)
         metrics["teacher_mode"] = how
@@ -339,3 +339,121 @@ def repeat_over_seeds(fn, seeds: list[int], *, out=None, overwrite: bool = False
                 metrics[key] = summarise_runs([m[key] for m in results])
         run.write_metrics(metrics)
     return Result(metrics, run.final)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Teacher-assistant chains
+
+
+def chain(data: str = "digits", teacher=None, students: list[str] = (), *, from_all: bool = False, out=None,
+          overwrite: bool = False, quiet: bool = False, **kd_options) -> Result:
+    """Teacher -> assistant -> ... -> student (Mirzadeh et al. 2020): each stage distils from the previous one
+    (``from_all``: from the ensemble of the teacher and every earlier stage). Every stage is saved."""
+    require(teacher is not None, "a chain needs a teacher model file")
+    require(len(students) >= 1, "a chain needs at least one student spec after the teacher")
+    kd_options.pop("seeds", None)
+    started = time.time()
+    with RunOutput(out, "chain", overwrite) as run:
+        run.write_config({"command": "kd-chain", "data": data, "teacher": str(teacher), "students": list(students),
+                          "from_all": from_all, **{k: v for k, v in kd_options.items() if not callable(v)}})
+        sources = [teacher]
+        stages = []
+        for i, spec in enumerate(students, 1):
+            source = list(sources) if from_all and len(sources) > 1 else sources[-1]
+            log(f"chain stage {i}/{len(students)}: {spec} from {source}", quiet)
+            r = distill(data=data, teacher=source, student=spec, out=run.path(f"stage{i}"), quiet=quiet, **kd_options)
+            stages.append({"stage": i, "student": spec, "test_accuracy": r.metrics["test_accuracy"],
+                           "test_errors": r.metrics["test_errors"], "val_accuracy": r.metrics["val_accuracy"],
+                           "model": f"stage{i}/model.safetensors"})
+            run.log(stages[-1])
+            sources.append(run.path(f"stage{i}") / "model.safetensors")
+        metrics = {"stages": stages, "test_accuracy": stages[-1]["test_accuracy"],
+                   "test_errors": stages[-1]["test_errors"], "val_accuracy": stages[-1]["val_accuracy"],
+                   "wall_seconds": round(time.time() - started, 2), "peak_rss_mb": peak_rss_mb()}
+        run.write_metrics(metrics)
+    return Result(metrics, run.final)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# inspect: a dark-knowledge meter
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    conf, pred = probs.max(1)
+    correct = (pred == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        mask = (conf > lo) & (conf <= hi)
+        if mask.any():
+            ece += float(mask.float().mean()) * abs(float(conf[mask].mean()) - float(correct[mask].mean()))
+    return ece
+
+
+def non_target_entropy(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
+    """Mean entropy (in bits, relative to its maximum log2(K-1)) of the softened distribution over the wrong
+    classes: how much relative information the teacher's 'dark knowledge' carries at this temperature."""
+    k = logits.shape[1]
+    mask = torch.ones_like(logits, dtype=torch.bool)
+    mask[torch.arange(len(labels)), labels] = False
+    others = logits[mask].view(len(labels), k - 1) / temperature
+    p = torch.softmax(others, 1)
+    h = -(p * p.clamp_min(TINY).log()).sum(1) / np.log(k - 1)
+    return float(h.mean())
+
+
+def inspect_teacher(model_path, data: str | None = None, *, temperatures=(1, 2, 4, 8, 20), top_pairs: int = 5,
+                    quiet: bool = False) -> dict:
+    """Accuracy, calibration, dark knowledge per temperature, confused class pairs, label-smoothing signs."""
+    model, meta = load_model(model_path)
+    data = data or (meta.get("data") or {}).get("data")
+    require(data, f"{model_path} does not record its dataset; pass --data")
+    ds = data_mod.load(data)
+    check_compatible(meta, ds.classes, ds.input_shape, "teacher", model_path)
+    norm = meta["normalisation"]
+    logits = predict_logits(model, data_mod.normalise(ds.test.x, norm["mean"], norm["std"]))
+    labels = ds.test.y
+    probs = torch.softmax(logits, 1)
+    pred = probs.argmax(1)
+    k = ds.num_classes
+    confusion = torch.zeros(k, k)
+    confusion.index_put_((labels, pred), torch.ones(len(labels)), accumulate=True)
+    # soft confusion: mean probability the teacher gives class j on images of class i (dark knowledge, not errors)
+    soft = torch.zeros(k, k).index_add_(0, labels, probs) / torch.bincount(labels, minlength=k).clamp_min(1)[:, None]
+    pairs = [(i, j) for i in range(k) for j in range(k) if i != j]
+    pairs.sort(key=lambda ij: -(float(soft[ij[0], ij[1]]) + float(soft[ij[1], ij[0]])))
+    seen, confused = set(), []
+    for i, j in pairs:
+        if (j, i) in seen:
+            continue
+        seen.add((i, j))
+        confused.append({"classes": [ds.classes[i], ds.classes[j]], "errors": int(confusion[i, j] + confusion[j, i]),
+                         "mean_probability": round(float(soft[i, j] + soft[j, i]) / 2, 5)})
+        if len(confused) == top_pairs:
+            break
+    # A label-smoothed teacher squeezes its wrong-class logits together (Mueller et al. 2019): their spread,
+    # relative to the gap to the top logit, is small and nearly the same for every image.
+    top = logits.max(1).values
+    mask = torch.ones_like(logits, dtype=torch.bool)
+    mask[torch.arange(len(pred)), pred] = False
+    others = logits[mask].view(len(pred), k - 1)
+    spread = float((others.std(1) / (top - others.mean(1)).clamp_min(1e-6)).median())
+    entropy = {f"T={t:g}": round(non_target_entropy(logits, labels, t), 4) for t in temperatures}
+    trained_ls = float((meta.get("recipe") or {}).get("label_smoothing", 0) or 0)
+    looks_smoothed = spread < 0.08
+    # suggest temperatures where the wrong-class distribution is informative: neither a spike nor uniform
+    useful = [t for t in temperatures if 0.5 <= entropy[f"T={t:g}"] <= 0.97]
+    suggestion = [min(useful), max(useful)] if useful else [min(temperatures), max(temperatures)]
+    acc = float((pred == labels).float().mean())
+    report = {"model": str(model_path), "data": data, "test_accuracy": acc, "test_errors": int((pred != labels).sum()),
+              "ece": round(expected_calibration_error(probs, labels), 5), "mean_confidence": round(float(probs.max(1).values.mean()), 5),
+              "non_target_entropy": entropy, "most_confused_pairs": confused,
+              "label_smoothing_in_recipe": trained_ls, "non_target_logit_spread": round(spread, 4),
+              "looks_label_smoothed": looks_smoothed, "suggested_temperature_range": suggestion}
+    warn = []
+    if trained_ls > 0 or looks_smoothed:
+        warn.append("this teacher was trained with label smoothing" if trained_ls > 0 else
+                    "this teacher's wrong-class logits are unusually uniform: it looks label-smoothed")
+        warn.append("label smoothing erases the dark knowledge distillation needs (Mueller et al. 2019)")
+    report["warnings"] = warn
+    return report

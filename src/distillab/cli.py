@@ -95,7 +95,11 @@ def build_parser() -> Parser:
     p = sub.add_parser("kd", help="distill a teacher into a student")
     p.add_argument("--teacher", nargs="+", help="teacher model file(s); several form an averaged ensemble")
     p.add_argument("--teacher-outputs", help="a black box's outputs (.npz from 'distillab predict')")
-    p.add_argument("--student", required=True, help="student model spec")
+    p.add_argument("--student", help="student model spec")
+    p.add_argument("--chain", nargs="+", metavar="TEACHER SPEC",
+                   help="teacher-assistant chain: TEACHER SPEC1 SPEC2 ...; each stage learns from the previous one")
+    p.add_argument("--chain-from-all", action="store_true",
+                   help="each chain stage learns from the ensemble of the teacher and all earlier stages")
     p.add_argument("--temperature", type=float, default=4.0, help="shorthand: kd:T=..")
     p.add_argument("--alpha", type=float, default=0.9, help="shorthand: weight of kd, 1-alpha on ce")
     p.add_argument("--loss", action="append", help="loss term NAME[:key=value,...], repeatable: "
@@ -107,6 +111,10 @@ def build_parser() -> Parser:
                    help="compute the teacher's outputs once (auto: when there is no augmentation)")
     _add_training(p, lr=0.05)
     _add_output(p)
+
+    p = sub.add_parser("inspect", help="a dark-knowledge meter for a teacher")
+    p.add_argument("model", help="teacher model.safetensors")
+    p.add_argument("--data", help="dataset (default: the one the model was trained on)")
 
     p = sub.add_parser("evaluate", help="evaluate a saved model on a dataset")
     p.add_argument("model", help="model.safetensors")
@@ -131,6 +139,12 @@ def build_parser() -> Parser:
     p = sub.add_parser("demo", help="teacher -> student end to end, with a report")
     p.add_argument("--quick", action="store_true", help="digits instead of MNIST: under 2 minutes")
     _add_output(p)
+
+    p = sub.add_parser("bench", help="run a benchmark (the papers' tables)")
+    p.add_argument("name", help="hinton-mnist, ls-teacher, kd-losses, takd, rkd, kd-speed")
+    p.add_argument("--quick", action="store_true", help="the seconds-long version on digits")
+    p.add_argument("--out", help="folder for NAME.json, NAME.md and the runs (default runs/bench)")
+    p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("run", help="run a command from a YAML recipe whose keys are its flags")
     p.add_argument("recipe", help="RECIPE.yaml with 'command:' and the command's flags as keys")
@@ -162,6 +176,9 @@ def _parse_taps(taps: list[str]) -> dict:
 def _cmd_kd(a):
     from .api import distill, repeat_over_seeds
 
+    if a.chain:
+        return _cmd_chain(a)
+    require(a.student, "kd needs --student SPEC (or --chain TEACHER SPEC1 SPEC2 ...)")
     require(a.teacher or a.teacher_outputs, "kd needs --teacher MODEL.safetensors or --teacher-outputs FILE.npz")
     require(not (a.teacher and a.teacher_outputs), "give --teacher or --teacher-outputs, not both")
     taps = _parse_taps(a.tap)
@@ -176,6 +193,30 @@ def _cmd_kd(a):
     if a.seeds:
         return repeat_over_seeds(distill, a.seeds, out=a.out, overwrite=a.overwrite, command="kd", **kwargs).metrics
     return distill(out=a.out, overwrite=a.overwrite, **kwargs).metrics
+
+
+def _cmd_chain(a):
+    from .api import chain
+
+    require(len(a.chain) >= 2, "--chain takes a teacher file and at least one student spec: --chain T.safetensors "
+                               "mlp:hidden=300 mlp:hidden=30")
+    require(not (a.teacher or a.teacher_outputs or a.student), "--chain replaces --teacher and --student")
+    require(not a.seeds, "--seeds with --chain: run the chain once per seed instead")
+    taps = _parse_taps(a.tap)
+    return chain(data=a.data, teacher=a.chain[0], students=a.chain[1:], from_all=a.chain_from_all, out=a.out,
+                 overwrite=a.overwrite, quiet=a.quiet, temperature=a.temperature, alpha=a.alpha, losses=a.loss,
+                 student_tap=taps["student"], teacher_tap=taps["teacher"],
+                 cache={"auto": "auto", "yes": True, "no": False}[a.cache_teacher], val_size=a.val_size,
+                 split_seed=a.split_seed, **_train_options(a)).metrics
+
+
+def _cmd_inspect(a):
+    from .api import inspect_teacher
+
+    report = inspect_teacher(a.model, a.data)
+    for w in report["warnings"]:
+        warnings.warn(w)
+    return report
 
 
 def _cmd_evaluate(a):
@@ -201,6 +242,12 @@ def _cmd_demo(a):
     from .reports import demo
 
     return demo(quick=a.quick, out=a.out, overwrite=a.overwrite, quiet=a.quiet).metrics
+
+
+def _cmd_bench(a):
+    from .bench import run_benchmark
+
+    return run_benchmark(a.name, quick=a.quick, out=a.out, quiet=a.quiet)
 
 
 def recipe_argv(recipe_path: str, parser: Parser) -> list[str]:
@@ -250,7 +297,7 @@ def recipe_argv(recipe_path: str, parser: Parser) -> list[str]:
     return argv
 
 
-COMMANDS = {"train": _cmd_train, "kd": _cmd_kd, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+COMMANDS = {"bench": _cmd_bench, "inspect": _cmd_inspect, "train": _cmd_train, "kd": _cmd_kd, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "data": _cmd_data, "demo": _cmd_demo}
 
 

@@ -24,7 +24,9 @@ MODEL_FORMAT = "distillab.model"
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Write atomically: a crash never leaves a half-written file under the final name."""
     path = Path(path)
-    meta = dict(meta, distillab_version=__version__)
+    from .outputs import to_jsonable
+
+    meta = to_jsonable(dict(meta, distillab_version=__version__))
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".part")
     save_file(tensors, str(tmp), metadata={"distillab": json.dumps(meta, sort_keys=True)})

@@ -23,6 +23,8 @@ from .errors import DistillabError, require
 from .models import final_linear_path
 from .specs import Options, parse_spec
 
+TINY = torch.finfo(torch.float32).tiny  # floor for log p: probabilities keep their information down to here
+
 # --------------------------------------------------------------------------------------------------------------
 # Loss functions on tensors
 
@@ -52,13 +54,16 @@ def bucket_kd_loss(student_logits, topk_index, topk_logprob, temperature: float)
                     log_target=True) * t * t
 
 
-def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor, center: bool = False) -> torch.Tensor:
-    """1/2 ||z_s - z_t||^2 summed over classes, averaged over the batch; optionally centred per example."""
+def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor, center: bool = False,
+              reduce: str = "sum") -> torch.Tensor:
+    """1/2 ||z_s - z_t||^2 summed over classes (``reduce="mean"``: averaged over classes), averaged over the batch;
+    optionally centred per example."""
     s, t = student_logits.float(), teacher_logits.float()
     if center:
         s = s - s.mean(1, keepdim=True)
         t = t - t.mean(1, keepdim=True)
-    return 0.5 * (s - t).pow(2).sum(1).mean()
+    per_example = (s - t).pow(2).sum(1) if reduce == "sum" else (s - t).pow(2).mean(1)
+    return 0.5 * per_example.mean()
 
 
 def _pairwise_distances(e: torch.Tensor) -> torch.Tensor:
@@ -229,7 +234,7 @@ class EnsembleTeacher:
         require(all(o.logits is not None for o in outs), "ensembles need teachers with full outputs, not top-k")
         probs = torch.stack([F.softmax(o.logits, 1) for o in outs]).mean(0)
         feats = outs[0].features
-        return TeacherBatch(logits=probs.clamp_min(1e-12).log(), features=feats, kind="logprobs")
+        return TeacherBatch(logits=probs.clamp_min(TINY).log(), features=feats, kind="logprobs")
 
 
 class CallableTeacher:
@@ -243,7 +248,7 @@ class CallableTeacher:
     @torch.no_grad()
     def __call__(self, x, idx=None) -> TeacherBatch:
         probs = torch.as_tensor(self.fn(x), dtype=torch.float32, device=x.device)
-        return TeacherBatch(logits=probs.clamp_min(1e-12).log(), kind="logprobs")
+        return TeacherBatch(logits=probs.clamp_min(TINY).log(), kind="logprobs")
 
 
 @torch.no_grad()
@@ -274,6 +279,7 @@ class LossTerm:
     temperature: float = 1.0
     smoothing: float = 0.0
     center: bool = False
+    reduce: str = "sum"
     distance: float = 0.0
     angle: float = 0.0
     student_tap: str = ""
@@ -286,7 +292,7 @@ class LossTerm:
         if self.name == "ce" and self.smoothing:
             d["smoothing"] = self.smoothing
         if self.name == "logit-mse":
-            d["center"] = self.center
+            d.update(center=self.center, reduce=self.reduce)
         if self.name == "rkd":
             d.update(distance=self.distance, angle=self.angle)
         if self.name in FEATURE_LOSSES:
@@ -308,6 +314,7 @@ def parse_loss(text: str, student_tap: str = "penultimate", teacher_tap: str = "
         term.smoothing = o.get_float("smoothing", 0.0, 0, 0.99)
     elif spec.name == "logit-mse":
         term.center = o.get_str("center", "0", ("0", "1", "true", "false")) in ("1", "true")
+        term.reduce = o.get_str("reduce", "sum", ("sum", "mean"))
     elif spec.name == "rkd":
         term.distance = o.get_float("distance", 25.0, 0)
         term.angle = o.get_float("angle", 50.0, 0)
@@ -325,7 +332,7 @@ def hinton_losses(temperature: float, alpha: float) -> list[LossTerm]:
     require(0 <= alpha <= 1, f"--alpha must be between 0 and 1, got {alpha}")
     terms = [LossTerm("kd", alpha, temperature=temperature)]
     if alpha < 1:
-        terms.append(LossTerm("ce", 1 - alpha))
+        terms.append(LossTerm("ce", round(1 - alpha, 12)))
     return terms
 
 
@@ -389,7 +396,7 @@ class Distillation:
                     value = kd_loss(logits, t.logits, term.temperature)
                 terms[_unique(terms, f"kd_T{term.temperature:g}")] = w * value
             elif term.name == "logit-mse":
-                terms[_unique(terms, "logit_mse")] = w * logit_mse(logits, t.logits, term.center)
+                terms[_unique(terms, "logit_mse")] = w * logit_mse(logits, t.logits, term.center, term.reduce)
             elif term.name == "rkd":
                 s_f, t_f = feats[term.student_tap], t.features[term.teacher_tap]
                 if term.distance:

@@ -47,6 +47,7 @@ class RunOutput:
                                          "choose another --out or pass --overwrite")
         require(not self.final.exists() or self.final.is_dir(), f"--out {self.final} is a file, not a folder")
         self.dir = self.final.with_name(f".{self.final.name}.partial")
+        self._steps = None
 
     def __enter__(self) -> "RunOutput":
         if self.dir.exists():
@@ -55,6 +56,9 @@ class RunOutput:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._steps is not None:
+            self._steps.close()
+            self._steps = None
         if exc_type is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             return False
@@ -73,6 +77,12 @@ class RunOutput:
     def log(self, record: dict) -> None:
         with open(self.path("metrics.jsonl"), "a") as f:
             f.write(json.dumps(to_jsonable(record)) + "\n")
+
+    def log_step(self, record: dict) -> None:
+        """Every training step's named loss terms, in steps.jsonl."""
+        if self._steps is None:
+            self._steps = open(self.path("steps.jsonl"), "a")
+        self._steps.write(json.dumps(record) + "\n")
 
     def write_metrics(self, metrics: dict) -> None:
         with open(self.path("metrics.json"), "w") as f:

@@ -129,7 +129,7 @@ class FitResult:
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective | None = None,
         extra_modules: list[nn.Module] = (), on_epoch: Callable[[dict], None] | None = None,
-        progress: bool = True, desc: str = "train") -> FitResult:
+        on_step: Callable[[dict], None] | None = None, progress: bool = True, desc: str = "train") -> FitResult:
     """Train ``model`` on ``splits.train``; validation accuracy after each epoch; returns the history.
 
     With ``cfg.select == "best-val"`` the weights of the epoch with the best validation accuracy are restored.
@@ -174,10 +174,13 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
             optimizer.step()
             if cfg.max_norm:
                 apply_max_norm(model, cfg.max_norm)
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * len(idx)
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            values["loss"] = float(loss.detach())
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
             step += 1
+            if on_step:
+                on_step({"step": step, "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **values})
         val_acc, _ = accuracy(model, splits.val, device)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                   **{f"train_{k}": v / n for k, v in sums.items()}, "val_accuracy": val_acc,

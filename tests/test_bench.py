@@ -1,0 +1,69 @@
+"""The --quick form of every benchmark: same code path as the full runs, on digits, in seconds."""
+
+import json
+
+import pytest
+
+from distillab.bench import BENCHMARKS, run_benchmark
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+def _load(out, name):
+    data = json.loads((out / f"{name}.json").read_text())
+    assert data["quick"] and data["benchmark"] == name and data["machine"]["cpus"] >= 1
+    assert (out / f"{name}.md").read_text().startswith(f"## {name}")
+    return data
+
+
+def test_hinton_mnist_quick(bench_out):
+    run_benchmark("hinton-mnist", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "hinton-mnist")
+    for key in ("teacher", "student_alone", "student_kd"):
+        assert set(d[key]) >= {"test_errors", "test_accuracy"} and 0 < d[key]["test_accuracy"] <= 1
+    assert d["paper_test_errors"] == {"teacher": 67, "student_alone": 146, "student_kd": 74}
+
+
+def test_ls_teacher_quick(bench_out):
+    run_benchmark("ls-teacher", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "ls-teacher")
+    for name in ("dropout", "label_smoothing"):
+        assert len(d[name]["student_test_accuracy"]["runs"]) == 2
+    assert set(d["direction_reproduced"]) == {"ls_teacher_better_alone", "ls_student_worse"}
+
+
+def test_kd_losses_quick(bench_out):
+    run_benchmark("kd-losses", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "kd-losses")
+    for name in ("ce", "kl_T1", "kl_T4", "kl_T20", "logit_mse", "blackbox_centred_logprob", "blackbox_top5_kl_T4"):
+        assert set(d[name]) == {"mean", "std", "runs"}
+    # the identity behind the black-box row: centred log-probabilities are logit matching
+    assert abs(d["blackbox_centred_logprob"]["mean"] - d["logit_mse"]["mean"]) < 0.02
+
+
+def test_takd_quick(bench_out):
+    run_benchmark("takd", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "takd")
+    assert {"alone_8", "direct_8", "via_ta_8", "alone_4", "direct_4", "via_ta_4"} <= set(d)
+
+
+def test_rkd_quick(bench_out):
+    run_benchmark("rkd", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "rkd")
+    assert {"ce", "ce+rkd", "ce+kd", "ce+kd+rkd"} <= set(d)
+
+
+def test_kd_speed_quick(bench_out):
+    run_benchmark("kd-speed", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "kd-speed")
+    assert set(d["epoch_seconds"]) == {"alone", "cached", "live"} and d["cached_over_alone"] > 0
+    assert d["images_per_second"]["alone"] > 0
+
+
+def test_unknown_benchmark(cli):
+    from conftest import assert_one_line_error
+    assert_one_line_error(cli("bench", "imagenet-sota"), "unknown benchmark")
+    assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed"}
