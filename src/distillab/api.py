@@ -457,3 +457,116 @@ def inspect_teacher(model_path, data: str | None = None, *, temperatures=(1, 2, 
         warn.append("label smoothing erases the dark knowledge distillation needs (Mueller et al. 2019)")
     report["warnings"] = warn
     return report
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dataset distillation
+
+
+def condense_data(data: str = "digits", method: str = "dm", ipc: int = 10, *, model: str = "convnet:width=128,depth=3",
+                  iterations: int = 1000, init: str = "real", lr_img: float = 1.0, batch_real: int = 256,
+                  dsa: bool = True, seed: int = 0, val_size: int | None = None, split_seed: int = 0, out=None,
+                  overwrite: bool = False, quiet: bool = False) -> Result:
+    """Condense ``data`` into ``ipc`` images per class; writes synset.safetensors, synset.png and metrics."""
+    from tqdm.auto import tqdm
+
+    from .condense import DMConfig, METHODS, condense
+    from .dsa import DSA
+
+    require(method in METHODS, f"unknown method '{method}'; choose from {', '.join(METHODS)}")
+    require(iterations >= 1, f"--iterations must be at least 1, got {iterations}")
+    started = time.time()
+    splits = load_splits(data, val_size, split_seed)
+    from .condense import check_ipc
+    check_ipc(splits, ipc)
+    if method == "dm":
+        build_model(model, splits.input_shape, splits.num_classes)  # a bad --model fails before any output
+    augment = DSA(allow_flip=splits.input_shape[0] == 3) if (dsa and method == "dm") else None
+    cfg = DMConfig(iterations=iterations, lr_img=lr_img, batch_real=batch_real, model=model, dsa=bool(augment))
+    with RunOutput(out, "condense", overwrite) as run:
+        run.write_config({"command": "condense", "data": data, "method": method, "ipc": ipc, "model": model,
+                          "iterations": iterations, "init": init, "lr_img": lr_img, "batch_real": batch_real,
+                          "dsa": dsa, "seed": seed, "val_size": splits.val_size, "split_seed": split_seed})
+        losses = []
+        bar = tqdm(total=iterations if method == "dm" else 0, desc=f"condense {method}", disable=None if not quiet else True)
+
+        def on_iteration(it, loss):
+            losses.append(loss)
+            run.log({"iteration": it + 1, "loss": loss})
+            bar.update(1)
+
+        t0 = time.perf_counter()
+        synset = condense(splits, method, ipc, seed=seed, init=init, dm=cfg, augment=augment, on_iteration=on_iteration)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        synset.meta["source"]["data"] = data
+        synset.save(run.path("synset.safetensors"))
+        synset.save_grid(run.path("synset.png"))
+        if losses:
+            _plot_loss(losses, run.path("loss.png"), f"{method} on {data}, IPC {ipc}")
+        full_bytes = splits.train.x.numel() * 1 + splits.train.y.numel() * 1  # the training images as uint8 pixels
+        metrics = {"method": method, "ipc": ipc, "iterations": iterations if method == "dm" else 0,
+                   "wall_seconds": round(time.time() - started, 2), "condense_seconds": round(seconds, 2),
+                   "iterations_per_second": round(len(losses) / seconds, 3) if losses else None,
+                   "peak_rss_mb": peak_rss_mb(), "synset_bytes": synset.nbytes(), "train_set_bytes_uint8": full_bytes,
+                   "images": len(synset.labels), "final_loss": losses[-1] if losses else None}
+        run.write_metrics(metrics)
+    log(f"condensed {data} with {method} to {ipc} images per class in {seconds:.1f} s; wrote {run.final}", quiet)
+    return Result(metrics, run.final)
+
+
+def _plot_loss(values, path, title):
+    from .reports import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(values) + 1), values)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("matching loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_synset(path, data: str | None = None, *, models: list[str] = ("convnet:width=128,depth=3",),
+                    runs: int = 5, epochs: int = 300, dsa: bool = False, seed: int = 0, vectorise: bool = True,
+                    out=None, overwrite: bool = False, quiet: bool = False) -> Result:
+    """The standard protocol on a synthetic set: fresh models, final-epoch accuracy on the real test set."""
+    from .condense import SyntheticSet
+    from .dsa import DSA
+    from .evaluation import Protocol, evaluate_images
+
+    started = time.time()
+    synset = SyntheticSet.load(path)
+    data = data or (synset.meta.get("source") or {}).get("data")
+    require(data, f"{path} does not record its dataset; pass --data")
+    ds = data_mod.load(data)
+    require(tuple(ds.input_shape) == synset.input_shape,
+            f"{path} holds images of shape {synset.input_shape}, but {data} has {tuple(ds.input_shape)}; "
+            "evaluate it on the dataset it was condensed from")
+    require(ds.num_classes == len(synset.classes),
+            f"{path} has {len(synset.classes)} classes, but {data} has {ds.num_classes}")
+    for spec in models:
+        build_model(spec, ds.input_shape, ds.num_classes)  # fail on a bad spec before any output
+    proto = Protocol(epochs=epochs, dsa=dsa).check()
+    test = data_mod.ImageSet(data_mod.normalise(ds.test.x, synset.mean, synset.std), ds.test.y)
+    targets = synset.labels if synset.label_logits is None else synset.targets()
+    augment = DSA(allow_flip=ds.is_colour) if dsa else None
+    with RunOutput(out, "evaluate", overwrite) as run:
+        run.write_config({"command": "evaluate", "synset": str(path), "data": data, "models": list(models),
+                          "runs": runs, "epochs": epochs, "dsa": dsa, "seed": seed, "vectorise": vectorise,
+                          "protocol": proto.__dict__})
+        results = evaluate_images(synset.images, targets, test, list(models), runs, proto, seed=seed, dsa=augment,
+                                  vectorise=vectorise, num_classes=ds.num_classes)
+        for spec, r in results.items():
+            run.log({"model": spec, **r})
+        metrics = {"synset": str(path), "data": data, "method": synset.meta.get("method"), "ipc": synset.ipc,
+                   "models": results, "epochs": epochs, "dsa": dsa, "wall_seconds": round(time.time() - started, 2),
+                   "peak_rss_mb": peak_rss_mb()}
+        run.write_metrics(metrics)
+    for spec, r in results.items():
+        log(f"{spec}: {100 * r['mean']:.2f} +- {100 * r['std']:.2f}% over {runs} runs", quiet)
+    return Result(metrics, run.final)

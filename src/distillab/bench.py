@@ -137,7 +137,7 @@ def bench_ls_teacher(b: Bench) -> dict:
     else:
         teacher_model, student = "mlp:hidden=1200-1200", "mlp:hidden=800-800"
         t_opts = dict(epochs=30, augment="shift:2", batch_size=128)
-        s_opts = dict(epochs=25, batch_size=128, lr=0.01)
+        s_opts = dict(epochs=25, batch_size=128, lr=0.005)
     teachers = {
         "dropout": b.teacher("ls-dropout", model=teacher_model + (",dropout=0.5" if not b.quick else ",dropout=0.3"),
                              **t_opts),

@@ -116,10 +116,32 @@ def build_parser() -> Parser:
     p.add_argument("model", help="teacher model.safetensors")
     p.add_argument("--data", help="dataset (default: the one the model was trained on)")
 
-    p = sub.add_parser("evaluate", help="evaluate a saved model on a dataset")
-    p.add_argument("model", help="model.safetensors")
-    p.add_argument("--data", help="dataset (default: the one the model was trained on)")
+    p = sub.add_parser("evaluate", help="evaluate a saved model, or a synthetic set by the standard protocol")
+    p.add_argument("model", help="model.safetensors or synset.safetensors")
+    p.add_argument("--data", help="dataset (default: the one the file records)")
     p.add_argument("--device", default="cpu")
+    g = p.add_argument_group("synthetic sets (the dataset-distillation protocol)")
+    g.add_argument("--models", nargs="+", default=["convnet:width=128,depth=3"], help="model specs to train")
+    g.add_argument("--runs", type=int, default=5, help="fresh models per spec")
+    g.add_argument("--epochs", type=int, default=300)
+    g.add_argument("--dsa", action="store_true", help="differentiable siamese augmentation while training")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--sequential", action="store_true", help="train the models one after another (no vmap)")
+    _add_output(p)
+
+    p = sub.add_parser("condense", help="distill a dataset into a few synthetic images per class")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--method", required=True, help="random, herding, kmeans, mean, dm")
+    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--model", default="convnet:width=128,depth=3", help="network used for matching")
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--init", choices=["real", "noise"], default="real")
+    p.add_argument("--lr-img", type=float, default=1.0)
+    p.add_argument("--batch-real", type=int, default=256, help="real images per class per iteration")
+    p.add_argument("--no-dsa", action="store_true", help="no siamese augmentation while matching")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-size", type=int)
+    p.add_argument("--split-seed", type=int, default=0)
     _add_output(p)
 
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
@@ -220,9 +242,23 @@ def _cmd_inspect(a):
 
 
 def _cmd_evaluate(a):
-    from .api import evaluate_model
+    from .api import evaluate_model, evaluate_synset
+    from .files import read_meta
 
+    if read_meta(a.model).get("format") == "distillab.synset":
+        return evaluate_synset(a.model, a.data, models=a.models, runs=a.runs, epochs=a.epochs, dsa=a.dsa,
+                               seed=a.seed, vectorise=not a.sequential, out=a.out, overwrite=a.overwrite,
+                               quiet=a.quiet).metrics
     return evaluate_model(a.model, a.data, out=a.out, overwrite=a.overwrite, device=a.device, quiet=a.quiet).metrics
+
+
+def _cmd_condense(a):
+    from .api import condense_data
+
+    return condense_data(a.data, a.method, a.ipc, model=a.model, iterations=a.iterations, init=a.init,
+                         lr_img=a.lr_img, batch_real=a.batch_real, dsa=not a.no_dsa, seed=a.seed,
+                         val_size=a.val_size, split_seed=a.split_seed, out=a.out, overwrite=a.overwrite,
+                         quiet=a.quiet).metrics
 
 
 def _cmd_predict(a):
@@ -297,7 +333,7 @@ def recipe_argv(recipe_path: str, parser: Parser) -> list[str]:
     return argv
 
 
-COMMANDS = {"bench": _cmd_bench, "inspect": _cmd_inspect, "train": _cmd_train, "kd": _cmd_kd, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+COMMANDS = {"condense": _cmd_condense, "bench": _cmd_bench, "inspect": _cmd_inspect, "train": _cmd_train, "kd": _cmd_kd, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "data": _cmd_data, "demo": _cmd_demo}
 
 

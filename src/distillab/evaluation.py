@@ -1,0 +1,139 @@
+"""The dataset-distillation evaluation protocol as code (REFERENCE.md section 2).
+
+A fresh random model per run; SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256; lr x0.1 once at epoch
+E//2+1; optional DSA augmentation; accuracy on the real test set at the final epoch (no selection at all, so the
+test set cannot leak); mean +- std over runs.
+
+Several models of one spec train together: their parameters are stacked and one vmapped step (torch.func) updates
+all of them, which keeps the CPU's matrix units busy on tiny synthetic batches. Models with batch norm or dropout
+(state or randomness inside the forward pass) train one after another instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ImageSet
+from .errors import require
+from .models import Dropout, build_model
+from .training import predict_logits
+
+
+@dataclass
+class Protocol:
+    epochs: int = 300
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    dsa: bool = False
+
+    def check(self) -> "Protocol":
+        require(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        return self
+
+    def lr_at(self, epoch: int) -> float:
+        """0-based epoch; x0.1 from epoch E//2+1 (1-based) on."""
+        return self.lr * (0.1 if epoch + 1 >= self.epochs // 2 + 1 else 1.0)
+
+
+def _soft_cross_entropy(logits, targets):
+    if targets.dtype == torch.long:
+        return F.cross_entropy(logits, targets)
+    return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
+
+
+def can_vectorise(model: nn.Module) -> bool:
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) or (isinstance(m, (Dropout, nn.Dropout)) and m.p > 0)
+                   for m in model.modules())
+
+
+def _augment_each(x_per_model: list[torch.Tensor], dsa, g) -> list[torch.Tensor]:
+    if dsa is None:
+        return x_per_model
+    return [dsa.apply(x, dsa.sample(1, g)) for x in x_per_model]
+
+
+def train_sequential(models: list[nn.Module], x: torch.Tensor, targets: torch.Tensor, proto: Protocol,
+                     g: torch.Generator, dsa=None) -> list[nn.Module]:
+    """The plain eager loop, one model after another (the reference and the fallback)."""
+    n = len(x)
+    for model in models:
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=proto.lr, momentum=proto.momentum, weight_decay=proto.weight_decay)
+        for epoch in range(proto.epochs):
+            for group in opt.param_groups:
+                group["lr"] = proto.lr_at(epoch)
+            order = torch.randperm(n, generator=g)
+            for start in range(0, n, proto.batch_size):
+                idx = order[start:start + proto.batch_size]
+                xb = _augment_each([x[idx]], dsa, g)[0]
+                loss = _soft_cross_entropy(model(xb), targets[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        model.eval()
+    return models
+
+
+def train_vectorised(models: list[nn.Module], x: torch.Tensor, targets: torch.Tensor, proto: Protocol,
+                     g: torch.Generator, dsa=None) -> list[nn.Module]:
+    """The same protocol for all models at once: stacked parameters, one vmapped gradient per step."""
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def loss_fn(p, b, xb, yb):
+        return _soft_cross_entropy(functional_call(base, (p, b), (xb,)), yb)
+
+    step = vmap(grad(loss_fn))
+    momentum = {k: torch.zeros_like(v) for k, v in params.items()}
+    n, count = len(x), len(models)
+    for epoch in range(proto.epochs):
+        lr = proto.lr_at(epoch)
+        orders = [torch.randperm(n, generator=g) for _ in range(count)]  # each model its own shuffle
+        for start in range(0, n, proto.batch_size):
+            idx = [o[start:start + proto.batch_size] for o in orders]
+            xb = torch.stack(_augment_each([x[i] for i in idx], dsa, g))
+            yb = torch.stack([targets[i] for i in idx])
+            grads = step(params, buffers, xb, yb)
+            with torch.no_grad():  # SGD with momentum and weight decay, as torch.optim.SGD does it
+                for k, p in params.items():
+                    d = grads[k] + proto.weight_decay * p
+                    momentum[k].mul_(proto.momentum).add_(d)
+                    p.sub_(lr * momentum[k])
+    for i, model in enumerate(models):
+        model.load_state_dict({**{k: v[i] for k, v in params.items()}, **{k: v[i] for k, v in buffers.items()}})
+        model.eval()
+    return models
+
+
+def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, specs: list[str], runs: int,
+                    proto: Protocol, seed: int = 0, dsa=None, vectorise: bool = True, num_classes: int | None = None
+                    ) -> dict:
+    """Train ``runs`` fresh models per spec on (x, targets); final-epoch test accuracy of each."""
+    proto.check()
+    require(runs >= 1, f"--runs must be at least 1, got {runs}")
+    num_classes = num_classes or int(test.y.max()) + 1
+    results = {}
+    for s_i, spec in enumerate(specs):
+        g = torch.Generator().manual_seed(seed * 1000 + s_i)
+        models = [build_model(spec, tuple(x.shape[1:]), num_classes, g) for _ in range(runs)]
+        started = time.perf_counter()
+        use_vmap = vectorise and runs > 1 and can_vectorise(models[0])
+        (train_vectorised if use_vmap else train_sequential)(models, x, targets, proto, g, dsa)
+        accs = [float((predict_logits(m, test.x).argmax(1) == test.y).float().mean()) for m in models]
+        arr = np.asarray(accs)
+        results[spec] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if runs > 1 else 0.0,
+                         "runs": accs, "vectorised": use_vmap, "seconds": round(time.perf_counter() - started, 2)}
+    return results

@@ -1,0 +1,142 @@
+"""Dataset distillation: synthetic sets, baselines, distribution matching, the evaluation protocol."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from distillab import data
+from distillab.condense import DMConfig, SyntheticSet, condense
+from distillab.errors import DistillabError
+from distillab.evaluation import Protocol, evaluate_images
+
+from conftest import assert_one_line_error, write_npz
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return data.split(data.load("digits"))
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kmeans", "mean"])
+def test_baselines_shape_labels_and_determinism(splits, method):
+    a, b = condense(splits, method, 3, seed=1), condense(splits, method, 3, seed=1)
+    assert a.images.shape == (30, 1, 8, 8) and a.labels.tolist() == [c for c in range(10) for _ in range(3)]
+    assert torch.equal(a.images, b.images)
+    assert a.meta["method"] == method and len(a.meta["source"]["hash"]) == 16
+
+
+def test_random_picks_real_training_images_of_the_right_class(splits):
+    s = condense(splits, "random", 2, seed=0)
+    for img, label in zip(s.images, s.labels):
+        match = (splits.train.x == img).flatten(1).all(1)
+        assert match.any() and int(splits.train.y[match.nonzero()[0, 0]]) == int(label)
+
+
+def test_mean_with_one_image_per_class_is_the_class_mean(splits):
+    s = condense(splits, "mean", 1)
+    for c in range(10):
+        assert torch.allclose(s.images[c], splits.train.x[splits.train.y == c].mean(0), atol=1e-5)
+
+
+def test_herding_mean_is_closer_than_random(splits):
+    def gap(s):
+        return sum(float((s.images[s.labels == c].mean(0) - splits.train.x[splits.train.y == c].mean(0)).norm())
+                   for c in range(10))
+    assert gap(condense(splits, "herding", 5)) < gap(condense(splits, "random", 5))
+
+
+def test_bad_ipc_and_method(splits):
+    with pytest.raises(DistillabError, match="smallest class"):
+        condense(splits, "random", 10_000)
+    with pytest.raises(DistillabError, match="unknown method"):
+        condense(splits, "magic", 1)
+
+
+def test_dm_reduces_matching_loss_and_is_seeded(splits):
+    cfg = DMConfig(iterations=40, batch_real=64, model="convnet:width=16,depth=2", lr_img=1.0)
+    losses = []
+    s = condense(splits, "dm", 2, dm=cfg, seed=3, on_iteration=lambda i, l: losses.append(l))
+    assert len(losses) == 40 and np.mean(losses[-8:]) < np.mean(losses[:8])
+    again = condense(splits, "dm", 2, dm=DMConfig(iterations=40, batch_real=64, model="convnet:width=16,depth=2"), seed=3)
+    assert torch.equal(s.images, again.images)
+    start = condense(splits, "random", 2, seed=3)
+    assert not torch.equal(s.images, start.images)  # initialised from real images, then moved
+
+
+def test_synset_file_roundtrip_and_exports(tmp_path, splits):
+    s = condense(splits, "kmeans", 2)
+    s.save(tmp_path / "synset.safetensors")
+    back = SyntheticSet.load(tmp_path / "synset.safetensors")
+    assert torch.equal(back.images, s.images) and torch.equal(back.labels, s.labels)
+    assert back.meta["ipc"] == 2 and back.meta["format"] == "distillab.synset" and back.meta["size_bytes"] == s.nbytes()
+    assert back.meta["method"] == "kmeans" and "distillab_version" in back.meta
+    s.export_npz(tmp_path / "s.npz")
+    loaded = data.load(f"npz:{tmp_path / 's.npz'}")
+    assert len(loaded.train) + len(loaded.test) == 20
+    s.save_grid(tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_vectorised_protocol_matches_sequential(splits):
+    s = condense(splits, "random", 5)
+    proto = Protocol(epochs=30)
+    vec = evaluate_images(s.images, s.labels, splits.test, ["convnet:width=8,depth=2"], 3, proto, seed=0, vectorise=True)
+    seq = evaluate_images(s.images, s.labels, splits.test, ["convnet:width=8,depth=2"], 3, proto, seed=0, vectorise=False)
+    v, q = vec["convnet:width=8,depth=2"], seq["convnet:width=8,depth=2"]
+    assert v["vectorised"] and not q["vectorised"]
+    # the same initial models and full-batch steps: the same training, up to float rounding
+    assert np.allclose(v["runs"], q["runs"], atol=0.02)
+
+
+def test_protocol_schedule_and_soft_targets(splits):
+    proto = Protocol(epochs=10)
+    assert [proto.lr_at(e) for e in (0, 4, 5, 9)] == [0.01, 0.01, pytest.approx(0.001), pytest.approx(0.001)]
+    s = condense(splits, "random", 2)
+    soft = torch.nn.functional.one_hot(s.labels, 10).float()
+    hard = evaluate_images(s.images, s.labels, splits.test, ["mlp:hidden=16"], 2, Protocol(epochs=5), seed=1)
+    via_soft = evaluate_images(s.images, soft, splits.test, ["mlp:hidden=16"], 2, Protocol(epochs=5), seed=1)
+    assert np.allclose(hard["mlp:hidden=16"]["runs"], via_soft["mlp:hidden=16"]["runs"], atol=1e-6)
+
+
+def test_condense_and_evaluate_cli(cli, tmp_path):
+    r = cli("condense", "--data", "digits", "--method", "dm", "--ipc", "2", "--iterations", "5",
+            "--model", "convnet:width=8,depth=2", "--batch-real", "32", "--quiet", "--out", tmp_path / "c")
+    assert r.code == 0, r.err
+    for name in ("synset.safetensors", "synset.png", "loss.png", "metrics.json", "config.yaml", "metrics.jsonl"):
+        assert (tmp_path / "c" / name).exists(), name
+    m = json.loads((tmp_path / "c/metrics.json").read_text())
+    assert m["iterations"] == 5 and m["synset_bytes"] < m["train_set_bytes_uint8"] and m["iterations_per_second"] > 0
+    e = cli("evaluate", tmp_path / "c/synset.safetensors", "--models", "convnet:width=8,depth=2", "mlp:hidden=16",
+            "--runs", "2", "--epochs", "5", "--dsa", "--quiet", "--out", tmp_path / "e")
+    assert e.code == 0, e.err
+    models = e.json["models"]
+    assert set(models) == {"convnet:width=8,depth=2", "mlp:hidden=16"}
+    assert set(models["mlp:hidden=16"]) >= {"mean", "std", "runs"} and len(models["mlp:hidden=16"]["runs"]) == 2
+
+
+def test_condense_bad_inputs(cli, tmp_path):
+    assert_one_line_error(cli("condense", "--method", "random", "--ipc", "5000", "--out", tmp_path / "o"),
+                          "smallest class")
+    assert_one_line_error(cli("condense", "--method", "magic", "--ipc", "1", "--out", tmp_path / "o"), "unknown method")
+    nan = tmp_path / "nan.npz"
+    x = np.zeros((20, 8, 8), np.float32)
+    x[3, 2, 2] = np.nan
+    np.savez(nan, x=x, y=np.arange(20) % 2)
+    assert_one_line_error(cli("condense", "--data", f"npz:{nan}", "--method", "random", "--ipc", "1",
+                              "--out", tmp_path / "o"), "NaN")
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluating_a_synset_against_other_data(cli, tmp_path, splits):
+    s = condense(splits, "random", 1)
+    s.meta["source"]["data"] = "digits"
+    s.save(tmp_path / "s.safetensors")
+    other = write_npz(tmp_path / "other.npz", classes=10, size=12, n=100)
+    r = cli("evaluate", tmp_path / "s.safetensors", "--data", f"npz:{other}", "--out", tmp_path / "o")
+    assert_one_line_error(r, "shape")
+    three = write_npz(tmp_path / "three.npz", classes=3)
+    r = cli("evaluate", tmp_path / "s.safetensors", "--data", f"npz:{three}", "--out", tmp_path / "o")
+    assert_one_line_error(r, "classes")
+    assert not (tmp_path / "o").exists()
