@@ -140,3 +140,17 @@ def test_evaluating_a_synset_against_other_data(cli, tmp_path, splits):
     r = cli("evaluate", tmp_path / "s.safetensors", "--data", f"npz:{three}", "--out", tmp_path / "o")
     assert_one_line_error(r, "classes")
     assert not (tmp_path / "o").exists()
+
+
+def test_bptt_set_keeps_its_schedule_and_init(cli, tmp_path):
+    r = cli("condense", "--method", "bptt", "--ipc", "1", "--iterations", "15", "--model", "mlp:hidden=32",
+            "--bptt-steps", "5", "--bptt-epochs", "1", "--batch-real", "256", "--lr-img", "0.05", "--quiet",
+            "--out", tmp_path / "b")
+    assert r.code == 0, r.err
+    s = SyntheticSet.load(tmp_path / "b/synset.safetensors")
+    assert s.lrs.shape == (5,) and s.init_state is not None and s.meta["bptt"]["init_net"] == "fixed"
+    e = cli("evaluate", tmp_path / "b/synset.safetensors", "--models", "mlp:hidden=32", "--runs", "2", "--epochs", "3",
+            "--quiet", "--out", tmp_path / "e")
+    assert e.code == 0, e.err
+    assert e.json["as_made"]["init_net"] == "fixed" and len(e.json["as_made"]["runs"]) == 1
+    assert 0 <= e.json["as_made"]["mean"] <= 1

@@ -463,14 +463,16 @@ def inspect_teacher(model_path, data: str | None = None, *, temperatures=(1, 2, 
 # Dataset distillation
 
 
-def condense_data(data: str = "digits", method: str = "dm", ipc: int = 10, *, model: str = "convnet:width=128,depth=3",
-                  iterations: int = 1000, init: str = "real", lr_img: float = 1.0, batch_real: int = 256,
-                  dsa: bool = True, seed: int = 0, val_size: int | None = None, split_seed: int = 0, out=None,
+def condense_data(data: str = "digits", method: str = "dm", ipc: int = 10, *, model: str | None = None,
+                  iterations: int = 1000, init: str = "real", lr_img: float | None = None, batch_real: int | None = None,
+                  dsa: bool = True, init_net: str = "fixed", bptt_steps: int = 10, bptt_epochs: int = 3,
+                  seed: int = 0, val_size: int | None = None, split_seed: int = 0, out=None,
                   overwrite: bool = False, quiet: bool = False) -> Result:
     """Condense ``data`` into ``ipc`` images per class; writes synset.safetensors, synset.png and metrics."""
     from tqdm.auto import tqdm
 
-    from .condense import DMConfig, METHODS, condense
+    from .bptt import BPTTConfig
+    from .condense import DEFAULT_MODEL, DMConfig, METHODS, condense
     from .dsa import DSA
 
     require(method in METHODS, f"unknown method '{method}'; choose from {', '.join(METHODS)}")
@@ -479,16 +481,20 @@ def condense_data(data: str = "digits", method: str = "dm", ipc: int = 10, *, mo
     splits = load_splits(data, val_size, split_seed)
     from .condense import check_ipc
     check_ipc(splits, ipc)
-    if method == "dm":
+    model = model or DEFAULT_MODEL.get(method, "convnet:width=128,depth=3")
+    if method in ("dm", "bptt"):
         build_model(model, splits.input_shape, splits.num_classes)  # a bad --model fails before any output
     augment = DSA(allow_flip=splits.input_shape[0] == 3) if (dsa and method == "dm") else None
-    cfg = DMConfig(iterations=iterations, lr_img=lr_img, batch_real=batch_real, model=model, dsa=bool(augment))
+    cfg = DMConfig(iterations=iterations, lr_img=lr_img or 1.0, batch_real=batch_real or 256, model=model,
+                   dsa=bool(augment))
+    bptt_cfg = BPTTConfig(iterations=iterations, steps=bptt_steps, epochs=bptt_epochs, lr_img=lr_img or 0.01,
+                          batch_real=batch_real or 1024, init_net=init_net, model=model).check()
     with RunOutput(out, "condense", overwrite) as run:
         run.write_config({"command": "condense", "data": data, "method": method, "ipc": ipc, "model": model,
                           "iterations": iterations, "init": init, "lr_img": lr_img, "batch_real": batch_real,
                           "dsa": dsa, "seed": seed, "val_size": splits.val_size, "split_seed": split_seed})
         losses = []
-        bar = tqdm(total=iterations if method == "dm" else 0, desc=f"condense {method}", disable=None if not quiet else True)
+        bar = tqdm(total=iterations if method in ("dm", "bptt") else 0, desc=f"condense {method}", disable=None if not quiet else True)
 
         def on_iteration(it, loss):
             losses.append(loss)
@@ -496,7 +502,8 @@ def condense_data(data: str = "digits", method: str = "dm", ipc: int = 10, *, mo
             bar.update(1)
 
         t0 = time.perf_counter()
-        synset = condense(splits, method, ipc, seed=seed, init=init, dm=cfg, augment=augment, on_iteration=on_iteration)
+        synset = condense(splits, method, ipc, seed=seed, init=init, dm=cfg, bptt=bptt_cfg, augment=augment,
+                          on_iteration=on_iteration)
         seconds = time.perf_counter() - t0
         bar.close()
         synset.meta["source"]["data"] = data
@@ -505,7 +512,7 @@ def condense_data(data: str = "digits", method: str = "dm", ipc: int = 10, *, mo
         if losses:
             _plot_loss(losses, run.path("loss.png"), f"{method} on {data}, IPC {ipc}")
         full_bytes = splits.train.x.numel() * 1 + splits.train.y.numel() * 1  # the training images as uint8 pixels
-        metrics = {"method": method, "ipc": ipc, "iterations": iterations if method == "dm" else 0,
+        metrics = {"method": method, "ipc": ipc, "iterations": iterations if method in ("dm", "bptt") else 0,
                    "wall_seconds": round(time.time() - started, 2), "condense_seconds": round(seconds, 2),
                    "iterations_per_second": round(len(losses) / seconds, 3) if losses else None,
                    "peak_rss_mb": peak_rss_mb(), "synset_bytes": synset.nbytes(), "train_set_bytes_uint8": full_bytes,
@@ -529,6 +536,23 @@ def _plot_loss(values, path, title):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _evaluate_as_made(synset, test, ds, runs: int, seed: int) -> dict | None:
+    """A bptt set is tied to its learned schedule: also train the way it was made (from its stored init when
+    fixed, else from fresh inits) and report that accuracy."""
+    info = synset.meta.get("bptt")
+    if not info:
+        return None
+    from .bptt import train_with_schedule
+
+    fixed = synset.init_state is not None
+    accs = []
+    for r in range(1 if fixed else runs):
+        model = train_with_schedule(info["model"], ds.input_shape, ds.num_classes, synset,
+                                    torch.Generator().manual_seed(seed * 1000 + r), init_state=synset.init_state)
+        accs.append(float((predict_logits(model, test.x).argmax(1) == test.y).float().mean()))
+    return {"model": info["model"], "init_net": "fixed" if fixed else "random", **summarise_runs(accs)}
 
 
 def evaluate_synset(path, data: str | None = None, *, models: list[str] = ("convnet:width=128,depth=3",),
@@ -563,8 +587,10 @@ def evaluate_synset(path, data: str | None = None, *, models: list[str] = ("conv
                                   vectorise=vectorise, num_classes=ds.num_classes)
         for spec, r in results.items():
             run.log({"model": spec, **r})
+        as_made = _evaluate_as_made(synset, test, ds, runs, seed)
         metrics = {"synset": str(path), "data": data, "method": synset.meta.get("method"), "ipc": synset.ipc,
-                   "models": results, "epochs": epochs, "dsa": dsa, "wall_seconds": round(time.time() - started, 2),
+                   "models": results, **({"as_made": as_made} if as_made else {}), "epochs": epochs, "dsa": dsa,
+                   "wall_seconds": round(time.time() - started, 2),
                    "peak_rss_mb": peak_rss_mb()}
         run.write_metrics(metrics)
     for spec, r in results.items():

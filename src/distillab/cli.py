@@ -131,13 +131,18 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("condense", help="distill a dataset into a few synthetic images per class")
     p.add_argument("--data", default="digits")
-    p.add_argument("--method", required=True, help="random, herding, kmeans, mean, dm")
+    p.add_argument("--method", required=True, help="random, herding, kmeans, mean, dm, bptt")
     p.add_argument("--ipc", type=int, required=True, help="images per class")
-    p.add_argument("--model", default="convnet:width=128,depth=3", help="network used for matching")
+    p.add_argument("--model", help="network used for matching (default: dm convnet:width=128,depth=3; bptt lenet5)")
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--init", choices=["real", "noise"], default="real")
-    p.add_argument("--lr-img", type=float, default=1.0)
-    p.add_argument("--batch-real", type=int, default=256, help="real images per class per iteration")
+    p.add_argument("--lr-img", type=float, help="image learning rate (default: dm 1.0 SGD; bptt 0.01 Adam)")
+    p.add_argument("--batch-real", type=int, help="real images (dm: per class, default 256; bptt: per "
+                                                  "iteration, default 1024)")
+    p.add_argument("--init-net", choices=["fixed", "random"], default="fixed",
+                   help="bptt: one stored initialisation, or a fresh one every iteration")
+    p.add_argument("--bptt-steps", type=int, default=10, help="bptt: GD steps per unrolled epoch")
+    p.add_argument("--bptt-epochs", type=int, default=3, help="bptt: unrolled epochs")
     p.add_argument("--no-dsa", action="store_true", help="no siamese augmentation while matching")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-size", type=int)
@@ -256,7 +261,8 @@ def _cmd_condense(a):
     from .api import condense_data
 
     return condense_data(a.data, a.method, a.ipc, model=a.model, iterations=a.iterations, init=a.init,
-                         lr_img=a.lr_img, batch_real=a.batch_real, dsa=not a.no_dsa, seed=a.seed,
+                         lr_img=a.lr_img, batch_real=a.batch_real, dsa=not a.no_dsa, init_net=a.init_net,
+                         bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, seed=a.seed,
                          val_size=a.val_size, split_seed=a.split_seed, out=a.out, overwrite=a.overwrite,
                          quiet=a.quiet).metrics
 

@@ -7,7 +7,8 @@ Methods (``condense(method=...)``):
 - baselines: ``random`` (real images), ``herding`` (greedy mean matching in pixel space), ``kmeans`` (cluster
   centres per class), ``mean`` (means of ``ipc`` random groups per class);
 - ``dm``: distribution matching (Zhao & Bilen 2023): a fresh random ConvNet each iteration, match the mean embedding
-  of real and synthetic images per class, all classes in one batched forward pass, siamese augmentation.
+  of real and synthetic images per class, all classes in one batched forward pass, siamese augmentation;
+- ``bptt``: Wang et al. 2018, back-propagation through unrolled training with learned step sizes (``bptt.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .files import load_tensors, save_tensors
 from .models import build_model
 
 SYNSET_FORMAT = "distillab.synset"
-METHODS = ("random", "herding", "kmeans", "mean", "dm")
+METHODS = ("random", "herding", "kmeans", "mean", "dm", "bptt")
+DEFAULT_MODEL = {"dm": "convnet:width=128,depth=3", "bptt": "lenet5"}
 
 
 @dataclass
@@ -41,8 +43,9 @@ class SyntheticSet:
     mean: tuple
     std: tuple
     label_logits: torch.Tensor | None = None  # learned soft labels (K * ipc, K), if any
-    lrs: torch.Tensor | None = None           # learned per-step learning rates, if any
+    lrs: torch.Tensor | None = None           # learned per-step learning rates (raw, before softplus), if any
     meta: dict = field(default_factory=dict)
+    init_state: dict | None = None            # the fixed network initialisation a bptt set was made for
 
     @property
     def ipc(self) -> int:
@@ -70,6 +73,9 @@ class SyntheticSet:
             tensors["label_logits"] = self.label_logits
         if self.lrs is not None:
             tensors["lrs"] = self.lrs
+        if self.init_state is not None:
+            from .bptt import init_state_tensors
+            tensors.update(init_state_tensors(self.init_state))
         meta = dict(self.meta, format=SYNSET_FORMAT, classes=list(self.classes), ipc=self.ipc,
                     input_shape=list(self.input_shape), normalisation={"mean": list(self.mean), "std": list(self.std)},
                     size_bytes=self.nbytes())
@@ -82,7 +88,8 @@ class SyntheticSet:
         norm = meta.get("normalisation") or {}
         return cls(images=tensors["images"].float(), labels=tensors["labels"].long(), classes=meta["classes"],
                    mean=tuple(norm.get("mean", [0.0])), std=tuple(norm.get("std", [1.0])),
-                   label_logits=tensors.get("label_logits"), lrs=tensors.get("lrs"), meta=meta)
+                   label_logits=tensors.get("label_logits"), lrs=tensors.get("lrs"), meta=meta,
+                   init_state=_init_state(tensors))
 
     def export_npz(self, path) -> None:
         """Pixel-space images (N, C, H, W) in [0, 1] and labels: the `npz:` data format."""
@@ -112,6 +119,11 @@ class SyntheticSet:
         fig.tight_layout(pad=0.2)
         fig.savefig(path, dpi=100)
         plt.close(fig)
+
+
+def _init_state(tensors: dict) -> dict | None:
+    from .bptt import init_state_from_tensors
+    return init_state_from_tensors(tensors)
 
 
 def dataset_hash(splits: Splits) -> str:
@@ -248,7 +260,7 @@ def distribution_matching(splits: Splits, images: torch.Tensor, ipc: int, cfg: D
 
 
 def condense(splits: Splits, method: str, ipc: int, *, seed: int = 0, init: str = "real",
-             dm: DMConfig | None = None, augment=None, on_iteration=None) -> SyntheticSet:
+             dm: DMConfig | None = None, bptt=None, augment=None, on_iteration=None) -> SyntheticSet:
     """Build a synthetic set of ``ipc`` images per class from ``splits.train`` (the validation split stays out)."""
     require(method in METHODS, f"unknown method '{method}'; choose from {', '.join(METHODS)}")
     require(init in ("real", "noise"), f"--init must be real or noise, got {init}")
@@ -264,14 +276,25 @@ def condense(splits: Splits, method: str, ipc: int, *, seed: int = 0, init: str 
         images = _kmeans(splits, ipc, g)
     elif method == "mean":
         images = _mean(splits, ipc, g)
-    else:
-        cfg = dm or DMConfig()
+    labels = torch.arange(splits.num_classes).repeat_interleave(ipc)
+    lrs, init_state, extra_meta = None, None, {}
+    if method in ("dm", "bptt"):
         images = _random(splits, ipc, g) if init == "real" else torch.randn(
             splits.num_classes * ipc, *splits.input_shape, generator=g)
+        recipe["init"] = init
+    if method == "dm":
+        cfg = dm or DMConfig()
         images = distribution_matching(splits, images, ipc, cfg, g, augment=augment, on_iteration=on_iteration)
-        recipe.update(init=init, **cfg.__dict__)
-    labels = torch.arange(splits.num_classes).repeat_interleave(ipc)
+        recipe.update(**cfg.__dict__)
+    elif method == "bptt":
+        from .bptt import BPTTConfig, bptt_distill, bptt_meta
+
+        cfg = (bptt or BPTTConfig()).check()
+        images, lrs, init_state = bptt_distill(splits, images, labels, cfg, g, on_iteration=on_iteration)
+        extra_meta["bptt"] = bptt_meta(cfg)
+        recipe.update(**cfg.__dict__)
     meta = {"method": method, "recipe": recipe, "source": {**splits.describe(), "hash": dataset_hash(splits)},
-            "condense_seconds": round(time.perf_counter() - started, 2), "distillab_version": __version__}
+            "condense_seconds": round(time.perf_counter() - started, 2), "distillab_version": __version__,
+            **extra_meta}
     return SyntheticSet(images=images.float().contiguous(), labels=labels, classes=list(splits.classes),
-                        mean=tuple(splits.mean), std=tuple(splits.std), meta=meta)
+                        mean=tuple(splits.mean), std=tuple(splits.std), lrs=lrs, meta=meta, init_state=init_state)

@@ -84,7 +84,7 @@ def autocast(device: str, enabled: bool):
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, device: str = "cpu",
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 128, device: str = "cpu",
                    bf16: bool = False) -> torch.Tensor:
     """Logits in eval mode, float32 on the CPU."""
     was_training = model.training

@@ -1,0 +1,285 @@
+"""Dataset distillation by back-propagation through training (Wang et al. 2018, "Dataset Distillation").
+
+The synthetic images and one learning rate per gradient-descent step are learned together: from a network
+initialisation, ``steps * epochs`` plain SGD steps are unrolled on the synthetic set (step ``s`` uses its own
+learned rate ``softplus(raw_lrs[s])``), the unrolled network is scored on a batch of real training images, and that
+loss is back-propagated through the whole unroll to the pixels and the raw rates (Adam, lr 0.01, betas (0.5, 0.999)).
+
+Two modes:
+
+- ``init_net="fixed"``: one initialisation, sampled once and reused every iteration. The set only works from that
+  initialisation, so it is returned (and saved with the set as ``init.*`` tensors, see ``init_state_tensors``);
+- ``init_net="random"``: a fresh initialisation every iteration, so the set should work from any initialisation.
+
+The set is tied to its schedule: ``train_with_schedule`` evaluates it the way it was made (same steps, the learned
+rates, no momentum, no weight decay). ``SyntheticSet.lrs`` holds the *raw* rates; ``synset.meta["bptt"]`` (see
+``bptt_meta``) holds steps, epochs, init mode and model spec.
+
+Only models without batch norm or active dropout can be unrolled (lenet5, mlp, convnet with instance/layer norm):
+the unroll is functional (``torch.func.functional_call`` on a params dict), buffers pass through unchanged.
+All randomness comes from the torch.Generator passed in; the global RNG is never touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .condense import SyntheticSet, class_indices
+from .data import Splits
+from .errors import DistillabError, require
+from .models import Dropout, build_model
+
+INIT_MODES = ("fixed", "random")
+INIT_PREFIX = "init."
+
+
+@dataclass
+class BPTTConfig:
+    iterations: int = 1000
+    steps: int = 10            # GD steps per epoch of the unroll
+    epochs: int = 3            # unroll epochs -> steps * epochs learned lrs
+    lr_init: float = 0.02      # softplus(raw) at start
+    lr_img: float = 0.01       # Adam on images and raw lrs
+    batch_real: int = 1024
+    init_net: str = "fixed"    # fixed | random
+    model: str = "lenet5"
+
+    def check(self) -> "BPTTConfig":
+        require(self.iterations >= 0, f"bptt iterations must be >= 0, got {self.iterations}")
+        require(self.steps >= 1, f"bptt steps must be >= 1, got {self.steps}")
+        require(self.epochs >= 1, f"bptt epochs must be >= 1, got {self.epochs}")
+        require(self.lr_init > 0, f"bptt lr_init must be > 0, got {self.lr_init}")
+        require(self.lr_img > 0, f"bptt lr_img must be > 0, got {self.lr_img}")
+        require(self.batch_real >= 1, f"bptt batch_real must be >= 1, got {self.batch_real}")
+        require(self.init_net in INIT_MODES,
+                f"bptt init_net must be one of {', '.join(INIT_MODES)}, got '{self.init_net}'")
+        return self
+
+
+def inverse_softplus(y: float) -> float:
+    """The raw value whose softplus is ``y`` (> 0)."""
+    require(y > 0, f"a learning rate must be > 0, got {y}")
+    return y + math.log(-math.expm1(-y))  # log(exp(y) - 1), stable for small and large y
+
+
+def bptt_meta(cfg: BPTTConfig) -> dict:
+    """What ``synset.meta["bptt"]`` should hold for a set made with ``cfg`` (``train_with_schedule`` reads it)."""
+    return {"steps": cfg.steps, "epochs": cfg.epochs, "init_net": cfg.init_net, "model": cfg.model,
+            "lrs": "raw (used through softplus)", "config": asdict(cfg)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The unroll
+
+
+def check_unrollable(model: nn.Module) -> None:
+    """Batch norm (running statistics) and dropout (random masks) cannot be unrolled here."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            raise DistillabError(f"BPTT cannot unroll a model with batch norm ({name or type(m).__name__}); "
+                                 "use lenet5, mlp, or convnet with norm=instance")
+        if isinstance(m, (Dropout, nn.Dropout, nn.Dropout2d, nn.AlphaDropout)) and m.p > 0:
+            raise DistillabError(f"BPTT cannot unroll a model with dropout ({name or type(m).__name__}); "
+                                 "use a model without dropout")
+
+
+def _is_soft(labels: torch.Tensor) -> bool:
+    return labels.is_floating_point() and labels.dim() == 2
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on hard labels (N,) or soft targets (N, K)."""
+    if _is_soft(labels):
+        return -(labels * F.log_softmax(logits, 1)).sum(1).mean()
+    return F.cross_entropy(logits, labels)
+
+
+def step_batches(labels: torch.Tensor, num_classes: int, steps: int) -> list[torch.Tensor]:
+    """Which synthetic images each of the ``steps`` GD steps (per epoch) uses.
+
+    If every class has ``ipc`` images and ``ipc`` is a multiple of ``steps``, step ``s`` takes its own
+    ``ipc / steps`` images of every class (100 images = 10 steps x 1 image per class); otherwise every step uses
+    all images (10 images with 10 steps reuse the same 10 images each step). Soft labels count by their argmax.
+    """
+    require(steps >= 1, f"steps must be >= 1, got {steps}")
+    hard = labels.argmax(1) if _is_soft(labels) else labels.long()
+    everything = torch.arange(len(hard))
+    per_class = class_indices(hard, num_classes)
+    counts = {len(idx) for idx in per_class}
+    if len(counts) != 1:
+        return [everything] * steps
+    ipc = counts.pop()
+    if ipc == 0 or ipc % steps != 0:
+        return [everything] * steps
+    per = ipc // steps
+    return [torch.cat([idx[s * per:(s + 1) * per] for idx in per_class]) for s in range(steps)]
+
+
+def unroll(model: nn.Module, params0: dict, images: torch.Tensor, labels: torch.Tensor, raw_lrs: torch.Tensor,
+           steps: int, create_graph: bool = True, num_classes: int | None = None) -> dict:
+    """Functional SGD unroll of ``len(raw_lrs)`` steps on the synthetic set.
+
+    Step ``s`` uses batch ``s % steps`` of ``step_batches`` and learning rate ``softplus(raw_lrs[s])``. With
+    ``create_graph`` the returned params are differentiable w.r.t. ``images``, ``raw_lrs`` (and ``params0`` where
+    they require grad); without it the unroll is a plain, detached training run. Buffers pass through unchanged.
+    Returns the final params dict (name -> tensor).
+    """
+    check_unrollable(model)
+    require(raw_lrs.dim() == 1 and len(raw_lrs) >= 1, f"raw_lrs must be a 1-d tensor, got shape {tuple(raw_lrs.shape)}")
+    require(len(labels) == len(images), f"{len(images)} images but {len(labels)} labels")
+    names = [name for name, _ in model.named_parameters()]
+    missing = [n for n in names if n not in params0]
+    require(not missing, f"params0 lacks {', '.join(missing[:3])}")
+    if num_classes is None:
+        num_classes = labels.shape[1] if _is_soft(labels) else int(labels.max()) + 1
+    batches = step_batches(labels, num_classes, steps)
+    buffers = dict(model.named_buffers())
+    lrs = F.softplus(raw_lrs)
+    if create_graph:
+        params = {n: p if p.requires_grad else p.detach().requires_grad_(True) for n, p in params0.items() if n in names}
+    else:
+        images, labels, lrs = images.detach(), labels.detach(), lrs.detach()
+        params = {n: params0[n].detach().clone().requires_grad_(True) for n in names}
+    for s in range(len(raw_lrs)):
+        idx = batches[s % steps]
+        logits = functional_call(model, {**params, **buffers}, (images[idx],))
+        loss = _loss(logits, labels[idx])
+        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
+        if create_graph:
+            params = {n: params[n] - lrs[s] * g for n, g in zip(names, grads)}
+        else:
+            with torch.no_grad():
+                params = {n: (params[n] - lrs[s] * g).requires_grad_(True) for n, g in zip(names, grads)}
+    if not create_graph:
+        params = {n: p.detach() for n, p in params.items()}
+    return params
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Distillation
+
+
+def _params_of(model: nn.Module) -> dict:
+    return {n: p.detach() for n, p in model.named_parameters()}
+
+
+def bptt_distill(splits: Splits, images: torch.Tensor, labels: torch.Tensor, cfg: BPTTConfig,
+                 generator: torch.Generator, on_iteration: Callable[[int, float], None] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+    """Learn synthetic images and per-step learning rates by back-propagation through the unrolled training.
+
+    ``images``: (K*ipc, C, H, W) class-major initial images; ``labels``: (K*ipc,) hard labels (or (K*ipc, K) soft
+    targets). Returns ``(images, raw_lrs, init_state)``: ``raw_lrs`` has shape (steps*epochs,) and is used through
+    softplus; ``init_state`` is the fixed initial state_dict when ``cfg.init_net == "fixed"``, else None.
+    ``on_iteration(it, loss)`` gets the real-batch loss of each iteration (before that iteration's update).
+    """
+    cfg.check()
+    k = splits.num_classes
+    require(tuple(images.shape[1:]) == tuple(splits.input_shape),
+            f"images of shape {tuple(images.shape[1:])} do not match the data's {tuple(splits.input_shape)}")
+    require(len(labels) == len(images), f"{len(images)} images but {len(labels)} labels")
+    if _is_soft(labels):
+        require(labels.shape[1] == k, f"soft labels have {labels.shape[1]} classes, the data has {k}")
+        labels = labels.detach().float()
+    else:
+        labels = labels.long()
+        require(len(labels) == 0 or (int(labels.min()) >= 0 and int(labels.max()) < k),
+                f"labels must lie in 0..{k - 1}")
+    require(len(images) >= 1, "BPTT needs at least one synthetic image")
+
+    model = build_model(cfg.model, splits.input_shape, k, generator)
+    check_unrollable(model)
+    init_state = None
+    if cfg.init_net == "fixed":
+        init_state = {n: t.detach().clone() for n, t in model.state_dict().items()}
+        fixed_params = _params_of(model)
+
+    syn = images.detach().clone().float().requires_grad_(True)
+    raw_lrs = torch.full((cfg.steps * cfg.epochs,), inverse_softplus(cfg.lr_init)).requires_grad_(True)
+    opt = torch.optim.Adam([syn, raw_lrs], lr=cfg.lr_img, betas=(0.5, 0.999))
+    n_real = len(splits.train)
+    batch_real = min(cfg.batch_real, n_real)
+    for it in range(cfg.iterations):
+        if cfg.init_net == "fixed":
+            params0 = fixed_params
+        else:
+            model = build_model(cfg.model, splits.input_shape, k, generator)
+            params0 = _params_of(model)
+        pick = torch.randperm(n_real, generator=generator)[:batch_real]
+        params = unroll(model, params0, syn, labels, raw_lrs, cfg.steps, create_graph=True, num_classes=k)
+        logits = functional_call(model, {**params, **dict(model.named_buffers())}, (splits.train.x[pick],))
+        loss = F.cross_entropy(logits, splits.train.y[pick])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise DistillabError(f"BPTT diverged at iteration {it} (loss {value}); lower lr_img or lr_init")
+        if on_iteration:
+            on_iteration(it, value)
+    return syn.detach(), raw_lrs.detach(), init_state
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Storing the fixed initialisation with the set
+
+
+def init_state_tensors(init_state: dict | None) -> dict[str, torch.Tensor]:
+    """Extra tensors for the set's safetensors file: the initial state with keys prefixed ``init.``."""
+    if init_state is None:
+        return {}
+    return {INIT_PREFIX + name: t.detach().contiguous() for name, t in init_state.items()}
+
+
+def init_state_from_tensors(tensors: dict) -> dict | None:
+    """The initial state back from a file's tensors (``init.*`` keys), or None when there is none."""
+    state = {name[len(INIT_PREFIX):]: t for name, t in tensors.items() if name.startswith(INIT_PREFIX)}
+    return state or None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Evaluation with the learned schedule
+
+
+def train_with_schedule(spec: str, input_shape, num_classes: int, synset: SyntheticSet,
+                        generator: torch.Generator | None = None, *, init_state: dict | None = None) -> nn.Module:
+    """Train a model on a BPTT set the way it was made, and return it in eval mode.
+
+    The model starts from ``init_state`` (the stored fixed initialisation, loaded by the caller) or, for a set made
+    with random initialisations, from a fresh one drawn from ``generator``; then the learned schedule runs:
+    ``steps * epochs`` plain SGD steps (no momentum) with rates ``softplus(synset.lrs)``.
+    """
+    info = synset.meta.get("bptt")
+    require(isinstance(info, dict) and "steps" in info,
+            "this synthetic set has no BPTT schedule (meta['bptt']); it was not made by bptt distillation")
+    require(synset.lrs is not None, "this BPTT set has no learned learning rates (lrs)")
+    steps = int(info["steps"])
+    raw_lrs = synset.lrs.detach().float().flatten()
+    epochs = info.get("epochs")
+    require(epochs is None or len(raw_lrs) == steps * int(epochs),
+            f"the set has {len(raw_lrs)} learned rates but its schedule is {steps} steps x {epochs} epochs")
+    if info.get("init_net") == "fixed":
+        require(init_state is not None, "this BPTT set was distilled from one fixed initialisation; pass its "
+                                        "init_state (the init.* tensors saved with the set)")
+    model = build_model(spec, input_shape, num_classes, generator)
+    if init_state is not None:
+        try:
+            model.load_state_dict(init_state)
+        except RuntimeError as e:
+            raise DistillabError(f"the stored initialisation does not fit model '{spec}' "
+                                 f"(the set was made with '{info.get('model')}'): {str(e).splitlines()[0]}") from None
+    check_unrollable(model)
+    labels = torch.softmax(synset.label_logits.detach().float(), 1) if synset.label_logits is not None else synset.labels
+    params = unroll(model, _params_of(model), synset.images.detach().float(), labels, raw_lrs, steps,
+                    create_graph=False, num_classes=num_classes)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(params[name])
+    return model.eval()
