@@ -63,7 +63,35 @@ def test_kd_speed_quick(bench_out):
     assert d["images_per_second"]["alone"] > 0
 
 
+def test_dd_mnist_quick(bench_out):
+    run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "dd-mnist")
+    for method in ("random", "herding", "kmeans", "mean", "dm", "bptt"):
+        for ipc in ("1", "2"):
+            assert set(d[method][ipc]) == {"mean", "std", "runs", "wall_seconds"} and len(d[method][ipc]["runs"]) == 2
+
+
+def test_wang2018_quick(bench_out):
+    run_benchmark("wang2018", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "wang2018")
+    assert 0 <= d["fixed_init"]["test_accuracy"] <= 1 and set(d["random_init"]) >= {"mean", "std", "runs"}
+
+
+def test_eval_speed_quick(bench_out):
+    run_benchmark("eval-speed", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "eval-speed")
+    assert d["speedup"] > 0 and d["vectorised_seconds"] > 0 and d["sequential_seconds"] > 0
+    assert abs(d["vectorised_accuracy"]["mean"] - d["sequential_accuracy"]["mean"]) < 0.1
+
+
+def test_dm_speed_quick(bench_out):
+    run_benchmark("dm-speed", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "dm-speed")
+    assert d["iterations_per_second"] > 0 and d["peak_rss_mb"] > 0
+
+
 def test_unknown_benchmark(cli):
     from conftest import assert_one_line_error
     assert_one_line_error(cli("bench", "imagenet-sota"), "unknown benchmark")
-    assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed"}
+    assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
+                               "wang2018", "eval-speed", "dm-speed"}
