@@ -16,7 +16,10 @@ def test_demo_quick_distilled_student_at_least_as_good(tmp_path):
     report = (tmp_path / "demo/report.md").read_text()
     for name in ("teacher", "student_alone", "student_kd"):  # the table's figures are this run's
         assert f"{100 * m[name]['test_accuracy']:.2f}%" in report
-    for png in ("curves.png", "dark_knowledge.png"):
+    dd = m["dataset_distillation"]
+    assert dd["images"] == 50 and 0 < dd["dm"]["test_accuracy"] <= 1 and 0 < dd["random_real"]["test_accuracy"] <= 1
+    assert f"{100 * dd['dm']['test_accuracy']:.2f}" in report and (tmp_path / "demo/synset.safetensors").exists()
+    for png in ("curves.png", "dark_knowledge.png", "synset.png"):
         assert (tmp_path / "demo" / png).read_bytes()[:4] == b"\x89PNG"
 
 

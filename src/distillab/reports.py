@@ -115,16 +115,20 @@ class DemoPlan:
     student_options: dict
     temperature: float
     alpha: float
+    dd: dict = field(default_factory=dict)  # the dataset-distillation step
     temperatures_shown: tuple = (1, 4, 20)
-    notes: list = field(default_factory=list)
 
 
 QUICK = DemoPlan(data="digits", teacher="convnet:width=32,depth=2", student="mlp:hidden=32",
                  teacher_options=dict(epochs=30, lr=0.05, batch_size=64),
-                 student_options=dict(epochs=40, lr=0.05, batch_size=64), temperature=4.0, alpha=0.9)
+                 student_options=dict(epochs=40, lr=0.05, batch_size=64), temperature=4.0, alpha=0.9,
+                 dd=dict(ipc=5, model="convnet:width=16,depth=2", iterations=100, batch_real=32,
+                         eval_model="convnet:width=16,depth=2", runs=3, epochs=100))
 FULL = DemoPlan(data="mnist", teacher="convnet:width=32", student="mlp:hidden=100",
                 teacher_options=dict(epochs=4, lr=0.05, batch_size=128),
-                student_options=dict(epochs=20, lr=0.05, batch_size=128), temperature=4.0, alpha=0.9)
+                student_options=dict(epochs=20, lr=0.05, batch_size=128), temperature=4.0, alpha=0.9,
+                dd=dict(ipc=10, model="convnet:width=32,depth=3", iterations=150, batch_real=64,
+                        eval_model="convnet:width=32,depth=3", runs=3, epochs=300))
 
 
 def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = False) -> Result:
@@ -135,11 +139,11 @@ def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = F
     with RunOutput(out, "demo", overwrite) as run:
         run.write_config({"command": "demo", "quick": quick, **plan.__dict__})
         common = dict(data=plan.data, quiet=quiet)
-        log(f"[1/3] teacher {plan.teacher} on {plan.data}", quiet)
+        log(f"[1/4] teacher {plan.teacher} on {plan.data}", quiet)
         teacher = train(model=plan.teacher, out=run.path("teacher"), **common, **plan.teacher_options)
-        log(f"[2/3] student {plan.student} alone", quiet)
+        log(f"[2/4] student {plan.student} alone", quiet)
         alone = train(model=plan.student, out=run.path("student_alone"), **common, **plan.student_options)
-        log(f"[3/3] student {plan.student} distilled (T={plan.temperature:g}, alpha={plan.alpha:g})", quiet)
+        log(f"[3/4] student {plan.student} distilled (T={plan.temperature:g}, alpha={plan.alpha:g})", quiet)
         kd = distill(teacher=run.path("teacher") / "model.safetensors", student=plan.student,
                      temperature=plan.temperature, alpha=plan.alpha, out=run.path("student_kd"), **common,
                      **plan.student_options)
@@ -150,6 +154,8 @@ def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = F
         examples = _dark_knowledge(run, plan)
         metrics = {name: {k: r.metrics[k] for k in ("test_accuracy", "test_errors", "val_accuracy", "parameters",
                                                     "wall_seconds")} for name, r in results.items()}
+        log(f"[4/4] dataset distillation: DM, {plan.dd['ipc']} images per class, beside a random real subset", quiet)
+        metrics["dataset_distillation"] = _dataset_distillation(run, plan)
         metrics.update(data=plan.data, quick=quick, wall_seconds=round(time.time() - started, 1),
                        peak_rss_mb=peak_rss_mb(), kd_gain_errors=alone.metrics["test_errors"] - kd.metrics["test_errors"])
         run.write_metrics(metrics)
@@ -157,6 +163,34 @@ def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = F
     log(f"teacher {metrics['teacher']['test_accuracy']:.4f}, student alone {metrics['student_alone']['test_accuracy']:.4f}, "
         f"student distilled {metrics['student_kd']['test_accuracy']:.4f}; report: {run.final / 'report.md'}", quiet)
     return Result(metrics, run.final)
+
+
+def _dataset_distillation(run: RunOutput, plan: DemoPlan) -> dict:
+    """DM condenses the training set; the synthetic set and a random real subset of the same size are evaluated by
+    one protocol (fresh models, final-epoch test accuracy, DSA)."""
+    from .condense import DMConfig, condense
+    from .dsa import DSA
+    from .evaluation import Protocol, evaluate_images
+
+    d = plan.dd
+    splits = data_mod.split(data_mod.load(plan.data))
+    augment = DSA(allow_flip=False)
+    t0 = time.time()
+    synset = condense(splits, "dm", d["ipc"], seed=0, augment=augment,
+                      dm=DMConfig(iterations=d["iterations"], batch_real=d["batch_real"], model=d["model"]))
+    condense_seconds = time.time() - t0
+    synset.meta["source"]["data"] = plan.data
+    synset.save(run.path("synset.safetensors"))
+    synset.save_grid(run.path("synset.png"))
+    baseline = condense(splits, "random", d["ipc"], seed=0)
+    proto = Protocol(epochs=d["epochs"], dsa=True)
+    out = {"ipc": d["ipc"], "images": len(synset.labels), "condense_seconds": round(condense_seconds, 1),
+           "recipe": dict(d), "synset_bytes": synset.nbytes()}
+    for name, s in (("dm", synset), ("random_real", baseline)):
+        r = evaluate_images(s.images, s.labels, splits.test, [d["eval_model"]], d["runs"], proto, seed=0,
+                            dsa=augment, num_classes=splits.num_classes)[d["eval_model"]]
+        out[name] = {"test_accuracy": r["mean"], "std": r["std"], "runs": r["runs"]}
+    return out
 
 
 def _dark_knowledge(run: RunOutput, plan: DemoPlan) -> list[dict]:
@@ -173,7 +207,7 @@ def _dark_knowledge(run: RunOutput, plan: DemoPlan) -> list[dict]:
 def _demo_report(plan: DemoPlan, m: dict, examples: list[dict], quick: bool) -> str:
     rows = [("teacher", plan.teacher, m["teacher"]), ("student alone", plan.student, m["student_alone"]),
             (f"student distilled (T={plan.temperature:g}, alpha={plan.alpha:g})", plan.student, m["student_kd"])]
-    lines = [f"# distillab demo: {plan.data}{' (--quick)' if quick else ''}", "",
+    lines = [f"# distillab demo: {plan.data}{' (--quick)' if quick else ''}", "", "## Model distillation", "",
              "A ConvNet teacher is trained, then a small MLP student learns from its softened outputs "
              "(knowledge distillation); the same student trained alone on the labels is the baseline. "
              "All figures below come from this run.", "",
@@ -201,5 +235,19 @@ def _demo_report(plan: DemoPlan, m: dict, examples: list[dict], quick: bool) -> 
         p1, p4 = e["probabilities"]["T=1"], e["probabilities"].get("T=4", e["probabilities"]["T=1"])
         runner = sorted(range(len(p1)), key=lambda k: -p1[k])[1]
         lines.append(f"| {e['test_index']} | {e['label']} | {runner} | {p1[runner]:.4f} | {p4[runner]:.4f} |")
-    lines += ["", f"Wall time {m['wall_seconds']:.0f} s, peak memory {m['peak_rss_mb']:.0f} MB.", ""]
+    dd = m["dataset_distillation"]
+    d = plan.dd
+    lines += ["", "## Dataset distillation", "",
+              f"Distribution matching (DM) condensed the {plan.data} training set into {dd['images']} synthetic images "
+              f"({d['ipc']} per class, {d['iterations']} iterations, random `{d['model']}` embeddings, "
+              f"{d['batch_real']} real images per class per iteration, {dd['condense_seconds']:.0f} s). "
+              f"A random subset of real images of the same size is the baseline; both were evaluated by one protocol: "
+              f"{d['runs']} fresh `{d['eval_model']}` models, SGD lr 0.01, {d['epochs']} epochs with DSA, "
+              "accuracy on the real test set at the final epoch.", "",
+              "| training set | images | test accuracy (mean +- std) |", "|---|---:|---:|",
+              f"| DM synthetic set | {dd['images']} | {100 * dd['dm']['test_accuracy']:.2f} +- {100 * dd['dm']['std']:.2f}% |",
+              f"| random real subset | {dd['images']} | {100 * dd['random_real']['test_accuracy']:.2f} +- "
+              f"{100 * dd['random_real']['std']:.2f}% |", "",
+              "![the synthetic images, one row per class](synset.png)", "",
+              f"Wall time {m['wall_seconds']:.0f} s, peak memory {m['peak_rss_mb']:.0f} MB.", ""]
     return "\n".join(lines)
