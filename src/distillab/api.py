@@ -556,7 +556,7 @@ def _evaluate_as_made(synset, test, ds, runs: int, seed: int) -> dict | None:
 
 
 def evaluate_synset(path, data: str | None = None, *, models: list[str] = ("convnet:width=128,depth=3",),
-                    runs: int = 5, epochs: int = 300, dsa: bool = False, seed: int = 0, vectorise: bool = True,
+                    runs: int = 5, epochs: int = 300, dsa: bool = False, seed: int = 0, vectorise: bool = False,
                     out=None, overwrite: bool = False, quiet: bool = False) -> Result:
     """The standard protocol on a synthetic set: fresh models, final-epoch accuracy on the real test set."""
     from .condense import SyntheticSet

@@ -126,7 +126,8 @@ def build_parser() -> Parser:
     g.add_argument("--epochs", type=int, default=300)
     g.add_argument("--dsa", action="store_true", help="differentiable siamese augmentation while training")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--sequential", action="store_true", help="train the models one after another (no vmap)")
+    g.add_argument("--vectorise", action="store_true",
+                   help="train the runs together (torch.func vmap); slower than one at a time on 2-core CPUs here")
     _add_output(p)
 
     p = sub.add_parser("condense", help="distill a dataset into a few synthetic images per class")
@@ -252,7 +253,7 @@ def _cmd_evaluate(a):
 
     if read_meta(a.model).get("format") == "distillab.synset":
         return evaluate_synset(a.model, a.data, models=a.models, runs=a.runs, epochs=a.epochs, dsa=a.dsa,
-                               seed=a.seed, vectorise=not a.sequential, out=a.out, overwrite=a.overwrite,
+                               seed=a.seed, vectorise=a.vectorise, out=a.out, overwrite=a.overwrite,
                                quiet=a.quiet).metrics
     return evaluate_model(a.model, a.data, out=a.out, overwrite=a.overwrite, device=a.device, quiet=a.quiet).metrics
 

@@ -4,9 +4,10 @@ A fresh random model per run; SGD lr 0.01, momentum 0.9, weight decay 5e-4, batc
 E//2+1; optional DSA augmentation; accuracy on the real test set at the final epoch (no selection at all, so the
 test set cannot leak); mean +- std over runs.
 
-Several models of one spec train together: their parameters are stacked and one vmapped step (torch.func) updates
-all of them, which keeps the CPU's matrix units busy on tiny synthetic batches. Models with batch norm or dropout
-(state or randomness inside the forward pass) train one after another instead.
+Runs train one after another by default. ``vectorise=True`` trains the runs of one spec together: their
+parameters are stacked and one vmapped step (torch.func) updates all of them. On the 2-core AVX2 CPUs measured so far
+that path was *slower* (docs/benchmarks.md, eval-speed), so it is opt-in until it beats the plain loop. Models with
+batch norm or dropout (state or randomness inside the forward pass) always train one after another.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def train_vectorised(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
 
 
 def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, specs: list[str], runs: int,
-                    proto: Protocol, seed: int = 0, dsa=None, vectorise: bool = True, num_classes: int | None = None
+                    proto: Protocol, seed: int = 0, dsa=None, vectorise: bool = False, num_classes: int | None = None
                     ) -> dict:
     """Train ``runs`` fresh models per spec on (x, targets); final-epoch test accuracy of each."""
     proto.check()
