@@ -154,3 +154,14 @@ def test_bptt_set_keeps_its_schedule_and_init(cli, tmp_path):
     assert e.code == 0, e.err
     assert e.json["as_made"]["init_net"] == "fixed" and len(e.json["as_made"]["runs"]) == 1
     assert 0 <= e.json["as_made"]["mean"] <= 1
+
+
+def test_export_cli(cli, tmp_path, splits):
+    s = condense(splits, "mean", 1)
+    s.save(tmp_path / "s.safetensors")
+    assert cli("export", tmp_path / "s.safetensors", "--to", tmp_path / "s.npz").code == 0
+    assert np.load(tmp_path / "s.npz")["x"].shape == (10, 1, 8, 8)
+    assert cli("export", tmp_path / "s.safetensors", "--to", tmp_path / "s.png").code == 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    assert_one_line_error(cli("export", tmp_path / "s.safetensors", "--to", tmp_path / "s.jpg"), ".npz or .png")
+    assert_one_line_error(cli("export", tmp_path / "missing.safetensors", "--to", tmp_path / "m.npz"), "no such file")

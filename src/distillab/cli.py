@@ -168,6 +168,10 @@ def build_parser() -> Parser:
     p.add_argument("--quick", action="store_true", help="digits instead of MNIST: under 2 minutes")
     _add_output(p)
 
+    p = sub.add_parser("export", help="export a synthetic set as .npz (the npz: data format) or a PNG grid")
+    p.add_argument("synset", help="synset.safetensors")
+    p.add_argument("--to", required=True, help="OUT.npz or OUT.png")
+
     p = sub.add_parser("bench", help="run a benchmark (the papers' tables)")
     p.add_argument("name", help="hinton-mnist, ls-teacher, kd-losses, takd, rkd, kd-speed")
     p.add_argument("--quick", action="store_true", help="the seconds-long version on digits")
@@ -287,6 +291,17 @@ def _cmd_demo(a):
     return demo(quick=a.quick, out=a.out, overwrite=a.overwrite, quiet=a.quiet).metrics
 
 
+def _cmd_export(a):
+    from .condense import SyntheticSet
+
+    target = Path(a.to)
+    require(target.suffix in (".npz", ".png"), f"--to must end in .npz or .png, got {target}")
+    synset = SyntheticSet.load(a.synset)
+    require(target.parent.exists(), f"folder {target.parent} does not exist")
+    (synset.export_npz if target.suffix == ".npz" else synset.save_grid)(target)
+    return {"synset": a.synset, "to": str(target), "images": len(synset.labels), "ipc": synset.ipc}
+
+
 def _cmd_bench(a):
     from .bench import run_benchmark
 
@@ -340,7 +355,7 @@ def recipe_argv(recipe_path: str, parser: Parser) -> list[str]:
     return argv
 
 
-COMMANDS = {"condense": _cmd_condense, "bench": _cmd_bench, "inspect": _cmd_inspect, "train": _cmd_train, "kd": _cmd_kd, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+COMMANDS = {"export": _cmd_export, "condense": _cmd_condense, "bench": _cmd_bench, "inspect": _cmd_inspect, "train": _cmd_train, "kd": _cmd_kd, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "data": _cmd_data, "demo": _cmd_demo}
 
 
