@@ -118,12 +118,7 @@ def load_teacher_model(path, splits, what="teacher") -> tuple[nn.Module, dict]:
 def load_teacher_outputs(path, splits) -> TableTeacher:
     """A black box's answers (``distillab predict``), one row per example of the dataset's training data."""
     path = Path(path)
-    require(path.is_file(), f"no such file: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:
-        raise DistillabError(f"{path} is not a readable .npz file ({type(e).__name__})") from None
+    arrays = data_mod.read_npz(path)
     n_total = int(splits.train_index.max()) + 1 if len(splits.train_index) else 0
     rows = splits.train_index
     if "index" in arrays:  # rows may be a subset or reordered: map dataset positions to rows

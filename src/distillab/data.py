@@ -439,13 +439,19 @@ def _as_labels(y: np.ndarray, n: int, where: str) -> torch.Tensor:
     return torch.from_numpy(y.astype(np.int64))
 
 
-def _load_npz(path: Path) -> Dataset:
+def read_npz(path) -> dict[str, np.ndarray]:
+    """All arrays of an .npz file, refusing pickled objects; a clear error for a missing or broken file."""
+    path = Path(path)
     require(path.is_file(), f"no such file: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except Exception as e:
         raise DistillabError(f"{path} is not a readable .npz file ({type(e).__name__})") from None
+
+
+def _load_npz(path: Path) -> Dataset:
+    arrays = read_npz(path)
     require("x" in arrays and "y" in arrays, f"{path} must hold arrays 'x' and 'y' (and optionally x_test, y_test)")
     x = _as_images(arrays["x"], str(path))
     y = _as_labels(arrays["y"], len(x), str(path))

@@ -54,25 +54,20 @@ class Options:
 
     def get_float(self, key: str, default: float, low: float | None = None, high: float | None = None,
                   low_inclusive: bool = True) -> float:
-        raw = self._take(key)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise DistillabError(f"{self.what} '{self.spec}': {key} must be a number, got '{raw}'") from None
-        self._check_range(key, value, low, high, low_inclusive)
-        return value
+        return self._number(key, default, float, "a number", low, high, low_inclusive)
 
     def get_int(self, key: str, default: int, low: int | None = None, high: int | None = None) -> int:
+        return self._number(key, default, int, "a whole number", low, high, True)
+
+    def _number(self, key, default, convert, kind, low, high, low_inclusive):
         raw = self._take(key)
         if raw is None:
             return default
         try:
-            value = int(raw)
+            value = convert(raw)
         except ValueError:
-            raise DistillabError(f"{self.what} '{self.spec}': {key} must be a whole number, got '{raw}'") from None
-        self._check_range(key, value, low, high, True)
+            raise DistillabError(f"{self.what} '{self.spec}': {key} must be {kind}, got '{raw}'") from None
+        self._check_range(key, value, low, high, low_inclusive)
         return value
 
     def get_ints(self, key: str, default: list[int], low: int = 1) -> list[int]:
