@@ -60,3 +60,9 @@ def test_max_norm_caps_incoming_weights(splits):
 def test_bad_config(kwargs):
     with pytest.raises(DistillabError):
         TrainConfig(**kwargs).check()
+
+
+def test_bf16_autocast_runs_and_learns(splits):
+    m = build_model("mlp:hidden=32", splits.input_shape, 10)
+    result = fit(m, splits, TrainConfig(epochs=3, batch_size=64, bf16=True), progress=False)
+    assert result.history[-1]["val_accuracy"] > 0.7

@@ -222,9 +222,8 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
         metrics = _final_metrics(net, splits, cfg, result, started)
         metrics["parameters"] = count_parameters(net)
         metrics["teacher_mode"] = how
-        if isinstance(source, ModelTeacher) or how.startswith(("cached", "live", "ensemble")):
-            if teacher_meta:
-                metrics["teacher_test_accuracy"] = (teacher_meta.get("metrics") or {}).get("test_accuracy")
+        if teacher_meta:  # a teacher loaded from a file: its own recorded accuracy, for comparison
+            metrics["teacher_test_accuracy"] = (teacher_meta.get("metrics") or {}).get("test_accuracy")
         _save(run, net, student, splits, recipe, metrics)
         run.write_metrics(metrics)
     log(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); wrote {run.final}", quiet)
