@@ -479,6 +479,8 @@ def bench_eval_speed(b: Bench) -> dict:
     spec = "convnet:width=16,depth=2" if b.quick else "convnet:width=128,depth=3"
     epochs = 10 if b.quick else 300
     synset = condense(splits, "random", 10 if not b.quick else 5, seed=0)
+    for vectorise in (True, False):  # one-off costs (vmap set-up, allocator) stay out of the timings
+        _dd_eval(b, splits, synset, [spec], 2, 1, dsa=True, vectorise=vectorise)
     t0 = time.time()
     vec = _dd_eval(b, splits, synset, [spec], 5, epochs, dsa=True, vectorise=True)[spec]
     vec_s = time.time() - t0
