@@ -1,7 +1,6 @@
 """Model distillation through the Python API: teachers of every kind, feature losses, chains, inspect."""
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -43,6 +42,7 @@ def test_black_box_full_probabilities_equal_logit_matching(tmp_path, digits_teac
     lm = distill(teacher=digits_teacher, student="mlp:hidden=16", losses=["logit-mse:center=1"],
                  out=tmp_path / "lm", lr=0.01, **FAST)
     assert bb.metrics["teacher_mode"] == "outputs"
+    assert abs(bb.metrics["test_accuracy"] - lm.metrics["test_accuracy"]) < 0.01
     assert torch.allclose(_weights(tmp_path / "bb/model.safetensors"), _weights(tmp_path / "lm/model.safetensors"),
                           atol=1e-3)
 

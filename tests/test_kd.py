@@ -1,6 +1,5 @@
 """Correctness of the distillation losses (REFERENCE.md section 1): identities, limits, golden values."""
 
-import math
 
 import pytest
 import torch

@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .api import chain, distill, log, predict, summarise_runs, train
-from .errors import DistillabError, require
+from .api import distill, log, predict, summarise_runs, train
+from .errors import require
 from .outputs import peak_rss_mb, to_jsonable
 
 HINTON_PAPER = {"teacher": 67, "student_alone": 146, "student_kd": 74}
@@ -284,7 +283,7 @@ def bench_takd(b: Bench) -> dict:
                      _pm(result[f"via_ta_{w}"], 100, "%")))
     result["recipe"] = {"teacher": str(teacher), "assistant": ta, "students": [f"mlp:hidden={w}-{w}" for w in widths],
                         "kd": kd_opts, "student_options": s_opts, "seeds": seeds}
-    result["markdown"] = _table(["student", "alone (NOKD)", f"KD from teacher", f"KD via assistant {ta}"], rows)
+    result["markdown"] = _table(["student", "alone (NOKD)", "KD from teacher", f"KD via assistant {ta}"], rows)
     return result
 
 

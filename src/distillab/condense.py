@@ -14,10 +14,8 @@ Methods (``condense(method=...)``):
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np

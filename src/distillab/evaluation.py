@@ -13,7 +13,6 @@ batch norm or dropout (state or randomness inside the forward pass) always train
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DistillabError, require
+from .errors import require
 from .models import final_linear_path
 from .specs import Options, parse_spec
 
