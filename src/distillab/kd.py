@@ -81,10 +81,21 @@ def rkd_distance_potential(e: torch.Tensor) -> torch.Tensor:
 
 
 def rkd_angle_potential(e: torch.Tensor) -> torch.Tensor:
-    """psi_A(i, j, k) = <e_ij, e_kj>, unit difference vectors around the apex j; O(B^3) memory."""
+    """psi_A(i, j, k) = <e_ij, e_kj>, unit difference vectors around the apex j.
+
+    Computed from the Gram matrix: <e_i - e_j, e_k - e_j> = G_ik - G_ij - G_kj + G_jj, divided by the two
+    distances, so the cost is O(B^2 D + B^3) rather than O(B^3 D). Entries with i == j or k == j are 0.
+    """
     e = e.flatten(1).float()
-    diff = F.normalize(e[None, :, :] - e[:, None, :], p=2, dim=2)  # diff[j, i] = unit(e_i - e_j)
-    return torch.bmm(diff, diff.transpose(1, 2))  # [j, i, k]
+    e = e - e.mean(0, keepdim=True)  # translation-invariant anyway; centring keeps the Gram differences accurate
+    g = e @ e.t()
+    sq = g.diagonal()
+    d = (sq[:, None] + sq[None, :] - 2 * g).clamp_min(1e-12).sqrt()
+    num = g[None, :, :] - g[:, :, None] - g[:, None, :] + sq[:, None, None]  # [j, i, k]
+    den = d[:, :, None] * d[:, None, :]
+    eye = torch.eye(len(e), dtype=torch.bool, device=e.device)
+    apex = eye[:, :, None] | eye[:, None, :]
+    return torch.where(apex, torch.zeros_like(num), num / den)
 
 
 def rkd_distance_loss(student_feat, teacher_feat):
