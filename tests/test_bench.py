@@ -68,7 +68,45 @@ def test_dd_mnist_quick(bench_out):
     d = _load(bench_out, "dd-mnist")
     for method in ("random", "herding", "kmeans", "mean", "dm", "bptt"):
         for ipc in ("1", "2"):
-            assert set(d[method][ipc]) == {"mean", "std", "runs", "wall_seconds"} and len(d[method][ipc]["runs"]) == 2
+            assert set(d[method][ipc]) >= {"mean", "std", "runs", "wall_seconds"} and len(d[method][ipc]["runs"]) == 2
+    cells = bench_out / "work-quick" / "dd-mnist" / "cells"
+    assert (cells / "dm-2.safetensors").exists()
+
+    # a rerun resumes from the kept cells: an edited cell result comes back as it was written, not recomputed
+    kept = json.loads((cells / "random-1.json").read_text())
+    kept["result"]["mean"] = 0.123
+    (cells / "random-1.json").write_text(json.dumps(kept))
+    run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
+    assert _load(bench_out, "dd-mnist")["random"]["1"]["mean"] == 0.123
+
+    # a cell kept under another recipe is recomputed
+    kept["recipe"]["epochs"] = 999
+    (cells / "random-1.json").write_text(json.dumps(kept))
+    run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
+    again = _load(bench_out, "dd-mnist")["random"]["1"]
+    assert again["mean"] == d["random"]["1"]["mean"] and again["runs"] == d["random"]["1"]["runs"]
+
+
+def _cell_square(out, quick, x, tag):
+    import torch
+    return {"value": x * x, "tag": tag, "threads": torch.get_num_threads()}
+
+
+def test_bench_cells_in_worker_processes(tmp_path):
+    from distillab.bench import Bench
+
+    b = Bench(tmp_path, quick=True, workers=2)
+    cells = [(3, "a"), (4, "b"), (5, "c")]
+    got = b.cells("squares", _cell_square, cells, recipe={"k": 1})
+    assert [got[c]["value"] for c in cells] == [9, 16, 25] and got[(4, "b")]["tag"] == "b"
+    assert sorted(p.name for p in (tmp_path / "work-quick" / "squares" / "cells").iterdir()) == [
+        "3-a.json", "4-b.json", "5-c.json"]
+    assert Bench(tmp_path, quick=True).cells("squares", None, cells, recipe={"k": 1}) == got  # all kept: fn not called
+
+
+def test_bench_workers_must_be_positive(cli):
+    from conftest import assert_one_line_error
+    assert_one_line_error(cli("bench", "dm-speed", "--quick", "--workers", "0"), "--workers")
 
 
 def test_wang2018_quick(bench_out):

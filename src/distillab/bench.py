@@ -31,12 +31,53 @@ def machine() -> dict:
 
 
 class Bench:
-    """Shared plumbing: a work folder, reusable teachers, quiet runs."""
+    """Shared plumbing: a work folder, reusable teachers, resumable cells, quiet runs."""
 
-    def __init__(self, out: Path, quick: bool):
-        self.out, self.quick = Path(out), quick
+    def __init__(self, out: Path, quick: bool, workers: int = 1):
+        require(workers >= 1, f"--workers must be at least 1, got {workers}")
+        self.out, self.quick, self.workers = Path(out), quick, workers
         self.work = self.out / ("work-quick" if quick else "work")
         self.work.mkdir(parents=True, exist_ok=True)
+
+    def cells(self, name: str, fn, cells: list[tuple], recipe: dict) -> dict:
+        """Run ``fn(out, quick, *cell)`` for every cell (independent pieces of one benchmark) and return
+        {cell: result}.
+
+        Each finished cell is kept as work/NAME/cells/<cell>.json together with the recipe it ran under, so a
+        killed run resumes where it stopped, and a changed recipe reruns everything. With ``workers > 1`` the
+        missing cells run in that many processes (spawned, ``cpus // workers`` torch threads each), started in the
+        given order.
+        """
+        folder = self.work / name / "cells"
+        folder.mkdir(parents=True, exist_ok=True)
+        recipe_text = json.dumps(to_jsonable(recipe), sort_keys=True)
+
+        def path(cell):
+            return folder / ("-".join(str(c) for c in cell) + ".json")
+
+        def cached(cell):
+            if path(cell).exists():
+                saved = json.loads(path(cell).read_text())
+                if json.dumps(saved.get("recipe"), sort_keys=True) == recipe_text:
+                    return saved["result"]
+            return None
+
+        results = {cell: cached(cell) for cell in cells}
+        todo = [cell for cell in cells if results[cell] is None]
+        if todo and self.workers == 1:
+            for cell in todo:
+                results[cell] = _run_cell(fn, self.out, self.quick, cell, path(cell), recipe)
+        elif todo:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+                futures = {cell: pool.submit(_run_cell, fn, self.out, self.quick, cell, path(cell), recipe)
+                           for cell in todo}
+                for cell, future in futures.items():
+                    results[cell] = future.result()
+        return results
 
     @property
     def data(self) -> str:
@@ -60,6 +101,15 @@ class Bench:
         train(data=self.data, out=folder, overwrite=True, quiet=True, **kwargs)
         (folder / "recipe.json").write_text(recipe)
         return path
+
+
+def _run_cell(fn, out: Path, quick: bool, cell: tuple, path: Path, recipe: dict) -> dict:
+    """Run one cell and keep its result at once (in the worker), whole or not at all."""
+    result = fn(out, quick, *cell)
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(to_jsonable({"recipe": recipe, "result": result}), indent=2) + "\n")
+    tmp.replace(path)
+    return result
 
 
 def _figures(metrics: dict) -> dict:
@@ -385,38 +435,60 @@ def _dd_eval(b: Bench, splits, synset, specs, runs, epochs, dsa: bool, vectorise
                            seed=0, dsa=augment, vectorise=vectorise, num_classes=splits.num_classes)
 
 
-def bench_dd_mnist(b: Bench) -> dict:
-    """MNIST, IPC 1 and 10: baselines, DM and BPTT, all evaluated by one protocol (ConvNet-3, final epoch)."""
+def _dd_mnist_recipe(quick: bool):
     from .bptt import BPTTConfig
-    from .condense import DMConfig, condense
+    from .condense import DMConfig
+    if quick:
+        return dict(ipcs=[1, 2], eval_spec="convnet:width=16,depth=2", runs=2, epochs=20,
+                    dm=DMConfig(iterations=10, batch_real=32, model="convnet:width=16,depth=2"),
+                    bptt=BPTTConfig(iterations=10, steps=5, epochs=1, batch_real=256, model="convnet:width=16,depth=2"))
+    return dict(ipcs=[1, 10], eval_spec="convnet:width=128,depth=3", runs=5, epochs=300,
+                # 64 real images per class (not the paper's 256) and 600 iterations keep a DM cell, condensing (~3 s per
+                # iteration on one AVX2 core) plus evaluating, within one CPU hour
+                dm=DMConfig(iterations=600, batch_real=64, model="convnet:width=128,depth=3"),
+                bptt=BPTTConfig(iterations=300, steps=10, epochs=3, batch_real=1024, model="convnet:width=32,depth=3"))
+
+
+def _dd_mnist_cell(out: Path, quick: bool, method: str, ipc: int) -> dict:
+    """One (method, IPC) cell of dd-mnist: condense, keep the set, evaluate it by the protocol."""
+    from .condense import condense
     from .dsa import DSA
 
+    b = Bench(out, quick)
+    r = _dd_mnist_recipe(quick)
     splits = _dd_splits(b)
-    if b.quick:
-        ipcs, eval_spec, runs, epochs = [1, 2], "convnet:width=16,depth=2", 2, 20
-        dm = DMConfig(iterations=10, batch_real=32, model="convnet:width=16,depth=2")
-        bptt = BPTTConfig(iterations=10, steps=5, epochs=1, batch_real=256, model="convnet:width=16,depth=2")
-    else:
-        ipcs, eval_spec, runs, epochs = [1, 10], "convnet:width=128,depth=3", 5, 300
-        dm = DMConfig(iterations=1000, batch_real=256, model="convnet:width=128,depth=3")
-        bptt = BPTTConfig(iterations=300, steps=10, epochs=3, batch_real=1024, model="convnet:width=32,depth=3")
-    augment = DSA(allow_flip=False)
+    t0 = time.time()
+    synset = condense(splits, method, ipc, seed=0, dm=r["dm"], bptt=r["bptt"],
+                      augment=DSA(allow_flip=False) if method == "dm" else None)
+    condense_seconds = time.time() - t0
+    synset.save(b.work / "dd-mnist" / "cells" / f"{method}-{ipc}.safetensors")
+    e = _dd_eval(b, splits, synset, [r["eval_spec"]], r["runs"], r["epochs"], dsa=True)[r["eval_spec"]]
+    return {"mean": e["mean"], "std": e["std"], "runs": e["runs"], "wall_seconds": round(time.time() - t0, 1),
+            "condense_seconds": round(condense_seconds, 1), "torch_threads": torch.get_num_threads()}
+
+
+DD_METHODS = ("random", "herding", "kmeans", "mean", "dm", "bptt")
+
+
+def bench_dd_mnist(b: Bench) -> dict:
+    """MNIST, IPC 1 and 10: baselines, DM and BPTT, all evaluated by one protocol (ConvNet-3, final epoch)."""
+    r = _dd_mnist_recipe(b.quick)
+    ipcs = r["ipcs"]
     published = {"random": {"1": 64.9, "10": 95.1}, "herding": {"1": 89.2, "10": 93.7}, "dm": {"1": 89.7, "10": 97.5}}
+    # the most telling cells first (the target, its baseline), then the cheap IPC-1 cells: a run stopped part-way
+    # has kept the cells that matter most, and the next run resumes from them
+    first = [("dm", ipcs[-1]), ("random", ipcs[-1]), ("dm", ipcs[0])]
+    cells = first + [(m, i) for i in ipcs for m in DD_METHODS if (m, i) not in first]
+    done = b.cells("dd-mnist", _dd_mnist_cell, cells, recipe=r)
     result, rows = {}, []
-    for method in ("random", "herding", "kmeans", "mean", "dm", "bptt"):
-        result[method] = {}
-        for ipc in ipcs:
-            t0 = time.time()
-            synset = condense(splits, method, ipc, seed=0, dm=dm, bptt=bptt, augment=augment if method == "dm" else None)
-            r = _dd_eval(b, splits, synset, [eval_spec], runs, epochs, dsa=True)[eval_spec]
-            result[method][str(ipc)] = {"mean": r["mean"], "std": r["std"], "runs": r["runs"],
-                                        "wall_seconds": round(time.time() - t0, 1)}
+    for method in DD_METHODS:
+        result[method] = {str(i): done[(method, i)] for i in ipcs}
         rows.append((method, *[f"{100 * result[method][str(i)]['mean']:.1f} +- {100 * result[method][str(i)]['std']:.1f}"
                                + (f" ({published[method][str(i)]})" if not b.quick and str(i) in published.get(method, {}) else "")
                                for i in ipcs]))
-    result["protocol"] = {"model": eval_spec, "runs": runs, "epochs": epochs, "dsa": True,
+    result["protocol"] = {"model": r["eval_spec"], "runs": r["runs"], "epochs": r["epochs"], "dsa": True,
                           "note": "accuracy on the real test set at the final epoch; no selection"}
-    result["recipes"] = {"dm": dm.__dict__, "bptt": bptt.__dict__, "herding": "greedy, pixel space",
+    result["recipes"] = {"dm": r["dm"].__dict__, "bptt": r["bptt"].__dict__, "herding": "greedy, pixel space",
                          "kmeans": "per class, pixel space", "mean": "means of ipc random groups per class"}
     result["published"] = published
     if not b.quick:
@@ -529,18 +601,20 @@ BENCHMARKS = {"hinton-mnist": bench_hinton_mnist, "ls-teacher": bench_ls_teacher
               "wang2018": bench_wang2018, "eval-speed": bench_eval_speed, "dm-speed": bench_dm_speed}
 
 
-def run_benchmark(name: str, quick: bool = False, out=None, quiet: bool = False) -> dict:
+def run_benchmark(name: str, quick: bool = False, out=None, quiet: bool = False, workers: int = 1) -> dict:
     require(name in BENCHMARKS, f"unknown benchmark '{name}'; choose from {', '.join(BENCHMARKS)}")
+    require(workers >= 1, f"--workers must be at least 1, got {workers}")
     out = Path(out) if out else Path("runs") / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    b = Bench(out, quick)
+    b = Bench(out, quick, workers)
     started = time.time()
     log(f"bench {name}{' --quick' if quick else ''} -> {out}", quiet)
     result = BENCHMARKS[name](b)
     markdown = result.pop("markdown")
     result = {"benchmark": name, "quick": quick, **result, "wall_seconds": round(time.time() - started, 1),
               "peak_rss_mb": peak_rss_mb(), "machine": machine(),
-              "command": "distillab bench " + name + (" --quick" if quick else "") + f" --out {out}"}
+              "command": "distillab bench " + name + (" --quick" if quick else "")
+              + (f" --workers {workers}" if workers > 1 else "") + f" --out {out}"}
     suffix = ""
     (out / f"{name}{suffix}.json").write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
     (out / f"{name}{suffix}.md").write_text(f"## {name}{' (quick)' if quick else ''}\n\n{markdown}\n\n"

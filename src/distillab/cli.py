@@ -173,9 +173,13 @@ def build_parser() -> Parser:
     p.add_argument("--to", required=True, help="OUT.npz or OUT.png")
 
     p = sub.add_parser("bench", help="run a benchmark (the papers' tables)")
-    p.add_argument("name", help="hinton-mnist, ls-teacher, kd-losses, takd, rkd, kd-speed")
+    p.add_argument("name", help="hinton-mnist, ls-teacher, kd-losses, takd, rkd, kd-speed, dd-mnist, wang2018, "
+                                "eval-speed, dm-speed")
     p.add_argument("--quick", action="store_true", help="the seconds-long version on digits")
     p.add_argument("--out", help="folder for NAME.json, NAME.md and the runs (default runs/bench)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes for benchmarks made of independent cells (dd-mnist); finished cells are kept "
+                        "in OUT/work, so a rerun resumes")
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("run", help="run a command from a YAML recipe whose keys are its flags")
@@ -305,7 +309,7 @@ def _cmd_export(a):
 def _cmd_bench(a):
     from .bench import run_benchmark
 
-    return run_benchmark(a.name, quick=a.quick, out=a.out, quiet=a.quiet)
+    return run_benchmark(a.name, quick=a.quick, out=a.out, quiet=a.quiet, workers=a.workers)
 
 
 def recipe_argv(recipe_path: str, parser: Parser) -> list[str]:

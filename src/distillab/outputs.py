@@ -6,6 +6,7 @@ A command that fails (bad input found late, Ctrl-C) leaves no half-written outpu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
 import shutil
@@ -34,6 +35,8 @@ def to_jsonable(value):
         return [to_jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
     if hasattr(value, "item") and callable(value.item):
         return value.item()
     return value
