@@ -259,3 +259,19 @@ def test_bad_configs_are_refused(splits):
                      BPTTConfig(**{**FAST, "iterations": 1, "model": "convnet:width=4,depth=1,norm=batch"}), g)
     with pytest.raises(DistillabError, match="labels"):
         bptt_distill(splits, images, labels[:5], BPTTConfig(**{**FAST, "iterations": 1}), g)
+    with pytest.raises(DistillabError, match="lr_decay"):
+        bptt_distill(splits, images, labels, BPTTConfig(**{**FAST, "iterations": 1, "lr_decay": 0}), g)
+
+
+def test_the_adam_rate_decays_on_schedule(splits, monkeypatch):
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    images, labels, g = noise_set(splits, seed=0)
+    bptt_distill(splits, images, labels, BPTTConfig(**{**FAST, "iterations": 5, "lr_decay_every": 2, "lr_decay": 0.5}), g)
+    assert seen == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125])  # FAST: lr_img 0.05

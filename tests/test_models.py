@@ -37,6 +37,21 @@ def test_init_from_generator_leaves_global_rng_alone():
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
 
 
+def test_xavier_init_option():
+    g = lambda: torch.Generator().manual_seed(3)
+    default, xavier = build_model("lenet5", (1, 28, 28), 10, g()), build_model("lenet5:init=xavier", (1, 28, 28), 10, g())
+    assert torch.equal(build_model("lenet5:init=default", (1, 28, 28), 10, g()).classifier.weight, default.classifier.weight)
+    for m in xavier.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            assert torch.count_nonzero(m.bias) == 0
+            fan_in, fan_out = m.weight[0].numel(), m.weight.shape[0] * m.weight[0, 0].numel()
+            expected = (2 / (fan_in + fan_out)) ** 0.5  # xavier-normal std
+            assert abs(float(m.weight.std()) / expected - 1) < 0.25, (m, float(m.weight.std()), expected)
+    assert not torch.equal(default.classifier.weight, xavier.classifier.weight)
+    same = build_model("lenet5:init=xavier", (1, 28, 28), 10, g())
+    assert torch.equal(same.features[0].weight, xavier.features[0].weight)  # still drawn from the generator
+
+
 def test_penultimate_is_input_of_final_linear():
     assert final_linear_path(build_model("mlp:hidden=16", (1, 8, 8), 10)) == "classifier"
     assert final_linear_path(build_model("lenet5", (1, 28, 28), 10)) == "classifier"
@@ -44,7 +59,8 @@ def test_penultimate_is_input_of_final_linear():
 
 @pytest.mark.parametrize("spec,match", [("transformer", "unknown model"), ("mlp:hidden=abc", "whole numbers"),
                                         ("mlp:width=3", "unknown option"), ("convnet:norm=group", "must be one of"),
-                                        ("mlp:dropout=2", "<= 0.95"), ("import:nope.module:f", "cannot import")])
+                                        ("mlp:dropout=2", "<= 0.95"), ("import:nope.module:f", "cannot import"),
+                                        ("lenet5:init=he", "must be one of")])
 def test_bad_model_specs(spec, match):
     with pytest.raises(DistillabError, match=match):
         build_model(spec, (1, 8, 8), 10)

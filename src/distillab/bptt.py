@@ -50,6 +50,8 @@ class BPTTConfig:
     batch_real: int = 1024
     init_net: str = "fixed"    # fixed | random
     model: str = "lenet5"
+    lr_decay_every: int = 0    # multiply the Adam rate by lr_decay every this many iterations (0: never)
+    lr_decay: float = 0.5
 
     def check(self) -> "BPTTConfig":
         require(self.iterations >= 0, f"bptt iterations must be >= 0, got {self.iterations}")
@@ -58,6 +60,8 @@ class BPTTConfig:
         require(self.lr_init > 0, f"bptt lr_init must be > 0, got {self.lr_init}")
         require(self.lr_img > 0, f"bptt lr_img must be > 0, got {self.lr_img}")
         require(self.batch_real >= 1, f"bptt batch_real must be >= 1, got {self.batch_real}")
+        require(self.lr_decay_every >= 0, f"bptt lr_decay_every must be >= 0, got {self.lr_decay_every}")
+        require(0 < self.lr_decay <= 1, f"bptt lr_decay must lie in (0, 1], got {self.lr_decay}")
         require(self.init_net in INIT_MODES,
                 f"bptt init_net must be one of {', '.join(INIT_MODES)}, got '{self.init_net}'")
         return self
@@ -219,6 +223,9 @@ def bptt_distill(splits: Splits, images: torch.Tensor, labels: torch.Tensor, cfg
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if cfg.lr_decay_every and (it + 1) % cfg.lr_decay_every == 0:
+            for group in opt.param_groups:
+                group["lr"] *= cfg.lr_decay
         value = float(loss.detach())
         if not math.isfinite(value):
             raise DistillabError(f"BPTT diverged at iteration {it} (loss {value}); lower lr_img or lr_init")

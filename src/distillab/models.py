@@ -4,6 +4,7 @@
     convnet:width=128,depth=3,norm=instance|batch|layer|none,pool=avg|max   (the dataset-distillation ConvNet-3)
     lenet5, lenet5-half
     resnet18[:width=64,norm=batch]                                            (CIFAR-style: 3x3 stem, no max-pool)
+    any built-in model also takes init=default|xavier (xavier: Xavier-normal conv/linear weights, zero biases)
     import:pkg.module:factory[:key=value,...]                                 (factory(input_shape=, num_classes=))
 
 Every built-in model ends in a linear layer called ``classifier``; its input is the "penultimate" feature.
@@ -176,8 +177,19 @@ def _build(spec: Spec, input_shape, num_classes) -> nn.Module:
     else:
         raise DistillabError(f"unknown model '{spec}'; choose one of mlp, convnet, lenet5, lenet5-half, resnet18, "
                              "or import:pkg.module:factory")
+    if o.get_str("init", "default", ("default", "xavier")) == "xavier":
+        _xavier(model)
     o.done()
     return model
+
+
+def _xavier(model: nn.Module) -> None:
+    """Xavier-normal weights and zero biases for every conv and linear layer (Wang et al. 2018 train LeNet so)."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def _build_import(text: str, input_shape, num_classes) -> nn.Module:
