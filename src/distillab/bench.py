@@ -475,9 +475,10 @@ def bench_dd_mnist(b: Bench) -> dict:
     r = _dd_mnist_recipe(b.quick)
     ipcs = r["ipcs"]
     published = {"random": {"1": 64.9, "10": 95.1}, "herding": {"1": 89.2, "10": 93.7}, "dm": {"1": 89.7, "10": 97.5}}
-    # the most telling cells first (the target, its baseline), then the cheap IPC-1 cells: a run stopped part-way
-    # has kept the cells that matter most, and the next run resumes from them
-    first = [("dm", ipcs[-1]), ("random", ipcs[-1]), ("dm", ipcs[0])]
+    # the most telling cells first (the target, its baseline, the learned methods, the published coreset), then
+    # the rest: a run stopped part-way has kept the cells that matter most, and the next run resumes from them
+    first = [("dm", ipcs[-1]), ("random", ipcs[-1]), ("dm", ipcs[0]), ("bptt", ipcs[-1]), ("bptt", ipcs[0]),
+             ("herding", ipcs[-1])]
     cells = first + [(m, i) for i in ipcs for m in DD_METHODS if (m, i) not in first]
     done = b.cells("dd-mnist", _dd_mnist_cell, cells, recipe=r)
     result, rows = {}, []
