@@ -488,6 +488,7 @@ def bench_dd_mnist(b: Bench) -> dict:
                                + (f" ({published[method][str(i)]})" if not b.quick and str(i) in published.get(method, {}) else "")
                                for i in ipcs]))
     result["protocol"] = {"model": r["eval_spec"], "runs": r["runs"], "epochs": r["epochs"], "dsa": True,
+                          "dsa_draw": "one op and parameter draw per training batch, shared by its images",
                           "note": "accuracy on the real test set at the final epoch; no selection"}
     result["recipes"] = {"dm": r["dm"].__dict__, "bptt": r["bptt"].__dict__, "herding": "greedy, pixel space",
                          "kmeans": "per class, pixel space", "mean": "means of ipc random groups per class"}
