@@ -79,8 +79,12 @@ def test_dd_mnist_quick(bench_out):
     run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
     assert _load(bench_out, "dd-mnist")["random"]["1"]["mean"] == 0.123
 
+    # a cell's recipe holds the protocol and its own method's settings only
+    assert kept["recipe"]["config"] is None and kept["recipe"]["protocol"]["epochs"] == 20
+    assert json.loads((cells / "dm-1.json").read_text())["recipe"]["config"]["iterations"] == 10
+
     # a cell kept under another recipe is recomputed
-    kept["recipe"]["epochs"] = 999
+    kept["recipe"]["protocol"]["epochs"] = 999
     (cells / "random-1.json").write_text(json.dumps(kept))
     run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
     again = _load(bench_out, "dd-mnist")["random"]["1"]
@@ -97,11 +101,15 @@ def test_bench_cells_in_worker_processes(tmp_path):
 
     b = Bench(tmp_path, quick=True, workers=2)
     cells = [(3, "a"), (4, "b"), (5, "c")]
-    got = b.cells("squares", _cell_square, cells, recipe={"k": 1})
+    got = b.cells("squares", _cell_square, cells, recipe_of=lambda cell: {"k": 1})
     assert [got[c]["value"] for c in cells] == [9, 16, 25] and got[(4, "b")]["tag"] == "b"
     assert sorted(p.name for p in (tmp_path / "work-quick" / "squares" / "cells").iterdir()) == [
         "3-a.json", "4-b.json", "5-c.json"]
-    assert Bench(tmp_path, quick=True).cells("squares", None, cells, recipe={"k": 1}) == got  # all kept: fn not called
+    assert Bench(tmp_path, quick=True).cells("squares", None, cells, recipe_of=lambda cell: {"k": 1}) == got  # all kept
+    again = Bench(tmp_path, quick=True).cells("squares", _cell_square, cells,
+                                              recipe_of=lambda cell: {"k": 2 if cell[1] == "b" else 1})
+    assert [again[c]["value"] for c in cells] == [9, 16, 25] and json.loads((tmp_path / "work-quick" / "squares" / "cells" / "4-b.json").read_text())[
+        "recipe"] == {"k": 2}  # only the cell whose recipe changed ran again
 
 
 def test_bench_workers_must_be_positive(cli):

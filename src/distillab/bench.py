@@ -39,26 +39,26 @@ class Bench:
         self.work = self.out / ("work-quick" if quick else "work")
         self.work.mkdir(parents=True, exist_ok=True)
 
-    def cells(self, name: str, fn, cells: list[tuple], recipe: dict) -> dict:
+    def cells(self, name: str, fn, cells: list[tuple], recipe_of) -> dict:
         """Run ``fn(out, quick, *cell)`` for every cell (independent pieces of one benchmark) and return
         {cell: result}.
 
-        Each finished cell is kept as work/NAME/cells/<cell>.json together with the recipe it ran under, so a
-        killed run resumes where it stopped, and a changed recipe reruns everything. With ``workers > 1`` the
+        Each finished cell is kept as work/NAME/cells/<cell>.json together with ``recipe_of(cell)``, everything
+        its result depends on, so a killed run resumes where it stopped and a cell whose recipe changed runs again
+        (only that cell: keep unrelated settings out of its recipe). With ``workers > 1`` the
         missing cells run in that many processes (spawned, ``cpus // workers`` torch threads each), started in the
         given order.
         """
         folder = self.work / name / "cells"
         folder.mkdir(parents=True, exist_ok=True)
-        recipe_text = json.dumps(to_jsonable(recipe), sort_keys=True)
-
         def path(cell):
             return folder / ("-".join(str(c) for c in cell) + ".json")
 
         def cached(cell):
             if path(cell).exists():
                 saved = json.loads(path(cell).read_text())
-                if json.dumps(saved.get("recipe"), sort_keys=True) == recipe_text:
+                if json.dumps(saved.get("recipe"), sort_keys=True) == json.dumps(to_jsonable(recipe_of(cell)),
+                                                                                  sort_keys=True):
                     return saved["result"]
             return None
 
@@ -66,14 +66,14 @@ class Bench:
         todo = [cell for cell in cells if results[cell] is None]
         if todo and self.workers == 1:
             for cell in todo:
-                results[cell] = _run_cell(fn, self.out, self.quick, cell, path(cell), recipe)
+                results[cell] = _run_cell(fn, self.out, self.quick, cell, path(cell), recipe_of(cell))
         elif todo:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
             threads = max(1, (os.cpu_count() or 1) // self.workers)
             with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                      initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-                futures = {cell: pool.submit(_run_cell, fn, self.out, self.quick, cell, path(cell), recipe)
+                futures = {cell: pool.submit(_run_cell, fn, self.out, self.quick, cell, path(cell), recipe_of(cell))
                            for cell in todo}
                 for cell, future in futures.items():
                     results[cell] = future.result()
@@ -441,12 +441,21 @@ def _dd_mnist_recipe(quick: bool):
     if quick:
         return dict(ipcs=[1, 2], eval_spec="convnet:width=16,depth=2", runs=2, epochs=20,
                     dm=DMConfig(iterations=10, batch_real=32, model="convnet:width=16,depth=2"),
-                    bptt=BPTTConfig(iterations=10, steps=5, epochs=1, batch_real=256, model="convnet:width=16,depth=2"))
+                    bptt=BPTTConfig(iterations=10, steps=5, epochs=1, batch_real=256, model="convnet:width=16,depth=2",
+                                    init_net="random"))
     return dict(ipcs=[1, 10], eval_spec="convnet:width=128,depth=3", runs=5, epochs=300,
                 # 64 real images per class (not the paper's 256) and 600 iterations keep a DM cell, condensing (~3 s per
                 # iteration on one AVX2 core) plus evaluating, within one CPU hour
                 dm=DMConfig(iterations=600, batch_real=64, model="convnet:width=128,depth=3"),
-                bptt=BPTTConfig(iterations=300, steps=10, epochs=3, batch_real=1024, model="convnet:width=32,depth=3"))
+                # the protocol trains fresh models, so the set must work from any initialisation: init_net random
+                bptt=BPTTConfig(iterations=300, steps=10, epochs=3, batch_real=1024, model="convnet:width=32,depth=3",
+                                init_net="random"))
+
+
+def _dd_mnist_cell_recipe(r: dict, method: str, ipc: int) -> dict:
+    """What one cell's result depends on: the protocol, and the method's own settings."""
+    return {"method": method, "ipc": ipc, "seed": 0, "config": r.get(method),
+            "protocol": {k: r[k] for k in ("eval_spec", "runs", "epochs")} | {"dsa": True}}
 
 
 def _dd_mnist_cell(out: Path, quick: bool, method: str, ipc: int) -> dict:
@@ -480,7 +489,7 @@ def bench_dd_mnist(b: Bench) -> dict:
     first = [("dm", ipcs[-1]), ("random", ipcs[-1]), ("dm", ipcs[0]), ("bptt", ipcs[-1]), ("bptt", ipcs[0]),
              ("herding", ipcs[-1])]
     cells = first + [(m, i) for i in ipcs for m in DD_METHODS if (m, i) not in first]
-    done = b.cells("dd-mnist", _dd_mnist_cell, cells, recipe=r)
+    done = b.cells("dd-mnist", _dd_mnist_cell, cells, recipe_of=lambda cell: _dd_mnist_cell_recipe(r, *cell))
     result, rows = {}, []
     for method in DD_METHODS:
         result[method] = {str(i): done[(method, i)] for i in ipcs}
