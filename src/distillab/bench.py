@@ -51,6 +51,7 @@ class Bench:
         """
         folder = self.work / name / "cells"
         folder.mkdir(parents=True, exist_ok=True)
+
         def path(cell):
             return folder / ("-".join(str(c) for c in cell) + ".json")
 
