@@ -121,6 +121,16 @@ def test_wang2018_quick(bench_out):
     run_benchmark("wang2018", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "wang2018")
     assert 0 <= d["fixed_init"]["test_accuracy"] <= 1 and set(d["random_init"]) >= {"mean", "std", "runs"}
+    assert (bench_out / "work-quick" / "wang2018" / "cells" / "fixed.safetensors").exists()
+
+
+def test_wang2018_full_recipes_are_the_papers_settings():
+    from distillab.bench import _wang2018_recipe
+    fixed, rand = _wang2018_recipe(False, "fixed"), _wang2018_recipe(False, "random")
+    # fixed: 10 images (1 per class) in one step, repeated for 3 epochs; random: 100 images, 10 steps of 10, x3
+    assert (fixed["ipc"], fixed["bptt"].steps, fixed["bptt"].epochs, fixed["bptt"].init_net) == (1, 1, 3, "fixed")
+    assert (rand["ipc"], rand["bptt"].steps, rand["bptt"].epochs, rand["bptt"].init_net) == (10, 10, 3, "random")
+    assert all(r["bptt"].model == "lenet5:init=xavier" and r["bptt"].batch_real == 1024 for r in (fixed, rand))
 
 
 def test_eval_speed_quick(bench_out):
