@@ -26,6 +26,8 @@ def cells_table(folder: Path) -> str:
     rows = []
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())["result"]
+        if "mean" not in r:  # only cells that report an accuracy over several models
+            continue
         rows.append(f"| {path.stem} | {100 * r['mean']:.2f} +- {100 * r['std']:.2f} | {len(r['runs'])} | "
                     f"{r.get('condense_seconds', 0) / 60:.1f} | {r['wall_seconds'] / 60:.1f} |")
     if not rows:
@@ -44,6 +46,7 @@ def main(bench_out: Path) -> None:
         if js.exists() and md.exists():
             shutil.copy(js, HERE / f"{name}.json")
             (HERE / f"{name}.md").write_text(md.read_text())
+            shutil.rmtree(HERE / f"{name}-cells", ignore_errors=True)  # the partial run's cells are superseded
         js, md = HERE / f"{name}.json", HERE / f"{name}.md"
         if js.exists() and md.exists():
             d = json.loads(js.read_text())
