@@ -151,3 +151,19 @@ def test_unknown_benchmark(cli):
     assert_one_line_error(cli("bench", "imagenet-sota"), "unknown benchmark")
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
                                "wang2018", "eval-speed", "dm-speed"}
+
+
+def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):
+    from distillab.bench import Bench
+
+    folder = tmp_path / "work-quick" / "shared" / "cells"
+
+    def fn(out, quick, x):
+        if x == 2:
+            raise AssertionError("cell 2 was finished by the other process and must not run again")
+        # while cell 1 runs, a second run on the same OUT finishes cell 2
+        (folder / "2.json").write_text(json.dumps({"recipe": {"k": 1}, "result": {"value": -2}}))
+        return {"value": x}
+
+    got = Bench(tmp_path, quick=True).cells("shared", fn, [(1,), (2,)], recipe_of=lambda cell: {"k": 1})
+    assert got == {(1,): {"value": 1}, (2,): {"value": -2}}

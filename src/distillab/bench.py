@@ -55,15 +55,7 @@ class Bench:
         def path(cell):
             return folder / ("-".join(str(c) for c in cell) + ".json")
 
-        def cached(cell):
-            if path(cell).exists():
-                saved = json.loads(path(cell).read_text())
-                if json.dumps(saved.get("recipe"), sort_keys=True) == json.dumps(to_jsonable(recipe_of(cell)),
-                                                                                  sort_keys=True):
-                    return saved["result"]
-            return None
-
-        results = {cell: cached(cell) for cell in cells}
+        results = {cell: _kept_result(path(cell), recipe_of(cell)) for cell in cells}
         todo = [cell for cell in cells if results[cell] is None]
         if todo and self.workers == 1:
             for cell in todo:
@@ -104,8 +96,23 @@ class Bench:
         return path
 
 
+def _kept_result(path: Path, recipe: dict) -> dict | None:
+    """The result kept at ``path`` if it was made with this recipe, else None."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if json.dumps(saved.get("recipe"), sort_keys=True) == json.dumps(to_jsonable(recipe), sort_keys=True):
+            return saved["result"]
+    return None
+
+
 def _run_cell(fn, out: Path, quick: bool, cell: tuple, path: Path, recipe: dict) -> dict:
-    """Run one cell and keep its result at once (in the worker), whole or not at all."""
+    """Run one cell and keep its result at once (in the worker), whole or not at all.
+
+    A cell that another process (a second run on the same OUT) finished meanwhile is not run again.
+    """
+    kept = _kept_result(path, recipe)
+    if kept is not None:
+        return kept
     result = fn(out, quick, *cell)
     tmp = path.with_suffix(".partial")
     tmp.write_text(json.dumps(to_jsonable({"recipe": recipe, "result": result}), indent=2) + "\n")
