@@ -53,7 +53,9 @@ def main(bench_out: Path) -> None:
             m = d["machine"]
             out.append(table_of(md.read_text()) + "\n")
             out.append(f"Command: `OMP_NUM_THREADS={m['torch_threads']} {d['command']}` (one OUT folder for all, so "
-                       f"teachers were trained once and reused; beside other work); wall time {d['wall_seconds'] / 60:.1f} min; {m['cpus']} cores, "
+                       f"teachers were trained once and reused; beside other work); wall time {d['wall_seconds'] / 60:.1f} min"
+                       + (f" for the run that finished (its kept cells took {d['cells_total_seconds'] / 60:.0f} "
+                          f"process-minutes in all)" if "cells_total_seconds" in d else "") + f"; {m['cpus']} cores, "
                        f"torch {m['torch']} with {m['torch_threads']} thread(s), Python {m['python']}. "
                        f"Full figures: [bench/{name}.json](bench/{name}.json).\n")
         else:
