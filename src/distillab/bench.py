@@ -532,15 +532,15 @@ def _wang2018_recipe(quick: bool, setting: str) -> dict:
     rate every 40; our CPU budget is a fraction of that, halved every fifth of the run.
     """
     from .bptt import BPTTConfig
+    fixed = setting == "fixed"
     if quick:
-        cfg = BPTTConfig(iterations=20, steps=1 if setting == "fixed" else 5, epochs=3, batch_real=256,
-                         init_net=setting, model="lenet5")
-        return {"ipc": 1 if setting == "fixed" else 5, "init": "real", "runs": 2, "bptt": cfg}
-    iterations = 5000 if setting == "fixed" else 3000
-    cfg = BPTTConfig(iterations=iterations, steps=1 if setting == "fixed" else 10, epochs=3, batch_real=1024,
-                     init_net=setting, model="lenet5:init=xavier", lr_decay_every=iterations // 5, lr_decay=0.5)
-    return {"ipc": 1 if setting == "fixed" else 10, "init": "noise", "runs": 1 if setting == "fixed" else 50,
-            "bptt": cfg}
+        cfg = BPTTConfig(iterations=20, steps=1 if fixed else 5, epochs=3, batch_real=256, init_net=setting,
+                         model="lenet5")
+        return {"ipc": 1 if fixed else 5, "init": "real", "runs": 2, "bptt": cfg}
+    iterations = 5000 if fixed else 3000
+    cfg = BPTTConfig(iterations=iterations, steps=1 if fixed else 10, epochs=3, batch_real=1024, init_net=setting,
+                     model="lenet5:init=xavier", lr_decay_every=iterations // 5, lr_decay=0.5)
+    return {"ipc": 1 if fixed else 10, "init": "noise", "runs": 1 if fixed else 50, "bptt": cfg}
 
 
 def _wang2018_cell(out: Path, quick: bool, setting: str) -> dict:
