@@ -148,3 +148,16 @@ def test_seeds_give_mean_std_runs(tmp_path, digits_teacher):
     acc = r.metrics["test_accuracy"]
     assert len(acc["runs"]) == 3 and acc["mean"] == pytest.approx(np.mean(acc["runs"]))
     assert acc["std"] == pytest.approx(np.std(acc["runs"], ddof=1))
+
+
+def test_hint_connectors_come_from_the_run_seed_not_the_global_rng(tmp_path, conv_teacher):
+    """The learned connector is initialised from the run's seed: the global RNG neither changes nor matters."""
+    spec = dict(teacher=conv_teacher, student="convnet:width=4,depth=2", losses=["ce", "hint:w=1"], epochs=1,
+                batch_size=64, quiet=True)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = distill(out=tmp_path / "a", **spec)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(456)
+    b = distill(out=tmp_path / "b", **spec)
+    assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))

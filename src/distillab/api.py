@@ -205,7 +205,8 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
         warnings.warn(message, stacklevel=2)
     objective = Distillation(source, terms)
     sample = torch.arange(min(8, len(splits.train)))
-    extra = objective.attach(net.to(cfg.device), splits.train.x[sample].to(cfg.device), sample)
+    extra = objective.attach(net.to(cfg.device), splits.train.x[sample].to(cfg.device), sample,
+                             generator=torch.Generator().manual_seed(cfg.seed + 2))
     teacher_desc = str(teacher_outputs) if teacher_outputs is not None else (
         [str(p) for p in teacher] if isinstance(teacher, (list, tuple)) else
         (str(teacher) if isinstance(teacher, (str, Path)) else type(teacher).__name__))

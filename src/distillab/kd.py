@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import require
-from .models import final_linear_path
+from .models import constructors_drawing_from, final_linear_path
 from .specs import Options, parse_spec
 
 TINY = torch.finfo(torch.float32).tiny  # floor for log p: probabilities keep their information down to here
@@ -372,8 +372,11 @@ class Distillation:
     def teacher_tap_paths(self) -> list[str]:
         return [t.teacher_tap for t in self.losses if t.name in FEATURE_LOSSES]
 
-    def attach(self, student: nn.Module, sample_x: torch.Tensor, sample_idx: torch.Tensor) -> list[nn.Module]:
-        """Hook the student's taps and build connectors from one sample batch; returns modules to train."""
+    def attach(self, student: nn.Module, sample_x: torch.Tensor, sample_idx: torch.Tensor,
+               generator: torch.Generator | None = None) -> list[nn.Module]:
+        """Hook the student's taps and build connectors from one sample batch; returns modules to train.
+
+        Connectors are initialised from ``generator`` (default: seeded 0), never from the global RNG."""
         paths = self.student_tap_paths()
         if not paths:
             return []
@@ -388,7 +391,8 @@ class Distillation:
                 s_shape = tuple(self.student_taps.features[term.student_tap].shape[1:])
                 t_shape = tuple(t.features[term.teacher_tap].shape[1:])
                 key = f"{term.student_tap}->{term.teacher_tap}".replace(".", "_")
-                self.connectors[key] = make_connector(s_shape, t_shape).to(sample_x.device)
+                with constructors_drawing_from(generator if generator is not None else torch.Generator().manual_seed(0)):
+                    self.connectors[key] = make_connector(s_shape, t_shape).to(sample_x.device)
         return [self.connectors]
 
     def __call__(self, model, x, y, idx) -> dict:

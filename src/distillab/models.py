@@ -13,6 +13,7 @@ Parameters are initialised from an explicit torch.Generator (the global RNG is l
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import math
@@ -211,15 +212,21 @@ def _build_import(text: str, input_shape, num_classes) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def constructors_drawing_from(generator: torch.Generator):
+    """Module constructors draw from the global RNG: run them on a forked copy seeded from ``generator``, so the
+    caller's global RNG state is exactly as it was afterwards."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_model(spec: str, input_shape, num_classes: int, generator: torch.Generator | None = None) -> nn.Module:
     """Build a model; its initial weights come from ``generator`` (default: a fresh one seeded 0)."""
     require(num_classes >= 2, f"a classifier needs at least 2 classes, got {num_classes}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    # Module constructors draw from the global RNG: run them on a forked copy, seeded from our generator,
-    # so the caller's global RNG state is exactly as it was afterwards.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with constructors_drawing_from(generator):
         if spec.startswith("import:"):
             model = _build_import(spec, input_shape, num_classes)
         else:
