@@ -8,7 +8,7 @@ import torch
 
 import distillab
 from distillab.api import chain, distill, inspect_teacher, predict, train
-from distillab.files import load_model
+from distillab.models import load_model
 
 FAST = dict(epochs=2, batch_size=64, quiet=True)
 
@@ -112,7 +112,8 @@ def test_inspect_and_label_smoothing_warnings(tmp_path, digits_teacher):
     assert len(report["most_confused_pairs"]) == 5 and not report["warnings"]
     smoothed = train(data="digits", model="mlp:hidden=64", epochs=15, batch_size=64, label_smoothing=0.2,
                      out=tmp_path / "ls", quiet=True)
-    ls_report = inspect_teacher(smoothed.out / "model.safetensors")
+    with pytest.warns(UserWarning, match="label smoothing"):
+        ls_report = inspect_teacher(smoothed.out / "model.safetensors")
     assert ls_report["label_smoothing_in_recipe"] == 0.2 and ls_report["warnings"]
     assert ls_report["non_target_logit_spread"] < report["non_target_logit_spread"]
     with pytest.warns(UserWarning, match="label smoothing"):

@@ -80,7 +80,7 @@ def test_dd_mnist_quick(bench_out):
     assert _load(bench_out, "dd-mnist")["random"]["1"]["mean"] == 0.123
 
     # a cell's recipe holds the protocol and its own method's settings only
-    assert kept["recipe"]["config"] is None and kept["recipe"]["protocol"]["epochs"] == 20
+    assert kept["recipe"]["config"] == {} and kept["recipe"]["protocol"]["epochs"] == 20
     assert json.loads((cells / "dm-1.json").read_text())["recipe"]["config"]["iterations"] == 10
 
     # a cell kept under another recipe is recomputed
@@ -125,7 +125,7 @@ def test_wang2018_quick(bench_out):
 
 
 def test_wang2018_full_recipes_are_the_papers_settings():
-    from distillab.bench import _wang2018_recipe
+    from distillab.bench.dd import _wang2018_recipe
     fixed, rand = _wang2018_recipe(False, "fixed"), _wang2018_recipe(False, "random")
     # fixed: 10 images (1 per class) in one step, repeated for 3 epochs; random: 100 images, 10 steps of 10, x3
     assert (fixed["ipc"], fixed["bptt"].steps, fixed["bptt"].epochs, fixed["bptt"].init_net) == (1, 1, 3, "fixed")

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from distillab import data
-from distillab.bptt import (BPTTConfig, bptt_distill, bptt_meta, check_unrollable, init_state_from_tensors,
-                            init_state_tensors, inverse_softplus, step_batches, train_with_schedule, unroll)
 from distillab.condense import SYNSET_FORMAT, SyntheticSet
+from distillab.condense.methods.bptt import (BPTT, bptt_distill, bptt_meta, check_unrollable,
+                                             inverse_softplus, step_batches, train_with_schedule, unroll)
+from distillab.condense.synset import init_state_from_tensors, init_state_tensors
 from distillab.errors import DistillabError
 from distillab.files import load_tensors, save_tensors
 from distillab.models import build_model
@@ -43,10 +44,10 @@ def as_synset(splits, images, raw_lrs, cfg, labels=None):
 
 @pytest.fixture(scope="module")
 def fixed_run(splits):
-    cfg = BPTTConfig(init_net="fixed", **FAST)
+    cfg = BPTT(init_net="fixed", **FAST)
     images, labels, g = noise_set(splits, seed=0)
     losses = []
-    x, raw, init = bptt_distill(splits, images, labels, cfg, g, on_iteration=lambda it, v: losses.append((it, v)))
+    x, raw, init = bptt_distill(splits.train_set(), images, labels, cfg, g, on_iteration=lambda it, v: losses.append((it, v)))
     return cfg, images, labels, x, raw, init, losses
 
 
@@ -163,8 +164,8 @@ def test_step_batches_reuse_all_images_when_ipc_is_not_a_multiple_of_steps():
 
 def test_learning_rates_start_at_lr_init_and_zero_iterations_change_nothing(splits):
     images, labels, g = noise_set(splits, seed=7)
-    cfg = BPTTConfig(iterations=0, steps=4, epochs=3, model="mlp:hidden=8")
-    x, raw, init = bptt_distill(splits, images, labels, cfg, g)
+    cfg = BPTT(iterations=0, steps=4, epochs=3, model="mlp:hidden=8")
+    x, raw, init = bptt_distill(splits.train_set(), images, labels, cfg, g)
     assert raw.shape == (12,) and torch.allclose(F.softplus(raw), torch.full((12,), 0.02), atol=1e-7)
     assert torch.equal(x, images) and init is not None
 
@@ -192,11 +193,11 @@ def test_fixed_init_distillation_lowers_the_real_loss_and_trains_a_good_model(sp
 def test_distillation_is_deterministic(splits, fixed_run):
     cfg, _, _, x, raw, init, losses = fixed_run
     images, labels, g = noise_set(splits, seed=0)
-    x2, raw2, init2 = bptt_distill(splits, images, labels, cfg, g)
+    x2, raw2, init2 = bptt_distill(splits.train_set(), images, labels, cfg, g)
     assert torch.equal(x, x2) and torch.equal(raw, raw2)
     assert all(torch.equal(init[n], init2[n]) for n in init)
     images, labels, g = noise_set(splits, seed=1)
-    x3, _, _ = bptt_distill(splits, images, labels, BPTTConfig(**{**FAST, "iterations": 2}), g)
+    x3, _, _ = bptt_distill(splits.train_set(), images, labels, BPTT(**{**FAST, "iterations": 2}), g)
     assert not torch.allclose(x3, x2)
 
 
@@ -227,10 +228,10 @@ def test_the_fixed_init_round_trips_through_a_file_and_is_required(splits, fixed
 
 
 def test_random_init_mode_returns_no_init_state_and_trains(splits):
-    cfg = BPTTConfig(init_net="random", **{**FAST, "iterations": 8})
+    cfg = BPTT(init_net="random", **{**FAST, "iterations": 8})
     images, labels, g = noise_set(splits, seed=2)
     losses = []
-    x, raw, init = bptt_distill(splits, images, labels, cfg, g, on_iteration=lambda it, v: losses.append(v))
+    x, raw, init = bptt_distill(splits.train_set(), images, labels, cfg, g, on_iteration=lambda it, v: losses.append(v))
     assert init is None and len(losses) == 8 and raw.shape == (5,)
     assert torch.isfinite(x).all() and not torch.equal(x, images)
     synset = as_synset(splits, x, raw, cfg)
@@ -243,8 +244,8 @@ def test_bptt_leaves_the_global_rng_alone(splits):
     state = torch.get_rng_state()
     for mode in ("fixed", "random"):
         images, labels, g = noise_set(splits, seed=3)
-        cfg = BPTTConfig(init_net=mode, **{**FAST, "iterations": 3})
-        x, raw, init = bptt_distill(splits, images, labels, cfg, g)
+        cfg = BPTT(init_net=mode, **{**FAST, "iterations": 3})
+        x, raw, init = bptt_distill(splits.train_set(), images, labels, cfg, g)
         train_with_schedule(cfg.model, splits.input_shape, K, as_synset(splits, x, raw, cfg),
                             torch.Generator().manual_seed(0), init_state=init)
     assert torch.equal(torch.get_rng_state(), state)
@@ -253,14 +254,14 @@ def test_bptt_leaves_the_global_rng_alone(splits):
 def test_bad_configs_are_refused(splits):
     images, labels, g = noise_set(splits, seed=0)
     with pytest.raises(DistillabError, match="init_net"):
-        bptt_distill(splits, images, labels, BPTTConfig(init_net="sometimes", **{**FAST, "iterations": 1}), g)
+        bptt_distill(splits.train_set(), images, labels, BPTT(init_net="sometimes", **{**FAST, "iterations": 1}), g)
     with pytest.raises(DistillabError, match="batch norm"):
-        bptt_distill(splits, images, labels,
-                     BPTTConfig(**{**FAST, "iterations": 1, "model": "convnet:width=4,depth=1,norm=batch"}), g)
+        bptt_distill(splits.train_set(), images, labels,
+                     BPTT(**{**FAST, "iterations": 1, "model": "convnet:width=4,depth=1,norm=batch"}), g)
     with pytest.raises(DistillabError, match="labels"):
-        bptt_distill(splits, images, labels[:5], BPTTConfig(**{**FAST, "iterations": 1}), g)
+        bptt_distill(splits.train_set(), images, labels[:5], BPTT(**{**FAST, "iterations": 1}), g)
     with pytest.raises(DistillabError, match="lr_decay"):
-        bptt_distill(splits, images, labels, BPTTConfig(**{**FAST, "iterations": 1, "lr_decay": 0}), g)
+        bptt_distill(splits.train_set(), images, labels, BPTT(**{**FAST, "iterations": 1, "lr_decay": 0}), g)
 
 
 def test_the_adam_rate_decays_on_schedule(splits, monkeypatch):
@@ -273,5 +274,5 @@ def test_the_adam_rate_decays_on_schedule(splits, monkeypatch):
 
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
     images, labels, g = noise_set(splits, seed=0)
-    bptt_distill(splits, images, labels, BPTTConfig(**{**FAST, "iterations": 5, "lr_decay_every": 2, "lr_decay": 0.5}), g)
+    bptt_distill(splits.train_set(), images, labels, BPTT(**{**FAST, "iterations": 5, "lr_decay_every": 2, "lr_decay": 0.5}), g)
     assert seen == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125])  # FAST: lr_img 0.05

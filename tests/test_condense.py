@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distillab import data
-from distillab.condense import DMConfig, SyntheticSet, condense
+from distillab.condense import DM, SyntheticSet, condense
 from distillab.errors import DistillabError
 from distillab.evaluation import Protocol, evaluate_images
 
@@ -19,23 +19,28 @@ def splits():
     return data.split(data.load("digits"))
 
 
+@pytest.fixture(scope="module")
+def train(splits):
+    return splits.train_set()
+
+
 @pytest.mark.parametrize("method", ["random", "herding", "kmeans", "mean"])
 def test_baselines_shape_labels_and_determinism(splits, method):
-    a, b = condense(splits, method, 3, seed=1), condense(splits, method, 3, seed=1)
+    a, b = condense(splits.train_set(), method, 3, seed=1), condense(splits.train_set(), method, 3, seed=1)
     assert a.images.shape == (30, 1, 8, 8) and a.labels.tolist() == [c for c in range(10) for _ in range(3)]
     assert torch.equal(a.images, b.images)
     assert a.meta["method"] == method and len(a.meta["source"]["hash"]) == 16
 
 
 def test_random_picks_real_training_images_of_the_right_class(splits):
-    s = condense(splits, "random", 2, seed=0)
+    s = condense(splits.train_set(), "random", 2, seed=0)
     for img, label in zip(s.images, s.labels):
         match = (splits.train.x == img).flatten(1).all(1)
         assert match.any() and int(splits.train.y[match.nonzero()[0, 0]]) == int(label)
 
 
 def test_mean_with_one_image_per_class_is_the_class_mean(splits):
-    s = condense(splits, "mean", 1)
+    s = condense(splits.train_set(), "mean", 1)
     for c in range(10):
         assert torch.allclose(s.images[c], splits.train.x[splits.train.y == c].mean(0), atol=1e-5)
 
@@ -44,29 +49,29 @@ def test_herding_mean_is_closer_than_random(splits):
     def gap(s):
         return sum(float((s.images[s.labels == c].mean(0) - splits.train.x[splits.train.y == c].mean(0)).norm())
                    for c in range(10))
-    assert gap(condense(splits, "herding", 5)) < gap(condense(splits, "random", 5))
+    assert gap(condense(splits.train_set(), "herding", 5)) < gap(condense(splits.train_set(), "random", 5))
 
 
 def test_bad_ipc_and_method(splits):
     with pytest.raises(DistillabError, match="smallest class"):
-        condense(splits, "random", 10_000)
-    with pytest.raises(DistillabError, match="unknown method"):
-        condense(splits, "magic", 1)
+        condense(splits.train_set(), "random", 10_000)
+    with pytest.raises(DistillabError, match="unknown condensation method"):
+        condense(splits.train_set(), "magic", 1)
 
 
 def test_dm_reduces_matching_loss_and_is_seeded(splits):
-    cfg = DMConfig(iterations=40, batch_real=64, model="convnet:width=16,depth=2", lr_img=1.0)
+    cfg = DM(iterations=40, batch_real=64, model="convnet:width=16,depth=2", lr_img=1.0)
     losses = []
-    s = condense(splits, "dm", 2, dm=cfg, seed=3, on_iteration=lambda i, l: losses.append(l))
+    s = condense(splits.train_set(), cfg, 2, seed=3, progress=lambda i, l: losses.append(l))
     assert len(losses) == 40 and np.mean(losses[-8:]) < np.mean(losses[:8])
-    again = condense(splits, "dm", 2, dm=DMConfig(iterations=40, batch_real=64, model="convnet:width=16,depth=2"), seed=3)
+    again = condense(splits.train_set(), DM(iterations=40, batch_real=64, model="convnet:width=16,depth=2"), 2, seed=3)
     assert torch.equal(s.images, again.images)
-    start = condense(splits, "random", 2, seed=3)
+    start = condense(splits.train_set(), "random", 2, seed=3)
     assert not torch.equal(s.images, start.images)  # initialised from real images, then moved
 
 
 def test_synset_file_roundtrip_and_exports(tmp_path, splits):
-    s = condense(splits, "kmeans", 2)
+    s = condense(splits.train_set(), "kmeans", 2)
     s.save(tmp_path / "synset.safetensors")
     back = SyntheticSet.load(tmp_path / "synset.safetensors")
     assert torch.equal(back.images, s.images) and torch.equal(back.labels, s.labels)
@@ -80,10 +85,10 @@ def test_synset_file_roundtrip_and_exports(tmp_path, splits):
 
 
 def test_vectorised_protocol_matches_sequential(splits):
-    s = condense(splits, "random", 5)
-    proto = Protocol(epochs=30)
-    vec = evaluate_images(s.images, s.labels, splits.test, ["convnet:width=8,depth=2"], 3, proto, seed=0, vectorise=True)
-    seq = evaluate_images(s.images, s.labels, splits.test, ["convnet:width=8,depth=2"], 3, proto, seed=0, vectorise=False)
+    s = condense(splits.train_set(), "random", 5)
+    proto = Protocol(epochs=30, runs=3, models=("convnet:width=8,depth=2",))
+    vec = evaluate_images(s.images, s.labels, splits.test, proto, seed=0, vectorise=True)
+    seq = evaluate_images(s.images, s.labels, splits.test, proto, seed=0, vectorise=False)
     v, q = vec["convnet:width=8,depth=2"], seq["convnet:width=8,depth=2"]
     assert v["vectorised"] and not q["vectorised"]
     # the same initial models and full-batch steps: the same training, up to float rounding
@@ -93,10 +98,11 @@ def test_vectorised_protocol_matches_sequential(splits):
 def test_protocol_schedule_and_soft_targets(splits):
     proto = Protocol(epochs=10)
     assert [proto.lr_at(e) for e in (0, 4, 5, 9)] == [0.01, 0.01, pytest.approx(0.001), pytest.approx(0.001)]
-    s = condense(splits, "random", 2)
+    s = condense(splits.train_set(), "random", 2)
     soft = torch.nn.functional.one_hot(s.labels, 10).float()
-    hard = evaluate_images(s.images, s.labels, splits.test, ["mlp:hidden=16"], 2, Protocol(epochs=5), seed=1)
-    via_soft = evaluate_images(s.images, soft, splits.test, ["mlp:hidden=16"], 2, Protocol(epochs=5), seed=1)
+    proto = Protocol(epochs=5, runs=2, models=("mlp:hidden=16",))
+    hard = evaluate_images(s.images, s.labels, splits.test, proto, seed=1)
+    via_soft = evaluate_images(s.images, soft, splits.test, proto, seed=1)
     assert np.allclose(hard["mlp:hidden=16"]["runs"], via_soft["mlp:hidden=16"]["runs"], atol=1e-6)
 
 
@@ -119,7 +125,8 @@ def test_condense_and_evaluate_cli(cli, tmp_path):
 def test_condense_bad_inputs(cli, tmp_path):
     assert_one_line_error(cli("condense", "--method", "random", "--ipc", "5000", "--out", tmp_path / "o"),
                           "smallest class")
-    assert_one_line_error(cli("condense", "--method", "magic", "--ipc", "1", "--out", tmp_path / "o"), "unknown method")
+    assert_one_line_error(cli("condense", "--method", "magic", "--ipc", "1", "--out", tmp_path / "o"),
+                          "unknown condensation method")
     nan = tmp_path / "nan.npz"
     x = np.zeros((20, 8, 8), np.float32)
     x[3, 2, 2] = np.nan
@@ -130,7 +137,7 @@ def test_condense_bad_inputs(cli, tmp_path):
 
 
 def test_evaluating_a_synset_against_other_data(cli, tmp_path, splits):
-    s = condense(splits, "random", 1)
+    s = condense(splits.train_set(), "random", 1)
     s.meta["source"]["data"] = "digits"
     s.save(tmp_path / "s.safetensors")
     other = write_npz(tmp_path / "other.npz", classes=10, size=12, n=100)
@@ -157,7 +164,7 @@ def test_bptt_set_keeps_its_schedule_and_init(cli, tmp_path):
 
 
 def test_export_cli(cli, tmp_path, splits):
-    s = condense(splits, "mean", 1)
+    s = condense(splits.train_set(), "mean", 1)
     s.save(tmp_path / "s.safetensors")
     assert cli("export", tmp_path / "s.safetensors", "--to", tmp_path / "s.npz").code == 0
     assert np.load(tmp_path / "s.npz")["x"].shape == (10, 1, 8, 8)

@@ -5,7 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from distillab.errors import DistillabError
-from distillab.files import load_model, read_meta, save_model
+from distillab.files import read_meta
+from distillab.models import load_model, save_model
 from distillab.models import build_model
 
 

@@ -108,9 +108,9 @@ def test_rkd_teacher_side_gets_no_gradient():
 
 def test_parse_loss_terms():
     term = kd.parse_loss("kd:T=4,w=0.9")
-    assert (term.name, term.weight, term.temperature) == ("kd", 0.9, 4.0)
+    assert (term.name, term.w, term.T) == ("kd", 0.9, 4.0)
     rkd = kd.parse_loss("rkd:distance=25,angle=50")
-    assert (rkd.distance, rkd.angle, rkd.student_tap) == (25.0, 50.0, "penultimate")
+    assert (rkd.distance, rkd.angle, rkd.student) == (25.0, 50.0, "penultimate")
     assert kd.parse_loss("logit-mse:center=1").center
     for bad in ["kd:T=0", "kd:T=-1", "nope", "kd:tau=3", "ce:w=-1"]:
         with pytest.raises(DistillabError):
@@ -119,7 +119,7 @@ def test_parse_loss_terms():
 
 def test_hinton_shorthand():
     terms = kd.hinton_losses(20.0, 0.9)
-    assert [(t.name, t.weight) for t in terms] == [("kd", 0.9), ("ce", pytest.approx(0.1))]
+    assert [(t.name, t.w) for t in terms] == [("kd", 0.9), ("ce", pytest.approx(0.1))]
     with pytest.raises(DistillabError, match="temperature"):
         kd.hinton_losses(0.0, 0.5)
     with pytest.raises(DistillabError, match="alpha"):

@@ -22,7 +22,7 @@ def test_same_seed_same_weights_and_global_rng_untouched(splits):
     runs = []
     for _ in range(2):
         m = build_model("mlp:hidden=16,dropout=0.2", splits.input_shape, 10, torch.Generator().manual_seed(7))
-        fit(m, splits, cfg, progress=False)
+        fit(m, splits, cfg)
         runs.append(_params(m))
     assert torch.equal(runs[0], runs[1])
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -30,14 +30,14 @@ def test_same_seed_same_weights_and_global_rng_untouched(splits):
 
 def test_learns_digits_and_logs_terms(splits):
     m = build_model("mlp:hidden=32", splits.input_shape, 10)
-    result = fit(m, splits, TrainConfig(epochs=5, batch_size=64), progress=False)
+    result = fit(m, splits, TrainConfig(epochs=5, batch_size=64))
     assert result.history[-1]["val_accuracy"] > 0.85
     assert {"train_ce", "train_loss", "val_accuracy", "lr", "seconds"} <= set(result.history[0])
 
 
 def test_best_val_selection_restores_best_epoch(splits):
     m = build_model("mlp:hidden=16", splits.input_shape, 10)
-    result = fit(m, splits, TrainConfig(epochs=4, select="best-val", lr=0.5, schedule="constant"), progress=False)
+    result = fit(m, splits, TrainConfig(epochs=4, select="best-val", lr=0.5, schedule="constant"))
     from distillab.training import accuracy
     assert accuracy(m, splits.val)[0] == pytest.approx(result.best_val_accuracy)
 
@@ -51,7 +51,7 @@ def test_schedules():
 
 def test_max_norm_caps_incoming_weights(splits):
     m = build_model("mlp:hidden=16", splits.input_shape, 10)
-    fit(m, splits, TrainConfig(epochs=1, max_norm=0.5, lr=0.5), progress=False)
+    fit(m, splits, TrainConfig(epochs=1, max_norm=0.5, lr=0.5))
     assert float(m.features[1].weight.detach().norm(dim=1).max()) <= 0.5 + 1e-5
 
 
@@ -64,5 +64,5 @@ def test_bad_config(kwargs):
 
 def test_bf16_autocast_runs_and_learns(splits):
     m = build_model("mlp:hidden=32", splits.input_shape, 10)
-    result = fit(m, splits, TrainConfig(epochs=3, batch_size=64, bf16=True), progress=False)
+    result = fit(m, splits, TrainConfig(epochs=3, batch_size=64, bf16=True))
     assert result.history[-1]["val_accuracy"] > 0.7

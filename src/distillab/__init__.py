@@ -1,8 +1,17 @@
-"""distillab: machine teaching in PyTorch -- model distillation and dataset distillation."""
+"""distillab: machine teaching in PyTorch -- model distillation and dataset distillation.
 
-__version__ = "0.1.0"
+The API in one place: ``train``, ``distill``, ``chain``, ``condense_data``, ``evaluate``, ``predict``,
+``inspect_teacher``; plug-ins with ``register_loss`` (a ``LossTerm`` dataclass) and ``register_method`` (a
+``Method`` dataclass). See docs/design.md and docs/extending.md.
+"""
 
-from .errors import DistillabError  # noqa: E402
-from .api import Result, distill, evaluate_model, train  # noqa: E402
+from ._version import __version__
+from .api import (Result, chain, condense_data, distill, evaluate, evaluate_model, evaluate_synset, inspect_teacher,
+                  predict, train)
+from .condense import Method, SyntheticSet, register_method
+from .errors import DistillabError
+from .kd import LossInputs, LossTerm, register_loss
 
-__all__ = ["DistillabError", "Result", "distill", "evaluate_model", "train", "__version__"]
+__all__ = ["DistillabError", "LossInputs", "LossTerm", "Method", "Result", "SyntheticSet", "__version__", "chain",
+           "condense_data", "distill", "evaluate", "evaluate_model", "evaluate_synset", "inspect_teacher", "predict",
+           "register_loss", "register_method", "train"]

@@ -1,18 +1,23 @@
-"""Command line: parses flags, calls the Python API (distillab.api), prints results.
+"""Command line: parses flags and calls the Python API (``distillab.api``, ``distillab.bench``, ``distillab.demo``);
+prints the result as JSON.
 
+Defaults are not written here: a flag left out leaves the option to its dataclass (``TrainConfig``, ``Protocol``,
+a loss term's or a method's fields); choices and help texts of --loss, --method and bench come from the registries.
 Any user-fixable problem ends as one line ``distillab: error: ...`` on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .errors import DistillabError, require
+from .registry import IMPORT_PREFIX
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,44 +49,64 @@ def _epochs_list(text: str) -> list[int]:
 def _add_output(p):
     p.add_argument("--out", help="output folder (default runs/<command>-<timestamp>)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_quiet(p)
+
+
+def _add_quiet(p):
     p.add_argument("--quiet", action="store_true", help="no progress or log lines")
 
 
-def _add_training(p, lr=0.05, epochs=10):
-    g = p.add_argument_group("training")
+def _add_trust(p):
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow files from elsewhere to name code (import:...) that distillab then imports and runs")
+
+
+def _default(cls, name: str) -> str:
+    value = next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    return f"default {value}"
+
+
+def _add_training(p):
+    from .training import TrainConfig
+
+    g = p.add_argument_group("training (defaults: distillab.training.TrainConfig)")
     g.add_argument("--data", default="digits", help="mnist, digits, cifar10, npz:PATH, folder:PATH (default digits)")
-    g.add_argument("--epochs", type=int, default=epochs)
-    g.add_argument("--batch-size", type=int, default=128)
-    g.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    g.add_argument("--lr", type=float, default=lr)
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight-decay", type=float, default=5e-4)
-    g.add_argument("--schedule", choices=["cosine", "step", "constant"], default="cosine")
-    g.add_argument("--lr-steps", type=_epochs_list, default=[], help="step schedule: epochs where lr x0.1 "
-                                                                   "(default E//2+1)")
-    g.add_argument("--label-smoothing", type=float, default=0.0)
-    g.add_argument("--augment", default="none", help="none, shift:2 (digit jitter), crop:4, flip, comma-joined")
-    g.add_argument("--max-norm", type=float, default=0.0, help="cap each unit's incoming weight norm (0: off)")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster only on CPUs with bf16 units)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--epochs", type=int, help=_default(TrainConfig, "epochs"))
+    g.add_argument("--batch-size", type=int, help=_default(TrainConfig, "batch_size"))
+    g.add_argument("--optimizer", choices=["sgd", "adam"], help=_default(TrainConfig, "optimizer"))
+    g.add_argument("--lr", type=float, help=_default(TrainConfig, "lr"))
+    g.add_argument("--momentum", type=float, help=_default(TrainConfig, "momentum"))
+    g.add_argument("--weight-decay", type=float, help=_default(TrainConfig, "weight_decay"))
+    g.add_argument("--schedule", choices=["cosine", "step", "constant"], help=_default(TrainConfig, "schedule"))
+    g.add_argument("--lr-steps", type=_epochs_list, help="step schedule: epochs where lr x0.1 (default E//2+1)")
+    g.add_argument("--label-smoothing", type=float, help=_default(TrainConfig, "label_smoothing"))
+    g.add_argument("--augment", help="none, shift:2 (digit jitter), crop:4, flip, comma-joined (default none)")
+    g.add_argument("--max-norm", type=float, help="cap each unit's incoming weight norm (default 0: off)")
+    g.add_argument("--bf16", action="store_true", default=None,
+                   help="bfloat16 autocast (faster only on CPUs with bf16 units)")
+    g.add_argument("--seed", type=int, help=_default(TrainConfig, "seed"))
     g.add_argument("--seeds", type=_seeds, help="repeat the run for each seed, e.g. 0,1,2: figures as mean/std/runs")
-    g.add_argument("--select", choices=["last", "best-val"], default="last",
-                   help="keep the last epoch or the best on the validation split (never the test set)")
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--select", choices=["last", "best-val"],
+                   help="keep the last epoch or the best on the validation split, never the test set (default last)")
+    g.add_argument("--device", help=_default(TrainConfig, "device"))
     g.add_argument("--val-size", type=int, help="validation images carved from the training data "
                                                 "(default 10%%, at most 5000)")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
 
 
-TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "lr_steps",
-              "label_smoothing", "augment", "max_norm", "bf16", "seed", "select", "device")
-
-
 def _train_options(a) -> dict:
-    return {k: getattr(a, k) for k in TRAIN_KEYS}
+    """The TrainConfig fields the user gave; the rest keep their defaults there."""
+    from .training import TrainConfig
+
+    return {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if getattr(a, f.name) is not None}
 
 
 def build_parser() -> Parser:
+    from .api import loss_help, method_help
+    from .bench import BENCHMARKS
+    from .evaluation import Protocol
+    from .kd import Hinton
+
     parser = Parser(prog="distillab", description="Machine teaching: model distillation and dataset distillation.")
     parser.add_argument("--version", action="version", version=f"distillab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -100,51 +125,59 @@ def build_parser() -> Parser:
                    help="teacher-assistant chain: TEACHER SPEC1 SPEC2 ...; each stage learns from the previous one")
     p.add_argument("--chain-from-all", action="store_true",
                    help="each chain stage learns from the ensemble of the teacher and all earlier stages")
-    p.add_argument("--temperature", type=float, default=4.0, help="shorthand: kd:T=..")
-    p.add_argument("--alpha", type=float, default=0.9, help="shorthand: weight of kd, 1-alpha on ce")
-    p.add_argument("--loss", action="append", help="loss term NAME[:key=value,...], repeatable: "
-                                                   "kd:T=4,w=0.9 ce:w=0.1 logit-mse:center=1 rkd:distance=25,angle=50 "
-                                                   "hint at")
+    p.add_argument("--temperature", type=float,
+                   help=f"shorthand for --loss kd:T=.. ({_default(Hinton, 'temperature')}); not with --loss")
+    p.add_argument("--alpha", type=float,
+                   help=f"shorthand: weight of kd, 1-alpha on ce ({_default(Hinton, 'alpha')}); not with --loss")
+    p.add_argument("--loss", action="append", help="loss term NAME[:key=value,...], repeatable; "
+                                                   f"{loss_help()}; or {IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
     p.add_argument("--tap", action="append", default=[], help="student=PATH or teacher=PATH (module path or "
                                                               "'penultimate') for feature losses")
     p.add_argument("--cache-teacher", choices=["auto", "yes", "no"], default="auto",
                    help="compute the teacher's outputs once (auto: when there is no augmentation)")
-    _add_training(p, lr=0.05)
+    _add_training(p)
+    _add_trust(p)
     _add_output(p)
 
     p = sub.add_parser("inspect", help="a dark-knowledge meter for a teacher")
     p.add_argument("model", help="teacher model.safetensors")
     p.add_argument("--data", help="dataset (default: the one the model was trained on)")
+    _add_trust(p)
+    _add_quiet(p)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model, or a synthetic set by the standard protocol")
     p.add_argument("model", help="model.safetensors or synset.safetensors")
     p.add_argument("--data", help="dataset (default: the one the file records)")
-    p.add_argument("--device", default="cpu")
-    g = p.add_argument_group("synthetic sets (the dataset-distillation protocol)")
-    g.add_argument("--models", nargs="+", default=["convnet:width=128,depth=3"], help="model specs to train")
-    g.add_argument("--runs", type=int, default=5, help="fresh models per spec")
-    g.add_argument("--epochs", type=int, default=300)
-    g.add_argument("--dsa", action="store_true", help="differentiable siamese augmentation while training")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--vectorise", action="store_true",
+    p.add_argument("--device", help="model files: default cpu")
+    g = p.add_argument_group("synthetic sets: the dataset-distillation protocol (defaults: distillab.evaluation.Protocol)")
+    g.add_argument("--models", nargs="+", help=f"model specs to train ({_default(Protocol, 'models')})")
+    g.add_argument("--runs", type=int, help=f"fresh models per spec ({_default(Protocol, 'runs')})")
+    g.add_argument("--epochs", type=int, help=_default(Protocol, "epochs"))
+    g.add_argument("--dsa", action="store_true", default=None,
+                   help="differentiable siamese augmentation while training")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--vectorise", action="store_true", default=None,
                    help="train the runs together (torch.func vmap); slower than one at a time on 2-core CPUs here")
+    _add_trust(p)
     _add_output(p)
 
     p = sub.add_parser("condense", help="distill a dataset into a few synthetic images per class")
     p.add_argument("--data", default="digits")
-    p.add_argument("--method", required=True, help="random, herding, kmeans, mean, dm, bptt")
+    p.add_argument("--method", required=True, help=f"NAME[:key=value,...]: {method_help()}; or "
+                                                   f"{IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
     p.add_argument("--ipc", type=int, required=True, help="images per class")
-    p.add_argument("--model", help="network used for matching (default: dm convnet:width=128,depth=3; bptt lenet5)")
-    p.add_argument("--iterations", type=int, default=1000)
-    p.add_argument("--init", choices=["real", "noise"], default="real")
-    p.add_argument("--lr-img", type=float, help="image learning rate (default: dm 1.0 SGD; bptt 0.01 Adam)")
-    p.add_argument("--batch-real", type=int, help="real images (dm: per class, default 256; bptt: per "
-                                                  "iteration, default 1024)")
-    p.add_argument("--init-net", choices=["fixed", "random"], default="fixed",
+    g = p.add_argument_group("shorthands for the method's options (--iterations 5 = --method NAME:iterations=5)")
+    g.add_argument("--model", help="network used for matching (option model)")
+    g.add_argument("--iterations", type=int)
+    g.add_argument("--init", choices=["real", "noise"], help="start from real images or noise")
+    g.add_argument("--lr-img", type=float, help="image learning rate (option lr_img)")
+    g.add_argument("--batch-real", type=int, help="real images (dm: per class; bptt: per iteration)")
+    g.add_argument("--init-net", choices=["fixed", "random"],
                    help="bptt: one stored initialisation, or a fresh one every iteration")
-    p.add_argument("--bptt-steps", type=int, default=10, help="bptt: GD steps per unrolled epoch")
-    p.add_argument("--bptt-epochs", type=int, default=3, help="bptt: unrolled epochs")
-    p.add_argument("--no-dsa", action="store_true", help="no siamese augmentation while matching")
+    g.add_argument("--bptt-steps", type=int, help="bptt: GD steps per unrolled epoch (option steps)")
+    g.add_argument("--bptt-epochs", type=int, help="bptt: unrolled epochs (option epochs)")
+    g.add_argument("--no-dsa", action="store_false", dest="dsa", default=None,
+                   help="no siamese augmentation while matching (option dsa=0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-size", type=int)
     p.add_argument("--split-seed", type=int, default=0)
@@ -158,11 +191,13 @@ def build_parser() -> Parser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="FILE.npz")
-    p.add_argument("--quiet", action="store_true")
+    _add_trust(p)
+    _add_quiet(p)
 
     p = sub.add_parser("data", help="fetch or describe a dataset")
     p.add_argument("action", choices=["fetch", "info"])
     p.add_argument("name", help="mnist, digits, cifar10, npz:PATH, folder:PATH")
+    _add_quiet(p)
 
     p = sub.add_parser("demo", help="teacher -> student end to end, with a report")
     p.add_argument("--quick", action="store_true", help="digits instead of MNIST: under 2 minutes")
@@ -171,19 +206,20 @@ def build_parser() -> Parser:
     p = sub.add_parser("export", help="export a synthetic set as .npz (the npz: data format) or a PNG grid")
     p.add_argument("synset", help="synset.safetensors")
     p.add_argument("--to", required=True, help="OUT.npz or OUT.png")
+    _add_quiet(p)
 
     p = sub.add_parser("bench", help="run a benchmark (the papers' tables)")
-    p.add_argument("name", help="hinton-mnist, ls-teacher, kd-losses, takd, rkd, kd-speed, dd-mnist, wang2018, "
-                                "eval-speed, dm-speed")
+    p.add_argument("name", help=", ".join(BENCHMARKS))
     p.add_argument("--quick", action="store_true", help="the seconds-long version on digits")
     p.add_argument("--out", help="folder for NAME.json, NAME.md and the runs (default runs/bench)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes for benchmarks made of independent cells (dd-mnist); finished cells are kept "
                         "in OUT/work, so a rerun resumes")
-    p.add_argument("--quiet", action="store_true")
+    _add_quiet(p)
 
     p = sub.add_parser("run", help="run a command from a YAML recipe whose keys are its flags")
     p.add_argument("recipe", help="RECIPE.yaml with 'command:' and the command's flags as keys")
+    _add_trust(p)
     return parser
 
 
@@ -201,86 +237,71 @@ def _cmd_train(a):
 
 
 def _parse_taps(taps: list[str]) -> dict:
-    found = {"student": "penultimate", "teacher": "penultimate"}
+    found = {"student_tap": "penultimate", "teacher_tap": "penultimate"}
     for t in taps:
         role, eq, path = t.partition("=")
-        require(eq and role in found and path, f"--tap takes student=PATH or teacher=PATH, got '{t}'")
-        found[role] = path
+        require(eq and role in ("student", "teacher") and path, f"--tap takes student=PATH or teacher=PATH, got '{t}'")
+        found[f"{role}_tap"] = path
     return found
 
 
+def _kd_options(a) -> dict:
+    return dict(data=a.data, temperature=a.temperature, alpha=a.alpha, losses=a.loss,
+                cache={"auto": "auto", "yes": True, "no": False}[a.cache_teacher], val_size=a.val_size,
+                split_seed=a.split_seed, quiet=a.quiet, trust_code=a.trust_code, **_parse_taps(a.tap),
+                **_train_options(a))
+
+
 def _cmd_kd(a):
-    from .api import distill, repeat_over_seeds
+    from .api import chain, distill, repeat_over_seeds
 
     if a.chain:
-        return _cmd_chain(a)
+        require(len(a.chain) >= 2, "--chain takes a teacher file and at least one student spec: --chain "
+                                   "T.safetensors mlp:hidden=300 mlp:hidden=30")
+        require(not (a.teacher or a.teacher_outputs or a.student), "--chain replaces --teacher and --student")
+        require(not a.seeds, "--seeds with --chain: run the chain once per seed instead")
+        return chain(teacher=a.chain[0], students=a.chain[1:], from_all=a.chain_from_all, out=a.out,
+                     overwrite=a.overwrite, **_kd_options(a)).metrics
     require(a.student, "kd needs --student SPEC (or --chain TEACHER SPEC1 SPEC2 ...)")
     require(a.teacher or a.teacher_outputs, "kd needs --teacher MODEL.safetensors or --teacher-outputs FILE.npz")
     require(not (a.teacher and a.teacher_outputs), "give --teacher or --teacher-outputs, not both")
-    taps = _parse_taps(a.tap)
     teacher = None
     if a.teacher:
         teacher = a.teacher[0] if len(a.teacher) == 1 else list(a.teacher)
-    cache = {"auto": "auto", "yes": True, "no": False}[a.cache_teacher]
-    kwargs = dict(data=a.data, teacher=teacher, student=a.student, teacher_outputs=a.teacher_outputs,
-                  temperature=a.temperature, alpha=a.alpha, losses=a.loss, student_tap=taps["student"],
-                  teacher_tap=taps["teacher"], cache=cache, val_size=a.val_size, split_seed=a.split_seed,
-                  quiet=a.quiet, **_train_options(a))
+    kwargs = dict(teacher=teacher, student=a.student, teacher_outputs=a.teacher_outputs, **_kd_options(a))
     if a.seeds:
         return repeat_over_seeds(distill, a.seeds, out=a.out, overwrite=a.overwrite, command="kd", **kwargs).metrics
     return distill(out=a.out, overwrite=a.overwrite, **kwargs).metrics
 
 
-def _cmd_chain(a):
-    from .api import chain
-
-    require(len(a.chain) >= 2, "--chain takes a teacher file and at least one student spec: --chain T.safetensors "
-                               "mlp:hidden=300 mlp:hidden=30")
-    require(not (a.teacher or a.teacher_outputs or a.student), "--chain replaces --teacher and --student")
-    require(not a.seeds, "--seeds with --chain: run the chain once per seed instead")
-    taps = _parse_taps(a.tap)
-    return chain(data=a.data, teacher=a.chain[0], students=a.chain[1:], from_all=a.chain_from_all, out=a.out,
-                 overwrite=a.overwrite, quiet=a.quiet, temperature=a.temperature, alpha=a.alpha, losses=a.loss,
-                 student_tap=taps["student"], teacher_tap=taps["teacher"],
-                 cache={"auto": "auto", "yes": True, "no": False}[a.cache_teacher], val_size=a.val_size,
-                 split_seed=a.split_seed, **_train_options(a)).metrics
-
-
 def _cmd_inspect(a):
     from .api import inspect_teacher
 
-    report = inspect_teacher(a.model, a.data)
-    for w in report["warnings"]:
-        warnings.warn(w)
-    return report
+    return inspect_teacher(a.model, a.data, quiet=a.quiet, trust_code=a.trust_code)
 
 
 def _cmd_evaluate(a):
-    from .api import evaluate_model, evaluate_synset
-    from .files import read_meta
+    from .api import evaluate
 
-    if read_meta(a.model).get("format") == "distillab.synset":
-        return evaluate_synset(a.model, a.data, models=a.models, runs=a.runs, epochs=a.epochs, dsa=a.dsa,
-                               seed=a.seed, vectorise=a.vectorise, out=a.out, overwrite=a.overwrite,
-                               quiet=a.quiet).metrics
-    return evaluate_model(a.model, a.data, out=a.out, overwrite=a.overwrite, device=a.device, quiet=a.quiet).metrics
+    return evaluate(a.model, a.data, device=a.device, models=a.models, runs=a.runs, epochs=a.epochs, dsa=a.dsa,
+                    seed=a.seed, vectorise=a.vectorise, out=a.out, overwrite=a.overwrite, quiet=a.quiet,
+                    trust_code=a.trust_code).metrics
 
 
 def _cmd_condense(a):
     from .api import condense_data
 
-    return condense_data(a.data, a.method, a.ipc, model=a.model, iterations=a.iterations, init=a.init,
-                         lr_img=a.lr_img, batch_real=a.batch_real, dsa=not a.no_dsa, init_net=a.init_net,
-                         bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, seed=a.seed,
-                         val_size=a.val_size, split_seed=a.split_seed, out=a.out, overwrite=a.overwrite,
-                         quiet=a.quiet).metrics
+    return condense_data(a.data, a.method, a.ipc, seed=a.seed, val_size=a.val_size, split_seed=a.split_seed,
+                         out=a.out, overwrite=a.overwrite, quiet=a.quiet, model=a.model, iterations=a.iterations,
+                         init=a.init, lr_img=a.lr_img, batch_real=a.batch_real, init_net=a.init_net,
+                         bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, dsa=a.dsa).metrics
 
 
 def _cmd_predict(a):
     from .api import predict
 
     return predict(a.model, a.data, split=a.split, output=a.output, top_k=a.top_k, out=a.out, device=a.device,
-                   quiet=a.quiet)
+                   quiet=a.quiet, trust_code=a.trust_code)
 
 
 def _cmd_data(a):
@@ -290,20 +311,15 @@ def _cmd_data(a):
 
 
 def _cmd_demo(a):
-    from .reports import demo
+    from .demo import demo
 
     return demo(quick=a.quick, out=a.out, overwrite=a.overwrite, quiet=a.quiet).metrics
 
 
 def _cmd_export(a):
-    from .condense import SyntheticSet
+    from .api import export_synset
 
-    target = Path(a.to)
-    require(target.suffix in (".npz", ".png"), f"--to must end in .npz or .png, got {target}")
-    synset = SyntheticSet.load(a.synset)
-    require(target.parent.exists(), f"folder {target.parent} does not exist")
-    (synset.export_npz if target.suffix == ".npz" else synset.save_grid)(target)
-    return {"synset": a.synset, "to": str(target), "images": len(synset.labels), "ipc": synset.ipc}
+    return export_synset(a.synset, a.to)
 
 
 def _cmd_bench(a):
@@ -312,7 +328,15 @@ def _cmd_bench(a):
     return run_benchmark(a.name, quick=a.quick, out=a.out, quiet=a.quiet, workers=a.workers)
 
 
-def recipe_argv(recipe_path: str, parser: Parser) -> list[str]:
+def _leaves(value):
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
+
+
+def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> list[str]:
     """Turn a YAML recipe (keys = the command's flags) into an argv, refusing keys the command lacks."""
     import yaml
 
@@ -323,6 +347,9 @@ def recipe_argv(recipe_path: str, parser: Parser) -> list[str]:
     except yaml.YAMLError as e:
         raise DistillabError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
     require(isinstance(recipe, dict), f"{path} must be a mapping of flags, like 'command: train' and 'epochs: 5'")
+    named = [v for v in _leaves(recipe) if isinstance(v, str) and IMPORT_PREFIX in v]
+    require(trust_code or not named, f"{path} names code to import ({named[0] if named else ''}); a recipe file makes "
+                                     "distillab import code only with 'distillab run RECIPE --trust-code'")
     command = recipe.pop("command", None)
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     require(command in subparsers.choices and command != "run",
@@ -359,8 +386,9 @@ def recipe_argv(recipe_path: str, parser: Parser) -> list[str]:
     return argv
 
 
-COMMANDS = {"export": _cmd_export, "condense": _cmd_condense, "bench": _cmd_bench, "inspect": _cmd_inspect, "train": _cmd_train, "kd": _cmd_kd, "evaluate": _cmd_evaluate, "predict": _cmd_predict,
-            "data": _cmd_data, "demo": _cmd_demo}
+COMMANDS = {"train": _cmd_train, "kd": _cmd_kd, "inspect": _cmd_inspect, "evaluate": _cmd_evaluate,
+            "condense": _cmd_condense, "predict": _cmd_predict, "data": _cmd_data, "demo": _cmd_demo,
+            "export": _cmd_export, "bench": _cmd_bench}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -368,15 +396,17 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .files import to_jsonable
+
     parser = build_parser()
     warnings.showwarning = _show_warning
     try:
         args = parser.parse_args(argv)
         if args.command == "run":
-            args = parser.parse_args(recipe_argv(args.recipe, parser))
+            args = parser.parse_args(recipe_argv(args.recipe, parser, args.trust_code))
         result = COMMANDS[args.command](args)
         if result is not None:
-            print(json.dumps(_printable(result), indent=2))
+            print(json.dumps(to_jsonable(result), indent=2))
         return 0
     except DistillabError as e:
         print("distillab: error: " + " ".join(str(e).split()), file=sys.stderr)
@@ -384,12 +414,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("distillab: interrupted", file=sys.stderr)
         return 130
-
-
-def _printable(metrics):
-    from .outputs import to_jsonable
-
-    return to_jsonable(metrics)
 
 
 if __name__ == "__main__":

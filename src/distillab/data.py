@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import seeds
 from .errors import DistillabError, require
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -117,6 +118,42 @@ class Splits:
         return {"data": self.spec, "val_size": self.val_size, "split_seed": self.split_seed,
                 "train_size": len(self.train), "test_size": len(self.test)}
 
+    def train_set(self) -> "TrainSet":
+        return TrainSet(self.train.x, self.train.y, list(self.classes), tuple(self.mean), tuple(self.std),
+                        self.describe())
+
+
+@dataclass
+class TrainSet:
+    """What a condensation method may see: the normalised training split and how it was made -- no validation
+    or test images, so no method can select on them."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: dict  # Splits.describe() of the split it came from
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def is_colour(self) -> bool:
+        return self.input_shape[0] == 3
+
+    def class_indices(self) -> list[torch.Tensor]:
+        """Positions of each class's images, class by class."""
+        return [torch.nonzero(self.y == c, as_tuple=True)[0] for c in range(self.num_classes)]
+
 
 def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
@@ -140,7 +177,7 @@ def split(ds: Dataset, val_size: int | None = None, seed: int = 0, mean=None, st
     n = len(ds.train)
     val_size = default_val_size(n) if val_size is None else val_size
     require(0 < val_size < n, f"--val-size must be between 1 and {n - 1} for {ds.spec}, got {val_size}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(n, generator=seeds.generator(seed))
     val_index, train_index = order[:val_size].sort().values, order[val_size:].sort().values
     mean = ds.mean if mean is None else tuple(mean)
     std = ds.std if std is None else tuple(std)
@@ -192,7 +229,7 @@ def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _holdout(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = 0):
     """Fixed seeded test split for sources that ship none (independent of any training seed)."""
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(y), generator=seeds.generator(seed))
     n_test = max(1, int(round(len(y) * fraction)))
     test, train = order[:n_test].sort().values, order[n_test:].sort().values
     return ImageSet(x[train], y[train]), ImageSet(x[test], y[test])

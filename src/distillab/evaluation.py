@@ -18,27 +18,35 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from . import seeds
 from .data import ImageSet
+from .dsa import DSA
 from .errors import require
-from .models import Dropout, build_model
-from .training import predict_logits
+from .models import build_model, stateful_layers
+from .reporting import SILENT, Reporter
+from .training import accuracy, is_soft, soft_cross_entropy
 
 
 @dataclass
 class Protocol:
+    """The field's protocol: ``runs`` fresh models of each spec in ``models`` trained on the set, then measured once."""
+
     epochs: int = 300
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
     dsa: bool = False
+    runs: int = 5
+    models: tuple[str, ...] = ("convnet:width=128,depth=3",)
 
     def check(self) -> "Protocol":
         require(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        require(self.runs >= 1, f"--runs must be at least 1, got {self.runs}")
+        require(len(self.models) >= 1, "the protocol needs at least one model spec (--models)")
         return self
 
     def lr_at(self, epoch: int) -> float:
@@ -46,15 +54,15 @@ class Protocol:
         return self.lr * (0.1 if epoch + 1 >= self.epochs // 2 + 1 else 1.0)
 
 
-def _soft_cross_entropy(logits, targets):
-    if targets.dtype == torch.long:
-        return F.cross_entropy(logits, targets)
-    return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
+def summarise(values: list[float]) -> dict:
+    """{"mean", "std", "runs"}: std is the sample standard deviation (0 for a single run)."""
+    arr = np.asarray(values, dtype=np.float64)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "runs": [float(v) for v in arr]}
 
 
 def can_vectorise(model: nn.Module) -> bool:
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) or (isinstance(m, (Dropout, nn.Dropout)) and m.p > 0)
-                   for m in model.modules())
+    return not stateful_layers(model)
 
 
 def _augment_each(x_per_model: list[torch.Tensor], dsa, g) -> list[torch.Tensor]:
@@ -77,7 +85,7 @@ def train_sequential(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
             for start in range(0, n, proto.batch_size):
                 idx = order[start:start + proto.batch_size]
                 xb = _augment_each([x[idx]], dsa, g)[0]
-                loss = _soft_cross_entropy(model(xb), targets[idx])
+                loss = soft_cross_entropy(model(xb), targets[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -94,7 +102,7 @@ def train_vectorised(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
     base = copy.deepcopy(models[0]).to("meta")
 
     def loss_fn(p, b, xb, yb):
-        return _soft_cross_entropy(functional_call(base, (p, b), (xb,)), yb)
+        return soft_cross_entropy(functional_call(base, (p, b), (xb,)), yb)
 
     step = vmap(grad(loss_fn))
     momentum = {k: torch.zeros_like(v) for k, v in params.items()}
@@ -118,22 +126,25 @@ def train_vectorised(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
     return models
 
 
-def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, specs: list[str], runs: int,
-                    proto: Protocol, seed: int = 0, dsa=None, vectorise: bool = False, num_classes: int | None = None
-                    ) -> dict:
-    """Train ``runs`` fresh models per spec on (x, targets); final-epoch test accuracy of each."""
+def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, proto: Protocol, *, seed: int = 0,
+                    vectorise: bool = False, num_classes: int | None = None, reporter: Reporter = SILENT) -> dict:
+    """Train ``proto.runs`` fresh models per spec on (x, targets): {spec: {mean, std, runs, ...}}.
+
+    Each model meets the test set once, after its final epoch: nothing is selected, so nothing can leak.
+    """
     proto.check()
-    require(runs >= 1, f"--runs must be at least 1, got {runs}")
-    num_classes = num_classes or int(test.y.max()) + 1
+    if num_classes is None:  # from the targets, not the test set: it is read once per model, at the end
+        num_classes = targets.shape[1] if is_soft(targets) else int(targets.max()) + 1
+    dsa = DSA(allow_flip=x.shape[1] == 3) if proto.dsa else None
     results = {}
-    for s_i, spec in enumerate(specs):
-        g = torch.Generator().manual_seed(seed * 1000 + s_i)
-        models = [build_model(spec, tuple(x.shape[1:]), num_classes, g) for _ in range(runs)]
+    for s_i, spec in enumerate(proto.models):
+        g = seeds.generator(seed, "protocol", s_i)
+        models = [build_model(spec, tuple(x.shape[1:]), num_classes, g) for _ in range(proto.runs)]
         started = time.perf_counter()
-        use_vmap = vectorise and runs > 1 and can_vectorise(models[0])
+        use_vmap = vectorise and proto.runs > 1 and can_vectorise(models[0])
+        reporter.info(f"evaluate: {proto.runs} x {spec}, {proto.epochs} epochs{' with DSA' if dsa else ''}"
+                      f"{' (vectorised)' if use_vmap else ''}")
         (train_vectorised if use_vmap else train_sequential)(models, x, targets, proto, g, dsa)
-        accs = [float((predict_logits(m, test.x).argmax(1) == test.y).float().mean()) for m in models]
-        arr = np.asarray(accs)
-        results[spec] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if runs > 1 else 0.0,
-                         "runs": accs, "vectorised": use_vmap, "seconds": round(time.perf_counter() - started, 2)}
+        accs = [accuracy(m, test)[0] for m in models]
+        results[spec] = {**summarise(accs), "vectorised": use_vmap, "seconds": round(time.perf_counter() - started, 2)}
     return results

@@ -1,11 +1,13 @@
 """Self-describing safetensors files (never pickle).
 
-Each file carries one JSON metadata entry, ``distillab``, with its ``format`` (``model``, later ``synset`` ...),
-the distillab version and everything needed to use the tensors without any other file.
+Each file carries one JSON metadata entry, ``distillab``, with its ``format`` (``distillab.model``,
+``distillab.synset``), the distillab version and everything needed to use the tensors without any other file.
+This module knows nothing of models or sets: ``models`` and ``condense.synset`` build on it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,18 +16,28 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
+from ._version import __version__
 from .errors import DistillabError, require
-from .models import build_model
 
-MODEL_FORMAT = "distillab.model"
+
+def to_jsonable(value):
+    """Plain JSON types from dicts, lists, paths, dataclasses and 0-d tensors."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Write atomically: a crash never leaves a half-written file under the final name."""
     path = Path(path)
-    from .outputs import to_jsonable
-
     meta = to_jsonable(dict(meta, distillab_version=__version__))
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".part")
@@ -61,34 +73,3 @@ def load_tensors(path: str | Path, expected_format: str) -> tuple[dict[str, torc
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise DistillabError(f"{path} is corrupt ({str(e).splitlines()[0][:80]})") from None
     return tensors, meta
-
-
-def save_model(path: str | Path, model: torch.nn.Module, *, spec: str, input_shape, classes, mean, std,
-               recipe: dict | None = None, data: dict | None = None, metrics: dict | None = None) -> None:
-    meta = {"format": MODEL_FORMAT, "spec": spec, "input_shape": list(input_shape), "classes": list(classes),
-            "normalisation": {"mean": list(mean), "std": list(std)}, "recipe": recipe or {}, "data": data or {},
-            "metrics": metrics or {}}
-    save_tensors(path, model.state_dict(), meta)
-
-
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild a saved model from its file alone; returns (model in eval mode, metadata)."""
-    tensors, meta = load_tensors(path, MODEL_FORMAT)
-    for key in ("spec", "input_shape", "classes", "normalisation"):
-        require(key in meta, f"{path} lacks '{key}' in its metadata; it was not written by distillab")
-    model = build_model(meta["spec"], tuple(meta["input_shape"]), len(meta["classes"]))
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        raise DistillabError(f"{path}: weights do not fit model '{meta['spec']}' ({str(e).splitlines()[0][:100]})") from None
-    return model.eval(), meta
-
-
-def check_compatible(meta: dict, classes, input_shape, what: str, path) -> None:
-    """A model must see inputs of its own shape and predict the data's classes."""
-    require(tuple(meta["input_shape"]) == tuple(input_shape),
-            f"{what} {path} takes inputs of shape {tuple(meta['input_shape'])}, but the data has "
-            f"{tuple(input_shape)}; use a {what} trained on this dataset")
-    require(len(meta["classes"]) == len(classes),
-            f"{what} {path} predicts {len(meta['classes'])} classes, but the data has {len(classes)}; "
-            f"use a {what} trained on this dataset")

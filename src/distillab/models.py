@@ -9,20 +9,26 @@
 
 Every built-in model ends in a linear layer called ``classifier``; its input is the "penultimate" feature.
 Parameters are initialised from an explicit torch.Generator (the global RNG is left untouched).
+``save_model``/``load_model`` write and rebuild a model from one self-describing safetensors file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import inspect
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import seeds
 from .errors import DistillabError, require
+from .files import load_tensors, save_tensors
+from .registry import IMPORT_PREFIX, import_object, untrusted_code_error
 from .specs import Options, Spec, parse_spec
+
+MODEL_FORMAT = "distillab.model"
 
 
 class Dropout(nn.Module):
@@ -198,10 +204,7 @@ def _build_import(text: str, input_shape, num_classes) -> nn.Module:
     require(len(parts) in (3, 4), f"bad model spec '{text}'; expected import:pkg.module:factory[:key=value,...]")
     module_name, factory_name = parts[1], parts[2]
     kwargs = parse_spec("x:" + parts[3]).options if len(parts) == 4 else {}
-    try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
-    except (ImportError, AttributeError) as e:
-        raise DistillabError(f"cannot import {module_name}:{factory_name} ({e}); is the module on PYTHONPATH?") from None
+    factory = import_object(text, "model spec")
     params = inspect.signature(factory).parameters
     for key, value in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)):
         if key in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
@@ -222,12 +225,19 @@ def constructors_drawing_from(generator: torch.Generator):
         yield
 
 
-def build_model(spec: str, input_shape, num_classes: int, generator: torch.Generator | None = None) -> nn.Module:
-    """Build a model; its initial weights come from ``generator`` (default: a fresh one seeded 0)."""
+def build_model(spec: str, input_shape, num_classes: int, generator: torch.Generator | None = None, *,
+                trust_code: bool = True, source: str = "") -> nn.Module:
+    """Build a model; its initial weights come from ``generator`` (default: a fresh one seeded 0).
+
+    ``import:`` specs run the user's code: pass ``trust_code=False`` for specs read from a file (named ``source``).
+    """
+    require(isinstance(spec, str) and spec != "", f"empty model spec{' in ' + source if source else ''}")
     require(num_classes >= 2, f"a classifier needs at least 2 classes, got {num_classes}")
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    generator = generator if generator is not None else seeds.generator(0)
+    if spec.startswith(IMPORT_PREFIX) and not trust_code:
+        raise untrusted_code_error("model spec", spec, source or "this input")
     with constructors_drawing_from(generator):
-        if spec.startswith("import:"):
+        if spec.startswith(IMPORT_PREFIX):
             model = _build_import(spec, input_shape, num_classes)
         else:
             model = _build(parse_spec(spec, "model spec"), tuple(input_shape), num_classes)
@@ -250,3 +260,50 @@ def final_linear_path(model: nn.Module) -> str:
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     require(names, f"{type(model).__name__} has no nn.Linear layer, so 'penultimate' is undefined; name a module")
     return names[-1]
+
+
+def stateful_layers(model: nn.Module) -> list[str]:
+    """Layers with state or randomness inside the forward pass (batch norm, active dropout): such a model cannot
+    be unrolled functionally or trained vectorised."""
+    return [name or type(m).__name__ for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            or (isinstance(m, (Dropout, nn.Dropout, nn.Dropout2d, nn.AlphaDropout)) and m.p > 0)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model files
+
+
+def save_model(path: str | Path, model: nn.Module, *, spec: str, input_shape, classes, mean, std,
+               recipe: dict | None = None, data: dict | None = None, metrics: dict | None = None) -> None:
+    meta = {"format": MODEL_FORMAT, "spec": spec, "input_shape": list(input_shape), "classes": list(classes),
+            "normalisation": {"mean": list(mean), "std": list(std)}, "recipe": recipe or {}, "data": data or {},
+            "metrics": metrics or {}}
+    save_tensors(path, model.state_dict(), meta)
+
+
+def load_model(path: str | Path, *, trust_code: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild a saved model from its file alone; returns (model in eval mode, metadata).
+
+    A file whose spec is ``import:...`` names code: it is built only with ``trust_code=True`` (``--trust-code``).
+    """
+    tensors, meta = load_tensors(path, MODEL_FORMAT)
+    for key in ("spec", "input_shape", "classes", "normalisation"):
+        require(key in meta, f"{path} lacks '{key}' in its metadata; it was not written by distillab")
+    model = build_model(meta["spec"], tuple(meta["input_shape"]), len(meta["classes"]), trust_code=trust_code,
+                        source=str(path))
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise DistillabError(f"{path}: weights do not fit model '{meta['spec']}' ({str(e).splitlines()[0][:100]})") from None
+    return model.eval(), meta
+
+
+def check_compatible(meta: dict, classes, input_shape, what: str, path) -> None:
+    """A model must see inputs of its own shape and predict the data's classes."""
+    require(tuple(meta["input_shape"]) == tuple(input_shape),
+            f"{what} {path} takes inputs of shape {tuple(meta['input_shape'])}, but the data has "
+            f"{tuple(input_shape)}; use a {what} trained on this dataset")
+    require(len(meta["classes"]) == len(classes),
+            f"{what} {path} predicts {len(meta['classes'])} classes, but the data has {len(classes)}; "
+            f"use a {what} trained on this dataset")

@@ -6,7 +6,6 @@ A command that fails (bad input found late, Ctrl-C) leaves no half-written outpu
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import resource
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from .errors import require
+from .files import to_jsonable
 
 
 def default_out(command: str) -> Path:
@@ -26,20 +26,6 @@ def default_out(command: str) -> Path:
 def peak_rss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
-
-
-def to_jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return to_jsonable(dataclasses.asdict(value))
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    return value
 
 
 class RunOutput:

@@ -1,10 +1,16 @@
-"""Spec strings: ``name:key=value,key=value`` (models, losses, augmentations, data sources).
+"""Spec strings: ``name:key=value,key=value`` (models, losses, condensation methods, data sources).
 
-Values stay strings here; each consumer converts and validates the keys it knows.
+Two ways to read a spec's options:
+- ``Options``: typed, checked access key by key (model specs);
+- ``options_from_spec``: fill an options dataclass (loss terms, condensation methods): each field is an option, its
+  type says how to read the value, its default is the option's one default; ``spec_string`` writes it back.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 
 from .errors import DistillabError, require
@@ -21,17 +27,39 @@ class Spec:
         return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.options.items())
 
 
+def _split_items(rest: str, text: str, what: str) -> list[str]:
+    """Split at commas outside [...]: a value that holds commas itself (a model spec) is written in brackets."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(rest):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if depth < 0:
+            raise DistillabError(f"bad {what} '{text}': unbalanced ']'")
+        if ch == "," and depth == 0:
+            items.append(rest[start:i])
+            start = i + 1
+    if depth != 0:
+        raise DistillabError(f"bad {what} '{text}': unbalanced '['")
+    return items + [rest[start:]]
+
+
 def parse_spec(text: str, what: str = "spec") -> Spec:
-    """``mlp:hidden=800-800,dropout=0.5`` -> Spec("mlp", {"hidden": "800-800", "dropout": "0.5"})."""
+    """``mlp:hidden=800-800,dropout=0.5`` -> Spec("mlp", {"hidden": "800-800", "dropout": "0.5"}).
+
+    A value containing commas goes in brackets: ``dm:model=[convnet:width=16,depth=2],iterations=5``.
+    """
     require(isinstance(text, str) and text.strip() != "", f"empty {what}")
     name, _, rest = text.strip().partition(":")
     options: dict[str, str] = {}
     if rest:
-        for item in rest.split(","):
+        for item in _split_items(rest, text, what):
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
                 raise DistillabError(f"bad {what} '{text}': expected key=value after ':', got '{item}'")
-            options[key.strip()] = value.strip()
+            require(key.strip() not in options, f"bad {what} '{text}': '{key.strip()}' is given twice")
+            value = value.strip()
+            if value.startswith("[") and value.endswith("]"):
+                value = value[1:-1]
+            options[key.strip()] = value
     return Spec(name.strip(), options)
 
 
@@ -93,3 +121,78 @@ class Options:
     def done(self) -> None:
         if self._left:
             raise DistillabError(f"{self.what} '{self.spec}': unknown option(s) {', '.join(sorted(self._left))}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Options dataclasses
+
+TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def option_fields(cls) -> dict[str, tuple[dataclasses.Field, object]]:
+    """{name: (field, type)} of the options a dataclass takes from a spec (fields with init=True)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls) if f.init}
+
+
+def _convert(raw: str, kind, key: str, where: str):
+    if typing.get_origin(kind) is typing.Literal:
+        choices = typing.get_args(kind)
+        if raw not in choices:
+            raise DistillabError(f"{where}: {key} must be one of {', '.join(map(str, choices))}, got '{raw}'")
+        return raw
+    if kind is bool:
+        if raw.lower() in TRUE:
+            return True
+        if raw.lower() in FALSE:
+            return False
+        raise DistillabError(f"{where}: {key} must be 1 or 0 (true or false), got '{raw}'")
+    if kind in (int, float):
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise DistillabError(f"{where}: {key} must be {'a whole number' if kind is int else 'a number'}, "
+                                 f"got '{raw}'") from None
+        if kind is float and not math.isfinite(value):
+            raise DistillabError(f"{where}: {key} must be a finite number, got '{raw}'")
+        return value
+    return raw
+
+
+def options_from_spec(cls, options: dict[str, str], where: str, defaults: dict | None = None):
+    """An instance of the options dataclass ``cls`` from a spec's string options; unknown keys are an error.
+
+    ``defaults`` fill options the spec leaves out, for the fields ``cls`` has (e.g. the --tap paths).
+    """
+    known = option_fields(cls)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        listed = ", ".join(known) if known else "none"
+        raise DistillabError(f"{where}: unknown option(s) {', '.join(unknown)}; its options are {listed}")
+    values = {k: v for k, v in (defaults or {}).items() if k in known}
+    values.update({key: _convert(raw, known[key][1], key, where) for key, raw in options.items()})
+    return cls(**values)
+
+
+def _format(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    text = repr(value) if isinstance(value, float) else str(value)
+    return f"[{text}]" if "," in text else text
+
+
+def spec_string(name: str, options) -> str:
+    """``name:key=value,...`` with every option of the dataclass instance ``options``: parses back to an equal one."""
+    values = [f"{key}={_format(getattr(options, key))}" for key in option_fields(type(options))]
+    return name + (":" + ",".join(values) if values else "")
+
+
+def option_values(options) -> dict:
+    """{key: value} of every option of a dataclass instance (what files record)."""
+    return {key: getattr(options, key) for key in option_fields(type(options))}
+
+
+def options_help(cls) -> str:
+    """``key=default, ...`` for --help texts."""
+    return ", ".join(f"{key}={_format(f.default)}" for key, (f, _) in option_fields(cls).items()
+                     if f.default is not dataclasses.MISSING) or "no options"

@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import seeds
 from .augmentation import Augmenter
 from .data import ImageSet, Splits
-from .errors import require
+from .errors import DistillabError, require
 from .models import set_dropout_generator
+from .reporting import SILENT, Reporter
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict]
 
@@ -98,10 +100,23 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 128, dev
 
 
 def accuracy(model: nn.Module, data: ImageSet, device: str = "cpu") -> tuple[float, int]:
-    """(accuracy as a fraction, number of errors)."""
-    pred = predict_logits(model, data.x, device=device).argmax(1)
-    errors = int((pred != data.y).sum())
-    return 1 - errors / max(1, len(data)), errors
+    """(accuracy as a fraction, number of errors). Reads ``data`` once."""
+    x, y = data.x, data.y
+    pred = predict_logits(model, x, device=device).argmax(1)
+    errors = int((pred != y).sum())
+    return 1 - errors / max(1, len(y)), errors
+
+
+def is_soft(targets: torch.Tensor) -> bool:
+    """Soft targets are (N, K) probabilities; hard labels are (N,) class indices."""
+    return targets.is_floating_point() and targets.dim() == 2
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with hard labels (N,) or soft targets (N, K), averaged over the batch."""
+    if is_soft(targets):
+        return -(targets * F.log_softmax(logits, 1)).sum(1).mean()
+    return F.cross_entropy(logits, targets)
 
 
 def cross_entropy_objective(label_smoothing: float = 0.0) -> Objective:
@@ -129,19 +144,17 @@ class FitResult:
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective | None = None,
         extra_modules: list[nn.Module] = (), on_epoch: Callable[[dict], None] | None = None,
-        on_step: Callable[[dict], None] | None = None, progress: bool = True, desc: str = "train") -> FitResult:
+        on_step: Callable[[dict], None] | None = None, reporter: Reporter = SILENT, desc: str = "train") -> FitResult:
     """Train ``model`` on ``splits.train``; validation accuracy after each epoch; returns the history.
 
     With ``cfg.select == "best-val"`` the weights of the epoch with the best validation accuracy are restored.
     """
-    from tqdm.auto import tqdm
-
     cfg.check()
     device = cfg.device
     objective = objective or cross_entropy_objective(cfg.label_smoothing)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = seeds.generator(cfg.seed)
     model.to(device).train()
-    set_dropout_generator(model, torch.Generator(device=device).manual_seed(cfg.seed + 1))
+    set_dropout_generator(model, seeds.generator(cfg.seed, "dropout", device=device))
     params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
     augment = Augmenter(cfg.augment, splits.mean, splits.std, allow_flip=True)
@@ -157,9 +170,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(device)
         sums: dict[str, float] = {}
-        bar = tqdm(range(steps_per_epoch), desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None if progress else True)
-        for b in bar:
+        bar = reporter.bar(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}", leave=False)
+        for b in range(steps_per_epoch):
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, epoch, step / total_steps)
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
@@ -181,12 +193,13 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
             step += 1
             if on_step:
                 on_step({"step": step, "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **values})
+            bar.update(1)
+        bar.close()
         val_acc, _ = accuracy(model, splits.val, device)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                   **{f"train_{k}": v / n for k, v in sums.items()}, "val_accuracy": val_acc,
                   "seconds": time.perf_counter() - t0}
         if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
-            from .errors import DistillabError
             raise DistillabError(f"training diverged at epoch {epoch + 1} (loss is not finite); lower --lr")
         history.append(record)
         if val_acc > best[0]:

@@ -1,109 +1,22 @@
-"""Reports and figures: the demo's report.md, training curves, the dark-knowledge picture."""
+"""The demo: a ConvNet teacher, a small MLP student distilled from it and trained alone, the dark-knowledge
+picture, then MNIST condensed by distribution matching beside a random real subset; all in one report.md."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
 from . import data as data_mod
-from .api import Result, distill, log, train
-from .files import load_model
+from .api import Result, distill, train
+from .condense import DM, condense
+from .evaluation import Protocol, evaluate_images
+from .figures import pick_dark_knowledge_examples, plot_curves, plot_dark_knowledge, read_history
+from .models import load_model
 from .outputs import RunOutput, peak_rss_mb
+from .reporting import Reporter
 from .training import predict_logits
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    import json
-
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def plot_curves(histories: dict[str, list[dict]], path: Path, title: str) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, hist in histories.items():
-        ax.plot([h["epoch"] for h in hist], [100 * h["val_accuracy"] for h in hist], marker=".", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def pick_dark_knowledge_examples(probs: torch.Tensor, labels: torch.Tensor, count: int = 4,
-                                 prefer=((9, 4), (4, 9), (7, 1), (3, 5))) -> list[int]:
-    """Correctly classified test images whose runner-up class is most likely: where dark knowledge shows.
-
-    The seed's example first: a 9 that the teacher finds 4-like.
-    """
-    top2 = probs.topk(2, dim=1)
-    correct = top2.indices[:, 0] == labels
-    runner_up = torch.where(correct, top2.values[:, 1], torch.zeros_like(top2.values[:, 1]))
-    chosen: list[int] = []
-    for true, other in prefer:
-        mask = correct & (labels == true) & (top2.indices[:, 1] == other)
-        if mask.any() and len(chosen) < count:
-            scores = torch.where(mask, runner_up, torch.full_like(runner_up, -1))
-            chosen.append(int(scores.argmax()))
-    for i in runner_up.argsort(descending=True).tolist():
-        if len(chosen) >= count:
-            break
-        if i not in chosen and int(labels[i]) not in [int(labels[j]) for j in chosen]:
-            chosen.append(i)
-    return chosen[:count]
-
-
-def plot_dark_knowledge(images, logits, labels, classes, indices, temperatures, path: Path, mean, std) -> list[dict]:
-    """Rows of (image, softened teacher probabilities at each T); returns what it drew."""
-    plt = _pyplot()
-    rows = len(indices)
-    fig, axes = plt.subplots(rows, 1 + len(temperatures), figsize=(2.2 + 2.6 * len(temperatures), 2.0 * rows),
-                             squeeze=False)
-    drawn = []
-    pictures = data_mod.denormalise(images[indices], mean, std).clamp(0, 1)
-    for r, i in enumerate(indices):
-        ax = axes[r][0]
-        img = pictures[r].permute(1, 2, 0).numpy()
-        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
-        ax.set_title(f"label {classes[int(labels[i])]}", fontsize=9)
-        ax.axis("off")
-        entry = {"test_index": int(i), "label": classes[int(labels[i])], "probabilities": {}}
-        for c, t in enumerate(temperatures):
-            p = torch.softmax(logits[i] / t, 0)
-            entry["probabilities"][f"T={t:g}"] = [round(float(v), 4) for v in p]
-            ax = axes[r][c + 1]
-            ax.bar(range(len(p)), p.numpy(), color=["C3" if k == int(labels[i]) else "C0" for k in range(len(p))])
-            ax.set_xticks(range(len(p)))
-            ax.set_xticklabels(classes, fontsize=7)
-            ax.set_ylim(0, 1)
-            if r == 0:
-                ax.set_title(f"teacher, T = {t:g}", fontsize=9)
-        drawn.append(entry)
-    fig.suptitle("Dark knowledge: the teacher's softened probabilities", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return drawn
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The demo
 
 
 @dataclass
@@ -134,16 +47,17 @@ FULL = DemoPlan(data="mnist", teacher="convnet:width=32", student="mlp:hidden=10
 def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = False) -> Result:
     """Train a ConvNet teacher, distill a small MLP student, train the same student alone; write report.md."""
     plan = QUICK if quick else FULL
+    reporter = Reporter(quiet)
     started = time.time()
     data_mod.load(plan.data)  # fetch first, so a missing dataset fails before any output exists
     with RunOutput(out, "demo", overwrite) as run:
         run.write_config({"command": "demo", "quick": quick, **plan.__dict__})
         common = dict(data=plan.data, quiet=quiet)
-        log(f"[1/4] teacher {plan.teacher} on {plan.data}", quiet)
+        reporter.info(f"[1/4] teacher {plan.teacher} on {plan.data}")
         teacher = train(model=plan.teacher, out=run.path("teacher"), **common, **plan.teacher_options)
-        log(f"[2/4] student {plan.student} alone", quiet)
+        reporter.info(f"[2/4] student {plan.student} alone")
         alone = train(model=plan.student, out=run.path("student_alone"), **common, **plan.student_options)
-        log(f"[3/4] student {plan.student} distilled (T={plan.temperature:g}, alpha={plan.alpha:g})", quiet)
+        reporter.info(f"[3/4] student {plan.student} distilled (T={plan.temperature:g}, alpha={plan.alpha:g})")
         kd = distill(teacher=run.path("teacher") / "model.safetensors", student=plan.student,
                      temperature=plan.temperature, alpha=plan.alpha, out=run.path("student_kd"), **common,
                      **plan.student_options)
@@ -154,41 +68,38 @@ def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = F
         examples = _dark_knowledge(run, plan)
         metrics = {name: {k: r.metrics[k] for k in ("test_accuracy", "test_errors", "val_accuracy", "parameters",
                                                     "wall_seconds")} for name, r in results.items()}
-        log(f"[4/4] dataset distillation: DM, {plan.dd['ipc']} images per class, beside a random real subset", quiet)
+        reporter.info(f"[4/4] dataset distillation: DM, {plan.dd['ipc']} images per class, beside a random real subset")
         metrics["dataset_distillation"] = _dataset_distillation(run, plan)
         metrics.update(data=plan.data, quick=quick, wall_seconds=round(time.time() - started, 1),
                        peak_rss_mb=peak_rss_mb(), kd_gain_errors=alone.metrics["test_errors"] - kd.metrics["test_errors"])
         run.write_metrics(metrics)
         (run.path("report.md")).write_text(_demo_report(plan, metrics, examples, quick))
-    log(f"teacher {metrics['teacher']['test_accuracy']:.4f}, student alone {metrics['student_alone']['test_accuracy']:.4f}, "
-        f"student distilled {metrics['student_kd']['test_accuracy']:.4f}; report: {run.final / 'report.md'}", quiet)
+    reporter.info(f"teacher {metrics['teacher']['test_accuracy']:.4f}, student alone "
+                  f"{metrics['student_alone']['test_accuracy']:.4f}, student distilled "
+                  f"{metrics['student_kd']['test_accuracy']:.4f}; report: {run.final / 'report.md'}")
     return Result(metrics, run.final)
 
 
 def _dataset_distillation(run: RunOutput, plan: DemoPlan) -> dict:
     """DM condenses the training set; the synthetic set and a random real subset of the same size are evaluated by
     one protocol (fresh models, final-epoch test accuracy, DSA)."""
-    from .condense import DMConfig, condense
-    from .dsa import DSA
-    from .evaluation import Protocol, evaluate_images
-
     d = plan.dd
     splits = data_mod.split(data_mod.load(plan.data))
-    augment = DSA(allow_flip=False)
+    train_set = splits.train_set()
     t0 = time.time()
-    synset = condense(splits, "dm", d["ipc"], seed=0, augment=augment,
-                      dm=DMConfig(iterations=d["iterations"], batch_real=d["batch_real"], model=d["model"]))
+    synset = condense(train_set, DM(iterations=d["iterations"], batch_real=d["batch_real"], model=d["model"]),
+                      d["ipc"], seed=0)
     condense_seconds = time.time() - t0
     synset.meta["source"]["data"] = plan.data
     synset.save(run.path("synset.safetensors"))
     synset.save_grid(run.path("synset.png"))
-    baseline = condense(splits, "random", d["ipc"], seed=0)
-    proto = Protocol(epochs=d["epochs"], dsa=True)
+    baseline = condense(train_set, "random", d["ipc"], seed=0)
+    proto = Protocol(epochs=d["epochs"], dsa=True, runs=d["runs"], models=(d["eval_model"],))
     out = {"ipc": d["ipc"], "images": len(synset.labels), "condense_seconds": round(condense_seconds, 1),
            "recipe": dict(d), "synset_bytes": synset.nbytes()}
     for name, s in (("dm", synset), ("random_real", baseline)):
-        r = evaluate_images(s.images, s.labels, splits.test, [d["eval_model"]], d["runs"], proto, seed=0,
-                            dsa=augment, num_classes=splits.num_classes)[d["eval_model"]]
+        r = evaluate_images(s.images, s.labels, splits.test, proto, seed=0,
+                            num_classes=splits.num_classes)[d["eval_model"]]
         out[name] = {"test_accuracy": r["mean"], "std": r["std"], "runs": r["runs"]}
     return out
 

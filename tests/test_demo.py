@@ -2,7 +2,8 @@ import json
 
 import torch
 
-from distillab.reports import demo, pick_dark_knowledge_examples
+from distillab.demo import demo
+from distillab.figures import pick_dark_knowledge_examples
 
 
 def test_demo_quick_distilled_student_at_least_as_good(tmp_path):

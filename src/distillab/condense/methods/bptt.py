@@ -8,7 +8,7 @@ loss is back-propagated through the whole unroll to the pixels and the raw rates
 Two modes:
 
 - ``init_net="fixed"``: one initialisation, sampled once and reused every iteration. The set only works from that
-  initialisation, so it is returned (and saved with the set as ``init.*`` tensors, see ``init_state_tensors``);
+  initialisation, so it is returned (and saved with the set as ``init.*`` tensors, ``condense.synset``);
 - ``init_net="random"``: a fresh initialisation every iteration, so the set should work from any initialisation.
 
 The set is tied to its schedule: ``train_with_schedule`` evaluates it the way it was made (same steps, the learned
@@ -23,37 +23,71 @@ All randomness comes from the torch.Generator passed in; the global RNG is never
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .condense import SyntheticSet, class_indices
-from .data import Splits
-from .errors import DistillabError, require
-from .models import Dropout, build_model
+from ... import seeds
+from ...data import TrainSet
+from ...errors import DistillabError, require
+from ...evaluation import summarise
+from ...models import build_model, stateful_layers
+from ...specs import option_values
+from ...training import accuracy, is_soft, soft_cross_entropy
+from ..method import Method, Progress, initial_images, register_method
+from ..synset import SyntheticSet
 
 INIT_MODES = ("fixed", "random")
-INIT_PREFIX = "init."
 
 
+@register_method("bptt", builtin=True)
 @dataclass
-class BPTTConfig:
+class BPTT(Method):
+    quick = {"iterations": 3, "steps": 2, "epochs": 1, "batch_real": 64, "model": "convnet:width=4,depth=2"}
+
     iterations: int = 1000
     steps: int = 10            # GD steps per epoch of the unroll
     epochs: int = 3            # unroll epochs -> steps * epochs learned lrs
     lr_init: float = 0.02      # softplus(raw) at start
     lr_img: float = 0.01       # Adam on images and raw lrs
     batch_real: int = 1024
-    init_net: str = "fixed"    # fixed | random
+    init_net: Literal["fixed", "random"] = "fixed"
     model: str = "lenet5"
     lr_decay_every: int = 0    # multiply the Adam rate by lr_decay every this many iterations (0: never)
     lr_decay: float = 0.5
+    init: Literal["real", "noise"] = "real"
 
-    def check(self) -> "BPTTConfig":
+    def check_data(self, train: TrainSet) -> None:
+        check_unrollable(build_model(self.model, train.input_shape, train.num_classes))
+
+    def run(self, train, ipc, generator, progress=None):
+        images = initial_images(train, ipc, self.init, generator)
+        labels = torch.arange(train.num_classes).repeat_interleave(ipc)
+        images, lrs, init_state = bptt_distill(train, images, labels, self, generator, on_iteration=progress)
+        return SyntheticSet.class_major(train, images, ipc, lrs=lrs, init_state=init_state,
+                                        meta={"bptt": bptt_meta(self)})
+
+    @classmethod
+    def as_made(cls, synset, test, *, runs, seed, trust_code=False):
+        """Train the way the set was made: its learned schedule, from its stored init when fixed, else from fresh
+        inits (the model spec comes from the file: built only if it names no code, or with trust)."""
+        info = synset.meta.get("bptt")
+        if not info:
+            return None
+        fixed = synset.init_state is not None
+        accs = []
+        for r in range(1 if fixed else runs):
+            model = train_with_schedule(info["model"], synset.input_shape, len(synset.classes), synset,
+                                        seeds.generator(seed, "protocol", r), init_state=synset.init_state,
+                                        trust_code=trust_code)
+            accs.append(accuracy(model, test)[0])
+        return {"model": info["model"], "init_net": "fixed" if fixed else "random", **summarise(accs)}
+
+    def check(self) -> None:
         require(self.iterations >= 0, f"bptt iterations must be >= 0, got {self.iterations}")
         require(self.steps >= 1, f"bptt steps must be >= 1, got {self.steps}")
         require(self.epochs >= 1, f"bptt epochs must be >= 1, got {self.epochs}")
@@ -64,7 +98,6 @@ class BPTTConfig:
         require(0 < self.lr_decay <= 1, f"bptt lr_decay must lie in (0, 1], got {self.lr_decay}")
         require(self.init_net in INIT_MODES,
                 f"bptt init_net must be one of {', '.join(INIT_MODES)}, got '{self.init_net}'")
-        return self
 
 
 def inverse_softplus(y: float) -> float:
@@ -73,10 +106,10 @@ def inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))  # log(exp(y) - 1), stable for small and large y
 
 
-def bptt_meta(cfg: BPTTConfig) -> dict:
+def bptt_meta(cfg: BPTT) -> dict:
     """What ``synset.meta["bptt"]`` should hold for a set made with ``cfg`` (``train_with_schedule`` reads it)."""
     return {"steps": cfg.steps, "epochs": cfg.epochs, "init_net": cfg.init_net, "model": cfg.model,
-            "lrs": "raw (used through softplus)", "config": asdict(cfg)}
+            "lrs": "raw (used through softplus)", "config": option_values(cfg)}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -85,24 +118,9 @@ def bptt_meta(cfg: BPTTConfig) -> dict:
 
 def check_unrollable(model: nn.Module) -> None:
     """Batch norm (running statistics) and dropout (random masks) cannot be unrolled here."""
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            raise DistillabError(f"BPTT cannot unroll a model with batch norm ({name or type(m).__name__}); "
-                                 "use lenet5, mlp, or convnet with norm=instance")
-        if isinstance(m, (Dropout, nn.Dropout, nn.Dropout2d, nn.AlphaDropout)) and m.p > 0:
-            raise DistillabError(f"BPTT cannot unroll a model with dropout ({name or type(m).__name__}); "
-                                 "use a model without dropout")
-
-
-def _is_soft(labels: torch.Tensor) -> bool:
-    return labels.is_floating_point() and labels.dim() == 2
-
-
-def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on hard labels (N,) or soft targets (N, K)."""
-    if _is_soft(labels):
-        return -(labels * F.log_softmax(logits, 1)).sum(1).mean()
-    return F.cross_entropy(logits, labels)
+    stateful = stateful_layers(model)
+    require(not stateful, f"BPTT cannot unroll a model with batch norm or dropout ({', '.join(stateful)}); "
+                          "use lenet5, mlp without dropout, or convnet with norm=instance")
 
 
 def step_batches(labels: torch.Tensor, num_classes: int, steps: int) -> list[torch.Tensor]:
@@ -113,9 +131,9 @@ def step_batches(labels: torch.Tensor, num_classes: int, steps: int) -> list[tor
     all images (10 images with 10 steps reuse the same 10 images each step). Soft labels count by their argmax.
     """
     require(steps >= 1, f"steps must be >= 1, got {steps}")
-    hard = labels.argmax(1) if _is_soft(labels) else labels.long()
+    hard = labels.argmax(1) if is_soft(labels) else labels.long()
     everything = torch.arange(len(hard))
-    per_class = class_indices(hard, num_classes)
+    per_class = [torch.nonzero(hard == c, as_tuple=True)[0] for c in range(num_classes)]
     counts = {len(idx) for idx in per_class}
     if len(counts) != 1:
         return [everything] * steps
@@ -142,7 +160,7 @@ def unroll(model: nn.Module, params0: dict, images: torch.Tensor, labels: torch.
     missing = [n for n in names if n not in params0]
     require(not missing, f"params0 lacks {', '.join(missing[:3])}")
     if num_classes is None:
-        num_classes = labels.shape[1] if _is_soft(labels) else int(labels.max()) + 1
+        num_classes = labels.shape[1] if is_soft(labels) else int(labels.max()) + 1
     batches = step_batches(labels, num_classes, steps)
     buffers = dict(model.named_buffers())
     lrs = F.softplus(raw_lrs)
@@ -154,7 +172,7 @@ def unroll(model: nn.Module, params0: dict, images: torch.Tensor, labels: torch.
     for s in range(len(raw_lrs)):
         idx = batches[s % steps]
         logits = functional_call(model, {**params, **buffers}, (images[idx],))
-        loss = _loss(logits, labels[idx])
+        loss = soft_cross_entropy(logits, labels[idx])
         grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
         if create_graph:
             params = {n: params[n] - lrs[s] * g for n, g in zip(names, grads)}
@@ -174,8 +192,8 @@ def _params_of(model: nn.Module) -> dict:
     return {n: p.detach() for n, p in model.named_parameters()}
 
 
-def bptt_distill(splits: Splits, images: torch.Tensor, labels: torch.Tensor, cfg: BPTTConfig,
-                 generator: torch.Generator, on_iteration: Callable[[int, float], None] | None = None,
+def bptt_distill(train: TrainSet, images: torch.Tensor, labels: torch.Tensor, cfg: BPTT,
+                 generator: torch.Generator, on_iteration: Progress | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
     """Learn synthetic images and per-step learning rates by back-propagation through the unrolled training.
 
@@ -185,11 +203,11 @@ def bptt_distill(splits: Splits, images: torch.Tensor, labels: torch.Tensor, cfg
     ``on_iteration(it, loss)`` gets the real-batch loss of each iteration (before that iteration's update).
     """
     cfg.check()
-    k = splits.num_classes
-    require(tuple(images.shape[1:]) == tuple(splits.input_shape),
-            f"images of shape {tuple(images.shape[1:])} do not match the data's {tuple(splits.input_shape)}")
+    k = train.num_classes
+    require(tuple(images.shape[1:]) == tuple(train.input_shape),
+            f"images of shape {tuple(images.shape[1:])} do not match the data's {tuple(train.input_shape)}")
     require(len(labels) == len(images), f"{len(images)} images but {len(labels)} labels")
-    if _is_soft(labels):
+    if is_soft(labels):
         require(labels.shape[1] == k, f"soft labels have {labels.shape[1]} classes, the data has {k}")
         labels = labels.detach().float()
     else:
@@ -198,7 +216,7 @@ def bptt_distill(splits: Splits, images: torch.Tensor, labels: torch.Tensor, cfg
                 f"labels must lie in 0..{k - 1}")
     require(len(images) >= 1, "BPTT needs at least one synthetic image")
 
-    model = build_model(cfg.model, splits.input_shape, k, generator)
+    model = build_model(cfg.model, train.input_shape, k, generator)
     check_unrollable(model)
     init_state = None
     if cfg.init_net == "fixed":
@@ -208,18 +226,18 @@ def bptt_distill(splits: Splits, images: torch.Tensor, labels: torch.Tensor, cfg
     syn = images.detach().clone().float().requires_grad_(True)
     raw_lrs = torch.full((cfg.steps * cfg.epochs,), inverse_softplus(cfg.lr_init)).requires_grad_(True)
     opt = torch.optim.Adam([syn, raw_lrs], lr=cfg.lr_img, betas=(0.5, 0.999))
-    n_real = len(splits.train)
+    n_real = len(train)
     batch_real = min(cfg.batch_real, n_real)
     for it in range(cfg.iterations):
         if cfg.init_net == "fixed":
             params0 = fixed_params
         else:
-            model = build_model(cfg.model, splits.input_shape, k, generator)
+            model = build_model(cfg.model, train.input_shape, k, generator)
             params0 = _params_of(model)
         pick = torch.randperm(n_real, generator=generator)[:batch_real]
         params = unroll(model, params0, syn, labels, raw_lrs, cfg.steps, create_graph=True, num_classes=k)
-        logits = functional_call(model, {**params, **dict(model.named_buffers())}, (splits.train.x[pick],))
-        loss = F.cross_entropy(logits, splits.train.y[pick])
+        logits = functional_call(model, {**params, **dict(model.named_buffers())}, (train.x[pick],))
+        loss = F.cross_entropy(logits, train.y[pick])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -235,28 +253,12 @@ def bptt_distill(splits: Splits, images: torch.Tensor, labels: torch.Tensor, cfg
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Storing the fixed initialisation with the set
-
-
-def init_state_tensors(init_state: dict | None) -> dict[str, torch.Tensor]:
-    """Extra tensors for the set's safetensors file: the initial state with keys prefixed ``init.``."""
-    if init_state is None:
-        return {}
-    return {INIT_PREFIX + name: t.detach().contiguous() for name, t in init_state.items()}
-
-
-def init_state_from_tensors(tensors: dict) -> dict | None:
-    """The initial state back from a file's tensors (``init.*`` keys), or None when there is none."""
-    state = {name[len(INIT_PREFIX):]: t for name, t in tensors.items() if name.startswith(INIT_PREFIX)}
-    return state or None
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Evaluation with the learned schedule
 
 
 def train_with_schedule(spec: str, input_shape, num_classes: int, synset: SyntheticSet,
-                        generator: torch.Generator | None = None, *, init_state: dict | None = None) -> nn.Module:
+                        generator: torch.Generator | None = None, *, init_state: dict | None = None,
+                        trust_code: bool = True) -> nn.Module:
     """Train a model on a BPTT set the way it was made, and return it in eval mode.
 
     The model starts from ``init_state`` (the stored fixed initialisation, loaded by the caller) or, for a set made
@@ -275,7 +277,8 @@ def train_with_schedule(spec: str, input_shape, num_classes: int, synset: Synthe
     if info.get("init_net") == "fixed":
         require(init_state is not None, "this BPTT set was distilled from one fixed initialisation; pass its "
                                         "init_state (the init.* tensors saved with the set)")
-    model = build_model(spec, input_shape, num_classes, generator)
+    model = build_model(spec, input_shape, num_classes, generator, trust_code=trust_code,
+                        source="the set's bptt schedule")
     if init_state is not None:
         try:
             model.load_state_dict(init_state)

@@ -1,0 +1,3 @@
+"""The package version, importable by every module without importing the package (and its API) first."""
+
+__version__ = "0.1.0"

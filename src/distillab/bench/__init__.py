@@ -1,0 +1,50 @@
+"""Benchmarks: the papers' tables as runnable code (``distillab bench NAME [--quick]``).
+
+Each benchmark writes OUT/NAME.json (figures) and OUT/NAME.md (a Markdown table), and records the command,
+the machine and the wall time. ``--quick`` runs the same code path on digits in seconds (the test suite runs it);
+the full version is the one whose results go in docs/benchmarks.md. Teachers are trained once per OUT folder and
+reused by later benchmarks (OUT/teachers/). A new benchmark is a function registered with ``@benchmark(NAME)`` in
+the module of its family: ``kd.py`` (model distillation) or ``dd.py`` (dataset distillation).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import require
+from ..files import to_jsonable
+from ..outputs import peak_rss_mb
+from ..reporting import Reporter
+from . import dd, kd  # noqa: F401  (register their benchmarks)
+from .common import BENCHMARKS, Bench, machine
+
+__all__ = ["BENCHMARKS", "Bench", "run_benchmark"]
+
+
+def run_benchmark(name: str, quick: bool = False, out=None, quiet: bool = False, workers: int = 1) -> dict:
+    """Run one benchmark; writes OUT/NAME.json (figures, command, machine, wall time) and OUT/NAME.md."""
+    require(name in BENCHMARKS, f"unknown benchmark '{name}'; choose from {', '.join(BENCHMARKS)}")
+    require(workers >= 1, f"--workers must be at least 1, got {workers}")
+    reporter = Reporter(quiet)
+    out = Path(out) if out else Path("runs") / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    b = Bench(out, quick, workers, reporter)
+    started = time.time()
+    reporter.info(f"bench {name}{' --quick' if quick else ''} -> {out}")
+    result = BENCHMARKS[name](b)
+    markdown = result.pop("markdown")
+    result = {"benchmark": name, "quick": quick, **result, "wall_seconds": round(time.time() - started, 1),
+              "peak_rss_mb": peak_rss_mb(), "machine": machine(),
+              "command": "distillab bench " + name + (" --quick" if quick else "")
+              + (f" --workers {workers}" if workers > 1 else "") + f" --out {out}"}
+    suffix = ""
+    (out / f"{name}{suffix}.json").write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
+    (out / f"{name}{suffix}.md").write_text(f"## {name}{' (quick)' if quick else ''}\n\n{markdown}\n\n"
+                                            f"Command: `{result['command']}`; {result['wall_seconds']:.0f} s on "
+                                            f"{result['machine']['cpus']} CPUs, torch {torch.__version__}.\n")
+    reporter.info(markdown)
+    return result

@@ -1,0 +1,193 @@
+"""What every benchmark shares: the Bench (work folder, teachers trained once, resumable cells), the teachers'
+recipes (written once here), the registry of benchmarks and the table helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from .._version import __version__
+from ..api import evaluate_model, train
+from ..errors import require
+from ..evaluation import summarise
+from ..files import to_jsonable
+from ..reporting import SILENT, Reporter
+
+BENCHMARKS: dict = {}
+
+
+def benchmark(name: str):
+    """Register ``fn(b: Bench) -> dict`` as ``distillab bench NAME``; the dict holds the figures and a
+    ``markdown`` table."""
+    def decorate(fn):
+        BENCHMARKS[name] = fn
+        return fn
+    return decorate
+
+
+# The teachers the KD benchmarks learn from, by key: {"quick": options on digits, "full": options on MNIST}
+# (the keyword arguments of distillab.train). A key's teacher is trained once per OUT folder.
+HINTON_TEACHER = {
+    "quick": dict(model="mlp:hidden=128-128,dropout=0.3", epochs=15, augment="shift:1", lr=0.05, batch_size=64),
+    "full": dict(model="mlp:hidden=1200-1200,dropout=0.5,input_dropout=0.2", epochs=50, augment="shift:2", lr=0.05,
+                 max_norm=3.5, batch_size=128, weight_decay=0.0),
+}
+TEACHERS = {
+    "hinton-1200": HINTON_TEACHER,  # Hinton et al. 2015's 1200-1200 MNIST net: hinton-mnist, kd-losses, takd, kd-speed
+    "ls-dropout": {"quick": dict(model="mlp:hidden=128-128,dropout=0.3", epochs=15, augment="shift:1", batch_size=64),
+                   "full": dict(model="mlp:hidden=1200-1200,dropout=0.5", epochs=30, augment="shift:2",
+                                batch_size=128)},
+    "ls-smoothed": {"quick": dict(model="mlp:hidden=128-128", label_smoothing=0.1, epochs=15, augment="shift:1",
+                                  batch_size=64),
+                    "full": dict(model="mlp:hidden=1200-1200", label_smoothing=0.1, epochs=30, augment="shift:2",
+                                 batch_size=128)},
+    "convnet": {"quick": dict(model="convnet:width=16,depth=2", epochs=10, batch_size=64),
+                "full": dict(model="convnet:width=32", epochs=3, batch_size=128)},
+}
+
+
+def teacher_recipe(key: str, quick: bool) -> dict:
+    return dict(TEACHERS[key]["quick" if quick else "full"])
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "distillab": __version__}
+
+
+class Bench:
+    """Shared plumbing: a work folder, reusable teachers, resumable cells, quiet runs."""
+
+    def __init__(self, out: Path, quick: bool, workers: int = 1, reporter: Reporter = SILENT):
+        require(workers >= 1, f"--workers must be at least 1, got {workers}")
+        self.out, self.quick, self.workers, self.reporter = Path(out), quick, workers, reporter
+        self.work = self.out / ("work-quick" if quick else "work")
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def cells(self, name: str, fn, cells: list[tuple], recipe_of) -> dict:
+        """Run ``fn(out, quick, *cell)`` for every cell (independent pieces of one benchmark) and return
+        {cell: result}.
+
+        Each finished cell is kept as work/NAME/cells/<cell>.json together with ``recipe_of(cell)``, everything
+        its result depends on, so a killed run resumes where it stopped and a cell whose recipe changed runs again
+        (only that cell: keep unrelated settings out of its recipe). With ``workers > 1`` the
+        missing cells run in that many processes (spawned, ``cpus // workers`` torch threads each), started in the
+        given order.
+        """
+        folder = self.work / name / "cells"
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def path(cell):
+            return folder / ("-".join(str(c) for c in cell) + ".json")
+
+        results = {cell: _kept_result(path(cell), recipe_of(cell)) for cell in cells}
+        todo = [cell for cell in cells if results[cell] is None]
+        if todo and self.workers == 1:
+            for cell in todo:
+                results[cell] = _run_cell(fn, self.out, self.quick, cell, path(cell), recipe_of(cell))
+        elif todo:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+                futures = {cell: pool.submit(_run_cell, fn, self.out, self.quick, cell, path(cell), recipe_of(cell))
+                           for cell in todo}
+                for cell, future in futures.items():
+                    results[cell] = future.result()
+        return results
+
+    @property
+    def data(self) -> str:
+        return "digits" if self.quick else "mnist"
+
+    def run_dir(self, *parts) -> Path:
+        path = self.work.joinpath(*parts)
+        if path.exists():
+            shutil.rmtree(path)
+        return path
+
+    def teacher(self, key: str) -> Path:
+        """Train the teacher ``key`` of TEACHERS once per OUT folder; later benchmarks reuse it (while its recipe
+        is unchanged)."""
+        kwargs = teacher_recipe(key, self.quick)
+        folder = self.out / "teachers" / ("quick-" if self.quick else "") / key
+        path = folder / "model.safetensors"
+        recipe = json.dumps(to_jsonable(kwargs), sort_keys=True)
+        if path.exists() and (folder / "recipe.json").exists() and (folder / "recipe.json").read_text() == recipe:
+            return path
+        self.reporter.info(f"  training teacher {key}: {kwargs.get('model')}")
+        train(data=self.data, out=folder, overwrite=True, quiet=True, **kwargs)
+        (folder / "recipe.json").write_text(recipe)
+        return path
+
+
+def _kept_result(path: Path, recipe: dict) -> dict | None:
+    """The result kept at ``path`` if it was made with this recipe, else None."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if json.dumps(saved.get("recipe"), sort_keys=True) == json.dumps(to_jsonable(recipe), sort_keys=True):
+            return saved["result"]
+    return None
+
+
+def _run_cell(fn, out: Path, quick: bool, cell: tuple, path: Path, recipe: dict) -> dict:
+    """Run one cell and keep its result at once (in the worker), whole or not at all.
+
+    A cell that another process (a second run on the same OUT) finished meanwhile is not run again.
+    """
+    kept = _kept_result(path, recipe)
+    if kept is not None:
+        return kept
+    result = fn(out, quick, *cell)
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(to_jsonable({"recipe": recipe, "result": result}), indent=2) + "\n")
+    tmp.replace(path)
+    return result
+
+
+def cells_total_seconds(done: dict) -> float:
+    """What a benchmark made of kept cells cost: a resumed run's own wall time is only its last part."""
+    return round(sum(result["wall_seconds"] for result in done.values()), 1)
+
+
+def figures_of(metrics: dict) -> dict:
+    return {"test_errors": metrics["test_errors"], "test_accuracy": metrics["test_accuracy"],
+            "val_accuracy": metrics["val_accuracy"], "wall_seconds": metrics["wall_seconds"]}
+
+
+def summary_of(runs: list[dict], key: str = "test_accuracy") -> dict:
+    return summarise([r[key] for r in runs])
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def evaluate_file(model_path: Path, data: str) -> dict:
+    m = evaluate_model(model_path, data, write=False).metrics
+    return {"test_errors": m["test_errors"], "test_accuracy": m["test_accuracy"], "val_accuracy": m["val_accuracy"]}
+
+
+@contextmanager
+def quiet_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def pm(summary: dict, scale: float = 1.0, suffix: str = "", digits: int = 2) -> str:
+    return f"{summary['mean'] * scale:.{digits}f} +- {summary['std'] * scale:.{digits}f}{suffix}"
+
+
+def table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,258 @@
+"""Model-distillation benchmarks: hinton-mnist, ls-teacher, kd-losses, takd, rkd, kd-speed."""
+
+from __future__ import annotations
+
+import time
+
+from .. import data as data_mod
+from ..api import distill, predict, train
+from ..evaluation import summarise
+from ..files import read_meta
+from ..kd import Distillation, ModelTeacher, cache_teacher, hinton_losses, load_teacher_model
+from ..models import build_model
+from ..training import TrainConfig, fit
+from .common import (Bench, benchmark, evaluate_file, figures_of, pm, quiet_warnings, summary_of, table,
+                     teacher_recipe)
+
+HINTON_PAPER = {"teacher": 67, "student_alone": 146, "student_kd": 74}
+
+
+@benchmark("hinton-mnist")
+def bench_hinton_mnist(b: Bench) -> dict:
+    """Hinton et al. 2015, MNIST: 1200-1200 teacher, 800-800 student alone and distilled at T=20."""
+    t_opts = teacher_recipe("hinton-1200", b.quick)
+    teacher_model = t_opts.pop("model")
+    if b.quick:
+        student, s_opts = "mlp:hidden=32-32", dict(epochs=15, lr=0.05, batch_size=64)
+    else:
+        student, s_opts = "mlp:hidden=800-800", dict(epochs=40, lr=0.05, batch_size=128, weight_decay=0.0)
+    teacher = b.teacher("hinton-1200")
+    t_meta = read_meta(teacher)
+    t_eval = evaluate_file(teacher, b.data)
+    alone = train(data=b.data, model=student, out=b.run_dir("hinton", "alone"), quiet=True, **s_opts)
+    # T^2 * KL at T=20 has gradients up to ~(z_s - z_t)/C, larger than CE's: at lr 0.05 with momentum 0.9 the
+    # 800-800 student diverged in its first epoch here, so distillation runs use lr 0.03 (as in REFERENCE.md's run)
+    kd_opts = dict(s_opts, epochs=s_opts["epochs"] + (0 if b.quick else 20), lr=0.03)
+    kd = distill(data=b.data, teacher=teacher, student=student, temperature=20.0, alpha=0.9,
+                 out=b.run_dir("hinton", "kd"), quiet=True, **kd_opts)
+    kd_jitter = distill(data=b.data, teacher=teacher, student=student, temperature=20.0, alpha=0.9,
+                        out=b.run_dir("hinton", "kd-jitter"), quiet=True, augment="shift:2" if not b.quick else "shift:1",
+                        **{k: v for k, v in kd_opts.items() if k != "augment"})
+    result = {
+        "teacher": t_eval, "student_alone": figures_of(alone.metrics), "student_kd": figures_of(kd.metrics),
+        "student_kd_jitter_transfer": figures_of(kd_jitter.metrics),
+        "paper_test_errors": HINTON_PAPER, "target_student_kd_errors": 74, "stretch_student_kd_errors": 65,
+        "recipe": {"teacher": teacher_model, "teacher_options": t_opts, "teacher_recipe": t_meta.get("recipe"),
+                   "student": student, "student_options": s_opts, "kd": "0.9 * T^2 KL(T=20) + 0.1 CE", "kd_options": kd_opts,
+                   "student_kd": "transfer set = training set without jitter (cached teacher outputs), as in the paper",
+                   "student_kd_jitter_transfer": "same, but the transfer set is jittered +-2 px (live teacher)"},
+    }
+    if not b.quick:
+        best = min(kd.metrics["test_errors"], kd_jitter.metrics["test_errors"])
+        result["target_met"] = best <= 74
+    rows = [(f"teacher `{teacher_model}`", t_eval["test_errors"], HINTON_PAPER["teacher"]),
+            (f"student `{student}` alone", alone.metrics["test_errors"], HINTON_PAPER["student_alone"]),
+            ("student distilled, T=20", kd.metrics["test_errors"], HINTON_PAPER["student_kd"]),
+            ("student distilled, T=20, jittered transfer set", kd_jitter.metrics["test_errors"], "-")]
+    result["markdown"] = table(["model", "test errors (ours)", "test errors (paper)"], rows)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ls-teacher
+
+
+@benchmark("ls-teacher")
+def bench_ls_teacher(b: Bench) -> dict:
+    """Mueller et al. 2019: a label-smoothed teacher is better alone but teaches worse (logit matching)."""
+    seeds = [0, 1] if b.quick else [0, 1, 2]
+    if b.quick:
+        student, s_opts = "mlp:hidden=32-32", dict(epochs=12, batch_size=64, lr=0.01)
+    else:
+        student, s_opts = "mlp:hidden=800-800", dict(epochs=25, batch_size=128, lr=0.005)
+    teachers = {"dropout": b.teacher("ls-dropout"), "label_smoothing": b.teacher("ls-smoothed")}
+    result, rows = {}, []
+    for name, path in teachers.items():
+        t_eval = evaluate_file(path, b.data)
+        runs = []
+        for seed in seeds:
+            with quiet_warnings():
+                r = distill(data=b.data, teacher=path, student=student, losses=["ce:w=0.4", "logit-mse:w=0.6"],
+                            out=b.run_dir("ls", f"{name}-{seed}"), quiet=True, seed=seed, **s_opts)
+            runs.append(r.metrics)
+        summary = {"teacher": t_eval, "student_test_accuracy": summary_of(runs),
+                   "student_test_error_percent": summarise([100 * (1 - r["test_accuracy"]) for r in runs])}
+        result[name] = summary
+        rows.append((name, f"{100 * (1 - t_eval['test_accuracy']):.2f}%",
+                     pm(summary["student_test_error_percent"], suffix="%")))
+    result["paper_error_percent"] = {"dropout": {"teacher": 0.67, "student": 0.74},
+                                     "label_smoothing": {"teacher": 0.59, "student": 0.91}}
+    result["direction_reproduced"] = {
+        "ls_teacher_better_alone": result["label_smoothing"]["teacher"]["test_accuracy"] >= result["dropout"]["teacher"]["test_accuracy"],
+        "ls_student_worse": result["label_smoothing"]["student_test_accuracy"]["mean"] < result["dropout"]["student_test_accuracy"]["mean"]}
+    result["recipe"] = {"teachers": {k: teacher_recipe(k, b.quick) for k in ("ls-dropout", "ls-smoothed")},
+                        "student": student, "student_options": s_opts,
+                        "loss": "0.4 CE + 0.6 * 1/2 ||z_s - z_t||^2", "seeds": seeds}
+    result["markdown"] = table(["teacher", "teacher test error", "student test error (mean +- std)"], rows)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# kd-losses
+
+
+@benchmark("kd-losses")
+def bench_kd_losses(b: Bench) -> dict:
+    """Kim et al. 2021: CE, KL at several T, logit MSE, and black-box variants, one cached teacher, equal epochs."""
+    seeds = [0, 1] if b.quick else [0, 1, 2]
+    teacher = b.teacher("hinton-1200")
+    if b.quick:
+        student, s_opts = "mlp:hidden=32-32", dict(epochs=10, batch_size=64, lr=0.05)
+        temps = [1, 4, 20]
+    else:
+        student, s_opts = "mlp:hidden=300-300", dict(epochs=20, batch_size=128, lr=0.03)  # lr 0.05 diverged at T=20
+        temps = [1, 2, 4, 8, 20]
+    probs = b.work / "kd-losses-probs.npz"
+    top5 = b.work / "kd-losses-top5.npz"
+    predict(teacher, b.data, split="train", output="probs", out=probs, quiet=True)
+    predict(teacher, b.data, split="train", output="probs", top_k=5, out=top5, quiet=True)
+    configs = {"ce": dict(losses=["ce"])}
+    for t in temps:
+        configs[f"kl_T{t}"] = dict(losses=[f"kd:T={t}"])
+    configs["logit_mse"] = dict(losses=["logit-mse:reduce=mean"])
+    configs["blackbox_centred_logprob"] = dict(losses=["logit-mse:center=1,reduce=mean"], teacher_outputs=probs)
+    configs["blackbox_top5_kl_T4"] = dict(losses=["kd:T=4"], teacher_outputs=top5)
+    result, rows = {}, []
+    for name, cfg in configs.items():
+        runs = []
+        for seed in seeds:
+            kwargs = dict(cfg)
+            if name == "ce":
+                r = train(data=b.data, model=student, out=b.run_dir("kd-losses", f"{name}-{seed}"), quiet=True,
+                          seed=seed, **s_opts)
+            else:
+                if "teacher_outputs" not in kwargs:
+                    kwargs["teacher"] = teacher
+                r = distill(data=b.data, student=student, out=b.run_dir("kd-losses", f"{name}-{seed}"), quiet=True,
+                            seed=seed, **kwargs, **s_opts)
+            runs.append(r.metrics)
+        result[name] = summary_of(runs)
+        rows.append((name, ", ".join(cfg["losses"]), pm(result[name], 100, "%")))
+    result["teacher"] = evaluate_file(teacher, b.data)
+    result["recipe"] = {"student": student, "student_options": s_opts, "seeds": seeds,
+                        "note": "no hard-label CE in the distillation runs (alpha = 1), as in Kim et al.'s main runs"}
+    kl_large = max(result[f"kl_T{t}"]["mean"] for t in temps if t >= 4)
+    result["direction"] = {"logit_mse_ge_kl_large_T": result["logit_mse"]["mean"] >= kl_large,
+                           "kl_large_T_gt_kl_T1": kl_large > result["kl_T1"]["mean"],
+                           "blackbox_equals_logit_mse_within_noise":
+                               abs(result["blackbox_centred_logprob"]["mean"] - result["logit_mse"]["mean"])
+                               <= 2 * max(result["logit_mse"]["std"], result["blackbox_centred_logprob"]["std"], 1e-3)}
+    result["markdown"] = table(["configuration", "losses", "test accuracy (mean +- std)"], rows)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# takd
+
+
+@benchmark("takd")
+def bench_takd(b: Bench) -> dict:
+    """Mirzadeh et al. 2020: a teacher assistant bridges a large capacity gap (MLP widths on MNIST)."""
+    seeds = [0, 1] if b.quick else [0, 1, 2]
+    teacher = b.teacher("hinton-1200")
+    if b.quick:
+        ta, widths, s_opts = "mlp:hidden=64-64", [8, 4], dict(epochs=10, batch_size=64, lr=0.05)
+    else:
+        ta, widths, s_opts = "mlp:hidden=300-300", [30, 10], dict(epochs=20, batch_size=128, lr=0.05)
+    kd_opts = dict(temperature=4.0, alpha=0.9)
+    result, rows = {"teacher": evaluate_file(teacher, b.data)}, []
+    per = {f"{kind}_{w}": [] for w in widths for kind in ("alone", "direct", "via_ta")}
+    for seed in seeds:
+        ta_run = distill(data=b.data, teacher=teacher, student=ta, out=b.run_dir("takd", f"ta-{seed}"), quiet=True,
+                         seed=seed, **kd_opts, **s_opts)
+        ta_path = ta_run.out / "model.safetensors"
+        for w in widths:
+            spec = f"mlp:hidden={w}-{w}"
+            per[f"alone_{w}"].append(train(data=b.data, model=spec, out=b.run_dir("takd", f"alone-{w}-{seed}"),
+                                           quiet=True, seed=seed, **s_opts).metrics)
+            per[f"direct_{w}"].append(distill(data=b.data, teacher=teacher, student=spec, quiet=True, seed=seed,
+                                              out=b.run_dir("takd", f"direct-{w}-{seed}"), **kd_opts, **s_opts).metrics)
+            per[f"via_ta_{w}"].append(distill(data=b.data, teacher=ta_path, student=spec, quiet=True, seed=seed,
+                                              out=b.run_dir("takd", f"ta-{w}-{seed}"), **kd_opts, **s_opts).metrics)
+    for key, runs in per.items():
+        result[key] = summary_of(runs)
+    for w in widths:
+        rows.append((f"{w}-{w}", pm(result[f"alone_{w}"], 100, "%"), pm(result[f"direct_{w}"], 100, "%"),
+                     pm(result[f"via_ta_{w}"], 100, "%")))
+    result["recipe"] = {"teacher": str(teacher), "assistant": ta, "students": [f"mlp:hidden={w}-{w}" for w in widths],
+                        "kd": kd_opts, "student_options": s_opts, "seeds": seeds}
+    result["markdown"] = table(["student", "alone (NOKD)", "KD from teacher", f"KD via assistant {ta}"], rows)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# rkd
+
+
+@benchmark("rkd")
+def bench_rkd(b: Bench) -> dict:
+    """Park et al. 2019: relational KD on the penultimate features, ConvNet teacher -> small ConvNet student."""
+    seeds = [0, 1] if b.quick else [0, 1, 2]
+    teacher = b.teacher("convnet")
+    if b.quick:
+        student, s_opts = "convnet:width=4,depth=2", dict(epochs=5, batch_size=64)
+    else:
+        student, s_opts = "convnet:width=8,depth=2", dict(epochs=3, batch_size=128)
+    configs = {"ce": ["ce"], "ce+rkd": ["ce", "rkd:distance=25,angle=50"], "ce+kd": ["ce:w=0.1", "kd:T=4,w=0.9"],
+               "ce+kd+rkd": ["ce:w=0.1", "kd:T=4,w=0.9", "rkd:distance=25,angle=50"]}
+    result, rows = {"teacher": evaluate_file(teacher, b.data)}, []
+    for name, losses in configs.items():
+        runs = [distill(data=b.data, teacher=teacher, student=student, losses=losses, quiet=True, seed=seed,
+                        out=b.run_dir("rkd", f"{name}-{seed}"), **s_opts).metrics for seed in seeds]
+        result[name] = summary_of(runs)
+        rows.append((name, ", ".join(losses), pm(result[name], 100, "%")))
+    result["recipe"] = {"teacher": str(teacher), "student": student, "student_options": s_opts, "seeds": seeds,
+                        "taps": "penultimate (input of the final linear layer) on both sides"}
+    result["markdown"] = table(["losses", "terms", "test accuracy (mean +- std)"], rows)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# kd-speed
+
+
+@benchmark("kd-speed")
+def bench_kd_speed(b: Bench) -> dict:
+    """Epoch time of KD with a cached teacher vs the student alone (target <= 1.15), and with a live teacher."""
+    teacher_path = b.teacher("hinton-1200")
+    student, epochs = ("mlp:hidden=32-32" if b.quick else "mlp:hidden=800-800"), 2
+    splits = data_mod.split(data_mod.load(b.data))
+    teacher_model, _ = load_teacher_model(teacher_path, splits)
+    live = ModelTeacher(teacher_model)
+    t0 = time.perf_counter()
+    cached = cache_teacher(live, splits.train.x)
+    cache_seconds = time.perf_counter() - t0
+    cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.05)
+
+    def epoch_seconds(objective):
+        net = build_model(student, splits.input_shape, splits.num_classes)
+        res = fit(net, splits, cfg, objective=objective)
+        return min(h["seconds"] for h in res.history)  # best epoch: least disturbed by other work
+
+    timings = {"alone": [], "cached": [], "live": []}
+    for _ in range(2 if b.quick else 3):  # interleaved, so drift in machine load hits all three alike
+        timings["alone"].append(epoch_seconds(None))
+        timings["cached"].append(epoch_seconds(Distillation(cached, hinton_losses(4.0, 0.9))))
+        timings["live"].append(epoch_seconds(Distillation(live, hinton_losses(4.0, 0.9))))
+    best = {k: min(v) for k, v in timings.items()}
+    n = len(splits.train)
+    result = {"epoch_seconds": best, "all_epoch_seconds": timings,
+              "images_per_second": {k: round(n / v, 1) for k, v in best.items()},
+              "cached_over_alone": round(best["cached"] / best["alone"], 3),
+              "live_over_alone": round(best["live"] / best["alone"], 3), "target_cached_over_alone": 1.15,
+              "cache_build_seconds": round(cache_seconds, 2), "student": student, "teacher": str(teacher_path),
+              "train_images": n, "note": "epoch time includes the validation pass; best of the interleaved repeats"}
+    result["target_met"] = result["cached_over_alone"] <= 1.15
+    rows = [(k, f"{best[k]:.2f}", f"{n / best[k]:.0f}", f"{best[k] / best['alone']:.3f}") for k in best]
+    result["markdown"] = table(["student training", "epoch seconds", "images / s", "time / alone"], rows)
+    return result

@@ -1,0 +1,107 @@
+"""``dm``: distribution matching (Zhao & Bilen 2023).
+
+Each iteration draws a fresh random network and matches, class by class, the mean embedding of the synthetic
+images to that of a real batch of the same class; all classes go through one batched forward pass per side, with
+differentiable siamese augmentation (one DSA draw per class, applied to its real and its synthetic images alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ...data import TrainSet
+from ...dsa import DSA
+from ...errors import require
+from ...models import build_model
+from ..method import Method, Progress, initial_images, register_method
+from ..synset import SyntheticSet
+
+
+@register_method("dm", builtin=True)
+@dataclass
+class DM(Method):
+    quick = {"iterations": 3, "batch_real": 16, "model": "convnet:width=8,depth=2"}
+
+    iterations: int = 1000
+    lr_img: float = 1.0                  # SGD on the images
+    momentum: float = 0.5
+    batch_real: int = 256                # real images per class per iteration
+    model: str = "convnet:width=128,depth=3"
+    dsa: bool = True
+    init: Literal["real", "noise"] = "real"
+
+    def check(self) -> None:
+        require(self.iterations >= 1, f"dm iterations must be at least 1, got {self.iterations}")
+        require(self.lr_img > 0, f"dm lr_img must be > 0, got {self.lr_img}")
+        require(0 <= self.momentum < 1, f"dm momentum must be in [0, 1), got {self.momentum}")
+        require(self.batch_real >= 1, f"dm batch_real must be at least 1, got {self.batch_real}")
+
+    def check_data(self, train: TrainSet) -> None:
+        net = build_model(self.model, train.input_shape, train.num_classes)
+        require(hasattr(net, "features"), f"distribution matching embeds images with the model's .features part; "
+                                          f"'{self.model}' has none (use mlp or convnet)")
+
+    def run(self, train, ipc, generator, progress=None):
+        images = initial_images(train, ipc, self.init, generator)
+        augment = DSA(allow_flip=train.is_colour) if self.dsa else None
+        images = distribution_matching(train, images, ipc, self, generator, augment=augment, on_iteration=progress)
+        return SyntheticSet.class_major(train, images, ipc)
+
+
+# The real images are embedded in chunks this large: a chunk's activations stay in the CPU cache, which made the
+# memory-bound parts (pooling, norm, ReLU) of a ConvNet-3 width 128 forward pass ~1.7x faster than one big batch
+# (2,560 images: 8.4 s vs 14.9 s, one thread, 2-core AVX2 EPYC). The embeddings are the same per image.
+REAL_CHUNK = 16
+
+
+def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The penultimate feature (the input of the final linear layer)."""
+    return model.features(x).flatten(1)
+
+
+def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: DM, g: torch.Generator,
+                          augment=None, on_iteration: Progress | None = None) -> torch.Tensor:
+    """Optimise ``images`` (class-major, ``ipc`` per class) so that, under a fresh random network each iteration,
+    the mean embedding of each class's synthetic images matches that of a real batch of the same class."""
+    k = train.num_classes
+    syn = images.clone().requires_grad_(True)
+    opt = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum)
+    by_class = train.class_indices()
+    for it in range(cfg.iterations):
+        net = build_model(cfg.model, train.input_shape, k, g).eval()  # fixed random embedding this iteration
+        for p in net.parameters():
+            p.requires_grad_(False)
+        real = torch.cat([train.x[idx[torch.randint(len(idx), (min(cfg.batch_real, len(idx)),), generator=g)]]
+                          for idx in by_class])
+        counts_real = [min(cfg.batch_real, len(idx)) for idx in by_class]
+        syn_batch = syn
+        if augment is not None:
+            # siamese: the same sampled augmentation per class for its real and synthetic images
+            parts_r, parts_s, start = [], [], 0
+            for c in range(k):
+                params = augment.sample(1, g)
+                parts_r.append(augment.apply(real[start:start + counts_real[c]], params))
+                parts_s.append(augment.apply(syn[c * ipc:(c + 1) * ipc], params))
+                start += counts_real[c]
+            real, syn_batch = torch.cat(parts_r), torch.cat(parts_s)
+        # One batched pass per side for all classes. The real side needs no graph: instance norm is per sample, so
+        # two passes give the same embeddings as one, and backward then runs through the synthetic images only.
+        with torch.no_grad():
+            emb_real = torch.cat([_embed(net, part) for part in real.split(REAL_CHUNK)])
+        emb_syn = _embed(net, syn_batch)
+        loss = emb_syn.new_zeros(())
+        start = 0
+        for c in range(k):
+            mean_real = emb_real[start:start + counts_real[c]].mean(0)
+            start += counts_real[c]
+            loss = loss + (mean_real - emb_syn[c * ipc:(c + 1) * ipc].mean(0)).pow(2).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_iteration:
+            on_iteration(it, float(loss.detach()))
+    return syn.detach()

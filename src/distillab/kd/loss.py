@@ -1,0 +1,119 @@
+"""A distillation loss term: an options dataclass that computes named loss values; the registry of terms.
+
+A term is registered by name and built from ``NAME:key=value,...`` (``--loss``): its dataclass fields are its
+options, their defaults the only defaults, ``check`` their only checks. Each call returns a dict of named,
+already weighted values (``{"kd_T4": ...}``) that the training loop sums and logs one by one.
+
+A new term is one file in ``kd/losses/`` (or your own module, registered with ``distillab.register_loss``)::
+
+    @register_loss("cosine")
+    @dataclass
+    class Cosine(LossTerm):
+        distance_like = True
+        def __call__(self, batch):
+            return {"cosine": self.w * (1 - F.cosine_similarity(batch.student_logits, batch.teacher.logits)).mean()}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import require
+from ..registry import Registry
+from ..specs import option_values, spec_string
+from .teachers import TeacherBatch
+
+
+@dataclass
+class LossInputs:
+    """What one training step offers a loss term."""
+
+    student_logits: torch.Tensor
+    labels: torch.Tensor | None
+    teacher: TeacherBatch
+    student_features: dict[str, torch.Tensor]
+
+
+@dataclass
+class LossTerm:
+    """Base class of loss terms. Subclasses are dataclasses; ``w`` weights every value they return."""
+
+    name: ClassVar[str] = ""
+    # True when the term is zero wherever the student's outputs (and features) equal the teacher's; the
+    # contract test checks it.
+    distance_like: ClassVar[bool] = False
+
+    w: float = 1.0
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Refuse impossible options (one line, naming the option)."""
+        require(self.w >= 0, f"--loss {self}: w must be >= 0, got {self.w}")
+
+    def __str__(self) -> str:
+        return spec_string(self.name, self)
+
+    def describe(self) -> dict:
+        """What files and config.yaml record: the name and every option."""
+        return {"name": self.name, **option_values(self)}
+
+    def student_taps(self) -> list[str]:
+        """Module paths of the student whose outputs this term reads (forward hooks)."""
+        return []
+
+    def teacher_taps(self) -> list[str]:
+        return []
+
+    def check_teacher(self, teacher) -> None:
+        """Refuse (or warn about) a teacher this term cannot learn from; ``teacher.kind`` is logits, logprobs or
+        topk, ``teacher.gives_features`` says whether its feature taps can be read."""
+
+    def build(self, sample: LossInputs, generator: torch.Generator) -> list[nn.Module]:
+        """Learned parts (connectors), made from one sample batch; their parameters train with the student.
+        Initial weights come from ``generator`` only."""
+        return []
+
+    def __call__(self, batch: LossInputs) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+@dataclass
+class FeatureTerm(LossTerm):
+    """A term on intermediate features: ``student``/``teacher`` are module paths or ``penultimate``."""
+
+    student: str = "penultimate"
+    teacher: str = "penultimate"
+
+    def student_taps(self) -> list[str]:
+        return [self.student]
+
+    def teacher_taps(self) -> list[str]:
+        return [self.teacher]
+
+    def check_teacher(self, teacher) -> None:
+        require(getattr(teacher, "gives_features", False),
+                f"the {self.name} loss needs a teacher model (features), not a black box")
+
+    def features(self, batch: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch.student_features[self.student], batch.teacher.features[self.teacher]
+
+
+LOSSES = Registry("loss", LossTerm, "--loss")
+
+
+def register_loss(name: str, *, replace: bool = False, builtin: bool = False):
+    """Class decorator: make a LossTerm dataclass available as ``--loss NAME``."""
+    return LOSSES.register(name, replace=replace, builtin=builtin)
+
+
+def parse_loss(text: str, student_tap: str = "penultimate", teacher_tap: str = "penultimate", *,
+               trust_code: bool = True) -> LossTerm:
+    """``kd:T=4,w=0.9``, ``ce:w=0.1,smoothing=0.1``, ``rkd:distance=25,angle=50``, ``import:pkg.mod:Name:w=1``.
+    ``student_tap``/``teacher_tap`` (the --tap flags) are the defaults of feature terms' ``student``/``teacher``."""
+    return LOSSES.parse(text, trust_code=trust_code, defaults={"student": student_tap, "teacher": teacher_tap})

@@ -1,0 +1,19 @@
+"""``at``: attention transfer (Zagoruyko & Komodakis 2017): squared distance of L2-normalised attention maps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..functional import attention_loss
+from ..loss import FeatureTerm, register_loss
+
+
+@register_loss("at", builtin=True)
+@dataclass
+class AT(FeatureTerm):
+    distance_like = True
+
+    w: float = 1000.0
+
+    def __call__(self, batch):
+        return {"at": self.w * attention_loss(*self.features(batch))}

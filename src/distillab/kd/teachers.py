@@ -1,0 +1,216 @@
+"""Teachers: what a teacher says about a batch, and the kinds of teacher a student can learn from.
+
+A live model (frozen, eval mode, no_grad: enforced in ``ModelTeacher`` alone), a table of outputs looked up by
+example position (a cache, or a black box's answers from ``distillab predict``), an ensemble, or any function
+x -> probabilities. ``resolve_teacher`` turns what the user gave into one of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import read_npz
+from ..errors import DistillabError, require
+from ..models import check_compatible, load_model
+from .functional import TINY
+from .taps import FeatureTaps
+
+
+@dataclass
+class TeacherBatch:
+    """What a teacher says about a batch: logits (or log-probabilities, equal up to a per-example constant),
+    or, for a top-k black box, the indices and log-probabilities of its k most likely classes."""
+
+    logits: torch.Tensor | None = None
+    topk_index: torch.Tensor | None = None
+    topk_logprob: torch.Tensor | None = None
+    features: dict = field(default_factory=dict)
+    kind: str = "logits"  # logits | logprobs | topk
+
+
+class ModelTeacher:
+    """A live teacher model: frozen, eval mode, no_grad. The one place where that is enforced."""
+
+    kind = "logits"
+    gives_features = True
+
+    def __init__(self, model: nn.Module, tap_paths: list[str] = (), device: str = "cpu"):
+        self.model = model.to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.taps = FeatureTaps(self.model, list(tap_paths), "teacher") if tap_paths else None
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, idx: torch.Tensor | None = None) -> TeacherBatch:
+        self.model.eval()  # even if someone called .train() on it
+        logits = self.model(x).float()
+        feats = {k: v.detach().float() for k, v in self.taps.features.items()} if self.taps else {}
+        return TeacherBatch(logits=logits, features=feats, kind="logits")
+
+
+class TableTeacher:
+    """Teacher outputs looked up by training-example position: a cache or a black box's answers.
+
+    ``rows`` maps positions in the student's training split to rows of the table.
+    """
+
+    def __init__(self, rows: torch.Tensor, logits=None, topk_index=None, topk_logprob=None, features=None,
+                 kind="logits", gives_features=False):
+        self.rows, self.kind, self.gives_features = rows, kind, gives_features
+        self.logits, self.topk_index, self.topk_logprob = logits, topk_index, topk_logprob
+        self.feature_table = features or {}
+
+    def __call__(self, x, idx) -> TeacherBatch:
+        require(idx is not None, "a cached or black-box teacher needs the positions of the batch's examples")
+        r = self.rows[idx.cpu()]
+        pick = (lambda t: None if t is None else t[r].to(x.device))
+        return TeacherBatch(logits=pick(self.logits), topk_index=pick(self.topk_index),
+                            topk_logprob=pick(self.topk_logprob),
+                            features={k: v[r].to(x.device) for k, v in self.feature_table.items()}, kind=self.kind)
+
+
+class EnsembleTeacher:
+    """Average of several teachers' probabilities; gives log of the mean probability (a valid logit vector)."""
+
+    kind = "logprobs"
+    gives_features = False
+
+    def __init__(self, teachers: list):
+        require(len(teachers) >= 1, "an ensemble needs at least one teacher")
+        self.teachers = teachers
+
+    def __call__(self, x, idx=None) -> TeacherBatch:
+        outs = [t(x, idx) for t in self.teachers]
+        require(all(o.logits is not None for o in outs), "ensembles need teachers with full outputs, not top-k")
+        probs = torch.stack([F.softmax(o.logits, 1) for o in outs]).mean(0)
+        feats = outs[0].features
+        return TeacherBatch(logits=probs.clamp_min(TINY).log(), features=feats, kind="logprobs")
+
+
+class CallableTeacher:
+    """Any Python function x -> probabilities (an API, say) as a black-box teacher."""
+
+    kind = "logprobs"
+    gives_features = False
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    @torch.no_grad()
+    def __call__(self, x, idx=None) -> TeacherBatch:
+        probs = torch.as_tensor(self.fn(x), dtype=torch.float32, device=x.device)
+        return TeacherBatch(logits=probs.clamp_min(TINY).log(), kind="logprobs")
+
+
+@torch.no_grad()
+def cache_teacher(teacher: ModelTeacher, x: torch.Tensor, batch_size: int = 1000) -> TableTeacher:
+    """Run the teacher once over the (non-augmented) training inputs; lookups then cost nothing per epoch."""
+    logits, feats = [], {}
+    for i in range(0, len(x), batch_size):
+        out = teacher(x[i:i + batch_size])
+        logits.append(out.logits.cpu())
+        for k, v in out.features.items():
+            feats.setdefault(k, []).append(v.cpu())
+    return TableTeacher(torch.arange(len(x)), logits=torch.cat(logits),
+                        features={k: torch.cat(v) for k, v in feats.items()}, kind="logits", gives_features=True)
+
+
+class _Renormalise(nn.Module):
+    """Maps inputs normalised one way to another normalisation (a teacher trained with other statistics)."""
+
+    def __init__(self, mean_from, std_from, mean_to, std_to):
+        super().__init__()
+        view = lambda v: torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", view(std_from) / view(std_to))
+        self.register_buffer("shift", (view(mean_from) - view(mean_to)) / view(std_to))
+
+    def forward(self, x):
+        return x * self.scale + self.shift
+
+
+def load_teacher_model(path, splits, what="teacher", trust_code: bool = False) -> tuple[nn.Module, dict]:
+    """A teacher model file, checked against the data, seeing inputs normalised its own way."""
+    model, meta = load_model(path, trust_code=trust_code)
+    check_compatible(meta, splits.classes, splits.input_shape, what, path)
+    norm = meta["normalisation"]
+    if list(norm["mean"]) != list(splits.mean) or list(norm["std"]) != list(splits.std):
+        model = nn.Sequential(_Renormalise(splits.mean, splits.std, norm["mean"], norm["std"]), model)
+    return model, meta
+
+
+def load_teacher_outputs(path, splits) -> TableTeacher:
+    """A black box's answers (``distillab predict``), one row per example of the dataset's training data."""
+    path = Path(path)
+    arrays = read_npz(path)
+    n_total = int(splits.train_index.max()) + 1 if len(splits.train_index) else 0
+    rows = splits.train_index
+    if "index" in arrays:  # rows may be a subset or reordered: map dataset positions to rows
+        index = torch.from_numpy(arrays["index"].astype(np.int64))
+        lookup = torch.full((max(n_total, int(index.max()) + 1),), -1, dtype=torch.int64)
+        lookup[index] = torch.arange(len(index))
+        rows = lookup[splits.train_index]
+        require(bool((rows >= 0).all()), f"{path} lacks outputs for some training examples; predict with --split train")
+    k = splits.num_classes
+    if "logits" in arrays or "probs" in arrays:
+        key = "logits" if "logits" in arrays else "probs"
+        values = torch.from_numpy(arrays[key].astype(np.float32))
+        require(values.ndim == 2 and values.shape[1] == k,
+                f"{path}: '{key}' has shape {tuple(values.shape)}, expected (N, {k}) for {splits.spec}")
+        require(len(values) > int(rows.max()), f"{path} has {len(values)} rows, fewer than the training data")
+        if key == "probs":
+            require(bool((values >= 0).all()), f"{path}: probabilities must be >= 0")
+            return TableTeacher(rows, logits=values.clamp_min(TINY).log(), kind="logprobs")
+        return TableTeacher(rows, logits=values, kind="logits")
+    if "topk_index" in arrays and "topk_prob" in arrays:
+        index = torch.from_numpy(arrays["topk_index"].astype(np.int64))
+        probs = torch.from_numpy(arrays["topk_prob"].astype(np.float32))
+        require(index.shape == probs.shape and index.ndim == 2, f"{path}: topk_index and topk_prob must match")
+        require(bool((index >= 0).all() and (index < k).all()), f"{path}: topk_index outside 0..{k - 1}")
+        return TableTeacher(rows, topk_index=index, topk_logprob=probs.clamp_min(TINY).log(), kind="topk")
+    raise DistillabError(f"{path} holds none of 'logits', 'probs' or 'topk_index'+'topk_prob'; "
+                         "write it with 'distillab predict'")
+
+
+def resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code: bool = False):
+    """Resolve what the user gave as a teacher; returns (teacher, metadata of the first model or None, how).
+
+    teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities;
+    teacher_outputs: a black box's answers (.npz). ``cache`` "auto" caches a model's outputs without augmentation.
+    """
+    require((teacher is None) != (teacher_outputs is None), "give either a teacher (model file) or --teacher-outputs")
+    if teacher_outputs is not None:
+        return load_teacher_outputs(teacher_outputs, splits), None, "outputs"
+    if callable(teacher) and not isinstance(teacher, nn.Module):
+        return CallableTeacher(teacher), None, "callable"
+    paths = teacher if isinstance(teacher, (list, tuple)) else [teacher]
+    models, metas = [], []
+    for p in paths:
+        if isinstance(p, nn.Module):
+            models.append(p)
+            metas.append({})
+        else:
+            m, meta = load_teacher_model(p, splits, trust_code=trust_code)
+            models.append(m)
+            metas.append(meta)
+    teachers = [ModelTeacher(m, tap_paths, cfg.device) for m in models]
+    if cache == "auto":
+        cache = cfg.augment in (None, "", "none")
+    if cache:
+        require(cfg.augment in (None, "", "none"), "cannot cache teacher outputs with --augment: every epoch sees "
+                "new inputs, so the cache would be stale; drop --cache-teacher or the augmentation")
+        cached = [cache_teacher(t, splits.train.x.to(cfg.device)) for t in teachers]
+        for t in cached:  # the cache is in training-split order
+            t.rows = torch.arange(len(splits.train))
+        how = "cached"
+        teachers = cached
+    else:
+        how = "live"
+    if len(teachers) == 1:
+        return teachers[0], metas[0], how
+    return EnsembleTeacher(teachers), metas[0], f"ensemble of {len(teachers)} ({how})"

@@ -1,0 +1,36 @@
+"""Every random stream of a run comes from its seed through this one helper.
+
+A stream is named for what it drives. The formulas are frozen: runs recorded in docs/benchmarks.md were made with
+them, and a new stream gets a new name rather than a changed formula.
+
+| stream       | seed          | drives                                                          |
+|--------------|---------------|-----------------------------------------------------------------|
+| ``main``     | seed          | a run's own draws: model init, batch order, augmentation, condensing |
+| ``dropout``  | seed + 1      | dropout masks during training                                   |
+| ``connectors`` | seed + 2    | learned connectors of feature losses (FitNets hints)            |
+| ``protocol`` | seed * 1000 + i | the i-th model spec of the evaluation protocol, or the i-th as-made run |
+
+The global RNG is never seeded or drawn from (module constructors run on a fork of it, ``models``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+STREAMS = {
+    "main": lambda seed, index: seed + index,
+    "dropout": lambda seed, index: seed + 1 + index,
+    "connectors": lambda seed, index: seed + 2 + index,
+    "protocol": lambda seed, index: seed * 1000 + index,
+}
+
+
+def derive(seed: int, stream: str = "main", index: int = 0) -> int:
+    if stream not in STREAMS:
+        raise ValueError(f"unknown random stream '{stream}'; known: {', '.join(STREAMS)}")
+    return STREAMS[stream](int(seed), int(index))
+
+
+def generator(seed: int, stream: str = "main", index: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
+    """A fresh torch.Generator for ``stream`` of a run seeded ``seed``."""
+    return torch.Generator(device=device).manual_seed(derive(seed, stream, index))
