@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 
 from .errors import DistillabError, require
-from .specs import options_from_spec, parse_spec
+from .specs import options_from_spec, options_from_values, parse_spec
 
 IMPORT_PREFIX = "import:"
 
@@ -101,3 +101,12 @@ class Registry:
         name, options = self.split(text)
         cls = self.resolve(name, trust_code=trust_code, source=source)
         return options_from_spec(cls, options, f"{self.flag} '{text.strip()}'", defaults)
+
+    def from_description(self, description: dict, *, trust_code: bool = False, source: str = ""):
+        """An instance back from ``describe()`` (``{"name": ..., option: value, ...}``), as files record it."""
+        where = source or "this input"
+        require(isinstance(description, dict) and isinstance(description.get("name"), str),
+                f"{where}: a {self.kind} is recorded as {{'name': ..., options...}}, got {description!r}"[:300])
+        cls = self.resolve(description["name"], trust_code=trust_code, source=where)
+        options = {k: v for k, v in description.items() if k != "name"}
+        return options_from_values(cls, options, f"{where}: {self.kind} '{description['name']}'")

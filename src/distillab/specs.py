@@ -174,6 +174,32 @@ def options_from_spec(cls, options: dict[str, str], where: str, defaults: dict |
     return cls(**values)
 
 
+def _typed(value, kind, key: str, where: str):
+    """A value read from JSON, checked against the option's type (a file may be forged)."""
+    if typing.get_origin(kind) is typing.Literal:
+        ok = value in typing.get_args(kind)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind) if isinstance(kind, type) else True
+    if not ok:
+        raise DistillabError(f"{where}: option {key} holds {value!r}"[:200] + f", not a valid {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def options_from_values(cls, values: dict, where: str):
+    """An instance of the options dataclass ``cls`` from typed values (JSON metadata); unknown keys are an error."""
+    known = option_fields(cls)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise DistillabError(f"{where}: unknown option(s) {', '.join(map(str, unknown))}; its options are "
+                             f"{', '.join(known) or 'none'}")
+    return cls(**{key: _typed(value, known[key][1], key, where) for key, value in values.items()})
+
+
 def _format(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"

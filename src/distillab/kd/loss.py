@@ -46,6 +46,9 @@ class LossTerm:
     # True when the term is zero wherever the student's outputs (and features) equal the teacher's; the
     # contract test checks it.
     distance_like: ClassVar[bool] = False
+    # Options under which the term works between two small ConvNets (convnet:width=4,depth=2): the contract test
+    # (distillab.testing.check_loss_term) uses them.
+    example: ClassVar[dict] = {}
 
     w: float = 1.0
 

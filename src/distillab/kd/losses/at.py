@@ -12,6 +12,7 @@ from ..loss import FeatureTerm, register_loss
 @dataclass
 class AT(FeatureTerm):
     distance_like = True
+    example = {"student": "features.0", "teacher": "features.0"}  # attention maps need (N, C, H, W) features
 
     w: float = 1000.0
 

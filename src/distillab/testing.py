@@ -1,0 +1,185 @@
+"""The contract every plug-in meets, as scikit-learn's ``check_estimator`` checks every estimator.
+
+    from distillab.testing import check_loss_term, check_method
+    check_loss_term(MyLoss)      # raises AssertionError naming the broken promise
+    check_method(MyMethod)
+
+The test suite runs both over every registered loss term and condensation method; a new part gets them for free.
+Checked: options round-trip through the spec string and the file metadata; an unknown option is a one-line error;
+the same seed gives identical output; the global RNG is neither changed nor read; values (and, for losses,
+gradients) are finite; a method returns the asked number of images per class in the data's shape, class-major;
+a distance-like loss is zero when the student equals the teacher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import typing
+
+import torch
+
+from . import seeds
+from .condense import METHODS, Method, SyntheticSet, condense
+from .data import TrainSet
+from .errors import DistillabError
+from .kd import LOSSES, Distillation, LossTerm, ModelTeacher
+from .models import build_model
+from .specs import option_fields
+
+_NET = "convnet:width=4,depth=2"
+_SHAPE, _CLASSES = (1, 8, 8), 3
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared checks
+
+
+def _variants(cls, base: dict) -> list[dict]:
+    """The base options, and each option changed on its own (those the class accepts)."""
+    found = [dict(base)]
+    defaults = cls(**base)
+    for key, (_, kind) in option_fields(cls).items():
+        value = getattr(defaults, key)
+        if typing.get_origin(kind) is typing.Literal:
+            others = [c for c in typing.get_args(kind) if c != value]
+            changed = others[0] if others else value
+        elif kind is bool:
+            changed = not value
+        elif kind is int:
+            changed = value + 1
+        elif kind is float:
+            changed = value * 0.5 if value else 0.25
+        else:
+            continue
+        try:
+            cls(**{**base, key: changed})
+        except DistillabError:
+            continue
+        found.append({**base, key: changed})
+    return found
+
+
+def _check_options(registry, cls, base: dict) -> None:
+    for options in _variants(cls, base):
+        part = cls(**options)
+        text = str(part)
+        again = registry.parse(text)
+        assert again == part, f"{cls.__name__}: the spec '{text}' parses back to {again!r}, not {part!r}"
+        recorded = json.loads(json.dumps(part.describe()))
+        assert registry.from_description(recorded) == part, \
+            f"{cls.__name__}: its metadata {recorded} does not rebuild it"
+    try:
+        registry.parse(f"{cls.name}:no_such_option=1")
+    except DistillabError as e:
+        assert "\n" not in str(e) and "no_such_option" in str(e), f"unclear error for an unknown option: {e}"
+    else:
+        raise AssertionError(f"{cls.__name__}: an unknown option was accepted")
+
+
+@contextlib.contextmanager
+def _global_rng_set_to(seed: int):
+    """Sets the global RNG to a known state (the caller's own is restored afterwards) and fails if the code inside
+    moves it. Run twice with different seeds and compare: output that differs means the code reads it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        state = torch.random.get_rng_state()
+        yield
+        assert torch.equal(torch.random.get_rng_state(), state), "the global RNG was used or reseeded"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loss terms
+
+
+def _loss_run(cls, options: dict, seed: int, same_teacher: bool = False):
+    g = seeds.generator(seed)
+    student = build_model(_NET, _SHAPE, _CLASSES, g)
+    teacher = copy.deepcopy(student) if same_teacher else build_model(_NET, _SHAPE, _CLASSES, g)
+    x = torch.randn(6, *_SHAPE, generator=g)
+    y = torch.arange(6) % _CLASSES
+    idx = torch.arange(6)
+    term = cls(**options)
+    objective = Distillation(ModelTeacher(teacher, term.teacher_taps()), [term])
+    extra = objective.attach(student, x, idx, generator=seeds.generator(seed, "connectors"))
+    student.train()
+    values = objective(student, x, y, idx)
+    assert values and all(isinstance(k, str) and torch.is_tensor(v) and v.dim() == 0 for k, v in values.items()), \
+        f"{cls.__name__} must return a dict of named scalar tensors, got {values!r}"[:300]
+    sum(values.values()).backward()
+    params = [p for m in (student, *extra) for p in m.parameters()]
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
+    return {k: v.detach() for k, v in values.items()}, grads
+
+
+def check_loss_term(cls: type) -> None:
+    """Run a LossTerm class through the shared contract (see the module docstring)."""
+    assert isinstance(cls, type) and issubclass(cls, LossTerm) and dataclasses.is_dataclass(cls), \
+        f"{cls!r} is not a LossTerm dataclass"
+    assert cls.name and LOSSES.get(cls.name) is cls, f"{cls.__name__} is not registered (register_loss)"
+    _check_options(LOSSES, cls, dict(cls.example))
+    with _global_rng_set_to(1):
+        values, grads = _loss_run(cls, cls.example, seed=0)
+    with _global_rng_set_to(2):
+        again, grads_again = _loss_run(cls, cls.example, seed=0)
+    assert values.keys() == again.keys() and all(torch.equal(values[k], again[k]) for k in values), \
+        f"{cls.__name__}: the same seed gave other values ({values} vs {again})"
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_again)), f"{cls.__name__}: the same seed gave other gradients"
+    assert all(math.isfinite(float(v)) for v in values.values()), f"{cls.__name__}: values not finite: {values}"
+    assert all(bool(torch.isfinite(g).all()) for g in grads), f"{cls.__name__}: gradients not finite"
+    assert any(bool(g.abs().sum() > 0) for g in grads), f"{cls.__name__}: no gradient reaches the student"
+    if cls.distance_like:
+        same, _ = _loss_run(cls, cls.example, seed=0, same_teacher=True)
+        assert all(abs(float(v)) < 1e-5 for v in same.values()), \
+            f"{cls.__name__} is distance-like but not zero when the student equals the teacher: {same}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Condensation methods
+
+
+def contract_data() -> TrainSet:
+    """scikit-learn's digits, normalised: small enough for every method's quick options."""
+    from .data import load, split
+
+    return split(load("digits")).train_set()
+
+
+def _method_run(cls, train: TrainSet, ipc: int, seed: int):
+    steps = []
+    synset = condense(train, cls(**cls.quick), ipc, seed=seed, progress=lambda it, loss: steps.append((it, loss)))
+    return synset, steps
+
+
+def check_method(cls: type, train: TrainSet | None = None, ipc: int = 2) -> None:
+    """Run a Method class through the shared contract (see the module docstring); it runs with ``cls.quick``."""
+    assert isinstance(cls, type) and issubclass(cls, Method) and dataclasses.is_dataclass(cls), \
+        f"{cls!r} is not a Method dataclass"
+    assert cls.name and METHODS.get(cls.name) is cls, f"{cls.__name__} is not registered (register_method)"
+    _check_options(METHODS, cls, dict(cls.quick))
+    train = train or contract_data()
+    k = train.num_classes
+    with _global_rng_set_to(1):
+        synset, steps = _method_run(cls, train, ipc, seed=3)
+    with _global_rng_set_to(2):
+        again, _ = _method_run(cls, train, ipc, seed=3)
+    assert isinstance(synset, SyntheticSet), f"{cls.__name__} returned {type(synset).__name__}"
+    assert tuple(synset.images.shape) == (k * ipc, *train.input_shape), \
+        f"{cls.__name__}: images of shape {tuple(synset.images.shape)} for IPC {ipc}"
+    assert synset.ipc == ipc and synset.labels.tolist() == [c for c in range(k) for _ in range(ipc)], \
+        f"{cls.__name__}: labels are not {ipc} per class, class-major"
+    assert list(synset.classes) == list(train.classes) and tuple(synset.mean) == tuple(train.mean), \
+        f"{cls.__name__}: the set does not carry the data's classes and normalisation"
+    assert bool(torch.isfinite(synset.images).all()), f"{cls.__name__}: images not finite"
+    assert torch.equal(synset.images, again.images) and torch.equal(synset.labels, again.labels), \
+        f"{cls.__name__}: the same seed gave another set"
+    for a, b in ((synset.lrs, again.lrs), (synset.label_logits, again.label_logits)):
+        assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), f"{cls.__name__}: not deterministic"
+    total = cls(**cls.quick).iterations_total
+    assert len(steps) == total, f"{cls.__name__}: reported progress {len(steps)} times for {total} iterations"
+    assert all(math.isfinite(loss) for _, loss in steps), f"{cls.__name__}: progress losses not finite"
+    assert synset.meta.get("method") == cls.name and synset.meta["recipe"]["ipc"] == ipc, \
+        f"{cls.__name__}: the set does not record how it was made"

@@ -1,0 +1,135 @@
+"""The shared contract over every registered loss term and condensation method, and the tests that kill the
+three wrong programs earlier suites let through (best-epoch test accuracy, a reseeded global RNG in condense(),
+separate DSA draws for the real and the synthetic batch)."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from distillab import data
+from distillab.condense import DM, METHODS, Method, SyntheticSet, condense, register_method
+from distillab.data import TrainSet
+from distillab.errors import DistillabError
+from distillab.evaluation import Protocol, evaluate_images
+from distillab.kd import LOSSES, LossTerm, register_loss
+from distillab.testing import check_loss_term, check_method, contract_data
+
+import spy_models
+
+
+@pytest.fixture(scope="module")
+def train():
+    return contract_data()
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_term_meets_the_contract(name):
+    check_loss_term(LOSSES.get(name))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_condensation_method_meets_the_contract(name, train):
+    check_method(METHODS.get(name), train)
+
+
+# ---- the contract catches broken parts ----------------------------------------------------------------------
+
+
+@dataclass
+class GlobalNoise(LossTerm):
+    def __call__(self, batch):  # draws from the global RNG
+        return {"noisy": self.w * (batch.student_logits.pow(2).mean() + torch.rand(()))}
+
+
+@dataclass
+class ClaimsDistance(LossTerm):
+    distance_like = True
+
+    def __call__(self, batch):  # not zero when the student equals the teacher
+        return {"ce_really": self.w * torch.nn.functional.cross_entropy(batch.student_logits, batch.labels)}
+
+
+@dataclass
+class Reseeds(Method):
+    def run(self, train, ipc, generator, progress=None):
+        torch.manual_seed(0)  # the wrong program: reseeding inside a method (or condense())
+        images = torch.randn(train.num_classes * ipc, *train.input_shape)
+        return SyntheticSet.class_major(train, images, ipc)
+
+
+@dataclass
+class WrongCount(Method):
+    def run(self, train, ipc, generator, progress=None):
+        images = torch.zeros(train.num_classes * (ipc + 1), *train.input_shape)
+        return SyntheticSet.class_major(train, images, ipc + 1)
+
+
+@pytest.mark.parametrize("cls,registry,register,check", [
+    (GlobalNoise, LOSSES, register_loss, check_loss_term),
+    (ClaimsDistance, LOSSES, register_loss, check_loss_term),
+    (Reseeds, METHODS, register_method, check_method),
+    (WrongCount, METHODS, register_method, check_method),
+])
+def test_the_contract_fails_broken_parts(cls, registry, register, check, train):
+    register(f"broken-{cls.__name__.lower()}")(cls)
+    try:
+        with pytest.raises((AssertionError, DistillabError)):
+            check(cls, train) if check is check_method else check(cls)
+    finally:
+        registry.unregister(cls.name)
+
+
+def test_condense_itself_leaves_the_global_rng_alone(train):
+    """condense() is where a 'torch.manual_seed(seed)' would hide: run every method through it with two global
+    states; the global state must come back unchanged and the sets must not depend on it."""
+    for name in METHODS.names():
+        method = METHODS.get(name)(**METHODS.get(name).quick)
+        sets = []
+        for global_seed in (11, 12):
+            torch.manual_seed(global_seed)
+            state = torch.random.get_rng_state()
+            sets.append(condense(train, method, 1, seed=5).images)
+            assert torch.equal(torch.random.get_rng_state(), state), name
+        assert torch.equal(*sets), name
+
+
+# ---- the evaluation protocol reads the test set once per run, after training --------------------------------
+
+
+def test_protocol_meets_the_test_set_only_after_the_final_epoch():
+    splits = data.split(data.load("digits"))
+    images, labels = splits.train.x[:40], splits.train.y[:40]
+    test_storage = splits.test.x.untyped_storage().data_ptr()
+    spy_models.FORWARDS.clear()
+    proto = Protocol(epochs=4, runs=2, batch_size=16, models=("import:spy_models:spy_mlp",))
+    result = evaluate_images(images, labels, splits.test, proto, seed=0, num_classes=10)
+    per_model: dict[int, list] = {}
+    for model, training, storage in spy_models.FORWARDS:
+        per_model.setdefault(model, []).append((training, storage == test_storage))
+    assert len(per_model) == 2
+    batches = -(-len(splits.test) // 128)  # one pass over the test set, in predict_logits' batches of 128
+    for events in per_model.values():
+        on_test = [i for i, (_, test) in enumerate(events) if test]
+        training = [i for i, (mode, _) in enumerate(events) if mode]
+        assert len(on_test) == batches, "the test set was read more than once per run"
+        assert min(on_test) > max(training), "a model met the test set before its final epoch"
+    assert len(result["import:spy_models:spy_mlp"]["runs"]) == 2
+
+
+# ---- DM augments the real and the synthetic batch of a class with the same draw ------------------------------
+
+
+def test_dm_siamese_augmentation_shares_one_draw_per_class():
+    """One real image per class and a synthetic set that starts as those images: under a shared DSA draw both
+    sides embed identically, so the matching loss is zero at every iteration; separate draws make it positive."""
+    x = torch.randn(10, 1, 12, 12, generator=torch.Generator().manual_seed(123))
+    train = TrainSet(x, torch.arange(10), [str(c) for c in range(10)], (0.0,), (1.0,), {"data": "test"})
+    losses = []
+    condense(train, DM(iterations=12, batch_real=1, model="convnet:width=8,depth=2", dsa=True), 1, seed=0,
+             progress=lambda it, loss: losses.append(loss))
+    assert len(losses) == 12 and max(losses) < 1e-8, losses
+    plain = []
+    condense(train, DM(iterations=3, batch_real=1, model="convnet:width=8,depth=2", init="noise"), 1, seed=0,
+             progress=lambda it, loss: plain.append(loss))
+    assert min(plain) > 1e-3  # the check can fail: sets that differ from the real images give a positive loss
