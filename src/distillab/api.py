@@ -30,19 +30,22 @@ from .condense.synset import SYNSET_FORMAT
 from .errors import require
 from .evaluation import Protocol, evaluate_images, summarise
 from .figures import plot_loss
-from .files import read_meta
+from .files import read_meta, to_jsonable
 from .kd import (LOSSES, Distillation, Hinton, LossTerm, label_smoothing_warnings, parse_loss, register_loss,
                  resolve_teacher)
 from .kd.meter import dark_knowledge_report
 from .models import build_model, check_compatible, count_parameters, load_model, save_model
 from .outputs import RunOutput, peak_rss_mb
-from .reporting import Reporter
+from .registry import IMPORT_PREFIX
+from .reporting import Reporter, log_to_stderr
 from .specs import option_fields, options_help
 from .training import TrainConfig, accuracy, fit, predict_logits
 
 __all__ = ["Result", "train", "distill", "chain", "evaluate", "evaluate_model", "evaluate_synset", "predict",
            "inspect_teacher", "condense_data", "export_synset", "data_fetch", "data_info", "repeat_over_seeds",
-           "register_loss", "register_method", "loss_help", "method_help"]
+           "register_loss", "register_method", "loss_help", "method_help",
+           # the options dataclasses whose defaults the CLI shows, and helpers it uses
+           "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "to_jsonable", "log_to_stderr"]
 
 
 @dataclass
@@ -316,11 +319,12 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
     with RunOutput(out, "evaluate", overwrite) as run:
         run.write_config({"command": "evaluate", "synset": str(path), "data": data, "seed": seed,
                           "vectorise": vectorise, "protocol": dataclasses.asdict(proto)})
+        # first the way the set was made (quick, and it may refuse code named by the file), then the protocol
+        as_made = method.as_made(synset, test, runs=proto.runs, seed=seed, trust_code=trust_code) if method else None
         results = evaluate_images(synset.images, targets, test, proto, seed=seed, vectorise=vectorise,
                                   num_classes=ds.num_classes, reporter=reporter)
         for spec, r in results.items():
             run.log({"model": spec, **r})
-        as_made = method.as_made(synset, test, runs=proto.runs, seed=seed, trust_code=trust_code) if method else None
         metrics = {"synset": str(path), "data": data, "method": synset.meta.get("method"), "ipc": synset.ipc,
                    "models": results, **({"as_made": as_made} if as_made else {}), "epochs": proto.epochs,
                    "dsa": proto.dsa, "wall_seconds": round(time.time() - started, 2), "peak_rss_mb": peak_rss_mb()}

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from ._version import __version__
 from .errors import DistillabError, require
-from .registry import IMPORT_PREFIX
 
 
 class Parser(argparse.ArgumentParser):
@@ -67,7 +66,7 @@ def _default(cls, name: str) -> str:
 
 
 def _add_training(p):
-    from .training import TrainConfig
+    from .api import TrainConfig
 
     g = p.add_argument_group("training (defaults: distillab.training.TrainConfig)")
     g.add_argument("--data", default="digits", help="mnist, digits, cifar10, npz:PATH, folder:PATH (default digits)")
@@ -96,16 +95,14 @@ def _add_training(p):
 
 def _train_options(a) -> dict:
     """The TrainConfig fields the user gave; the rest keep their defaults there."""
-    from .training import TrainConfig
+    from .api import TrainConfig
 
     return {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if getattr(a, f.name) is not None}
 
 
 def build_parser() -> Parser:
-    from .api import loss_help, method_help
+    from .api import IMPORT_PREFIX, Hinton, Protocol, loss_help, method_help
     from .bench import BENCHMARKS
-    from .evaluation import Protocol
-    from .kd import Hinton
 
     parser = Parser(prog="distillab", description="Machine teaching: model distillation and dataset distillation.")
     parser.add_argument("--version", action="version", version=f"distillab {__version__}")
@@ -347,6 +344,8 @@ def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> l
     except yaml.YAMLError as e:
         raise DistillabError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
     require(isinstance(recipe, dict), f"{path} must be a mapping of flags, like 'command: train' and 'epochs: 5'")
+    from .api import IMPORT_PREFIX
+
     named = [v for v in _leaves(recipe) if isinstance(v, str) and IMPORT_PREFIX in v]
     require(trust_code or not named, f"{path} names code to import ({named[0] if named else ''}); a recipe file makes "
                                      "distillab import code only with 'distillab run RECIPE --trust-code'")
@@ -396,10 +395,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .files import to_jsonable
+    from .api import log_to_stderr, to_jsonable
 
     parser = build_parser()
     warnings.showwarning = _show_warning
+    log_to_stderr()
     try:
         args = parser.parse_args(argv)
         if args.command == "run":

@@ -288,8 +288,7 @@ def load_model(path: str | Path, *, trust_code: bool = False) -> tuple[nn.Module
     A file whose spec is ``import:...`` names code: it is built only with ``trust_code=True`` (``--trust-code``).
     """
     tensors, meta = load_tensors(path, MODEL_FORMAT)
-    for key in ("spec", "input_shape", "classes", "normalisation"):
-        require(key in meta, f"{path} lacks '{key}' in its metadata; it was not written by distillab")
+    _check_model_meta(meta, path)
     model = build_model(meta["spec"], tuple(meta["input_shape"]), len(meta["classes"]), trust_code=trust_code,
                         source=str(path))
     try:
@@ -297,6 +296,27 @@ def load_model(path: str | Path, *, trust_code: bool = False) -> tuple[nn.Module
     except RuntimeError as e:
         raise DistillabError(f"{path}: weights do not fit model '{meta['spec']}' ({str(e).splitlines()[0][:100]})") from None
     return model.eval(), meta
+
+
+def _check_model_meta(meta: dict, path) -> None:
+    """The metadata a model is rebuilt from, checked for type and size before anything is built (it may be forged)."""
+    require(isinstance(meta, dict), f"{path} has corrupt distillab metadata")
+    for key in ("spec", "input_shape", "classes", "normalisation"):
+        require(key in meta, f"{path} lacks '{key}' in its metadata; it was not written by distillab")
+    bad = f"{path} has corrupt metadata:"
+    require(isinstance(meta["spec"], str) and meta["spec"] != "", f"{bad} 'spec' is not a model spec")
+    shape = meta["input_shape"]
+    require(isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and 1 <= v <= 4096 for v in shape),
+            f"{bad} 'input_shape' is not three sizes (C, H, W)")
+    require(shape[0] in (1, 3), f"{bad} 'input_shape' has {shape[0]} channels, expected 1 or 3")
+    classes = meta["classes"]
+    require(isinstance(classes, list) and 2 <= len(classes) <= 100_000, f"{bad} 'classes' is not a list of classes")
+    norm = meta["normalisation"]
+    require(isinstance(norm, dict) and all(
+        isinstance(norm.get(k), list) and len(norm[k]) == shape[0]
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in norm[k])
+        for k in ("mean", "std")) and all(v > 0 for v in norm["std"]),
+        f"{bad} 'normalisation' is not a mean and a positive std per channel")
 
 
 def check_compatible(meta: dict, classes, input_shape, what: str, path) -> None:

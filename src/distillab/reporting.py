@@ -14,14 +14,26 @@ import warnings
 logger = logging.getLogger("distillab")
 
 
+class _Stderr(logging.Handler):
+    """Writes to whatever sys.stderr is when a message comes (test runners swap it)."""
+
+    def emit(self, record):
+        sys.stderr.write(self.format(record) + "\n")
+        sys.stderr.flush()
+
+
+def log_to_stderr() -> None:
+    """Messages of the ``distillab`` logger go to stderr, as lines of their own (the CLI's choice)."""
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def _ensure_handler() -> None:
-    """Messages reach stderr even when the application configured no logging (as the CLI and scripts do not)."""
+    """Messages reach stderr even when the application configured no logging (scripts using the API)."""
     if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+        log_to_stderr()
 
 
 class _NoBar:

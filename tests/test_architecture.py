@@ -1,0 +1,123 @@
+"""The shape of the code: no import cycles (lazy imports inside functions count), the low layers import nothing
+above them, the CLI reaches the library only through its public API, and nothing below the CLI prints."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "distillab"
+
+
+def _module_name(path: Path) -> str:
+    parts = ["distillab", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def _imports(name: str) -> set[str]:
+    """Every module of the package that ``name`` imports, wherever in the file the import stands."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text())
+    base = name.split(".") if _is_package(name) else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("distillab")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                target = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("distillab"):
+                target = node.module
+            else:
+                continue
+            for alias in node.names:  # `from . import data` names a module; `from .api import train` does not
+                found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in MODULES else target)
+    if "pkgutil.iter_modules(__path__)" in path.read_text():  # a folder of plug-ins, imported one by one
+        found |= {m for m in MODULES if m.rsplit(".", 1)[0] == name}
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH = {name: _imports(name) for name in MODULES}
+
+
+def _cycle() -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(GRAPH[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(GRAPH):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_graph_is_read_correctly():
+    assert "distillab.files" in GRAPH["distillab.models"]
+    assert "distillab.kd.losses.kd" in GRAPH["distillab.kd.losses"]  # discovered plug-ins count
+    assert "distillab.data" in GRAPH["distillab.bench.dd"]  # `from .. import data as data_mod`
+
+
+def test_no_import_cycles():
+    assert _cycle() is None, " -> ".join(_cycle())
+
+
+def test_a_cycle_would_be_found():
+    GRAPH["distillab.files"] = GRAPH["distillab.files"] | {"distillab.api"}
+    try:
+        assert _cycle() is not None
+    finally:
+        GRAPH["distillab.files"] = _imports("distillab.files")
+
+
+LOW = {  # module -> the package modules it may import: nothing above it
+    "distillab.errors": set(),
+    "distillab._version": set(),
+    "distillab.specs": {"distillab.errors"},
+    "distillab.registry": {"distillab.errors", "distillab.specs"},
+    "distillab.seeds": set(),
+    "distillab.reporting": set(),
+    "distillab.files": {"distillab.errors", "distillab._version"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(LOW))
+def test_low_layers_use_nothing_above_them(module):
+    assert GRAPH[module] <= LOW[module], GRAPH[module] - LOW[module]
+
+
+def test_the_cli_goes_through_the_public_api():
+    allowed = {"distillab.api", "distillab.bench", "distillab.demo", "distillab.errors", "distillab._version"}
+    assert GRAPH["distillab.cli"] <= allowed, GRAPH["distillab.cli"] - allowed
+
+
+def test_nothing_below_the_cli_prints():
+    printing = []
+    for name, path in MODULES.items():
+        if name == "distillab.cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                printing.append(f"{name}:{node.lineno}")
+    assert not printing, printing
