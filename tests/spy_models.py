@@ -1,6 +1,5 @@
 """Models for tests that watch what a protocol feeds them (imported by tests as ``import:spy_models:...``)."""
 
-import torch
 from torch import nn
 
 FORWARDS: list[tuple[int, bool, int]] = []  # (model id, training mode, data_ptr of the input's storage)

@@ -1,7 +1,6 @@
 """Every command line in the README still parses, and its loss terms and method specs still resolve (the old
 per-method flags included). Running them in full is the demo's and the benchmarks' job."""
 
-import re
 import shlex
 from pathlib import Path
 

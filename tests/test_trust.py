@@ -1,11 +1,9 @@
 """Files cannot run code: a spec read from a file that names code (import:...) is refused unless the user passes
 --trust-code; so is a recipe file that names code."""
 
-import json
 import sys
 
 import pytest
-import torch
 
 from distillab import train
 from distillab.files import load_tensors, save_tensors

@@ -41,9 +41,8 @@ def run_benchmark(name: str, quick: bool = False, out=None, quiet: bool = False,
               "peak_rss_mb": peak_rss_mb(), "machine": machine(),
               "command": "distillab bench " + name + (" --quick" if quick else "")
               + (f" --workers {workers}" if workers > 1 else "") + f" --out {out}"}
-    suffix = ""
-    (out / f"{name}{suffix}.json").write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
-    (out / f"{name}{suffix}.md").write_text(f"## {name}{' (quick)' if quick else ''}\n\n{markdown}\n\n"
+    (out / f"{name}.json").write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
+    (out / f"{name}.md").write_text(f"## {name}{' (quick)' if quick else ''}\n\n{markdown}\n\n"
                                             f"Command: `{result['command']}`; {result['wall_seconds']:.0f} s on "
                                             f"{result['machine']['cpus']} CPUs, torch {torch.__version__}.\n")
     reporter.info(markdown)
