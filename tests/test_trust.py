@@ -80,3 +80,16 @@ def test_forged_specs_end_in_one_line(cli, tmp_path, forged, bad_meta):
     path = _forge(forged, tmp_path / "f.safetensors", **bad_meta)
     r = cli("evaluate", path, "--out", tmp_path / "o")
     assert r.code == 2 and "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1, r.err
+
+
+@pytest.mark.parametrize("changes", [{"method": ["dm"]}, {"bptt": "fixed"}, {"bptt": {"model": 3}}])
+def test_forged_synset_metadata_ends_in_one_line(cli, tmp_path, changes):
+    r = cli("condense", "--method", "bptt:iterations=1,steps=1,epochs=1,batch_real=16,model=[mlp:hidden=4]",
+            "--ipc", "1", "--quiet", "--out", tmp_path / "b")
+    assert r.code == 0, r.err
+    tensors, meta = load_tensors(tmp_path / "b/synset.safetensors", "distillab.synset")
+    meta.update(changes)
+    save_tensors(tmp_path / "forged.safetensors", tensors, meta)
+    r = cli("evaluate", tmp_path / "forged.safetensors", "--models", "mlp:hidden=4", "--runs", "1", "--epochs", "1",
+            "--quiet", "--out", tmp_path / "e")
+    assert r.code in (0, 2) and "Traceback" not in r.err and len(r.err.strip().splitlines()) <= 1, r.err

@@ -43,8 +43,9 @@ class Registry:
         self._classes: dict[str, type] = {}
         self._builtin: set[str] = set()
 
-    def register(self, name: str, *, replace: bool = False, builtin: bool = False):
-        """Class decorator: ``@registry.register("name")``."""
+    def register(self, name: str, *, replace: bool = False):
+        """Class decorator: ``@registry.register("name")``. Classes defined inside distillab count as built-in
+        (the benchmarks' lists take those); a user's own stay out of them."""
         def decorate(cls):
             require(isinstance(cls, type) and issubclass(cls, self.base),
                     f"a {self.kind} must be a subclass of {self.base.__name__}, got {cls!r}")
@@ -54,7 +55,7 @@ class Registry:
                     f"a {self.kind} named '{name}' is registered already; pass replace=True to override it")
             cls.name = name
             self._classes[name] = cls
-            if builtin:
+            if cls.__module__.split(".")[0] == "distillab":
                 self._builtin.add(name)
             return cls
         return decorate
@@ -68,7 +69,7 @@ class Registry:
 
     def get(self, name: str) -> type | None:
         """A registered class by name, or None: never imports anything (safe for names read from files)."""
-        return self._classes.get(name)
+        return self._classes.get(name) if isinstance(name, str) else None
 
     def resolve(self, name: str, *, trust_code: bool = True, source: str = "") -> type:
         if name.startswith(IMPORT_PREFIX):

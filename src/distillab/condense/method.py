@@ -77,9 +77,9 @@ class Method:
 METHODS = Registry("condensation method", Method, "--method")
 
 
-def register_method(name: str, *, replace: bool = False, builtin: bool = False):
+def register_method(name: str, *, replace: bool = False):
     """Class decorator: make a Method dataclass available as ``--method NAME``."""
-    return METHODS.register(name, replace=replace, builtin=builtin)
+    return METHODS.register(name, replace=replace)
 
 
 def parse_method(text: str, *, trust_code: bool = True) -> Method:

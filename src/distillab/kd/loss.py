@@ -110,9 +110,9 @@ class FeatureTerm(LossTerm):
 LOSSES = Registry("loss", LossTerm, "--loss")
 
 
-def register_loss(name: str, *, replace: bool = False, builtin: bool = False):
+def register_loss(name: str, *, replace: bool = False):
     """Class decorator: make a LossTerm dataclass available as ``--loss NAME``."""
-    return LOSSES.register(name, replace=replace, builtin=builtin)
+    return LOSSES.register(name, replace=replace)
 
 
 def parse_loss(text: str, student_tap: str = "penultimate", teacher_tap: str = "penultimate", *,

@@ -44,7 +44,7 @@ from ..synset import SyntheticSet
 INIT_MODES = ("fixed", "random")
 
 
-@register_method("bptt", builtin=True)
+@register_method("bptt")
 @dataclass
 class BPTT(Method):
     quick = {"iterations": 3, "steps": 2, "epochs": 1, "batch_real": 64, "model": "convnet:width=4,depth=2"}
@@ -78,6 +78,8 @@ class BPTT(Method):
         info = synset.meta.get("bptt")
         if not info:
             return None
+        require(isinstance(info, dict) and isinstance(info.get("model"), str),
+                "the set's bptt schedule (metadata 'bptt') is corrupt: it names no model")
         fixed = synset.init_state is not None
         accs = []
         for r in range(1 if fixed else runs):

@@ -21,7 +21,7 @@ from ..method import Method, Progress, initial_images, register_method
 from ..synset import SyntheticSet
 
 
-@register_method("dm", builtin=True)
+@register_method("dm")
 @dataclass
 class DM(Method):
     quick = {"iterations": 3, "batch_real": 16, "model": "convnet:width=8,depth=2"}

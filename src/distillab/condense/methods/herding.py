@@ -11,7 +11,7 @@ from ..method import Method, register_method
 from ..synset import SyntheticSet
 
 
-@register_method("herding", builtin=True)
+@register_method("herding")
 @dataclass
 class Herding(Method):
     def run(self, train, ipc, generator, progress=None):

@@ -10,7 +10,7 @@ from ..method import Method, register_method
 from ..synset import SyntheticSet
 
 
-@register_method("kmeans", builtin=True)
+@register_method("kmeans")
 @dataclass
 class KMeans(Method):
     def run(self, train, ipc, generator, progress=None):

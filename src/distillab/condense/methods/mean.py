@@ -10,7 +10,7 @@ from ..method import Method, register_method
 from ..synset import SyntheticSet
 
 
-@register_method("mean", builtin=True)
+@register_method("mean")
 @dataclass
 class Mean(Method):
     def run(self, train, ipc, generator, progress=None):

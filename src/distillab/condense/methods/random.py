@@ -8,7 +8,7 @@ from ..method import Method, random_real_images, register_method
 from ..synset import SyntheticSet
 
 
-@register_method("random", builtin=True)
+@register_method("random")
 @dataclass
 class Random(Method):
     def run(self, train, ipc, generator, progress=None):

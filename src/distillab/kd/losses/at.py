@@ -8,7 +8,7 @@ from ..functional import attention_loss
 from ..loss import FeatureTerm, register_loss
 
 
-@register_loss("at", builtin=True)
+@register_loss("at")
 @dataclass
 class AT(FeatureTerm):
     distance_like = True

@@ -10,7 +10,7 @@ from ...errors import require
 from ..loss import LossTerm, register_loss
 
 
-@register_loss("ce", builtin=True)
+@register_loss("ce")
 @dataclass
 class CE(LossTerm):
     smoothing: float = 0.0

@@ -12,7 +12,7 @@ from ..loss import FeatureTerm, register_loss
 from ..taps import make_connector
 
 
-@register_loss("hint", builtin=True)
+@register_loss("hint")
 @dataclass
 class Hint(FeatureTerm):
     distance_like = True

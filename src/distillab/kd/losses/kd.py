@@ -10,7 +10,7 @@ from ..functional import bucket_kd_loss, kd_loss
 from ..loss import LossTerm, register_loss
 
 
-@register_loss("kd", builtin=True)
+@register_loss("kd")
 @dataclass
 class KD(LossTerm):
     distance_like = True

@@ -12,7 +12,7 @@ from ..functional import logit_mse
 from ..loss import LossTerm, register_loss
 
 
-@register_loss("logit-mse", builtin=True)
+@register_loss("logit-mse")
 @dataclass
 class LogitMSE(LossTerm):
     distance_like = True

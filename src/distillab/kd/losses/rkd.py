@@ -9,7 +9,7 @@ from ..functional import rkd_angle_loss, rkd_distance_loss
 from ..loss import FeatureTerm, register_loss
 
 
-@register_loss("rkd", builtin=True)
+@register_loss("rkd")
 @dataclass
 class RKD(FeatureTerm):
     distance_like = True
