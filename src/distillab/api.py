@@ -15,6 +15,7 @@ Files from elsewhere never make distillab import code unless ``trust_code=True``
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,10 @@ from torch import nn
 
 from . import data as data_mod
 from . import seeds
+from .checkpoint import Interrupted, signals_stop_loops, stop_signal
 from .condense import METHODS, Method, SyntheticSet, check_ipc, condense, register_method
 from .condense.synset import SYNSET_FORMAT
-from .errors import require
+from .errors import DistillabError, require
 from .evaluation import Protocol, evaluate_images, summarise
 from .figures import plot_loss
 from .files import read_meta, to_jsonable
@@ -45,7 +47,8 @@ __all__ = ["Result", "train", "distill", "chain", "evaluate", "evaluate_model", 
            "inspect_teacher", "condense_data", "export_synset", "data_fetch", "data_info", "repeat_over_seeds",
            "register_loss", "register_method", "loss_help", "method_help",
            # the options dataclasses whose defaults the CLI shows, and helpers it uses
-           "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "to_jsonable", "log_to_stderr"]
+           "resume", "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "to_jsonable", "log_to_stderr",
+           "signals_stop_loops", "stop_signal", "Interrupted"]
 
 
 @dataclass
@@ -53,6 +56,25 @@ class Result:
     metrics: dict
     out: Path | None = None
     model: nn.Module | None = None
+
+
+def _call(function: str, **kwargs) -> dict | None:
+    """The call that makes a run, as ``api.resume`` makes it again; None when an argument is not plain data (a
+    Python teacher object): such a run resumes only by calling the function again with ``resume=True``."""
+    kwargs = {k: str(v) if isinstance(v, Path) else v for k, v in kwargs.items()}
+    kwargs = {k: [str(x) if isinstance(x, Path) else x for x in v] if isinstance(v, (list, tuple)) else v
+              for k, v in kwargs.items()}
+    try:
+        json.dumps(kwargs)
+    except (TypeError, ValueError):
+        return None
+    return {"function": function, "kwargs": kwargs}
+
+
+def _finished(folder: Path) -> Result | None:
+    """A nested run (a chain stage, a seed) that finished before the run was stopped."""
+    path = Path(folder) / "metrics.json"
+    return Result(json.loads(path.read_text()), Path(folder)) if path.exists() else None
 
 
 def make_config(options: dict) -> TrainConfig:
@@ -92,21 +114,25 @@ def _save(run: RunOutput, model, spec, splits, recipe, metrics):
 
 
 def train(data: str = "digits", model: str = "mlp:hidden=100", *, out=None, overwrite: bool = False,
-          val_size: int | None = None, split_seed: int = 0, quiet: bool = False, **options) -> Result:
+          resume: bool = False, checkpoint_every: int = 1, val_size: int | None = None, split_seed: int = 0,
+          quiet: bool = False, **options) -> Result:
     """Train ``model`` on ``data`` with cross-entropy; writes model.safetensors and metrics to ``out``.
-    ``options``: the fields of ``TrainConfig`` (epochs, lr, ...)."""
+    ``options``: the fields of ``TrainConfig`` (epochs, lr, ...). A checkpoint is kept every ``checkpoint_every``
+    epochs (0: only when stopped by a signal); ``resume=True`` continues an unfinished run in ``out``."""
     started = time.time()
+    call = _call("train", data=data, model=model, val_size=val_size, split_seed=split_seed, **options)
     reporter = Reporter(quiet)
     cfg = make_config(options)
     splits = load_splits(data, val_size, split_seed)
     net = build_model(model, splits.input_shape, splits.num_classes, seeds.generator(cfg.seed))
     config = {"command": "train", "data": data, "model": model, "val_size": splits.val_size,
               "split_seed": split_seed, **cfg.as_dict()}
-    with RunOutput(out, "train", overwrite) as run:
+    with RunOutput(out, "train", overwrite, resume, call) as run:
         run.write_config(config)
-        reporter.info(f"train {model} ({count_parameters(net):,} parameters) on {data}: {len(splits.train)} train / "
-                      f"{len(splits.val)} val / {len(splits.test)} test")
-        result = fit(net, splits, cfg, on_epoch=run.log, on_step=run.log_step, reporter=reporter, desc="train")
+        reporter.info(f"{'resume' if run.resumed else 'train'} {model} ({count_parameters(net):,} parameters) on "
+                      f"{data}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test")
+        result = fit(net, splits, cfg, on_epoch=run.log, on_step=run.log_step, reporter=reporter, desc="train",
+                     checkpoints=run.checkpoints("fit", checkpoint_every))
         metrics = _final_metrics(net, splits, cfg, result, started)
         metrics["parameters"] = count_parameters(net)
         _save(run, net, model, splits, {"command": "train", **cfg.as_dict()}, metrics)
@@ -133,17 +159,22 @@ def loss_terms(losses, temperature: float | None, alpha: float | None, student_t
 def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", *, teacher_outputs=None,
             temperature: float | None = None, alpha: float | None = None, losses: list | None = None,
             student_tap: str = "penultimate", teacher_tap: str = "penultimate", cache="auto", out=None,
-            overwrite: bool = False, val_size: int | None = None, split_seed: int = 0, quiet: bool = False,
-            trust_code: bool = False, **options) -> Result:
+            overwrite: bool = False, resume: bool = False, checkpoint_every: int = 1, val_size: int | None = None,
+            split_seed: int = 0, quiet: bool = False, trust_code: bool = False, **options) -> Result:
     """Distill ``teacher`` into a fresh ``student``.
 
     teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities.
     losses: ``["kd:T=4,w=0.9", "ce:w=0.1"]`` (or LossTerm objects); default Hinton's
     ``alpha * T^2 * KL + (1 - alpha) * CE`` with ``temperature``/``alpha`` (``kd.Hinton``'s defaults).
     cache: "auto" caches the teacher's outputs when there is no augmentation (the teacher then costs nothing).
+    checkpoint_every, resume: as for ``train``.
     """
     started = time.time()
     reporter = Reporter(quiet)
+    call = _call("distill", data=data, teacher=teacher, student=student, teacher_outputs=teacher_outputs,
+                 temperature=temperature, alpha=alpha, losses=losses, student_tap=student_tap,
+                 teacher_tap=teacher_tap, cache=cache, val_size=val_size, split_seed=split_seed,
+                 trust_code=trust_code, **options)
     cfg = make_config(options)
     terms = loss_terms(losses, temperature, alpha, student_tap, teacher_tap)
     splits = load_splits(data, val_size, split_seed)
@@ -163,12 +194,13 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
               "losses": [t.describe() for t in terms], **cfg.as_dict()}
     config = {"command": "kd", "data": data, "student": student, "val_size": splits.val_size,
               "split_seed": split_seed, **recipe}
-    with RunOutput(out, "kd", overwrite) as run:
+    with RunOutput(out, "kd", overwrite, resume, call) as run:
         run.write_config(config)
         reporter.info(f"kd {student} ({count_parameters(net):,} parameters) from {teacher_desc} [{how}] on {data}; "
                       f"losses: {', '.join(str(t) for t in terms)}")
         result = fit(net, splits, cfg, objective=objective, extra_modules=extra, on_epoch=run.log,
-                     on_step=run.log_step, reporter=reporter, desc="kd")
+                     on_step=run.log_step, reporter=reporter, desc="kd",
+                     checkpoints=run.checkpoints("fit", checkpoint_every))
         metrics = _final_metrics(net, splits, cfg, result, started)
         metrics["parameters"] = count_parameters(net)
         metrics["teacher_mode"] = how
@@ -181,24 +213,30 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
 
 
 def chain(data: str = "digits", teacher=None, students: list[str] = (), *, from_all: bool = False, out=None,
-          overwrite: bool = False, quiet: bool = False, **kd_options) -> Result:
+          overwrite: bool = False, resume: bool = False, quiet: bool = False, **kd_options) -> Result:
     """Teacher -> assistant -> ... -> student (Mirzadeh et al. 2020): each stage distils from the previous one
-    (``from_all``: from the ensemble of the teacher and every earlier stage). Every stage is saved."""
+    (``from_all``: from the ensemble of the teacher and every earlier stage). Every stage is saved; a resumed
+    chain keeps its finished stages and resumes the one in progress."""
     require(teacher is not None, "a chain needs a teacher model file")
     require(len(students) >= 1, "a chain needs at least one student spec after the teacher")
     require("seeds" not in kd_options, "--seeds with --chain: run the chain once per seed instead")
     reporter = Reporter(quiet)
     loss_terms(kd_options.get("losses"), kd_options.get("temperature"), kd_options.get("alpha"))  # fail early
     started = time.time()
-    with RunOutput(out, "chain", overwrite) as run:
+    call = _call("chain", data=data, teacher=teacher, students=list(students), from_all=from_all,
+                 **{k: v for k, v in kd_options.items() if k != "checkpoint_every"})
+    with RunOutput(out, "chain", overwrite, resume, call) as run:
         run.write_config({"command": "kd-chain", "data": data, "teacher": str(teacher), "students": list(students),
                           "from_all": from_all, **{k: v for k, v in kd_options.items() if not callable(v)}})
         sources = [teacher]
         stages = []
+        run.path("metrics.jsonl").unlink(missing_ok=True)  # rewritten stage by stage, resumed or not
         for i, spec in enumerate(students, 1):
             source = list(sources) if from_all and len(sources) > 1 else sources[-1]
             reporter.info(f"chain stage {i}/{len(students)}: {spec} from {source}")
-            r = distill(data=data, teacher=source, student=spec, out=run.path(f"stage{i}"), quiet=quiet, **kd_options)
+            r = _finished(run.path(f"stage{i}")) if run.resumed else None
+            r = r or distill(data=data, teacher=source, student=spec, out=run.path(f"stage{i}"), quiet=quiet,
+                             resume=run.resumed, **kd_options)
             stages.append({"stage": i, "student": spec, "test_accuracy": r.metrics["test_accuracy"],
                            "test_errors": r.metrics["test_errors"], "val_accuracy": r.metrics["val_accuracy"],
                            "model": f"stage{i}/model.safetensors"})
@@ -211,17 +249,22 @@ def chain(data: str = "digits", teacher=None, students: list[str] = (), *, from_
     return Result(metrics, run.final)
 
 
-def repeat_over_seeds(fn, seeds: list[int], *, out=None, overwrite: bool = False, command: str = "run",
-                      **kwargs) -> Result:
-    """Run ``fn`` once per seed into OUT/seed-N; OUT/metrics.json gives each figure as {mean, std, runs}."""
+def repeat_over_seeds(fn, seeds: list[int], *, out=None, overwrite: bool = False, resume: bool = False,
+                      command: str = "run", **kwargs) -> Result:
+    """Run ``fn`` (``train`` or ``distill``) once per seed into OUT/seed-N; OUT/metrics.json gives each figure as
+    {mean, std, runs}. A resumed run keeps the seeds that finished and resumes the one in progress."""
     require(len(set(seeds)) == len(seeds), f"--seeds repeats a seed: {seeds}")
     kwargs.pop("seed", None)
     results = []
-    with RunOutput(out, command, overwrite) as run:
+    call = _call("repeat_over_seeds", fn=fn.__name__, seeds=list(seeds), command=command,
+                 **{k: v for k, v in kwargs.items() if k not in ("quiet", "checkpoint_every")})
+    with RunOutput(out, command, overwrite, resume, call) as run:
         run.write_config({"command": command, "seeds": seeds, **{k: v for k, v in kwargs.items()
                                                                   if not callable(v) or isinstance(v, str)}})
+        run.path("metrics.jsonl").unlink(missing_ok=True)  # rewritten seed by seed, resumed or not
         for seed in seeds:
-            r = fn(out=run.path(f"seed-{seed}"), seed=seed, **kwargs)
+            r = _finished(run.path(f"seed-{seed}")) if run.resumed else None
+            r = r or fn(out=run.path(f"seed-{seed}"), seed=seed, resume=run.resumed, **kwargs)
             results.append(r.metrics)
             run.log({"seed": seed, **{k: v for k, v in r.metrics.items() if isinstance(v, (int, float))}})
         metrics = {"seeds": seeds}
@@ -291,11 +334,15 @@ def evaluate_model(model_path, data: str | None = None, *, out=None, overwrite: 
 
 
 def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: bool = False, out=None,
-                    overwrite: bool = False, quiet: bool = False, trust_code: bool = False, **protocol) -> Result:
+                    overwrite: bool = False, resume: bool = False, quiet: bool = False, trust_code: bool = False,
+                    **protocol) -> Result:
     """The standard protocol on a synthetic set: fresh models, final-epoch accuracy on the real test set.
-    ``protocol``: the fields of ``evaluation.Protocol`` (models, runs, epochs, dsa, ...)."""
+    ``protocol``: the fields of ``evaluation.Protocol`` (models, runs, epochs, dsa, ...). Each finished model is
+    checkpointed; ``resume=True`` continues an unfinished run in ``out``."""
     started = time.time()
     reporter = Reporter(quiet)
+    call = _call("evaluate_synset", path=str(path), data=data, seed=seed, vectorise=vectorise,
+                 trust_code=trust_code, **protocol)
     if "models" in protocol:
         protocol["models"] = tuple(protocol["models"])
     known = {f.name for f in dataclasses.fields(Protocol)}
@@ -316,13 +363,14 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
     test = data_mod.ImageSet(data_mod.normalise(ds.test.x, synset.mean, synset.std), ds.test.y)
     targets = synset.labels if synset.label_logits is None else synset.targets()
     method = METHODS.get(synset.meta.get("method", ""))  # a registered name only: nothing is imported
-    with RunOutput(out, "evaluate", overwrite) as run:
+    with RunOutput(out, "evaluate", overwrite, resume, call) as run:
         run.write_config({"command": "evaluate", "synset": str(path), "data": data, "seed": seed,
                           "vectorise": vectorise, "protocol": dataclasses.asdict(proto)})
         # first the way the set was made (quick, and it may refuse code named by the file), then the protocol
         as_made = method.as_made(synset, test, runs=proto.runs, seed=seed, trust_code=trust_code) if method else None
         results = evaluate_images(synset.images, targets, test, proto, seed=seed, vectorise=vectorise,
-                                  num_classes=ds.num_classes, reporter=reporter)
+                                  num_classes=ds.num_classes, reporter=reporter,
+                                  checkpoints=run.checkpoints("protocol", 1))
         for spec, r in results.items():
             run.log({"model": spec, **r})
         metrics = {"synset": str(path), "data": data, "method": synset.meta.get("method"), "ipc": synset.ipc,
@@ -409,36 +457,40 @@ def method_from(method, shorthands: dict | None = None, *, trust_code: bool = Tr
 
 
 def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int = 0, val_size: int | None = None,
-                  split_seed: int = 0, out=None, overwrite: bool = False, quiet: bool = False,
-                  **shorthands) -> Result:
+                  split_seed: int = 0, out=None, overwrite: bool = False, resume: bool = False,
+                  checkpoint_every: int = 10, quiet: bool = False, **shorthands) -> Result:
     """Condense ``data`` into ``ipc`` images per class; writes synset.safetensors, synset.png and metrics.
 
     method: ``NAME[:key=value,...]`` (see ``method_help()``) or a Method object. ``shorthands``: the flags
     --model, --iterations, --init, --lr-img, --batch-real, --init-net, --bptt-steps, --bptt-epochs, --no-dsa
-    (``dsa=False``), each setting that option of the method.
+    (``dsa=False``), each setting that option of the method. A checkpoint is kept every ``checkpoint_every``
+    iterations; ``resume=True`` continues an unfinished run in ``out``.
     """
     started = time.time()
     reporter = Reporter(quiet)
     method = method_from(method, shorthands)
+    call = _call("condense_data", data=data, method=str(method), ipc=ipc, seed=seed, val_size=val_size,
+                 split_seed=split_seed)
     splits = load_splits(data, val_size, split_seed)
     train = splits.train_set()
     check_ipc(train, ipc)
     method.check_data(train)  # a bad model or option fails before any output
-    with RunOutput(out, "condense", overwrite) as run:
+    with RunOutput(out, "condense", overwrite, resume, call) as run:
         run.write_config({"command": "condense", "data": data, "method": str(method), "ipc": ipc, "seed": seed,
                           "val_size": splits.val_size, "split_seed": split_seed})
-        losses = []
         bar = reporter.bar(method.iterations_total, f"condense {method.name}")
 
         def on_iteration(it, loss):
-            losses.append(loss)
             run.log({"iteration": it + 1, "loss": loss})
             bar.update(1)
 
         t0 = time.perf_counter()
-        synset = condense(train, method, ipc, seed=seed, progress=on_iteration)
+        synset = condense(train, method, ipc, seed=seed, progress=on_iteration,
+                          checkpoints=run.checkpoints("condense", checkpoint_every))
         seconds = time.perf_counter() - t0
         bar.close()
+        losses = [json.loads(line)["loss"] for line in run.path("metrics.jsonl").read_text().splitlines()
+                  ] if run.path("metrics.jsonl").exists() else []  # the log holds the iterations before a resume too
         synset.meta["source"]["data"] = data
         synset.save(run.path("synset.safetensors"))
         synset.save_grid(run.path("synset.png"))
@@ -463,6 +515,60 @@ def export_synset(path, to) -> dict:
     require(target.parent.exists(), f"folder {target.parent} does not exist")
     (synset.export_npz if target.suffix == ".npz" else synset.save_grid)(target)
     return {"synset": str(path), "to": str(target), "images": len(synset.labels), "ipc": synset.ipc}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Resume
+
+
+RESUMABLE = {"train": "train", "distill": "kd", "chain": "kd", "repeat_over_seeds": None, "condense_data": "condense",
+             "evaluate_synset": "evaluate"}
+
+
+def resume(out, *, command: str | None = None, quiet: bool = False, trust_code: bool = False,
+           checkpoint_every: int | None = None) -> Result:
+    """Continue the unfinished run in ``out`` (killed, stopped by a signal, or failed after a checkpoint) with the
+    call that started it; ``command``, if given, must be the command that made it."""
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.partial")
+    if not partial.is_dir():
+        raise DistillabError(f"nothing to resume in {out}: " + ("that run finished" if out.exists() else
+                                                                "no unfinished run is there"))
+    try:
+        call = json.loads((partial / "call.json").read_text())
+        function, kwargs = call["function"], dict(call["kwargs"])
+        require(function in RESUMABLE, "")
+    except (OSError, ValueError, KeyError, TypeError, DistillabError):
+        raise DistillabError(f"{partial} does not say how it was started (call.json is missing or corrupt); "
+                             "start the run again with --overwrite") from None
+    made_by = kwargs.get("command") if function == "repeat_over_seeds" else RESUMABLE[function]
+    require(command is None or command == made_by,
+            f"{out} holds an unfinished '{made_by}' run; resume it with 'distillab {made_by} --resume {out}'")
+    named = [v for v in _leaves(kwargs) if isinstance(v, str) and v.startswith(IMPORT_PREFIX)]
+    require(trust_code or not named, f"{partial / 'call.json'} names code to import ({named[0] if named else ''}); "
+                                     "resume it with --trust-code if you trust it")
+    if "trust_code" in kwargs:
+        kwargs["trust_code"] = trust_code
+    if checkpoint_every is not None and function != "evaluate_synset":
+        kwargs["checkpoint_every"] = checkpoint_every
+    fn = {"train": train, "distill": distill, "chain": chain, "repeat_over_seeds": repeat_over_seeds,
+          "condense_data": condense_data, "evaluate_synset": evaluate_synset}[function]
+    if function == "repeat_over_seeds":
+        kwargs["fn"] = {"train": train, "distill": distill}.get(kwargs.get("fn"))
+        require(kwargs["fn"] is not None, f"{partial / 'call.json'} is corrupt; start again with --overwrite")
+    try:
+        return fn(out=out, resume=True, quiet=quiet, **kwargs)
+    except TypeError as e:
+        raise DistillabError(f"{partial / 'call.json'} does not fit this version ({e}); start again with "
+                             "--overwrite") from None
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _leaves(v)]
+    return [value]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -49,6 +51,15 @@ def _add_output(p):
     p.add_argument("--out", help="output folder (default runs/<command>-<timestamp>)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_quiet(p)
+
+
+def _add_resume(p, unit: str | None):
+    p.add_argument("--resume", metavar="OUT", help="continue the unfinished run in OUT (killed or stopped) with the "
+                                                   "options it was started with")
+    if unit:
+        p.add_argument("--checkpoint-every", type=int, metavar="N",
+                       help=f"keep a checkpoint every N {unit} (0: only when stopped by SIGTERM/SIGINT; default "
+                            f"{'1' if unit == 'epochs' else '10'})")
 
 
 def _add_quiet(p):
@@ -108,11 +119,13 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"distillab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    parser.commands = sub.choices
 
     p = sub.add_parser("train", help="train a model with cross-entropy")
-    p.add_argument("--model", required=True, help="model spec, e.g. mlp:hidden=800-800 or convnet:width=32")
+    p.add_argument("--model", help="model spec, e.g. mlp:hidden=800-800 or convnet:width=32 (required)")
     _add_training(p)
     _add_output(p)
+    _add_resume(p, "epochs")
 
     p = sub.add_parser("kd", help="distill a teacher into a student")
     p.add_argument("--teacher", nargs="+", help="teacher model file(s); several form an averaged ensemble")
@@ -135,6 +148,7 @@ def build_parser() -> Parser:
     _add_training(p)
     _add_trust(p)
     _add_output(p)
+    _add_resume(p, "epochs")
 
     p = sub.add_parser("inspect", help="a dark-knowledge meter for a teacher")
     p.add_argument("model", help="teacher model.safetensors")
@@ -143,7 +157,7 @@ def build_parser() -> Parser:
     _add_quiet(p)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model, or a synthetic set by the standard protocol")
-    p.add_argument("model", help="model.safetensors or synset.safetensors")
+    p.add_argument("model", nargs="?", help="model.safetensors or synset.safetensors")
     p.add_argument("--data", help="dataset (default: the one the file records)")
     p.add_argument("--device", help="model files: default cpu")
     g = p.add_argument_group("synthetic sets: the dataset-distillation protocol (defaults: distillab.evaluation.Protocol)")
@@ -157,12 +171,13 @@ def build_parser() -> Parser:
                    help="train the runs together (torch.func vmap); slower than one at a time on 2-core CPUs here")
     _add_trust(p)
     _add_output(p)
+    _add_resume(p, None)
 
     p = sub.add_parser("condense", help="distill a dataset into a few synthetic images per class")
     p.add_argument("--data", default="digits")
-    p.add_argument("--method", required=True, help=f"NAME[:key=value,...]: {method_help()}; or "
-                                                   f"{IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
-    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--method", help=f"NAME[:key=value,...] (required): {method_help()}; or "
+                                    f"{IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
+    p.add_argument("--ipc", type=int, help="images per class (required)")
     g = p.add_argument_group("shorthands for the method's options (--iterations 5 = --method NAME:iterations=5)")
     g.add_argument("--model", help="network used for matching (option model)")
     g.add_argument("--iterations", type=int)
@@ -179,6 +194,8 @@ def build_parser() -> Parser:
     p.add_argument("--val-size", type=int)
     p.add_argument("--split-seed", type=int, default=0)
     _add_output(p)
+    _add_resume(p, "iterations")
+    _add_trust(p)
 
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
     p.add_argument("model", help="model.safetensors")
@@ -212,6 +229,8 @@ def build_parser() -> Parser:
     p.add_argument("--workers", type=int, default=1,
                    help="processes for benchmarks made of independent cells (dd-mnist); finished cells are kept "
                         "in OUT/work, so a rerun resumes")
+    p.add_argument("--resume", metavar="OUT", help="the same as --out OUT: a benchmark keeps its finished cells and "
+                                                   "teachers there and takes them up again")
     _add_quiet(p)
 
     p = sub.add_parser("run", help="run a command from a YAML recipe whose keys are its flags")
@@ -223,11 +242,25 @@ def build_parser() -> Parser:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _resumed(a, command: str):
+    from .api import resume
+
+    return resume(a.resume, command=command, quiet=a.quiet, trust_code=getattr(a, "trust_code", False),
+                  checkpoint_every=getattr(a, "checkpoint_every", None)).metrics
+
+
+def _run_options(a) -> dict:
+    return {k: getattr(a, k) for k in ("checkpoint_every",) if getattr(a, k, None) is not None}
+
+
 def _cmd_train(a):
     from .api import repeat_over_seeds, train
 
+    if a.resume:
+        return _resumed(a, "train")
+    require(a.model, "train needs --model SPEC, e.g. --model mlp:hidden=100")
     kwargs = dict(data=a.data, model=a.model, val_size=a.val_size, split_seed=a.split_seed, quiet=a.quiet,
-                  **_train_options(a))
+                  **_train_options(a), **_run_options(a))
     if a.seeds:
         return repeat_over_seeds(train, a.seeds, out=a.out, overwrite=a.overwrite, command="train", **kwargs).metrics
     return train(out=a.out, overwrite=a.overwrite, **kwargs).metrics
@@ -246,12 +279,14 @@ def _kd_options(a) -> dict:
     return dict(data=a.data, temperature=a.temperature, alpha=a.alpha, losses=a.loss,
                 cache={"auto": "auto", "yes": True, "no": False}[a.cache_teacher], val_size=a.val_size,
                 split_seed=a.split_seed, quiet=a.quiet, trust_code=a.trust_code, **_parse_taps(a.tap),
-                **_train_options(a))
+                **_train_options(a), **_run_options(a))
 
 
 def _cmd_kd(a):
     from .api import chain, distill, repeat_over_seeds
 
+    if a.resume:
+        return _resumed(a, "kd")
     if a.chain:
         require(len(a.chain) >= 2, "--chain takes a teacher file and at least one student spec: --chain "
                                    "T.safetensors mlp:hidden=300 mlp:hidden=30")
@@ -280,6 +315,9 @@ def _cmd_inspect(a):
 def _cmd_evaluate(a):
     from .api import evaluate
 
+    if a.resume:
+        return _resumed(a, "evaluate")
+    require(a.model, "evaluate needs a model.safetensors or synset.safetensors file")
     return evaluate(a.model, a.data, device=a.device, models=a.models, runs=a.runs, epochs=a.epochs, dsa=a.dsa,
                     seed=a.seed, vectorise=a.vectorise, out=a.out, overwrite=a.overwrite, quiet=a.quiet,
                     trust_code=a.trust_code).metrics
@@ -288,10 +326,13 @@ def _cmd_evaluate(a):
 def _cmd_condense(a):
     from .api import condense_data
 
+    if a.resume:
+        return _resumed(a, "condense")
+    require(a.method and a.ipc is not None, "condense needs --method NAME and --ipc N, e.g. --method dm --ipc 10")
     return condense_data(a.data, a.method, a.ipc, seed=a.seed, val_size=a.val_size, split_seed=a.split_seed,
                          out=a.out, overwrite=a.overwrite, quiet=a.quiet, model=a.model, iterations=a.iterations,
                          init=a.init, lr_img=a.lr_img, batch_real=a.batch_real, init_net=a.init_net,
-                         bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, dsa=a.dsa).metrics
+                         bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, dsa=a.dsa, **_run_options(a)).metrics
 
 
 def _cmd_predict(a):
@@ -322,7 +363,8 @@ def _cmd_export(a):
 def _cmd_bench(a):
     from .bench import run_benchmark
 
-    return run_benchmark(a.name, quick=a.quick, out=a.out, quiet=a.quiet, workers=a.workers)
+    require(not (a.resume and a.out and a.resume != a.out), "give --resume OUT or --out OUT, not both")
+    return run_benchmark(a.name, quick=a.quick, out=a.resume or a.out, quiet=a.quiet, workers=a.workers)
 
 
 def _leaves(value):
@@ -394,16 +436,32 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"distillab: warning: {message}", file=sys.stderr)
 
 
+# Flags that may come with --resume: how to run, not what to compute.
+WITH_RESUME = {"command", "resume", "quiet", "trust_code", "checkpoint_every"}
+
+
+def _check_resume_alone(parser: Parser, args) -> None:
+    if not getattr(args, "resume", None) or args.command == "bench":
+        return
+    defaults = {act.dest: act.default for act in parser.commands[args.command]._actions}
+    given = sorted(k for k, v in vars(args).items() if k in defaults and k not in WITH_RESUME and v != defaults[k])
+    require(not given, "--resume continues a run with the options it was started with; drop "
+                       + ", ".join("--" + k.replace("_", "-") for k in given))
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .api import log_to_stderr, to_jsonable
+    from .api import Interrupted, log_to_stderr, signals_stop_loops, stop_signal, to_jsonable
 
     parser = build_parser()
     warnings.showwarning = _show_warning
     log_to_stderr()
+    signals_stop_loops()
+    args = None
     try:
         args = parser.parse_args(argv)
         if args.command == "run":
             args = parser.parse_args(recipe_argv(args.recipe, parser, args.trust_code))
+        _check_resume_alone(parser, args)
         result = COMMANDS[args.command](args)
         if result is not None:
             print(json.dumps(to_jsonable(result), indent=2))
@@ -411,9 +469,21 @@ def main(argv: list[str] | None = None) -> int:
     except DistillabError as e:
         print("distillab: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("distillab: interrupted", file=sys.stderr)
-        return 130
+    except (Interrupted, KeyboardInterrupt) as e:
+        out = getattr(e, "resume_out", None)
+        how = f"; resume with: distillab {args.command} --resume {out}" if out and args is not None else ""
+        print(f"distillab: stopped{how}", file=sys.stderr)
+        return 143 if stop_signal() == signal.SIGTERM else 130
+    except OSError as e:
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"distillab: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: one line for the user; DISTILLAB_DEBUG=1 shows the traceback
+        if os.environ.get("DISTILLAB_DEBUG"):
+            raise
+        print(f"distillab: error: internal error ({type(e).__name__}: {' '.join(str(e).split())[:200]}); please "
+              "report it (DISTILLAB_DEBUG=1 shows where)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

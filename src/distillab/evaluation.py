@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import seeds
+from .checkpoint import Checkpoints, loop_running
 from .data import ImageSet
 from .dsa import DSA
 from .errors import require
@@ -127,24 +128,38 @@ def train_vectorised(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
 
 
 def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, proto: Protocol, *, seed: int = 0,
-                    vectorise: bool = False, num_classes: int | None = None, reporter: Reporter = SILENT) -> dict:
+                    vectorise: bool = False, num_classes: int | None = None, reporter: Reporter = SILENT,
+                    checkpoints: Checkpoints | None = None) -> dict:
     """Train ``proto.runs`` fresh models per spec on (x, targets): {spec: {mean, std, runs, ...}}.
 
     Each model meets the test set once, after its final epoch: nothing is selected, so nothing can leak.
+    ``checkpoints``: the accuracies so far and the protocol's generator, saved after every model (after every spec
+    when vectorised); a resumed evaluation trains only the models still missing, to the same results.
     """
     proto.check()
     if num_classes is None:  # from the targets, not the test set: it is read once per model, at the end
         num_classes = targets.shape[1] if is_soft(targets) else int(targets.max()) + 1
     dsa = DSA(allow_flip=x.shape[1] == 3) if proto.dsa else None
+    saved = (checkpoints.load() if checkpoints else None) or {"accuracies": {}, "generators": {}}
     results = {}
-    for s_i, spec in enumerate(proto.models):
-        g = seeds.generator(seed, "protocol", s_i)
-        models = [build_model(spec, tuple(x.shape[1:]), num_classes, g) for _ in range(proto.runs)]
-        started = time.perf_counter()
-        use_vmap = vectorise and proto.runs > 1 and can_vectorise(models[0])
-        reporter.info(f"evaluate: {proto.runs} x {spec}, {proto.epochs} epochs{' with DSA' if dsa else ''}"
-                      f"{' (vectorised)' if use_vmap else ''}")
-        (train_vectorised if use_vmap else train_sequential)(models, x, targets, proto, g, dsa)
-        accs = [accuracy(m, test)[0] for m in models]
-        results[spec] = {**summarise(accs), "vectorised": use_vmap, "seconds": round(time.perf_counter() - started, 2)}
+    with loop_running():
+        for s_i, spec in enumerate(proto.models):
+            g = seeds.generator(seed, "protocol", s_i)
+            models = [build_model(spec, tuple(x.shape[1:]), num_classes, g) for _ in range(proto.runs)]
+            accs = list(saved["accuracies"].get(spec, []))
+            if accs:  # models already trained before a resume: continue the generator where they left it
+                g.set_state(saved["generators"][spec][1])
+            started = time.perf_counter()
+            use_vmap = vectorise and proto.runs > 1 and can_vectorise(models[0])
+            reporter.info(f"evaluate: {proto.runs} x {spec}, {proto.epochs} epochs{' with DSA' if dsa else ''}"
+                          f"{' (vectorised)' if use_vmap else ''}")
+            todo = models[len(accs):]
+            for group in ([todo] if use_vmap else [[m] for m in todo]) if todo else []:
+                (train_vectorised if use_vmap else train_sequential)(group, x, targets, proto, g, dsa)
+                accs += [accuracy(m, test)[0] for m in group]
+                if checkpoints:
+                    saved["accuracies"][spec], saved["generators"][spec] = list(accs), g
+                    checkpoints.after(len(accs), lambda: saved)
+            results[spec] = {**summarise(accs), "vectorised": use_vmap,
+                             "seconds": round(time.perf_counter() - started, 2)}
     return results

@@ -35,14 +35,24 @@ def to_jsonable(value):
     return value
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write atomically: a crash never leaves a half-written file under the final name."""
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, durable: bool = False) -> None:
+    """Write atomically: a crash never leaves a half-written file under the final name. ``durable``: also fsync the
+    file and its folder, so a power cut after the rename cannot lose it (checkpoints)."""
     path = Path(path)
     meta = to_jsonable(dict(meta, distillab_version=__version__))
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".part")
     save_file(tensors, str(tmp), metadata={"distillab": json.dumps(meta, sort_keys=True)})
+    if durable:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+    if durable:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_meta(path: str | Path) -> dict:

@@ -1,11 +1,14 @@
-"""A command's output folder, written all-or-nothing.
+"""A command's output folder, written all-or-nothing, resumable, and never shared by two runs.
 
-Everything goes into a hidden sibling folder first; only a command that finishes renames it to ``--out``.
-A command that fails (bad input found late, Ctrl-C) leaves no half-written output behind.
+Everything goes into a hidden sibling folder, ``.NAME.partial``, first; only a command that finishes renames it to
+``--out``. A lock in that folder keeps a second run off the same ``--out`` (a one-line error for it). A run that
+fails with nothing to resume (bad input found late) leaves nothing behind; one that was stopped (a signal) or that
+failed after saving a checkpoint keeps its partial folder, which ``resume=True`` (``--resume OUT``) continues.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import resource
 import shutil
@@ -15,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import require
+from .checkpoint import Checkpoints, Interrupted
+from .errors import DistillabError, require
 from .files import to_jsonable
 
 
@@ -28,36 +32,132 @@ def peak_rss_mb() -> float:
     return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+LOCK = ".lock"
+CALL = "call.json"
+CHECKPOINTS = "checkpoints"
+
+
 class RunOutput:
-    def __init__(self, out: str | Path | None, command: str, overwrite: bool = False):
+    """``with RunOutput(out, command) as run: ... run.path("model.safetensors") ...``
+
+    ``call``: the API call that makes this run (function name and JSON-able arguments), kept in the partial folder
+    so that ``distillab.api.resume(out)`` can make it again.
+    """
+
+    def __init__(self, out: str | Path | None, command: str, overwrite: bool = False, resume: bool = False,
+                 call: dict | None = None):
         self.final = Path(out) if out else default_out(command)
-        exists = self.final.exists() and (not self.final.is_dir() or any(self.final.iterdir()))
-        require(not exists or overwrite, f"output folder {self.final} already exists and is not empty; "
-                                         "choose another --out or pass --overwrite")
+        self.overwrite, self.resume, self.call = overwrite, resume, call
         require(not self.final.exists() or self.final.is_dir(), f"--out {self.final} is a file, not a folder")
         self.dir = self.final.with_name(f".{self.final.name}.partial")
+        finished = self.final.exists() and any(self.final.iterdir())
+        require(not finished or overwrite or (resume and self.dir.exists()),
+                f"output folder {self.final} already exists and is not empty; "
+                + ("that run finished, there is nothing to resume" if resume else
+                   "choose another --out or pass --overwrite"))
         self._steps = None
+        self._lock = None
+        self.resumed = False
+
+    # ---- life cycle ----
 
     def __enter__(self) -> "RunOutput":
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.dir / LOCK, "a")
+        except OSError as e:
+            raise DistillabError(f"cannot write the output folder {self.final}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            self._lock = None
+            raise DistillabError(f"another distillab run is writing {self.final} now; wait for it to finish or "
+                                 "choose another --out") from None
+        left = [p for p in self.dir.iterdir() if p.name != LOCK]
+        if left and self.resume:
+            self._check_same_call()
+            self.resumed = True
+        elif left and self.overwrite:
+            for p in left:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        elif left:
+            self._release()
+            raise DistillabError(f"an unfinished run left {self.dir}; continue it with --resume {self.final}, or "
+                                 "pass --overwrite to start again")
+        if not self.resumed and self.call is not None:
+            (self.dir / CALL).write_text(json.dumps(to_jsonable(self.call), indent=1) + "\n")
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        self.flush()
         if self._steps is not None:
             self._steps.close()
             self._steps = None
-        if exc_type is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        if exc_type is None:
+            shutil.rmtree(self.dir / CHECKPOINTS, ignore_errors=True)  # done: nothing left to resume
+            try:
+                if self.final.exists():
+                    if not self.overwrite and any(self.final.iterdir()):
+                        raise DistillabError(f"another run finished writing {self.final} meanwhile; this run's "
+                                             f"output stays in {self.dir}")
+                    shutil.rmtree(self.final)
+                self.dir.rename(self.final)
+                (self.final / LOCK).unlink(missing_ok=True)
+            finally:
+                self._release()
             return False
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        self.dir.rename(self.final)
+        stopped = issubclass(exc_type, (Interrupted, KeyboardInterrupt))
+        if stopped and exc is not None:
+            exc.resume_out = self.final  # the outermost run's folder is what the user resumes
+        if stopped or self.has_checkpoint():
+            self._release()  # kept: it can be resumed
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self._release()
         return False
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def _check_same_call(self) -> None:
+        if self.call is None or not (self.dir / CALL).exists():
+            return
+        try:
+            saved = json.loads((self.dir / CALL).read_text())
+        except (OSError, ValueError):
+            raise DistillabError(f"{self.dir / CALL} is corrupt; start the run again with --overwrite") from None
+        now = to_jsonable(self.call)
+        if saved != json.loads(json.dumps(now)):
+            keys = sorted(k for k in set(saved.get("kwargs", {})) | set(now.get("kwargs", {}))
+                          if saved.get("kwargs", {}).get(k) != now.get("kwargs", {}).get(k))
+            raise DistillabError(f"the unfinished run in {self.dir} was started with other options "
+                                 f"({', '.join(keys) or saved.get('function')}); resume it with the same ones "
+                                 "(--resume OUT alone does), or pass --overwrite to start again")
+
+    # ---- checkpoints ----
+
+    def checkpoints(self, name: str = "loop", every: int = 1) -> Checkpoints:
+        """The checkpoint file of one loop of this run; the run's logs are cut back to it on resume."""
+        folder = self.dir / CHECKPOINTS
+        folder.mkdir(exist_ok=True)
+        return Checkpoints(folder / f"{name}.safetensors", every,
+                           logs=[self.path("metrics.jsonl"), self.path("steps.jsonl")], flush=self.flush)
+
+    def has_checkpoint(self) -> bool:
+        return (self.dir / CHECKPOINTS).is_dir() and any((self.dir / CHECKPOINTS).glob("*.safetensors"))
+
+    # ---- files ----
 
     def path(self, name: str) -> Path:
         return self.dir / name
+
+    def flush(self) -> None:
+        if self._steps is not None:
+            self._steps.flush()
 
     def write_config(self, config: dict) -> None:
         with open(self.path("config.yaml"), "w") as f:

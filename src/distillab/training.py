@@ -18,6 +18,7 @@ from torch import nn
 
 from . import seeds
 from .augmentation import Augmenter
+from .checkpoint import Checkpoints, loop_running, restore
 from .data import ImageSet, Splits
 from .errors import DistillabError, require
 from .models import set_dropout_generator
@@ -144,17 +145,21 @@ class FitResult:
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective | None = None,
         extra_modules: list[nn.Module] = (), on_epoch: Callable[[dict], None] | None = None,
-        on_step: Callable[[dict], None] | None = None, reporter: Reporter = SILENT, desc: str = "train") -> FitResult:
+        on_step: Callable[[dict], None] | None = None, reporter: Reporter = SILENT, desc: str = "train",
+        checkpoints: Checkpoints | None = None) -> FitResult:
     """Train ``model`` on ``splits.train``; validation accuracy after each epoch; returns the history.
 
     With ``cfg.select == "best-val"`` the weights of the epoch with the best validation accuracy are restored.
+    ``checkpoints``: saved every ``checkpoints.every`` epochs and when a stop is requested (then ``Interrupted`` is
+    raised after the step in progress); a saved one is resumed from, to the same bits as an uninterrupted run.
     """
     cfg.check()
     device = cfg.device
     objective = objective or cross_entropy_objective(cfg.label_smoothing)
     generator = seeds.generator(cfg.seed)
+    dropout_generator = seeds.generator(cfg.seed, "dropout", device=device)
     model.to(device).train()
-    set_dropout_generator(model, seeds.generator(cfg.seed, "dropout", device=device))
+    set_dropout_generator(model, dropout_generator)
     params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, cfg)
     augment = Augmenter(cfg.augment, splits.mean, splits.std, allow_flip=True)
@@ -162,52 +167,76 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
     n = len(y_all)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
+    live = {"model": model, "extra": list(extra_modules), "optimizer": optimizer, "generator": generator,
+            "dropout_generator": dropout_generator}
     history: list[dict] = []
     best = (-1.0, 0, None)
+    step, first_epoch, first_batch, order, sums = 0, 0, 0, None, {}
+    saved = checkpoints.load() if checkpoints else None
+    if saved is not None:  # continue where the checkpoint stopped
+        restore(live, saved["live"])
+        step, first_epoch, first_batch = saved["step"], saved["epoch"], saved["batch"]
+        history, sums = saved["history"], saved["sums"]
+        best = (saved["best_val"], saved["best_epoch"], saved["best_state"])
+        order = saved["order"].to(device) if saved["order"] is not None else None
+
+    def state(epoch: int, batch: int, order, sums) -> dict:
+        return {"live": live, "step": step, "epoch": epoch, "batch": batch, "order": order, "sums": sums,
+                "history": history, "best_val": best[0], "best_epoch": best[1], "best_state": best[2]}
+
     start = time.perf_counter()
-    step = 0
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        order = torch.randperm(n, generator=generator).to(device)
-        sums: dict[str, float] = {}
-        bar = reporter.bar(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}", leave=False)
-        for b in range(steps_per_epoch):
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, epoch, step / total_steps)
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = x_all[idx], y_all[idx]
-            if augment:
-                x = augment(x, generator)
-            with autocast(device, cfg.bf16):
-                terms = objective(model, x, y, idx)
-            loss = sum(terms.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if cfg.max_norm:
-                apply_max_norm(model, cfg.max_norm)
-            values = {k: float(v.detach()) for k, v in terms.items()}
-            values["loss"] = float(loss.detach())
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v * len(idx)
-            step += 1
-            if on_step:
-                on_step({"step": step, "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **values})
-            bar.update(1)
-        bar.close()
-        val_acc, _ = accuracy(model, splits.val, device)
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                  **{f"train_{k}": v / n for k, v in sums.items()}, "val_accuracy": val_acc,
-                  "seconds": time.perf_counter() - t0}
-        if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
-            raise DistillabError(f"training diverged at epoch {epoch + 1} (loss is not finite); lower --lr")
-        history.append(record)
-        if val_acc > best[0]:
-            state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
-                     if cfg.select == "best-val" else None)
-            best = (val_acc, epoch + 1, state)
-        if on_epoch:
-            on_epoch(record)
+    with loop_running():
+        for epoch in range(first_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            if order is None:
+                order, sums = torch.randperm(n, generator=generator).to(device), {}
+            bar = reporter.bar(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}", leave=False)
+            bar.update(first_batch)
+            for b in range(first_batch, steps_per_epoch):
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(cfg, epoch, step / total_steps)
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                x, y = x_all[idx], y_all[idx]
+                if augment:
+                    x = augment(x, generator)
+                with autocast(device, cfg.bf16):
+                    terms = objective(model, x, y, idx)
+                loss = sum(terms.values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if cfg.max_norm:
+                    apply_max_norm(model, cfg.max_norm)
+                values = {k: float(v.detach()) for k, v in terms.items()}
+                values["loss"] = float(loss.detach())
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v * len(idx)
+                step += 1
+                if on_step:
+                    on_step({"step": step, "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], **values})
+                bar.update(1)
+                if checkpoints:
+                    checkpoints.save_and_stop_if_requested(lambda: state(epoch, b + 1, order, sums))
+            bar.close()
+            first_batch = 0
+            val_acc, _ = accuracy(model, splits.val, device)
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                      **{f"train_{k}": v / n for k, v in sums.items()}, "val_accuracy": val_acc,
+                      "seconds": time.perf_counter() - t0}
+            if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
+                raise DistillabError(f"training diverged at epoch {epoch + 1} (loss is not finite); lower --lr"
+                                     + ("; the last good checkpoint is kept" if checkpoints and checkpoints.path.exists()
+                                        else ""))
+            history.append(record)
+            if val_acc > best[0]:
+                best_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+                              if cfg.select == "best-val" else None)
+                best = (val_acc, epoch + 1, best_state)
+            if on_epoch:
+                on_epoch(record)
+            order = None
+            if checkpoints and checkpoints.due(epoch + 1) and epoch + 1 < cfg.epochs:
+                checkpoints.save(state(epoch + 1, 0, None, {}))
     if cfg.select == "best-val" and best[2] is not None:
         model.load_state_dict(best[2])
     set_dropout_generator(model, None)

@@ -26,13 +26,34 @@ import torch
 
 from .. import seeds
 from .._version import __version__
+from ..checkpoint import Checkpoints, loop_running, restore
 from ..data import TrainSet
 from ..errors import require
 from ..registry import Registry
 from ..specs import option_values, spec_string
 from .synset import SyntheticSet, dataset_hash
 
-Progress = Callable[[int, float], None]
+class Progress:
+    """What ``condense()`` hands a method's ``run``: ``progress(iteration, loss, live)`` reports an iteration and
+    keeps the loop resumable; ``start = progress.restore(live)`` puts a saved state back into the live objects
+    (tensors, optimisers, generators) and says where to continue. ``live`` is optional for methods that do not
+    checkpoint; they then restart from scratch when a run is resumed."""
+
+    def __init__(self, report: Callable[[int, float], None] | None = None, checkpoints: Checkpoints | None = None):
+        self.report, self.checkpoints = report, checkpoints
+
+    def restore(self, live: dict) -> int:
+        saved = self.checkpoints.load() if self.checkpoints else None
+        if saved is None:
+            return 0
+        restore(live, saved["live"])
+        return saved["iteration"]
+
+    def __call__(self, iteration: int, loss: float, live: dict | None = None) -> None:
+        if self.report:
+            self.report(iteration, loss)
+        if self.checkpoints and live is not None:
+            self.checkpoints.after(iteration + 1, lambda: {"live": live, "iteration": iteration + 1})
 
 
 @dataclass
@@ -109,15 +130,20 @@ def initial_images(train: TrainSet, ipc: int, init: str, g: torch.Generator) -> 
 
 
 def condense(train: TrainSet, method: Method | str, ipc: int, *, seed: int = 0,
-             progress: Progress | None = None) -> SyntheticSet:
-    """Condense ``train`` into ``ipc`` images per class with ``method``; the set records how it was made."""
+             progress: Callable[[int, float], None] | None = None,
+             checkpoints: Checkpoints | None = None) -> SyntheticSet:
+    """Condense ``train`` into ``ipc`` images per class with ``method``; the set records how it was made.
+
+    ``progress(iteration, loss)`` is told every iteration; ``checkpoints`` keep the loop resumable (a saved one is
+    resumed from, to the same bits as an uninterrupted run)."""
     method = parse_method(method) if isinstance(method, str) else method
     require(isinstance(method, Method), f"a condensation method must be a Method or a spec string, got {method!r}")
     method.check()
     check_ipc(train, ipc)
     method.check_data(train)
     started = time.perf_counter()
-    synset = method.run(train, ipc, seeds.generator(seed), progress)
+    with loop_running():
+        synset = method.run(train, ipc, seeds.generator(seed), Progress(progress, checkpoints))
     k = train.num_classes
     require(isinstance(synset, SyntheticSet), f"{method.name}.run returned {type(synset).__name__}, not a SyntheticSet")
     require(tuple(synset.images.shape) == (k * ipc, *train.input_shape),

@@ -230,7 +230,9 @@ def bptt_distill(train: TrainSet, images: torch.Tensor, labels: torch.Tensor, cf
     opt = torch.optim.Adam([syn, raw_lrs], lr=cfg.lr_img, betas=(0.5, 0.999))
     n_real = len(train)
     batch_real = min(cfg.batch_real, n_real)
-    for it in range(cfg.iterations):
+    live = {"images": syn, "raw_lrs": raw_lrs, "optimizer": opt, "generator": generator}
+    progress = on_iteration if isinstance(on_iteration, Progress) else Progress(on_iteration)
+    for it in range(progress.restore(live), cfg.iterations):
         if cfg.init_net == "fixed":
             params0 = fixed_params
         else:
@@ -249,8 +251,7 @@ def bptt_distill(train: TrainSet, images: torch.Tensor, labels: torch.Tensor, cf
         value = float(loss.detach())
         if not math.isfinite(value):
             raise DistillabError(f"BPTT diverged at iteration {it} (loss {value}); lower lr_img or lr_init")
-        if on_iteration:
-            on_iteration(it, value)
+        progress(it, value, live)
     return syn.detach(), raw_lrs.detach(), init_state
 
 

@@ -71,7 +71,9 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
     syn = images.clone().requires_grad_(True)
     opt = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum)
     by_class = train.class_indices()
-    for it in range(cfg.iterations):
+    live = {"images": syn, "optimizer": opt, "generator": g}
+    progress = on_iteration if isinstance(on_iteration, Progress) else Progress(on_iteration)
+    for it in range(progress.restore(live), cfg.iterations):
         net = build_model(cfg.model, train.input_shape, k, g).eval()  # fixed random embedding this iteration
         for p in net.parameters():
             p.requires_grad_(False)
@@ -102,6 +104,5 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if on_iteration:
-            on_iteration(it, float(loss.detach()))
+        progress(it, float(loss.detach()), live)
     return syn.detach()

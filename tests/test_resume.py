@@ -1,0 +1,214 @@
+"""Resume after a kill: a run killed with SIGKILL (or stopped with SIGTERM) and resumed ends in the same bytes as
+an uninterrupted run; two runs cannot share one --out."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from distillab import api, checkpoint
+from distillab.errors import DistillabError
+from distillab.files import load_tensors, read_meta
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+VOLATILE = ("seconds", "peak_rss_mb")  # wall-clock and memory figures differ from run to run
+
+
+def distillab(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distillab", *map(str, args)], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def start(*args, cwd) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "distillab", *map(str, args)], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"the run ended before {path} appeared: {proc.communicate()}"
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.005)
+
+
+def interrupted(args, out: str, checkpoint: str, cwd: Path, sig=signal.SIGKILL) -> subprocess.Popen:
+    """Start a run, wait for its checkpoint, then send it ``sig``."""
+    proc = start(*args, "--out", out, "--quiet", cwd=cwd)
+    wait_for(cwd / f".{out}.partial" / checkpoint, proc)
+    proc.send_signal(sig)
+    proc.stdout_text, proc.stderr_text = proc.communicate(timeout=120)
+    return proc
+
+
+def _steady(value):
+    if isinstance(value, dict):
+        return {k: _steady(v) for k, v in value.items() if not k.endswith(VOLATILE)}
+    return value
+
+
+def same_run(a: Path, b: Path) -> None:
+    """The same outputs, bit for bit, apart from wall-clock figures and the runs' own folder names (a chain's
+    later stages record their teacher's path)."""
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files:
+        if rel.suffix == ".safetensors":
+            (ta, ma), (tb, mb) = (load_tensors(p, read_meta(p)["format"]) for p in (a / rel, b / rel))
+            assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), rel
+            assert json.dumps(_steady(ma)).replace(a.name, b.name) == json.dumps(_steady(mb)), rel
+        elif rel.name == "steps.jsonl":
+            assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+        elif rel.name == "metrics.jsonl":
+            strip = lambda p: [{k: v for k, v in json.loads(l).items() if not k.endswith(VOLATILE)}  # noqa: E731
+                               for l in p.read_text().splitlines()]
+            assert strip(a / rel) == strip(b / rel), rel
+
+
+TRAIN = ["train", "--data", "digits", "--model", "mlp:hidden=32,dropout=0.2", "--epochs", "20", "--batch-size", "32",
+         "--augment", "shift:1"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    assert distillab(*TRAIN, "--out", "reference", "--quiet", cwd=root).returncode == 0
+    return root
+
+
+def test_a_killed_training_run_resumes_to_the_same_bytes(work):
+    interrupted(TRAIN, "killed", "checkpoints/fit.safetensors", work)
+    assert not (work / "killed").exists() and (work / ".killed.partial").exists()
+    again = distillab(*TRAIN, "--out", "killed", cwd=work)
+    assert again.returncode == 2 and "--resume" in again.stderr  # an unfinished run is not silently restarted
+    r = distillab("train", "--resume", "killed", "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    same_run(work / "reference", work / "killed")
+
+
+def test_sigterm_leaves_a_resumable_checkpoint_mid_epoch(work):
+    proc = interrupted(TRAIN, "termed", "checkpoints/fit.safetensors", work, signal.SIGTERM)
+    assert proc.returncode == 143, (proc.returncode, proc.stderr_text)
+    assert proc.stderr_text.strip() == "distillab: stopped; resume with: distillab train --resume termed"
+    assert (work / ".termed.partial/checkpoints/fit.safetensors").exists()
+    r = distillab("train", "--resume", "termed", "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    same_run(work / "reference", work / "termed")
+
+
+def test_resume_takes_no_other_options_and_needs_an_unfinished_run(work):
+    r = distillab("train", "--resume", "reference", cwd=work)
+    assert r.returncode == 2 and "nothing to resume" in r.stderr
+    r = distillab("train", "--resume", "reference", "--epochs", "3", cwd=work)
+    assert r.returncode == 2 and "drop --epochs" in r.stderr
+
+
+# ---- the same for every long command, stopped in-process (as a signal would stop it) and resumed ---------------
+
+
+@pytest.fixture
+def stop_after(monkeypatch):
+    """Make the n-th step boundary of a run see a stop request, as SIGTERM would make it."""
+    def arm(n: int):
+        calls = {"n": 0}
+
+        def requested():
+            calls["n"] += 1
+            return calls["n"] == n
+
+        monkeypatch.setattr(checkpoint, "stop_requested", requested)
+    return arm
+
+
+def stopped_and_resumed(run, stop_after, n: int, out: Path, **kwargs):
+    """Run ``run`` stopped at the n-th step boundary, then resumed; returns the resumed run's Result."""
+    stop_after(n)
+    with pytest.raises(checkpoint.Interrupted):
+        run(out=out, quiet=True, **kwargs)
+    assert not out.exists() and out.with_name(f".{out.name}.partial").exists()
+    stop_after(0)
+    return api.resume(out)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    api.train(data="digits", model="convnet:width=8,depth=2", epochs=2, batch_size=64, out=out, quiet=True)
+    return str(out / "model.safetensors")
+
+
+def test_kd_with_learned_connectors_resumes_to_the_same_bytes(tmp_path, stop_after, teacher):
+    kwargs = dict(data="digits", teacher=teacher, student="convnet:width=4,depth=2", losses=["ce", "hint"],
+                  student_tap="features.0", epochs=4, batch_size=64, augment="shift:1", cache=False)
+    api.distill(out=tmp_path / "reference", quiet=True, **kwargs)
+    stopped_and_resumed(api.distill, stop_after, 30, tmp_path / "resumed", **kwargs)
+    same_run(tmp_path / "reference", tmp_path / "resumed")
+
+
+def test_a_chain_resumes_inside_its_second_stage(tmp_path, stop_after, teacher):
+    kwargs = dict(data="digits", teacher=teacher, students=["mlp:hidden=16", "mlp:hidden=8"], epochs=3,
+                  batch_size=64)
+    api.chain(out=tmp_path / "reference", quiet=True, **kwargs)
+    stopped_and_resumed(api.chain, stop_after, 3 * 19 + 25, tmp_path / "resumed", **kwargs)  # stage 1 has 57 steps
+    same_run(tmp_path / "reference", tmp_path / "resumed")
+
+
+def test_seeds_resume_with_the_seeds_still_missing(tmp_path, stop_after):
+    kwargs = dict(data="digits", model="mlp:hidden=8", epochs=2, batch_size=64, command="train")
+    api.repeat_over_seeds(api.train, [0, 1], out=tmp_path / "reference", quiet=True, **kwargs)
+    stopped_and_resumed(api.repeat_over_seeds, stop_after, 2 * 19 + 5, tmp_path / "resumed", fn=api.train,
+                        seeds=[0, 1], **kwargs)
+    same_run(tmp_path / "reference", tmp_path / "resumed")
+
+
+@pytest.mark.parametrize("method", ["dm:iterations=12,batch_real=16,model=[convnet:width=8,depth=2]",
+                                    "bptt:iterations=12,steps=2,epochs=1,batch_real=64,model=[mlp:hidden=16]",
+                                    "bptt:iterations=12,steps=1,epochs=2,batch_real=64,model=[mlp:hidden=16],"
+                                    "init_net=random,lr_decay_every=3"])
+def test_condense_resumes_to_the_same_set(tmp_path, stop_after, method):
+    kwargs = dict(data="digits", method=method, ipc=2, checkpoint_every=4)
+    api.condense_data(out=tmp_path / "reference", quiet=True, **kwargs)
+    stopped_and_resumed(api.condense_data, stop_after, 7, tmp_path / "resumed", **kwargs)
+    same_run(tmp_path / "reference", tmp_path / "resumed")
+
+
+def test_evaluation_resumes_with_the_models_still_missing(tmp_path, stop_after):
+    api.condense_data("digits", "random", 5, out=tmp_path / "set", quiet=True)
+    kwargs = dict(path=str(tmp_path / "set/synset.safetensors"), models=["convnet:width=8,depth=2", "mlp:hidden=8"],
+                  runs=2, epochs=6, dsa=True)
+    reference = api.evaluate_synset(out=tmp_path / "reference", quiet=True, **kwargs)
+    resumed = stopped_and_resumed(api.evaluate_synset, stop_after, 3, tmp_path / "resumed", **kwargs)
+    for spec, r in reference.metrics["models"].items():
+        assert resumed.metrics["models"][spec]["runs"] == r["runs"], spec
+
+
+def test_a_changed_call_is_not_resumed(tmp_path, stop_after):
+    stop_after(3)
+    with pytest.raises(checkpoint.Interrupted):
+        api.train(data="digits", model="mlp:hidden=8", epochs=3, out=tmp_path / "r", quiet=True)
+    with pytest.raises(DistillabError, match="other options"):
+        api.train(data="digits", model="mlp:hidden=8", epochs=4, out=tmp_path / "r", resume=True, quiet=True)
+
+
+def test_two_runs_cannot_share_one_out(work):
+    long = [*TRAIN[:TRAIN.index("--epochs")], "--epochs", "2000", "--batch-size", "32"]
+    first = start(*long, "--out", "shared", "--quiet", cwd=work)
+    wait_for(work / ".shared.partial/.lock", first)
+    others = [start("train", "--data", "digits", "--model", "mlp:hidden=4", "--epochs", "1", "--out", "shared", *extra,
+                    cwd=work) for extra in ([], ["--overwrite"])]
+    for other in others:
+        out, err = other.communicate(timeout=120)
+        assert other.returncode == 2 and "another distillab run is writing" in err, (err, first.poll())
+        assert len(err.strip().splitlines()) == 1
+    assert first.poll() is None, "the first run should still be running"
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 143
+    call = json.loads((work / ".shared.partial/call.json").read_text())
+    assert call["kwargs"]["model"] == "mlp:hidden=32,dropout=0.2" and call["kwargs"]["epochs"] == 2000  # its own
+    assert (work / ".shared.partial/checkpoints/fit.safetensors").exists() and not (work / "shared").exists()
