@@ -17,6 +17,11 @@ from pathlib import Path
 import pytest
 
 GOLDEN = Path(__file__).parent / "golden"
+# Outputs changed on purpose since the recording: their bits are not compared, their figures still are (to 1e-3).
+CHANGED_ON_PURPOSE = {
+    "/export.npz/tensors/export.npz/x": "issue 10: export keeps the data's range; no clamp to [0, 1], which moved "
+                                        "k-means centres that float rounding had put 1e-8 outside it",
+}
 RELATIVE = 1e-3
 FLOAT32 = 2 ** -23  # one unit in the last place of a float32 near 1: an absolute tolerance for figures below 1
 
@@ -48,8 +53,9 @@ def _differences(expected, actual, path, exact: bool) -> list[str]:
         tolerance = FLOAT32 * max(1.0, abs(expected)) if exact else RELATIVE * (1e-3 + abs(expected))
         same = abs(expected - actual) <= tolerance
         return [] if same else [f"{path}: expected {expected!r}, got {actual!r}"]
-    if not exact and isinstance(expected, str) and (path.endswith("[0]") or path.endswith("/sha256")):
-        return []  # digests of the bits: compared on the recording machine only
+    digest = isinstance(expected, str) and (path.endswith("[0]") or path.endswith("/sha256"))
+    if digest and (not exact or path[:-3] in CHANGED_ON_PURPOSE):
+        return []  # digests of the bits: compared on the recording machine only, for outputs meant to be the same
     return [] if expected == actual else [f"{path}: expected {expected!r}, got {actual!r}"]
 
 

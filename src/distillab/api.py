@@ -41,7 +41,7 @@ from .outputs import RunOutput, peak_rss_mb
 from .registry import IMPORT_PREFIX
 from .reporting import Reporter, log_to_stderr
 from .specs import option_fields, options_help
-from .training import TrainConfig, accuracy, fit, predict_logits
+from .training import TrainConfig, accuracy, check_device, fit, predict_logits
 
 __all__ = ["Result", "train", "distill", "chain", "evaluate", "evaluate_model", "evaluate_synset", "predict",
            "inspect_teacher", "condense_data", "export_synset", "data_fetch", "data_info", "repeat_over_seeds",
@@ -304,6 +304,7 @@ def evaluate(path, data: str | None = None, *, device: str | None = None, out=No
         return evaluate_synset(path, data, out=out, overwrite=overwrite, quiet=quiet, trust_code=trust_code,
                                **protocol)
     require(not protocol, f"{', '.join('--' + k for k in protocol)} apply to synthetic sets; {path} holds a model")
+    check_device(device or "cpu")
     return evaluate_model(path, data, out=out, overwrite=overwrite, device=device or "cpu", quiet=quiet,
                           trust_code=trust_code)
 
@@ -383,19 +384,25 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
 
 
 def predict(model_path, data: str | None = None, *, split: str = "train", output: str = "probs",
-            top_k: int | None = None, out=None, device: str = "cpu", quiet: bool = False,
+            top_k: int | None = None, out=None, device: str = "cpu", overwrite: bool = False, quiet: bool = False,
             trust_code: bool = False) -> dict:
     """Write a model's outputs as a black-box API would give them: ``probs`` or ``logits``, optionally only the
-    top-k probabilities. Rows follow the dataset's own order (``index``), so any validation split can use them."""
+    top-k probabilities. Rows follow the dataset's own order (``index``), so any validation split can use them; the
+    file also records the dataset, its size and its labels, so a student can check the rows are its own."""
     require(output in ("probs", "logits"), f"--output must be probs or logits, got {output}")
     require(split in ("train", "test"), f"--split must be train or test, got {split}")
     require(top_k is None or output == "probs", "--top-k goes with --output probs")
+    check_device(device)
+    out = Path(out) if out else Path("runs") / f"predict-{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    require(out.suffix == ".npz", f"--out for predict must end in .npz, got {out}")
+    require(not out.exists() or overwrite, f"{out} exists; choose another --out or pass --overwrite")
     model, meta, data, ds = _model_and_data(model_path, data, "model", trust_code)
     require(top_k is None or 1 <= top_k < ds.num_classes, f"--top-k must be between 1 and {ds.num_classes - 1}")
     norm = meta["normalisation"]
     images = ds.train if split == "train" else ds.test
     logits = predict_logits(model, data_mod.normalise(images.x, norm["mean"], norm["std"]), device=device)
-    arrays = {"index": np.arange(len(images), dtype=np.int64)}
+    arrays = {"index": np.arange(len(images), dtype=np.int64), "labels": images.y.numpy().astype(np.int64),
+              "dataset": np.array(data), "split": np.array(split)}
     if output == "logits":
         arrays["logits"] = logits.numpy()
     elif top_k is None:
@@ -403,8 +410,6 @@ def predict(model_path, data: str | None = None, *, split: str = "train", output
     else:
         p, i = torch.softmax(logits, 1).topk(top_k, dim=1)
         arrays["topk_prob"], arrays["topk_index"] = p.numpy(), i.numpy().astype(np.int64)
-    out = Path(out) if out else Path("runs") / f"predict-{time.strftime('%Y%m%d-%H%M%S')}.npz"
-    require(out.suffix == ".npz", f"--out for predict must end in .npz, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part.npz")
     np.savez(tmp, **arrays)
@@ -507,10 +512,11 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int
     return Result(metrics, run.final)
 
 
-def export_synset(path, to) -> dict:
+def export_synset(path, to, *, overwrite: bool = False) -> dict:
     """A synthetic set as .npz (pixel-space images and labels: the npz: data format) or as a PNG grid."""
     target = Path(to)
     require(target.suffix in (".npz", ".png"), f"--to must end in .npz or .png, got {target}")
+    require(not target.exists() or overwrite, f"{target} exists; choose another --to or pass --overwrite")
     synset = SyntheticSet.load(path)
     require(target.parent.exists(), f"folder {target.parent} does not exist")
     (synset.export_npz if target.suffix == ".npz" else synset.save_grid)(target)

@@ -205,6 +205,7 @@ def build_parser() -> Parser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="FILE.npz")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_trust(p)
     _add_quiet(p)
 
@@ -220,6 +221,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("export", help="export a synthetic set as .npz (the npz: data format) or a PNG grid")
     p.add_argument("synset", help="synset.safetensors")
     p.add_argument("--to", required=True, help="OUT.npz or OUT.png")
+    p.add_argument("--overwrite", action="store_true", help="replace --to if it exists")
     _add_quiet(p)
 
     p = sub.add_parser("bench", help="run a benchmark (the papers' tables)")
@@ -339,7 +341,7 @@ def _cmd_predict(a):
     from .api import predict
 
     return predict(a.model, a.data, split=a.split, output=a.output, top_k=a.top_k, out=a.out, device=a.device,
-                   quiet=a.quiet, trust_code=a.trust_code)
+                   overwrite=a.overwrite, quiet=a.quiet, trust_code=a.trust_code)
 
 
 def _cmd_data(a):
@@ -357,7 +359,7 @@ def _cmd_demo(a):
 def _cmd_export(a):
     from .api import export_synset
 
-    return export_synset(a.synset, a.to)
+    return export_synset(a.synset, a.to, overwrite=a.overwrite)
 
 
 def _cmd_bench(a):
@@ -365,6 +367,23 @@ def _cmd_bench(a):
 
     require(not (a.resume and a.out and a.resume != a.out), "give --resume OUT or --out OUT, not both")
     return run_benchmark(a.name, quick=a.quick, out=a.resume or a.out, quiet=a.quiet, workers=a.workers)
+
+
+RECIPE_MAX_BYTES = 256 * 1024
+
+
+def _recipe_loader():
+    import yaml
+
+    class RecipeLoader(yaml.SafeLoader):
+        """SafeLoader without anchors and aliases: a few hundred bytes of nested aliases expand to gigabytes."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+                raise yaml.YAMLError("anchors and aliases (& and *) are not allowed in a recipe")
+            return super().compose_node(parent, index)
+
+    return RecipeLoader
 
 
 def _leaves(value):
@@ -381,10 +400,15 @@ def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> l
 
     path = Path(recipe_path)
     require(path.is_file(), f"no such recipe file: {path}")
+    require(path.stat().st_size <= RECIPE_MAX_BYTES, f"{path} is larger than a recipe can be "
+                                                      f"({RECIPE_MAX_BYTES // 1024} KiB)")
     try:
-        recipe = yaml.safe_load(path.read_text())  # safe_load: a recipe can never execute code
+        text = path.read_bytes().decode("utf-8")
+        recipe = yaml.load(text, Loader=_recipe_loader())  # a safe loader: a recipe can never execute code
+    except UnicodeDecodeError:
+        raise DistillabError(f"{path} is not a text file; a recipe is YAML, like 'command: train'") from None
     except yaml.YAMLError as e:
-        raise DistillabError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        raise DistillabError(f"{path} is not valid YAML ({' '.join(str(e).split())[:150]})") from None
     require(isinstance(recipe, dict), f"{path} must be a mapping of flags, like 'command: train' and 'epochs: 5'")
     from .api import IMPORT_PREFIX
 

@@ -228,10 +228,16 @@ def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _holdout(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = 0):
-    """Fixed seeded test split for sources that ship none (independent of any training seed)."""
+    """Fixed seeded test split for sources that ship none (independent of any training seed). A class that would
+    have no training example keeps one (small sets, such as an exported synthetic set)."""
     order = torch.randperm(len(y), generator=seeds.generator(seed))
     n_test = max(1, int(round(len(y) * fraction)))
-    test, train = order[:n_test].sort().values, order[n_test:].sort().values
+    test, train = order[:n_test], order[n_test:]
+    for c in sorted(set(y[test].tolist()) - set(y[train].tolist())):
+        first = int((y[test] == c).nonzero()[0])
+        train = torch.cat([train, test[first:first + 1]])
+        test = torch.cat([test[:first], test[first + 1:]])
+    test, train = test.sort().values, train.sort().values
     return ImageSet(x[train], y[train]), ImageSet(x[test], y[test])
 
 
@@ -455,17 +461,33 @@ def _load_cifar10(fetch: bool) -> Dataset:
 # ---- user data ------------------------------------------------------------------------------------------------
 
 
-def _as_images(x: np.ndarray, where: str) -> torch.Tensor:
-    """(N,H,W), (N,C,H,W) or (N,H,W,C) with C in {1,3}; uint8 0..255 or float 0..1 -> float32 NCHW."""
-    if x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)
-    require(x.ndim == 4 and x.shape[1] in (1, 3),
-            f"{where}: images must be (N,H,W), (N,C,H,W) or (N,H,W,C) with 1 or 3 channels, got shape {x.shape}")
+# What a file may make distillab allocate, checked from its headers before anything is read.
+MAX_ARRAY_BYTES = 8 * 1024 ** 3
+MAX_CLASSES = 100_000
+MAX_CHANNELS = 1024
+# How the axes of an array of examples are laid out: N examples, C channels, H x W pixels or L samples. Signals
+# become (N, C, 1, L): images one row high, which every model family takes (the ConvNet turns 1-D for them).
+LAYOUTS = ("NL", "NCL", "NHW", "NCHW", "NHWC")
+
+
+def _as_images(x: np.ndarray, where: str, layout: str | None = None) -> torch.Tensor:
+    """Images (N,H,W), (N,C,H,W), (N,H,W,C) or signals (N,L), (N,C,L) -> float32 (N, C, H, W); uint8 is 0..255,
+    anything else keeps its values. ``layout`` resolves (N, C, L) against (N, H, W) (default: images)."""
+    require(np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating),
+            f"{where}: examples must be real numbers, got {x.dtype}")
+    if layout is None:
+        layout = {2: "NL", 3: "NHW"}.get(x.ndim) or (
+            "NHWC" if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3) else "NCHW")
+    require(layout in LAYOUTS, f"{where}: layout must be one of {', '.join(LAYOUTS)}, got '{layout}'")
+    require(x.ndim == len(layout), f"{where}: an array of shape {x.shape} does not have the {layout} layout "
+                                   "(examples must be (N,L) or (N,C,L) signals or (N,H,W), (N,C,H,W), (N,H,W,C) images)")
+    x = {"NL": lambda a: a[:, None, None, :], "NCL": lambda a: a[:, :, None, :], "NHW": lambda a: a[:, None],
+         "NHWC": lambda a: a.transpose(0, 3, 1, 2), "NCHW": lambda a: a}[layout](x)
+    require(len(x) >= 1 and all(d >= 1 for d in x.shape[2:]), f"{where}: no examples, or examples of size 0")
+    require(x.shape[1] <= MAX_CHANNELS, f"{where}: {x.shape[1]} channels is more than {MAX_CHANNELS}; is the layout "
+                                        "right? (an npz 'layout' array can say NCL, NHW, NCHW or NHWC)")
     if x.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(x)).float() / 255.0
-    require(np.issubdtype(x.dtype, np.number), f"{where}: images must be numeric, got {x.dtype}")
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
@@ -473,13 +495,42 @@ def _as_labels(y: np.ndarray, n: int, where: str) -> torch.Tensor:
     require(y.ndim == 1 and len(y) == n, f"{where}: labels must be a 1-D array of length {n}, got shape {y.shape}")
     require(np.issubdtype(y.dtype, np.integer), f"{where}: labels must be integers 0..K-1, got {y.dtype}")
     require(len(y) == 0 or y.min() >= 0, f"{where}: labels must be integers 0..K-1, found {y.min()}")
+    require(len(y) == 0 or y.max() < MAX_CLASSES, f"{where}: a label of {y.max()} means more than {MAX_CLASSES:,} "
+                                                   "classes; labels must be 0..K-1")
     return torch.from_numpy(y.astype(np.int64))
 
 
+def _npz_headers(path: Path) -> dict[str, tuple[tuple, np.dtype]]:
+    """Shape and dtype of every array in an .npz, read from the headers alone."""
+    headers = {}
+    with zipfile.ZipFile(path) as z:
+        members = [m for m in z.infolist() if m.filename.endswith(".npy")]
+        require(len(members) <= 64, f"{path} holds {len(members)} arrays; a data file holds a few")
+        for m in members:
+            with z.open(m) as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(f)
+            headers[m.filename[:-4]] = (tuple(shape), dtype)
+    return headers
+
+
 def read_npz(path) -> dict[str, np.ndarray]:
-    """All arrays of an .npz file, refusing pickled objects; a clear error for a missing or broken file."""
+    """All arrays of an .npz file, refusing pickled objects and arrays larger than MAX_ARRAY_BYTES (checked from
+    the headers before reading); a clear error for a missing or broken file."""
     path = Path(path)
     require(path.is_file(), f"no such file: {path}")
+    try:
+        headers = _npz_headers(path)
+    except DistillabError:
+        raise
+    except Exception as e:
+        raise DistillabError(f"{path} is not a readable .npz file ({type(e).__name__})") from None
+    total = sum(int(np.prod(shape, dtype=np.float64)) * dtype.itemsize for shape, dtype in headers.values())
+    require(not any(dtype.hasobject for _, dtype in headers.values()),
+            f"{path} holds Python objects (pickled); save plain numeric arrays")
+    require(total <= MAX_ARRAY_BYTES, f"{path} declares {total / 1024 ** 3:.1f} GiB of arrays, more than the "
+                                      f"{MAX_ARRAY_BYTES / 1024 ** 3:.0f} GiB distillab reads from one file")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -487,22 +538,38 @@ def read_npz(path) -> dict[str, np.ndarray]:
         raise DistillabError(f"{path} is not a readable .npz file ({type(e).__name__})") from None
 
 
+def _layout_of(arrays: dict, path) -> str | None:
+    if "layout" not in arrays:
+        return None
+    value = arrays["layout"]
+    require(value.ndim == 0 and value.dtype.kind == "U", f"{path}: 'layout' must be one string, like NCL")
+    return str(value.item())
+
+
 def _load_npz(path: Path) -> Dataset:
     arrays = read_npz(path)
     require("x" in arrays and "y" in arrays, f"{path} must hold arrays 'x' and 'y' (and optionally x_test, y_test)")
-    x = _as_images(arrays["x"], str(path))
+    layout = _layout_of(arrays, path)
+    x = _as_images(arrays["x"], str(path), layout)
     y = _as_labels(arrays["y"], len(x), str(path))
     if "x_test" in arrays:
         require("y_test" in arrays, f"{path} has x_test but no y_test")
-        xt = _as_images(arrays["x_test"], f"{path} (x_test)")
+        xt = _as_images(arrays["x_test"], f"{path} (x_test)", layout)
         train, test = ImageSet(x, y), ImageSet(xt, _as_labels(arrays["y_test"], len(xt), f"{path} (y_test)"))
         require(xt.shape[1:] == x.shape[1:], f"{path}: x_test images are {tuple(xt.shape[1:])}, x are "
                                              f"{tuple(x.shape[1:])}")
     else:
+        require(len(x) >= 3, f"{path} holds {len(x)} examples; at least 3 are needed (train, validation, test)")
         train, test = _holdout(x, y, 0.2)
     require(torch.isfinite(train.x).all() and torch.isfinite(test.x).all(),
             f"{path}: the images contain NaN or infinite values; clean the data")
-    k = int(max(train.y.max(), test.y.max())) + 1
+    k = int(train.y.max()) + 1
+    require(len(test) == 0 or int(test.y.max()) < k, f"{path}: the test split has label {int(test.y.max())}, which "
+                                                     "the training data lacks")
+    require(k >= 2, f"{path}: all examples have label {k - 1}; a classifier needs at least 2 classes")
+    missing = (torch.bincount(train.y, minlength=k) == 0).nonzero().flatten().tolist()
+    require(not missing, f"{path}: class(es) {', '.join(map(str, missing[:5]))} have no training examples; labels "
+                         "must be 0..K-1 with every class in the training data")
     mean, std = _stats(train.x)
     return Dataset(f"npz:{path}", train, test, [str(i) for i in range(k)], mean, std, str(path))
 

@@ -69,9 +69,11 @@ def read_meta(path: str | Path) -> dict:
         raise DistillabError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0][:80]})") from None
     require(raw is not None, f"{path} is a safetensors file without distillab metadata; save it with distillab")
     try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
         raise DistillabError(f"{path} has corrupt distillab metadata") from None
+    require(isinstance(meta, dict), f"{path} has corrupt distillab metadata (not a mapping)")
+    return meta
 
 
 def load_tensors(path: str | Path, expected_format: str) -> tuple[dict[str, torch.Tensor], dict]:

@@ -74,33 +74,46 @@ class MLP(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def _norm(kind: str, channels: int, one_d: bool = False) -> nn.Module:
     if kind == "instance":  # instance norm with affine parameters, as the DD reference code writes it
         return nn.GroupNorm(channels, channels)
     if kind == "layer":
         return nn.GroupNorm(1, channels)
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return nn.BatchNorm1d(channels) if one_d else nn.BatchNorm2d(channels)
     return nn.Identity()
 
 
 class ConvNet(nn.Module):
-    """depth x [conv 3x3 -> norm -> ReLU -> pool 2x2] -> linear. 28x28 inputs get padding 3 first (as 32x32)."""
+    """depth x [conv 3x3 -> norm -> ReLU -> pool 2x2] -> linear. 28x28 inputs get padding 3 first (as 32x32).
+
+    Signals (inputs one row high, (C, 1, L)) get the 1-D form: conv 1x3, pool 1x2 along their length.
+    """
 
     def __init__(self, input_shape, num_classes, width=128, depth=3, norm="instance", pool="avg"):
         super().__init__()
         channels, height, width_px = input_shape
+        one_d = height == 1
         layers: list[nn.Module] = []
         size = [height, width_px]
         for i in range(depth):
             pad = 3 if (i == 0 and height == 28 and width_px == 28) else 1
-            layers.append(nn.Conv2d(channels if i == 0 else width, width, 3, padding=pad))
-            size = [s + 2 * pad - 2 for s in size]
-            layers += [_norm(norm, width), nn.ReLU()]
-            if min(size) >= 2:
-                layers.append(nn.AvgPool2d(2) if pool == "avg" else nn.MaxPool2d(2))
-                size = [s // 2 for s in size]
-        self.features = nn.Sequential(*layers, nn.Flatten())
+            if one_d:
+                layers.append(nn.Conv1d(channels if i == 0 else width, width, 3, padding=pad))
+            else:
+                layers.append(nn.Conv2d(channels if i == 0 else width, width, 3, padding=pad))
+                size[0] = size[0] + 2 * pad - 2
+            size[1] = size[1] + 2 * pad - 2
+            pooled = size[1:] if one_d else size
+            require(min(pooled) >= 2, f"convnet:depth={depth} halves its input {depth} times, but a {height}x{width_px} "
+                                      f"input is down to {'x'.join(map(str, size))} at layer {i + 1}; use a smaller "
+                                      "depth or larger inputs")
+            layers += [_norm(norm, width, one_d), nn.ReLU()]
+            layers.append((nn.AvgPool1d(2) if pool == "avg" else nn.MaxPool1d(2)) if one_d else
+                          (nn.AvgPool2d(2) if pool == "avg" else nn.MaxPool2d(2)))
+            size = [size[0] if one_d else size[0] // 2, size[1] // 2]
+        self.one_d = one_d
+        self.features = nn.Sequential(*([nn.Flatten(1, 2)] if one_d else []), *layers, nn.Flatten())
         self.classifier = nn.Linear(width * size[0] * size[1], num_classes)
 
     def forward(self, x):
@@ -114,6 +127,8 @@ class LeNet5(nn.Module):
         super().__init__()
         c1, c2, f1, f2 = (3, 8, 60, 42) if half else (6, 16, 120, 84)
         channels, height, width = input_shape
+        require(min(height, width) >= 4, f"lenet5 takes images of at least 4x4 pixels (it pools twice), got "
+                                         f"{height}x{width}; use mlp or convnet")
         pad2 = 0 if min(height, width) // 2 >= 10 else 2  # small inputs (8x8 digits) keep their size
         self.features = nn.Sequential(
             nn.Conv2d(channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -289,6 +304,8 @@ def load_model(path: str | Path, *, trust_code: bool = False) -> tuple[nn.Module
     """
     tensors, meta = load_tensors(path, MODEL_FORMAT)
     _check_model_meta(meta, path)
+    require(all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point()),
+            f"{path} holds NaN or infinite weights; a model trained that way cannot be used")
     model = build_model(meta["spec"], tuple(meta["input_shape"]), len(meta["classes"]), trust_code=trust_code,
                         source=str(path))
     try:

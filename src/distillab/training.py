@@ -58,10 +58,28 @@ class TrainConfig:
                 f"--schedule must be cosine, step or constant, got {self.schedule}")
         require(self.select in ("last", "best-val"), f"--select must be last or best-val, got {self.select}")
         require(all(s >= 1 for s in self.lr_steps), "--lr-steps must be epochs >= 1")
+        check_device(self.device)
         return self
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_device(device: str) -> None:
+    """A device this machine has: cpu, cuda[:N] with CUDA present, or mps where it is available."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DistillabError(f"--device must be cpu, cuda, cuda:N or mps, got '{device}'") from None
+    if dev.type == "cuda":
+        require(torch.cuda.is_available(), f"--device {device}: this machine has no CUDA GPU that torch can use "
+                                           "(torch.cuda.is_available() is False); use --device cpu")
+        require(dev.index is None or dev.index < torch.cuda.device_count(),
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        require(torch.backends.mps.is_available(), f"--device {device}: MPS is not available on this machine")
+    else:
+        require(dev.type == "cpu", f"--device {device} is not supported; use cpu, cuda or mps")
 
 
 def lr_factor(cfg: TrainConfig, epoch: int, progress: float) -> float:

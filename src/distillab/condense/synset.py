@@ -8,7 +8,9 @@ learning rates and the network initialisation it was made for (bptt, fixed init)
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,24 +78,30 @@ class SyntheticSet:
     @classmethod
     def load(cls, path) -> "SyntheticSet":
         tensors, meta = load_tensors(path, SYNSET_FORMAT)
-        require("images" in tensors and "labels" in tensors, f"{path} lacks images or labels")
-        norm = meta.get("normalisation") or {}
-        return cls(images=tensors["images"].float(), labels=tensors["labels"].long(), classes=meta["classes"],
-                   mean=tuple(norm.get("mean", [0.0])), std=tuple(norm.get("std", [1.0])),
+        _check_file(tensors, meta, path)
+        norm = meta["normalisation"]
+        return cls(images=tensors["images"].float(), labels=tensors["labels"].long(), classes=list(meta["classes"]),
+                   mean=tuple(norm["mean"]), std=tuple(norm["std"]),
                    label_logits=tensors.get("label_logits"), lrs=tensors.get("lrs"), meta=meta,
                    init_state=init_state_from_tensors(tensors))
 
     def export_npz(self, path) -> None:
-        """Pixel-space images (N, C, H, W) in [0, 1] and labels: the `npz:` data format."""
-        x = denormalise(self.images, self.mean, self.std).clamp(0, 1).numpy()
-        np.savez(path, x=x, y=self.labels.numpy())
+        """Pixel-space images (N, C, H, W) and labels: the `npz:` data format. Values keep their range: synthetic
+        pixels may leave [0, 1], and data that was never in [0, 1] (standardised signals) must come back as it was."""
+        x = denormalise(self.images, self.mean, self.std).numpy()
+        tmp = Path(path).with_name(Path(path).name + ".part.npz")
+        np.savez(tmp, x=x, y=self.labels.numpy())
+        tmp.replace(path)
 
     def save_grid(self, path, max_per_class: int = 10) -> None:
         """PNG grid: one row per class, de-normalised."""
         plt = pyplot()
         k, ipc = len(self.classes), self.ipc
         cols = min(ipc, max_per_class)
-        pics = denormalise(self.images, self.mean, self.std).clamp(0, 1)
+        pics = denormalise(self.images, self.mean, self.std)
+        low, high = pics.amin(dim=(1, 2, 3), keepdim=True), pics.amax(dim=(1, 2, 3), keepdim=True)
+        outside = (low < 0) | (high > 1)  # for display only: an image outside [0, 1] is rescaled to it
+        pics = torch.where(outside, (pics - low) / (high - low).clamp_min(1e-12), pics)
         fig, axes = plt.subplots(k, cols, figsize=(0.9 * cols + 0.6, 0.9 * k), squeeze=False)
         for c in range(k):
             for j in range(cols):
@@ -128,3 +136,35 @@ def init_state_from_tensors(tensors: dict) -> dict | None:
     """The initial state back from a file's tensors (``init.*`` keys), or None when there is none."""
     state = {name[len(INIT_PREFIX):]: t for name, t in tensors.items() if name.startswith(INIT_PREFIX)}
     return state or None
+
+
+def _check_file(tensors: dict, meta: dict, path) -> None:
+    """A set file is checked whole before use: it may be forged."""
+    bad = f"{path} is not a valid synthetic set:"
+    require("images" in tensors and "labels" in tensors, f"{path} lacks images or labels")
+    images, labels = tensors["images"], tensors["labels"]
+    require(images.dim() == 4 and images.is_floating_point() and len(images) >= 1,
+            f"{bad} images must be a float tensor (N, C, H, W)")
+    require(images.shape[1] in (1, 3), f"{bad} images have {images.shape[1]} channels, expected 1 or 3")
+    require(labels.dim() == 1 and len(labels) == len(images) and not labels.is_floating_point(),
+            f"{bad} labels must be N whole numbers, one per image")
+    classes = meta.get("classes")
+    require(isinstance(classes, list) and 2 <= len(classes) <= 100_000 and all(isinstance(c, str) for c in classes),
+            f"{bad} 'classes' must be a list of class names")
+    require(int(labels.min()) >= 0 and int(labels.max()) < len(classes),
+            f"{bad} labels must lie in 0..{len(classes) - 1} (it has {len(classes)} classes)")
+    norm = meta.get("normalisation")
+    require(isinstance(norm, dict) and all(
+        isinstance(norm.get(k), list) and len(norm[k]) == images.shape[1]
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in norm[k])
+        for k in ("mean", "std")) and all(v > 0 for v in norm["std"]),
+        f"{bad} 'normalisation' must give a mean and a positive std per channel")
+    require(bool(torch.isfinite(images).all()), f"{bad} its images hold NaN or infinite values")
+    logits = tensors.get("label_logits")
+    require(logits is None or (logits.shape == (len(images), len(classes)) and bool(torch.isfinite(logits).all())),
+            f"{bad} label_logits must be finite, one row of {len(classes)} per image")
+    lrs = tensors.get("lrs")
+    require(lrs is None or (lrs.dim() == 1 and len(lrs) >= 1 and bool(torch.isfinite(lrs).all())),
+            f"{bad} lrs must be a finite 1-d tensor")
+    require(meta.get("method") is None or isinstance(meta.get("method"), str), f"{bad} 'method' must be a name")
+    require(isinstance(meta.get("source", {}), dict), f"{bad} 'source' must be a mapping")

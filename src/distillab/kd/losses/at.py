@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...errors import require
 from ..functional import attention_loss
 from ..loss import FeatureTerm, register_loss
 
@@ -15,6 +16,14 @@ class AT(FeatureTerm):
     example = {"student": "features.0", "teacher": "features.0"}  # attention maps need (N, C, H, W) features
 
     w: float = 1000.0
+
+    def build(self, sample, generator):
+        s, t = self.features(sample)
+        require(s.dim() == 4 and t.dim() == 4,
+                f"the at loss compares attention maps of (N, C, H, W) feature maps, but the student's '{self.student}' "
+                f"gives {tuple(s.shape[1:])} and the teacher's '{self.teacher}' {tuple(t.shape[1:])}; tap convolutional "
+                "layers (--tap student=PATH --tap teacher=PATH, or at:student=PATH,teacher=PATH)")
+        return []
 
     def __call__(self, batch):
         return {"at": self.w * attention_loss(*self.features(batch))}
