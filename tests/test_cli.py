@@ -1,14 +1,13 @@
-"""The CLI end to end on digits, and the bad-input catalogue: one line on stderr, exit code 2, no output left."""
+"""The CLI end to end on digits (the bad-input catalogue is tests/test_bad_input.py)."""
 
 import json
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 import yaml
 
-from conftest import assert_one_line_error, write_npz
+from conftest import assert_one_line_error
 
 FAST = ["--epochs", "2", "--batch-size", "64", "--quiet"]
 
@@ -88,105 +87,6 @@ def test_data_info_and_module_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "distillab", "train", "--model", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("distillab: error: ") and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# The bad-input catalogue
-
-
-@pytest.fixture(scope="module")
-def foreign_teachers(tmp_path_factory):
-    """Teachers trained on other data: 3 classes at 8x8, and 10 classes at 12x12."""
-    from distillab import train
-
-    root = tmp_path_factory.mktemp("foreign")
-    three = write_npz(root / "three.npz", classes=3)
-    ten = write_npz(root / "ten.npz", classes=10, size=12, n=100)
-    a = train(data=f"npz:{three}", model="mlp:hidden=4", epochs=1, out=root / "a", quiet=True)
-    b = train(data=f"npz:{ten}", model="mlp:hidden=4", epochs=1, out=root / "b", quiet=True)
-    return a.out / "model.safetensors", b.out / "model.safetensors"
-
-
-def _corrupt(tmp_path):
-    p = tmp_path / "corrupt.safetensors"
-    p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    return p
-
-
-BAD = {
-    "unknown dataset": (["train", "--data", "imagenet", "--model", "mlp"], "unknown dataset"),
-    "unknown model": (["train", "--model", "transformer"], "unknown model"),
-    "bad model option": (["train", "--model", "mlp:hidden=abc"], "whole numbers"),
-    "unknown model option": (["train", "--model", "mlp:depth=3"], "unknown option"),
-    "negative epochs": (["train", "--model", "mlp", "--epochs", "-3"], "--epochs"),
-    "zero epochs": (["train", "--model", "mlp", "--epochs", "0"], "--epochs"),
-    "negative lr": (["train", "--model", "mlp", "--lr", "-0.1"], "--lr"),
-    "bad label smoothing": (["train", "--model", "mlp", "--label-smoothing", "1.5"], "--label-smoothing"),
-    "bad augmentation": (["train", "--model", "mlp", "--augment", "rotate:5"], "augmentation"),
-    "not a number": (["train", "--model", "mlp", "--epochs", "many"], "invalid int"),
-    "unknown flag": (["train", "--model", "mlp", "--epoch", "3"], "unrecognized"),
-    "unknown command": (["distil"], "invalid choice"),
-    "missing npz": (["train", "--data", "npz:/nonexistent/x.npz", "--model", "mlp"], "no such file"),
-    "missing teacher": (["kd", "--teacher", "/nonexistent/t.safetensors", "--student", "mlp"], "no such file"),
-    "missing model to evaluate": (["evaluate", "/nonexistent/m.safetensors"], "no such file"),
-    "no teacher": (["kd", "--student", "mlp"], "--teacher"),
-    "bad seeds": (["train", "--model", "mlp", "--seeds", "a,b"], "seeds"),
-    "unknown loss": (["kd", "--teacher", "TEACHER", "--student", "mlp", "--loss", "fancy"], "unknown loss"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_input_one_line_exit_2_no_output(cli, tmp_path, case, digits_teacher):
-    args, fragment = BAD[case]
-    args = [str(digits_teacher) if a == "TEACHER" else a for a in args]
-    out = tmp_path / "out"
-    r = cli(*args, "--out", out) if args[0] in ("train", "kd", "evaluate") else cli(*args)
-    assert_one_line_error(r, fragment)
-    assert not out.exists() and not list(tmp_path.glob(".*partial"))
-
-
-@pytest.mark.parametrize("which,temperature,fragment", [
-    ("bad_temperature", "0", "--temperature must be > 0"),
-    ("negative_temperature", "-2", "--temperature must be > 0"),
-])
-def test_impossible_temperature(cli, tmp_path, digits_teacher, which, temperature, fragment):
-    r = cli("kd", "--teacher", digits_teacher, "--student", "mlp", "--temperature", temperature, "--out", tmp_path / "o")
-    assert_one_line_error(r, fragment)
-    assert not (tmp_path / "o").exists()
-
-
-def test_corrupt_files(cli, tmp_path, digits_teacher):
-    corrupt = _corrupt(tmp_path)
-    assert_one_line_error(cli("evaluate", corrupt, "--out", tmp_path / "o"), "corrupt.safetensors")
-    assert_one_line_error(cli("kd", "--teacher", corrupt, "--student", "mlp", "--out", tmp_path / "o"), "corrupt")
-    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 broken")
-    assert_one_line_error(cli("kd", "--teacher-outputs", tmp_path / "bad.npz", "--student", "mlp",
-                              "--out", tmp_path / "o"), "not a readable .npz")
-    assert not (tmp_path / "o").exists()
-
-
-def test_teacher_that_does_not_match_the_data(cli, tmp_path, foreign_teachers):
-    three_classes, other_shape = foreign_teachers
-    r = cli("kd", "--data", "digits", "--teacher", three_classes, "--student", "mlp", "--out", tmp_path / "o")
-    assert_one_line_error(r, "predicts 3 classes, but the data has 10")
-    r = cli("kd", "--data", "digits", "--teacher", other_shape, "--student", "mlp", "--out", tmp_path / "o")
-    assert_one_line_error(r, "inputs of shape (1, 12, 12)")
-    r = cli("evaluate", other_shape, "--data", "digits", "--out", tmp_path / "o")
-    assert_one_line_error(r, "inputs of shape")
-    assert not (tmp_path / "o").exists()
-
-
-def test_recipe_errors(cli, tmp_path):
-    bad_key = tmp_path / "bad_key.yaml"
-    bad_key.write_text("command: train\nmodel: mlp\nepochz: 3\n")
-    assert_one_line_error(cli("run", bad_key), "unknown recipe key 'epochz'")
-    no_cmd = tmp_path / "no_cmd.yaml"
-    no_cmd.write_text("model: mlp\n")
-    assert_one_line_error(cli("run", no_cmd), "'command' must be one of")
-    tag = tmp_path / "tag.yaml"
-    tag.write_text("command: !!python/object/apply:os.system ['echo hi']\n")
-    assert_one_line_error(cli("run", tag), "not valid YAML")
-    assert_one_line_error(cli("run", tmp_path / "missing.yaml"), "no such recipe")
 
 
 def test_existing_output_folder_is_not_clobbered(cli, tmp_path):

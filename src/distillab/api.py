@@ -180,7 +180,8 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     splits = load_splits(data, val_size, split_seed)
     net = build_model(student, splits.input_shape, splits.num_classes, seeds.generator(cfg.seed))
     tap_paths = [p for t in terms for p in t.teacher_taps()]
-    source, teacher_meta, how = resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code)
+    source, teacher_meta, how = resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code,
+                                                reporter)
     for message in label_smoothing_warnings(teacher_meta, terms, cfg.label_smoothing):
         reporter.warn(message)
     objective = Distillation(source, terms)

@@ -35,6 +35,8 @@ def random_shift(x: torch.Tensor, pixels: int, fill: torch.Tensor, generator: to
     """Shift each image by its own integer offset in [-pixels, pixels]^2, filling the border with ``fill``."""
     b, c, h, w = x.shape
     offsets = torch.randint(-pixels, pixels + 1, (2, b), generator=generator, device=generator.device).to(x.device)
+    if h == 1:  # a signal (one row high) shifts along its length only
+        offsets[0] = 0
     fill = fill.view(1, c, 1, 1).to(x)
     padded = torch.nn.functional.pad(x - fill, (pixels,) * 4)
     rows = torch.arange(h, device=x.device).view(1, h) + pixels + offsets[0].view(b, 1)

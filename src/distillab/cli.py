@@ -417,7 +417,7 @@ def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> l
                                      "distillab import code only with 'distillab run RECIPE --trust-code'")
     command = recipe.pop("command", None)
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    require(command in subparsers.choices and command != "run",
+    require(isinstance(command, str) and command in subparsers.choices and command != "run",
             f"{path}: 'command' must be one of {', '.join(c for c in subparsers.choices if c != 'run')}")
     sub = subparsers.choices[command]
     options = {o: act for act in sub._actions for o in act.option_strings}

@@ -215,6 +215,15 @@ def load(spec: str, fetch: bool = True) -> Dataset:
     return ds
 
 
+def _check_classes(ds: Dataset) -> None:
+    """Every class has training examples, and the test split knows no other class."""
+    k = ds.num_classes
+    require(k >= 2, f"dataset {ds.spec} has {k} class; a classifier needs at least 2")
+    counts = torch.bincount(ds.train.y, minlength=k)
+    missing = [ds.classes[c] for c in (counts[:k] == 0).nonzero().flatten().tolist()]
+    require(not missing, f"dataset {ds.spec}: class(es) {', '.join(missing[:5])} have no training examples")
+
+
 def _check_finite(ds: Dataset) -> None:
     for part, s in (("training", ds.train), ("test", ds.test)):
         if not torch.isfinite(s.x).all():
@@ -223,6 +232,8 @@ def _check_finite(ds: Dataset) -> None:
 
 def _stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mean = x.mean(dim=(0, 2, 3))
+    if x[:, 0].numel() < 2:  # one value per channel has no spread
+        return tuple(round(float(v), 4) for v in mean), tuple(1.0 for _ in mean)
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
@@ -563,9 +574,11 @@ def _load_npz(path: Path) -> Dataset:
         train, test = _holdout(x, y, 0.2)
     require(torch.isfinite(train.x).all() and torch.isfinite(test.x).all(),
             f"{path}: the images contain NaN or infinite values; clean the data")
+    require(len(test) >= 1 and len(train) >= 2, f"{path}: too few examples to hold out a test split while every "
+                                                "class keeps training examples; give x_test and y_test")
     k = int(train.y.max()) + 1
-    require(len(test) == 0 or int(test.y.max()) < k, f"{path}: the test split has label {int(test.y.max())}, which "
-                                                     "the training data lacks")
+    require(int(test.y.max()) < k, f"{path}: the test split has label {int(test.y.max())}, which the training data "
+                                   "lacks")
     require(k >= 2, f"{path}: all examples have label {k - 1}; a classifier needs at least 2 classes")
     missing = (torch.bincount(train.y, minlength=k) == 0).nonzero().flatten().tolist()
     require(not missing, f"{path}: class(es) {', '.join(map(str, missing[:5]))} have no training examples; labels "
@@ -581,9 +594,13 @@ def _read_class_folders(root: Path, classes: list[str] | None):
     from PIL import Image
 
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if classes is not None:
+        extra = sorted(set(found) - set(classes))
+        require(not extra, f"{root} has class folder(s) {', '.join(extra[:5])} that the training data lacks")
     classes = classes or found
     require(classes, f"{root} has no class sub-folders; expected {root}/<class>/<image files>")
-    xs, ys = [], []
+    require(len(classes) <= MAX_CLASSES, f"{root} has {len(classes):,} class folders, more than {MAX_CLASSES:,}")
+    xs, ys, size, total = [], [], None, 0
     for label, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
@@ -593,13 +610,21 @@ def _read_class_folders(root: Path, classes: list[str] | None):
                 continue
             try:
                 with Image.open(f) as im:
+                    require(size is None or im.size == size, f"{root}: images differ in size ({size} and {im.size} "
+                                                             f"at {f}); resize them to one size")
+                    size = im.size
+                    total += 3 * 4 * size[0] * size[1]  # float32 RGB, before grey images drop two channels
+                    require(total <= MAX_ARRAY_BYTES, f"{root} holds more than {MAX_ARRAY_BYTES / 1024 ** 3:.0f} GiB "
+                                                      "of images, more than distillab reads")
                     xs.append(np.asarray(im.convert("RGB")))
+            except DistillabError:
+                raise
             except Exception:
                 raise DistillabError(f"{f} is not a readable image") from None
             ys.append(label)
     require(xs, f"{root} holds no images (png, jpg, ...) in its class sub-folders")
-    shapes = {a.shape for a in xs}
-    require(len(shapes) == 1, f"{root}: images differ in size ({sorted(shapes)[:3]}); resize them to one size")
+    require(classes is not None and len(xs) >= 1 and root.name == "test" or len(xs) >= 3,
+            f"{root} holds {len(xs)} image(s); at least 3 are needed (train, validation, test)")
     x = np.stack(xs)
     if all(np.array_equal(x[..., 0], x[..., c]) for c in (1, 2)):
         x = x[..., :1]  # grey images stay one channel
@@ -620,7 +645,9 @@ def _load_folder(path: Path) -> Dataset:
         x, y, classes = _read_class_folders(path, None)
         train, test = _holdout(x, y, 0.2)
     mean, std = _stats(train.x)
-    return Dataset(f"folder:{path}", train, test, classes, mean, std, str(path))
+    ds = Dataset(f"folder:{path}", train, test, classes, mean, std, str(path))
+    _check_classes(ds)
+    return ds
 
 
 def info(ds: Dataset) -> dict:

@@ -58,13 +58,16 @@ class DSA:
 
     def __init__(self, strategy: str = "color_crop_cutout_flip_scale_rotate", allow_flip: bool = True,
                  scale: float = 1.2, rotate_degrees: float = 15.0, crop: float = 0.125, cutout: float = 0.5,
-                 brightness: float = 1.0, saturation: float = 2.0, contrast: float = 0.5):
+                 brightness: float = 1.0, saturation: float = 2.0, contrast: float = 0.5, one_d: bool = False):
         names = [name for name in strategy.split("_") if name]
         unknown = [name for name in names if name not in FAMILIES]
         require(not unknown, f"unknown DSA op family {', '.join(map(repr, unknown))} in strategy '{strategy}'; "
                              f"use op families from {', '.join(FAMILIES)} joined by '_'")
-        # Flipping changes the meaning of digits, so it is dropped for them rather than refused.
-        self.families = [name for name in dict.fromkeys(names) if allow_flip or name != "flip"]
+        # Flipping changes the meaning of digits, so it is dropped for them rather than refused. Signals (one row
+        # high) keep the ops that make sense along a length: no rotation, no reversal; crop and scale act along it.
+        dropped = ({"flip"} if not allow_flip else set()) | ({"flip", "rotate"} if one_d else set())
+        self.one_d = one_d
+        self.families = [name for name in dict.fromkeys(names) if name not in dropped]
         require(bool(self.families), f"DSA strategy '{strategy}' leaves no op family"
                                      + ("" if allow_flip else " once 'flip' is dropped (allow_flip=False)"))
         require(scale >= 1.0, f"DSA scale must be >= 1, got {scale}")
@@ -73,6 +76,12 @@ class DSA:
         require(0.0 < cutout <= 1.0, f"DSA cutout must be in (0, 1], got {cutout}")
         self.scale, self.rotate_degrees, self.crop, self.cutout = scale, rotate_degrees, crop, cutout
         self.brightness, self.saturation, self.contrast = brightness, saturation, contrast
+
+    @classmethod
+    def for_inputs(cls, input_shape, **options) -> "DSA":
+        """The reference settings for inputs of this shape: flips for colour images only, the 1-D ops for signals."""
+        channels, height = input_shape[0], input_shape[1]
+        return cls(allow_flip=channels == 3 and height > 1, one_d=height == 1, **options)
 
     def sample(self, n: int, generator: torch.Generator, device=None) -> DSAParams:
         """Choose one family and draw parameters for n images (n=1: one set to share across batches).
@@ -115,15 +124,18 @@ class DSA:
         if params.family == "color":
             return _color(x, v["brightness"], v["saturation"], v["contrast"])
         if params.family == "crop":
-            eye = torch.eye(2, dtype=x.dtype, device=x.device).expand(len(v["shift"]), 2, 2)
+            shift = v["shift"] * torch.tensor([1.0, 0.0], dtype=x.dtype, device=x.device) if self.one_d else v["shift"]
+            eye = torch.eye(2, dtype=x.dtype, device=x.device).expand(len(shift), 2, 2)
             # Normalised coordinates span 2, and the grid samples *from* the shifted position, hence -2.
-            return _warp(x, torch.cat([eye, -2 * v["shift"].unsqueeze(2)], dim=2))
+            return _warp(x, torch.cat([eye, -2 * shift.unsqueeze(2)], dim=2))
         if params.family == "cutout":
             return _cutout(x, v["centre"], self.cutout)
         if params.family == "flip":
             return torch.where(v["flip"].view(-1, 1, 1, 1), x.flip(3), x)
         if params.family == "scale":
             sx, sy = v["scale"].unbind(1)
+            if self.one_d:
+                sy = torch.ones_like(sy)
             zero = torch.zeros_like(sx)
             return _warp(x, torch.stack([torch.stack([sx, zero, zero], 1), torch.stack([zero, sy, zero], 1)], 1))
         if params.family == "rotate":

@@ -139,7 +139,7 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
     proto.check()
     if num_classes is None:  # from the targets, not the test set: it is read once per model, at the end
         num_classes = targets.shape[1] if is_soft(targets) else int(targets.max()) + 1
-    dsa = DSA(allow_flip=x.shape[1] == 3) if proto.dsa else None
+    dsa = DSA.for_inputs(tuple(x.shape[1:])) if proto.dsa else None
     saved = (checkpoints.load() if checkpoints else None) or {"accuracies": {}, "generators": {}}
     results = {}
     with loop_running():

@@ -325,7 +325,7 @@ def _check_model_meta(meta: dict, path) -> None:
     shape = meta["input_shape"]
     require(isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and 1 <= v <= 4096 for v in shape),
             f"{bad} 'input_shape' is not three sizes (C, H, W)")
-    require(shape[0] in (1, 3), f"{bad} 'input_shape' has {shape[0]} channels, expected 1 or 3")
+    require(shape[0] <= 1024, f"{bad} 'input_shape' has {shape[0]} channels, more than distillab takes (1024)")
     classes = meta["classes"]
     require(isinstance(classes, list) and 2 <= len(classes) <= 100_000, f"{bad} 'classes' is not a list of classes")
     norm = meta["normalisation"]

@@ -107,7 +107,11 @@ class SyntheticSet:
             for j in range(cols):
                 ax = axes[c][j]
                 img = pics[c * ipc + j].permute(1, 2, 0).numpy()
-                ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+                if img.shape[0] == 1:  # a signal: one line per channel
+                    ax.plot(img[0])
+                    ax.set_ylim(-0.05, 1.05)
+                else:
+                    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j == 0:
@@ -145,7 +149,7 @@ def _check_file(tensors: dict, meta: dict, path) -> None:
     images, labels = tensors["images"], tensors["labels"]
     require(images.dim() == 4 and images.is_floating_point() and len(images) >= 1,
             f"{bad} images must be a float tensor (N, C, H, W)")
-    require(images.shape[1] in (1, 3), f"{bad} images have {images.shape[1]} channels, expected 1 or 3")
+    require(images.shape[1] <= 1024, f"{bad} images have {images.shape[1]} channels, more than distillab takes")
     require(labels.dim() == 1 and len(labels) == len(images) and not labels.is_floating_point(),
             f"{bad} labels must be N whole numbers, one per image")
     classes = meta.get("classes")

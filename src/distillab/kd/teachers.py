@@ -18,6 +18,7 @@ from torch import nn
 from ..data import read_npz
 from ..errors import DistillabError, require
 from ..models import check_compatible, load_model
+from ..reporting import SILENT, Reporter
 from .functional import TINY
 from .taps import FeatureTaps
 
@@ -144,40 +145,87 @@ def load_teacher_model(path, splits, what="teacher", trust_code: bool = False) -
     return model, meta
 
 
-def load_teacher_outputs(path, splits) -> TableTeacher:
-    """A black box's answers (``distillab predict``), one row per example of the dataset's training data."""
+def _numbers(arrays: dict, key: str, path, integer: bool = False) -> np.ndarray:
+    value = arrays[key]
+    kind = np.integer if integer else np.number
+    require(np.issubdtype(value.dtype, kind) and not np.issubdtype(value.dtype, np.complexfloating),
+            f"{path}: '{key}' must hold {'whole numbers' if integer else 'numbers'}, got {value.dtype}")
+    return value
+
+
+def load_teacher_outputs(path, splits, reporter: Reporter = SILENT) -> TableTeacher:
+    """A black box's answers (``distillab predict``), one row per example of the dataset's training data.
+
+    Rows are matched to the training examples by ``index`` (dataset positions) or, without it, by order. A file that
+    records the dataset's labels (``predict`` does) must agree with them row by row; one that does not is checked
+    for agreeing with the labels better than chance, which a table in another order would not.
+    """
     path = Path(path)
     arrays = read_npz(path)
-    n_total = int(splits.train_index.max()) + 1 if len(splits.train_index) else 0
-    rows = splits.train_index
+    n_total = len(splits.train) + splits.val_size  # the dataset's training examples, validation split included
+    k = splits.num_classes
+    if "split" in arrays:
+        require(arrays["split"].ndim == 0 and str(arrays["split"]) == "train",
+                f"{path} holds outputs for another split than the training data, which a student learns from "
+                "(predict with --split train)")
     if "index" in arrays:  # rows may be a subset or reordered: map dataset positions to rows
-        index = torch.from_numpy(arrays["index"].astype(np.int64))
-        lookup = torch.full((max(n_total, int(index.max()) + 1),), -1, dtype=torch.int64)
-        lookup[index] = torch.arange(len(index))
+        index = _numbers(arrays, "index", path, integer=True)
+        require(index.ndim == 1, f"{path}: 'index' must be a 1-D array of dataset positions")
+        require(len(index) == 0 or (int(index.min()) >= 0 and int(index.max()) < n_total),
+                f"{path}: 'index' holds positions outside 0..{n_total - 1}, this dataset's training data; was it "
+                f"written for other data?")
+        require(len(np.unique(index)) == len(index), f"{path}: 'index' names some positions twice")
+        lookup = torch.full((n_total,), -1, dtype=torch.int64)
+        lookup[torch.from_numpy(index.astype(np.int64))] = torch.arange(len(index))
         rows = lookup[splits.train_index]
         require(bool((rows >= 0).all()), f"{path} lacks outputs for some training examples; predict with --split train")
-    k = splits.num_classes
+        n_rows = len(index)
+    else:
+        rows, n_rows = splits.train_index, n_total
+    if "labels" in arrays:
+        labels = _numbers(arrays, "labels", path, integer=True)
+        require(labels.shape == (n_rows,), f"{path}: 'labels' must hold one label per row ({n_rows})")
+        disagree = int((torch.from_numpy(labels.astype(np.int64))[rows] != splits.train.y).sum())
+        require(disagree == 0, f"{path}'s rows are not this dataset's training examples in its order: its labels "
+                               f"disagree with the data's on {disagree} of {len(rows)} rows; write it with "
+                               f"'distillab predict' for {splits.spec}")
     if "logits" in arrays or "probs" in arrays:
         key = "logits" if "logits" in arrays else "probs"
-        values = torch.from_numpy(arrays[key].astype(np.float32))
-        require(values.ndim == 2 and values.shape[1] == k,
-                f"{path}: '{key}' has shape {tuple(values.shape)}, expected (N, {k}) for {splits.spec}")
-        require(len(values) > int(rows.max()), f"{path} has {len(values)} rows, fewer than the training data")
+        values = torch.from_numpy(_numbers(arrays, key, path).astype(np.float32))
+        require(values.ndim == 2 and values.shape == (n_rows, k),
+                f"{path}: '{key}' has shape {tuple(values.shape)}, expected ({n_rows}, {k}) for {splits.spec}")
+        require(bool(torch.isfinite(values).all()), f"{path}: '{key}' holds NaN or infinite values")
         if key == "probs":
-            require(bool((values >= 0).all()), f"{path}: probabilities must be >= 0")
-            return TableTeacher(rows, logits=values.clamp_min(TINY).log(), kind="logprobs")
-        return TableTeacher(rows, logits=values, kind="logits")
-    if "topk_index" in arrays and "topk_prob" in arrays:
-        index = torch.from_numpy(arrays["topk_index"].astype(np.int64))
-        probs = torch.from_numpy(arrays["topk_prob"].astype(np.float32))
-        require(index.shape == probs.shape and index.ndim == 2, f"{path}: topk_index and topk_prob must match")
+            require(bool(((values >= 0) & (values <= 1)).all()) and bool(((values.sum(1) - 1).abs() < 1e-3).all()),
+                    f"{path}: each row of 'probs' must be probabilities summing to 1; scores are 'logits'")
+            teacher = TableTeacher(rows, logits=values.clamp_min(TINY).log(), kind="logprobs")
+        else:
+            teacher = TableTeacher(rows, logits=values, kind="logits")
+        guesses = values[rows].argmax(1)
+    elif "topk_index" in arrays and "topk_prob" in arrays:
+        index = torch.from_numpy(_numbers(arrays, "topk_index", path, integer=True).astype(np.int64))
+        probs = torch.from_numpy(_numbers(arrays, "topk_prob", path).astype(np.float32))
+        require(index.shape == probs.shape and index.ndim == 2 and len(index) == n_rows and 1 <= index.shape[1] < k,
+                f"{path}: topk_index and topk_prob must both be ({n_rows}, k) with k < {k}")
         require(bool((index >= 0).all() and (index < k).all()), f"{path}: topk_index outside 0..{k - 1}")
-        return TableTeacher(rows, topk_index=index, topk_logprob=probs.clamp_min(TINY).log(), kind="topk")
-    raise DistillabError(f"{path} holds none of 'logits', 'probs' or 'topk_index'+'topk_prob'; "
-                         "write it with 'distillab predict'")
+        require(bool(torch.isfinite(probs).all() and (probs >= 0).all() and (probs.sum(1) <= 1 + 1e-3).all()),
+                f"{path}: topk_prob must be probabilities (>= 0, summing to at most 1)")
+        teacher = TableTeacher(rows, topk_index=index, topk_logprob=probs.clamp_min(TINY).log(), kind="topk")
+        guesses = index[rows, probs[rows].argmax(1)]
+    else:
+        raise DistillabError(f"{path} holds none of 'logits', 'probs' or 'topk_index'+'topk_prob'; "
+                             "write it with 'distillab predict'")
+    if "labels" not in arrays and len(rows) >= 10 * k:
+        agree = float((guesses == splits.train.y).float().mean())
+        if agree < 1.5 / k:
+            reporter.warn(f"{path}: the teacher's answers agree with the labels on {100 * agree:.1f}% of the training "
+                          f"examples, about chance for {k} classes: are its rows in the order of {splits.spec}'s "
+                          "training data? ('distillab predict' records the order and the labels)")
+    return teacher
 
 
-def resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code: bool = False):
+def resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code: bool = False,
+                    reporter: Reporter = SILENT):
     """Resolve what the user gave as a teacher; returns (teacher, metadata of the first model or None, how).
 
     teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities;
@@ -185,7 +233,7 @@ def resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, tru
     """
     require((teacher is None) != (teacher_outputs is None), "give either a teacher (model file) or --teacher-outputs")
     if teacher_outputs is not None:
-        return load_teacher_outputs(teacher_outputs, splits), None, "outputs"
+        return load_teacher_outputs(teacher_outputs, splits, reporter), None, "outputs"
     if callable(teacher) and not isinstance(teacher, nn.Module):
         return CallableTeacher(teacher), None, "callable"
     paths = teacher if isinstance(teacher, (list, tuple)) else [teacher]

@@ -47,9 +47,10 @@ class DM(Method):
 
     def run(self, train, ipc, generator, progress=None):
         images = initial_images(train, ipc, self.init, generator)
-        augment = DSA(allow_flip=train.is_colour) if self.dsa else None
+        augment = DSA.for_inputs(train.input_shape) if self.dsa else None
         images = distribution_matching(train, images, ipc, self, generator, augment=augment, on_iteration=progress)
-        return SyntheticSet.class_major(train, images, ipc)
+        return SyntheticSet.class_major(train, images, ipc,
+                                        meta={"dsa_families": augment.families} if augment else {})
 
 
 # The real images are embedded in chunks this large: a chunk's activations stay in the CPU cache, which made the
