@@ -92,14 +92,26 @@ def test_a_killed_training_run_resumes_to_the_same_bytes(work):
     same_run(work / "reference", work / "killed")
 
 
-def test_sigterm_leaves_a_resumable_checkpoint_mid_epoch(work):
-    proc = interrupted(TRAIN, "termed", "checkpoints/fit.safetensors", work, signal.SIGTERM)
-    assert proc.returncode == 143, (proc.returncode, proc.stderr_text)
-    assert proc.stderr_text.strip() == "distillab: stopped; resume with: distillab train --resume termed"
-    assert (work / ".termed.partial/checkpoints/fit.safetensors").exists()
-    r = distillab("train", "--resume", "termed", "--quiet", cwd=work)
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_leaves_a_resumable_checkpoint_mid_epoch(work, sig, code):
+    out = f"stopped-{sig.name}"
+    proc = interrupted(TRAIN, out, "checkpoints/fit.safetensors", work, sig)
+    assert proc.returncode == code, (proc.returncode, proc.stderr_text)
+    assert proc.stderr_text.strip() == f"distillab: stopped; resume with: distillab train --resume {out}"
+    assert (work / f".{out}.partial/checkpoints/fit.safetensors").exists()
+    r = distillab("train", "--resume", out, "--quiet", cwd=work)
     assert r.returncode == 0, r.stderr
-    same_run(work / "reference", work / "termed")
+    same_run(work / "reference", work / out)
+
+
+def test_a_killed_condensation_resumes_to_the_same_set(work):
+    args = ["condense", "--data", "digits", "--method", "dm:iterations=150,batch_real=16,model=[convnet:width=8,depth=2]",
+            "--ipc", "2", "--checkpoint-every", "7"]
+    assert distillab(*args, "--out", "dm-reference", "--quiet", cwd=work).returncode == 0
+    interrupted(args, "dm-killed", "checkpoints/condense.safetensors", work)
+    r = distillab("condense", "--resume", "dm-killed", "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    same_run(work / "dm-reference", work / "dm-killed")
 
 
 def test_resume_takes_no_other_options_and_needs_an_unfinished_run(work):
@@ -212,3 +224,42 @@ def test_two_runs_cannot_share_one_out(work):
     call = json.loads((work / ".shared.partial/call.json").read_text())
     assert call["kwargs"]["model"] == "mlp:hidden=32,dropout=0.2" and call["kwargs"]["epochs"] == 2000  # its own
     assert (work / ".shared.partial/checkpoints/fit.safetensors").exists() and not (work / "shared").exists()
+
+
+def test_a_loss_that_turns_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    from distillab import data
+    from distillab.checkpoint import Checkpoints
+    from distillab.models import build_model
+    from distillab.training import TrainConfig, fit, cross_entropy_objective
+
+    splits = data.split(data.load("digits"))
+    plain, steps = cross_entropy_objective(), {"n": 0}
+
+    def turns_nan(model, x, y, idx):  # fine for two epochs (22 steps each), then NaN
+        steps["n"] += 1
+        terms = plain(model, x, y, idx)
+        return {k: v * float("nan") for k, v in terms.items()} if steps["n"] > 44 else terms
+
+    checkpoints = Checkpoints(tmp_path / "fit.safetensors", every=1)
+    with pytest.raises(DistillabError, match="diverged at epoch 3.*last good checkpoint is kept"):
+        fit(build_model("mlp:hidden=8", splits.input_shape, 10), splits, TrainConfig(epochs=5, batch_size=64),
+            objective=turns_nan, checkpoints=checkpoints)
+    saved = checkpoints.load()
+    assert saved["epoch"] == 2 and all(torch.isfinite(v).all() for v in saved["live"]["model"][1].values())
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS"])
+def test_a_full_or_read_only_disk_ends_in_one_line_and_leaves_nothing(cli, tmp_path, monkeypatch, errno_name):
+    import errno
+
+    from distillab import outputs
+
+    def fail(self, metrics):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), str(self.dir))
+
+    monkeypatch.setattr(outputs.RunOutput, "write_metrics", fail)
+    r = cli("train", "--data", "digits", "--model", "mlp:hidden=4", "--epochs", "1", "--checkpoint-every", "0",
+            "--quiet", "--out", tmp_path / "o")
+    assert r.code == 2 and r.err.startswith("distillab: error: ") and len(r.err.strip().splitlines()) == 1, r.err
+    assert os.strerror(getattr(errno, errno_name)) in r.err
+    assert not (tmp_path / "o").exists() and not (tmp_path / ".o.partial").exists()
