@@ -47,7 +47,7 @@ __all__ = ["Result", "train", "distill", "chain", "evaluate", "evaluate_model", 
            "inspect_teacher", "condense_data", "export_synset", "data_fetch", "data_info", "repeat_over_seeds",
            "register_loss", "register_method", "loss_help", "method_help",
            # the options dataclasses whose defaults the CLI shows, and helpers it uses
-           "resume", "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "to_jsonable", "log_to_stderr",
+           "resume", "code_named_in", "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted"]
 
 
@@ -551,7 +551,7 @@ def resume(out, *, command: str | None = None, quiet: bool = False, trust_code: 
     made_by = kwargs.get("command") if function == "repeat_over_seeds" else RESUMABLE[function]
     require(command is None or command == made_by,
             f"{out} holds an unfinished '{made_by}' run; resume it with 'distillab {made_by} --resume {out}'")
-    named = [v for v in _leaves(kwargs) if isinstance(v, str) and v.startswith(IMPORT_PREFIX)]
+    named = code_named_in(kwargs)
     require(trust_code or not named, f"{partial / 'call.json'} names code to import ({named[0] if named else ''}); "
                                      "resume it with --trust-code if you trust it")
     if "trust_code" in kwargs:
@@ -570,12 +570,13 @@ def resume(out, *, command: str | None = None, quiet: bool = False, trust_code: 
                              "--overwrite") from None
 
 
-def _leaves(value):
+def code_named_in(value) -> list[str]:
+    """The ``import:`` specs anywhere in a value read from a file (a recipe, a run's call.json)."""
     if isinstance(value, dict):
-        return [leaf for v in value.values() for leaf in _leaves(v)]
+        return [spec for v in value.values() for spec in code_named_in(v)]
     if isinstance(value, (list, tuple)):
-        return [leaf for v in value for leaf in _leaves(v)]
-    return [value]
+        return [spec for v in value for spec in code_named_in(v)]
+    return [value] if isinstance(value, str) and IMPORT_PREFIX in value else []
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -386,14 +386,6 @@ def _recipe_loader():
     return RecipeLoader
 
 
-def _leaves(value):
-    if isinstance(value, dict):
-        return [leaf for v in value.values() for leaf in _leaves(v)]
-    if isinstance(value, list):
-        return [leaf for v in value for leaf in _leaves(v)]
-    return [value]
-
-
 def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> list[str]:
     """Turn a YAML recipe (keys = the command's flags) into an argv, refusing keys the command lacks."""
     import yaml
@@ -410,9 +402,9 @@ def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> l
     except yaml.YAMLError as e:
         raise DistillabError(f"{path} is not valid YAML ({' '.join(str(e).split())[:150]})") from None
     require(isinstance(recipe, dict), f"{path} must be a mapping of flags, like 'command: train' and 'epochs: 5'")
-    from .api import IMPORT_PREFIX
+    from .api import code_named_in
 
-    named = [v for v in _leaves(recipe) if isinstance(v, str) and IMPORT_PREFIX in v]
+    named = code_named_in(recipe)
     require(trust_code or not named, f"{path} names code to import ({named[0] if named else ''}); a recipe file makes "
                                      "distillab import code only with 'distillab run RECIPE --trust-code'")
     command = recipe.pop("command", None)
