@@ -32,18 +32,19 @@ from .condense.synset import SYNSET_FORMAT
 from .errors import DistillabError, require
 from .evaluation import Protocol, evaluate_images, summarise
 from .figures import plot_loss
-from .files import read_meta, to_jsonable
+from .files import load_tensors, read_meta, to_jsonable
 from .kd import (LOSSES, Distillation, Hinton, LossTerm, label_smoothing_warnings, parse_loss, register_loss,
                  resolve_teacher)
 from .kd.meter import dark_knowledge_report
-from .models import build_model, check_compatible, count_parameters, load_model, save_model
+from .models import (MODEL_FORMAT, build_model, check_compatible, count_parameters, load_model, model_name,
+                     save_model)
 from .outputs import RunOutput, peak_rss_mb
 from .registry import IMPORT_PREFIX
 from .reporting import Reporter, log_to_stderr
 from .specs import option_fields, options_help
 from .training import TrainConfig, accuracy, check_device, fit, predict_logits
 
-__all__ = ["Result", "train", "distill", "chain", "evaluate", "evaluate_model", "evaluate_synset", "predict",
+__all__ = ["Result", "train", "distill", "chain", "evaluate", "evaluate_model", "evaluate_synset", "predict", "load",
            "inspect_teacher", "condense_data", "export_synset", "data_fetch", "data_info", "repeat_over_seeds",
            "register_loss", "register_method", "loss_help", "method_help",
            # the options dataclasses whose defaults the CLI shows, and helpers it uses
@@ -95,7 +96,7 @@ def _model_and_data(path, data: str | None, what: str, trust_code: bool):
     require(data, f"{path} does not record its dataset; pass --data")
     ds = data_mod.load(data)
     check_compatible(meta, ds.classes, ds.input_shape, what, path)
-    return model, meta, data, ds
+    return model, meta, ds.spec, ds
 
 
 def _final_metrics(model, splits, cfg, fit_result, started) -> dict:
@@ -125,6 +126,7 @@ def train(data: str = "digits", model: str = "mlp:hidden=100", *, out=None, over
     cfg = make_config(options)
     splits = load_splits(data, val_size, split_seed)
     net = build_model(model, splits.input_shape, splits.num_classes, seeds.generator(cfg.seed))
+    data, model = splits.spec, model_name(model)  # what files record: spec strings (python:... for objects)
     config = {"command": "train", "data": data, "model": model, "val_size": splits.val_size,
               "split_seed": split_seed, **cfg.as_dict()}
     with RunOutput(out, "train", overwrite, resume, call) as run:
@@ -179,6 +181,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     terms = loss_terms(losses, temperature, alpha, student_tap, teacher_tap)
     splits = load_splits(data, val_size, split_seed)
     net = build_model(student, splits.input_shape, splits.num_classes, seeds.generator(cfg.seed))
+    data, student = splits.spec, model_name(student)
     tap_paths = [p for t in terms for p in t.teacher_taps()]
     source, teacher_meta, how = resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code,
                                                 reporter)
@@ -355,6 +358,7 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
     data = data or (synset.meta.get("source") or {}).get("data")
     require(data, f"{path} does not record its dataset; pass --data")
     ds = data_mod.load(data)
+    data = ds.spec
     require(tuple(ds.input_shape) == synset.input_shape,
             f"{path} holds images of shape {synset.input_shape}, but {data} has {tuple(ds.input_shape)}; "
             "evaluate it on the dataset it was condensed from")
@@ -478,6 +482,7 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int
     call = _call("condense_data", data=data, method=str(method), ipc=ipc, seed=seed, val_size=val_size,
                  split_seed=split_seed)
     splits = load_splits(data, val_size, split_seed)
+    data = splits.spec
     train = splits.train_set()
     check_ipc(train, ipc)
     method.check_data(train)  # a bad model or option fails before any output
@@ -522,6 +527,29 @@ def export_synset(path, to, *, overwrite: bool = False) -> dict:
     require(target.parent.exists(), f"folder {target.parent} does not exist")
     (synset.export_npz if target.suffix == ".npz" else synset.save_grid)(target)
     return {"synset": str(path), "to": str(target), "images": len(synset.labels), "ipc": synset.ipc}
+
+
+def load(path, *, into: nn.Module | None = None, trust_code: bool = False):
+    """What a distillab file holds: a model file as an ``nn.Module`` in eval mode, its metadata in
+    ``model.distillab``; a synthetic-set file as a ``SyntheticSet``. ``into``: load a model file's weights into
+    this module (for models built in Python, which a file cannot rebuild)."""
+    meta = read_meta(path)
+    if meta.get("format") == SYNSET_FORMAT:
+        require(into is None, f"{path} holds a synthetic set, not model weights")
+        return SyntheticSet.load(path)
+    require(meta.get("format") == MODEL_FORMAT, f"{path} holds a {meta.get('format')!r} file, not a model or a set")
+    if into is None:
+        model, meta = load_model(path, trust_code=trust_code)
+    else:
+        tensors, meta = load_tensors(path, MODEL_FORMAT)
+        try:
+            into.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            raise DistillabError(f"{path}: its weights do not fit {type(into).__name__} "
+                                 f"({str(e).splitlines()[0][:100]})") from None
+        model = into.eval()
+    model.distillab = meta
+    return model
 
 
 # --------------------------------------------------------------------------------------------------------------

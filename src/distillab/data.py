@@ -194,9 +194,18 @@ def split(ds: Dataset, val_size: int | None = None, seed: int = 0, mean=None, st
 # Loading by spec
 
 
-def load(spec: str, fetch: bool = True) -> Dataset:
-    """Load a dataset by its spec string. ``fetch=False`` refuses to download anything."""
-    require(isinstance(spec, str) and spec != "", "empty data spec; try --data digits or --data mnist")
+PYTHON_PREFIX = "python:"
+
+
+def load(spec, fetch: bool = True) -> Dataset:
+    """A dataset by its spec string (``fetch=False`` refuses to download anything), or from Python objects: a torch
+    ``Dataset`` or ``DataLoader`` of (x, y) pairs, a pair ``(x, y)`` of tensors or arrays, or ``{"train": ...,
+    "test": ...}`` of those (without ``"test"``, a fifth is held out, as for ``npz:``)."""
+    if not isinstance(spec, str):
+        return _from_python(spec)
+    require(spec != "", "empty data spec; try --data digits or --data mnist")
+    require(not spec.startswith(PYTHON_PREFIX), f"'{spec}' names data that was given from Python; it cannot be loaded "
+                                                "by name: pass the data itself (or --data SPEC)")
     name, _, arg = spec.partition(":")
     if name == "digits" and not arg:
         ds = _load_digits()
@@ -560,31 +569,86 @@ def _layout_of(arrays: dict, path) -> str | None:
 def _load_npz(path: Path) -> Dataset:
     arrays = read_npz(path)
     require("x" in arrays and "y" in arrays, f"{path} must hold arrays 'x' and 'y' (and optionally x_test, y_test)")
+    require("x_test" not in arrays or "y_test" in arrays, f"{path} has x_test but no y_test")
     layout = _layout_of(arrays, path)
-    x = _as_images(arrays["x"], str(path), layout)
-    y = _as_labels(arrays["y"], len(x), str(path))
-    if "x_test" in arrays:
-        require("y_test" in arrays, f"{path} has x_test but no y_test")
-        xt = _as_images(arrays["x_test"], f"{path} (x_test)", layout)
-        train, test = ImageSet(x, y), ImageSet(xt, _as_labels(arrays["y_test"], len(xt), f"{path} (y_test)"))
-        require(xt.shape[1:] == x.shape[1:], f"{path}: x_test images are {tuple(xt.shape[1:])}, x are "
+    test = (arrays["x_test"], arrays["y_test"]) if "x_test" in arrays else None
+    return _from_arrays((arrays["x"], arrays["y"]), test, f"npz:{path}", str(path), layout)
+
+
+def _from_arrays(train_xy, test_xy, spec: str, where: str, layout: str | None = None) -> Dataset:
+    """A dataset from arrays (an npz file's, or a Python caller's), checked as a file's would be."""
+    x = _as_images(np.asarray(train_xy[0]), where, layout)
+    y = _as_labels(np.asarray(train_xy[1]), len(x), where)
+    if test_xy is not None:
+        xt = _as_images(np.asarray(test_xy[0]), f"{where} (test)", layout)
+        train, test = ImageSet(x, y), ImageSet(xt, _as_labels(np.asarray(test_xy[1]), len(xt), f"{where} (test)"))
+        require(xt.shape[1:] == x.shape[1:], f"{where}: test examples are {tuple(xt.shape[1:])}, training ones "
                                              f"{tuple(x.shape[1:])}")
     else:
-        require(len(x) >= 3, f"{path} holds {len(x)} examples; at least 3 are needed (train, validation, test)")
+        require(len(x) >= 3, f"{where} holds {len(x)} examples; at least 3 are needed (train, validation, test)")
         train, test = _holdout(x, y, 0.2)
     require(torch.isfinite(train.x).all() and torch.isfinite(test.x).all(),
-            f"{path}: the images contain NaN or infinite values; clean the data")
-    require(len(test) >= 1 and len(train) >= 2, f"{path}: too few examples to hold out a test split while every "
-                                                "class keeps training examples; give x_test and y_test")
+            f"{where}: the images contain NaN or infinite values; clean the data")
+    require(len(test) >= 1 and len(train) >= 2, f"{where}: too few examples to hold out a test split while every "
+                                                "class keeps training examples; give a test split")
     k = int(train.y.max()) + 1
-    require(int(test.y.max()) < k, f"{path}: the test split has label {int(test.y.max())}, which the training data "
+    require(int(test.y.max()) < k, f"{where}: the test split has label {int(test.y.max())}, which the training data "
                                    "lacks")
-    require(k >= 2, f"{path}: all examples have label {k - 1}; a classifier needs at least 2 classes")
+    require(k >= 2, f"{where}: all examples have label {k - 1}; a classifier needs at least 2 classes")
     missing = (torch.bincount(train.y, minlength=k) == 0).nonzero().flatten().tolist()
-    require(not missing, f"{path}: class(es) {', '.join(map(str, missing[:5]))} have no training examples; labels "
+    require(not missing, f"{where}: class(es) {', '.join(map(str, missing[:5]))} have no training examples; labels "
                          "must be 0..K-1 with every class in the training data")
     mean, std = _stats(train.x)
-    return Dataset(f"npz:{path}", train, test, [str(i) for i in range(k)], mean, std, str(path))
+    return Dataset(spec, train, test, [str(i) for i in range(k)], mean, std, where)
+
+
+def _materialise(obj, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) arrays from a pair of tensors/arrays, a torch Dataset of (x, y) items, or a DataLoader of batches."""
+    from torch.utils.data import DataLoader
+
+    def arr(value):
+        return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+    if isinstance(obj, (tuple, list)) and len(obj) == 2 and not isinstance(obj[0], (tuple, list)):
+        return arr(obj[0]), arr(obj[1])
+    if isinstance(obj, DataLoader):
+        xs, ys, total = [], [], 0
+        for batch in obj:
+            require(isinstance(batch, (tuple, list)) and len(batch) >= 2,
+                    f"{where}: a DataLoader must give (x, y) batches")
+            xs.append(arr(batch[0]))
+            ys.append(arr(batch[1]))
+            total += xs[-1].nbytes
+            require(total <= MAX_ARRAY_BYTES, f"{where}: more than {MAX_ARRAY_BYTES / 1024 ** 3:.0f} GiB of data")
+        require(xs, f"{where}: the DataLoader gave no batches")
+        return np.concatenate(xs), np.concatenate(ys)
+    if hasattr(obj, "__getitem__") and hasattr(obj, "__len__"):
+        n = len(obj)
+        require(n >= 1, f"{where}: the dataset is empty")
+        first = obj[0]
+        require(isinstance(first, (tuple, list)) and len(first) >= 2, f"{where}: dataset items must be (x, y) pairs")
+        item_bytes = max(1, arr(first[0]).nbytes)
+        require(n * item_bytes <= MAX_ARRAY_BYTES, f"{where}: {n} items of {item_bytes} bytes are more than "
+                                                   f"{MAX_ARRAY_BYTES / 1024 ** 3:.0f} GiB")
+        items = [obj[i] for i in range(n)]
+        return np.stack([arr(i[0]) for i in items]), np.asarray([int(arr(i[1])) for i in items])
+    raise DistillabError(f"{where}: data must be a spec string, a torch Dataset or DataLoader of (x, y), a pair "
+                         f"(x, y) of tensors or arrays, or {{'train': ..., 'test': ...}}; got {type(obj).__name__}")
+
+
+def _from_python(source) -> Dataset:
+    parts = source if isinstance(source, dict) else {"train": source}
+    require(set(parts) <= {"train", "test"} and "train" in parts,
+            "data given as a dict takes the keys 'train' and (optionally) 'test'")
+    train_xy = _materialise(parts["train"], "data['train']" if isinstance(source, dict) else "data")
+    test_xy = _materialise(parts["test"], "data['test']") if "test" in parts else None
+    h = hashlib.sha256()
+    for a in (*train_xy, *(test_xy or ())):
+        h.update(np.ascontiguousarray(a).tobytes())
+    spec = f"{PYTHON_PREFIX}{type(parts['train']).__name__}:{h.hexdigest()[:12]}"
+    ds = _from_arrays(train_xy, test_xy, spec, f"data ({type(parts['train']).__name__})")
+    _check_finite(ds)
+    return ds
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

@@ -214,20 +214,38 @@ def _xavier(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def _build_import(text: str, input_shape, num_classes) -> nn.Module:
-    parts = text.split(":")
-    require(len(parts) in (3, 4), f"bad model spec '{text}'; expected import:pkg.module:factory[:key=value,...]")
-    module_name, factory_name = parts[1], parts[2]
-    kwargs = parse_spec("x:" + parts[3]).options if len(parts) == 4 else {}
-    factory = import_object(text, "model spec")
-    params = inspect.signature(factory).parameters
+def _literal(text: str):
+    """A spec value as the number or truth value it reads as: '4' -> 4, '0.5' -> 0.5, 'true' -> True."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _call_factory(factory, input_shape, num_classes: int, name: str, kwargs: dict | None = None) -> nn.Module:
+    kwargs = dict(kwargs or {})
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
     for key, value in (("input_shape", tuple(input_shape)), ("num_classes", num_classes)):
         if key in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
             kwargs[key] = value
-    model = factory(**kwargs)
-    require(isinstance(model, nn.Module), f"{module_name}:{factory_name} returned {type(model).__name__}, "
-                                          "not a torch.nn.Module")
+    try:
+        model = factory(**kwargs)
+    except TypeError as e:
+        raise DistillabError(f"{name} could not be called with {sorted(kwargs)} ({e})") from None
+    require(isinstance(model, nn.Module), f"{name} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _build_import(text: str, input_shape, num_classes) -> nn.Module:
+    parts = text.split(":")
+    require(len(parts) in (3, 4), f"bad model spec '{text}'; expected import:pkg.module:factory[:key=value,...]")
+    kwargs = {k: _literal(v) for k, v in parse_spec("x:" + parts[3]).options.items()} if len(parts) == 4 else {}
+    return _call_factory(import_object(text, "model spec"), input_shape, num_classes, f"{parts[1]}:{parts[2]}", kwargs)
 
 
 @contextlib.contextmanager
@@ -240,15 +258,40 @@ def constructors_drawing_from(generator: torch.Generator):
         yield
 
 
-def build_model(spec: str, input_shape, num_classes: int, generator: torch.Generator | None = None, *,
+PYTHON_PREFIX = "python:"
+
+
+def model_name(model) -> str:
+    """What files record for a model: its spec, or for one given from Python, ``python:module.Class``."""
+    if isinstance(model, str):
+        return model
+    cls = model if isinstance(model, type) else type(model)
+    if not isinstance(model, nn.Module) and not isinstance(model, type):
+        cls = model  # a factory function
+    return f"{PYTHON_PREFIX}{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', type(cls).__name__)}"
+
+
+def build_model(spec, input_shape, num_classes: int, generator: torch.Generator | None = None, *,
                 trust_code: bool = True, source: str = "") -> nn.Module:
     """Build a model; its initial weights come from ``generator`` (default: a fresh one seeded 0).
 
+    ``spec``: a spec string, an ``nn.Module`` (used as it is, checked against the inputs), or a factory called as
+    ``factory(input_shape=..., num_classes=...)`` (the arguments it takes) with the generator's seed.
     ``import:`` specs run the user's code: pass ``trust_code=False`` for specs read from a file (named ``source``).
     """
-    require(isinstance(spec, str) and spec != "", f"empty model spec{' in ' + source if source else ''}")
     require(num_classes >= 2, f"a classifier needs at least 2 classes, got {num_classes}")
     generator = generator if generator is not None else seeds.generator(0)
+    if isinstance(spec, nn.Module) or (callable(spec) and not isinstance(spec, str)):
+        if isinstance(spec, nn.Module):
+            model = spec
+        else:
+            with constructors_drawing_from(generator):
+                model = _call_factory(spec, input_shape, num_classes, model_name(spec))
+        return _checked(model, model_name(spec), input_shape, num_classes)
+    require(isinstance(spec, str) and spec != "", f"empty model spec{' in ' + source if source else ''}")
+    require(not spec.startswith(PYTHON_PREFIX), f"model '{spec}' was given from Python; a file cannot rebuild it: "
+                                                "pass the module, or load its weights into one (distillab.load(path, "
+                                                "into=module))")
     if spec.startswith(IMPORT_PREFIX) and not trust_code:
         raise untrusted_code_error("model spec", spec, source or "this input")
     with constructors_drawing_from(generator):
@@ -256,13 +299,20 @@ def build_model(spec: str, input_shape, num_classes: int, generator: torch.Gener
             model = _build_import(spec, input_shape, num_classes)
         else:
             model = _build(parse_spec(spec, "model spec"), tuple(input_shape), num_classes)
+    return _checked(model, spec, input_shape, num_classes)
+
+
+def _checked(model, spec: str, input_shape, num_classes: int) -> nn.Module:
+    require(isinstance(model, nn.Module), f"{spec} gave {type(model).__name__}, not a torch.nn.Module")
     try:
         with torch.no_grad():
-            out = model.eval()(torch.zeros(2, *input_shape))
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            out = model.eval()(torch.zeros(2, *input_shape, device=device))
     except Exception as e:
-        raise DistillabError(f"model '{spec}' does not accept inputs of shape {tuple(input_shape)} ({e})") from None
-    require(out.shape == (2, num_classes), f"model '{spec}' gives outputs of shape {tuple(out.shape[1:])}, "
-                                           f"expected ({num_classes},)")
+        raise DistillabError(f"model '{spec}' does not accept inputs of shape {tuple(input_shape)} "
+                             f"({' '.join(str(e).split())[:150]})") from None
+    require(isinstance(out, torch.Tensor) and out.shape == (2, num_classes),
+            f"model '{spec}' gives outputs of shape {tuple(getattr(out, 'shape', ())[1:])}, expected ({num_classes},)")
     return model.train()
 
 

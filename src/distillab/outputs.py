@@ -24,7 +24,13 @@ from .files import to_jsonable
 
 
 def default_out(command: str) -> Path:
-    return Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """runs/COMMAND-TIMESTAMP, made unique: repeated calls in one second (a notebook) get -2, -3, ..."""
+    base = Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, i = base, 1
+    while path.exists() or path.with_name(f".{path.name}.partial").exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
 
 
 def peak_rss_mb() -> float:
