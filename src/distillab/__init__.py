@@ -14,5 +14,6 @@ from .errors import DistillabError
 from .kd import LossInputs, LossTerm, register_loss
 
 __all__ = ["DistillabError", "LossInputs", "LossTerm", "Method", "Result", "SyntheticSet", "__version__", "chain",
-           "condense_data", "distill", "evaluate", "evaluate_model", "evaluate_synset", "inspect_teacher", "load", "predict",
+           "condense_data", "distill", "evaluate", "evaluate_model", "evaluate_synset", "inspect_teacher", "load",
+           "predict",
            "register_loss", "register_method", "train"]

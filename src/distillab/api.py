@@ -32,7 +32,7 @@ from .condense.synset import SYNSET_FORMAT
 from .errors import DistillabError, require
 from .evaluation import Protocol, evaluate_images, summarise
 from .figures import plot_loss
-from .files import load_tensors, read_meta, to_jsonable
+from .files import file_sha256, final_path, load_tensors, read_meta, to_jsonable
 from .kd import (LOSSES, Distillation, Hinton, LossTerm, label_smoothing_warnings, parse_loss, register_loss,
                  resolve_teacher)
 from .kd.meter import dark_knowledge_report
@@ -48,7 +48,8 @@ __all__ = ["Result", "train", "distill", "chain", "evaluate", "evaluate_model", 
            "inspect_teacher", "condense_data", "export_synset", "data_fetch", "data_info", "repeat_over_seeds",
            "register_loss", "register_method", "loss_help", "method_help",
            # the options dataclasses whose defaults the CLI shows, and helpers it uses
-           "resume", "code_named_in", "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "to_jsonable", "log_to_stderr",
+           "resume", "code_named_in", "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "to_jsonable",
+           "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted"]
 
 
@@ -139,7 +140,8 @@ def train(data: str = "digits", model: str = "mlp:hidden=100", *, out=None, over
         metrics["parameters"] = count_parameters(net)
         _save(run, net, model, splits, {"command": "train", **cfg.as_dict()}, metrics)
         run.write_metrics(metrics)
-    reporter.info(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); wrote {run.final}")
+    reporter.info(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); "
+                  f"wrote {final_path(run.final)}")
     return Result(metrics, run.final, net)
 
 
@@ -191,10 +193,13 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     sample = torch.arange(min(8, len(splits.train)))
     extra = objective.attach(net.to(cfg.device), splits.train.x[sample].to(cfg.device), sample,
                              generator=seeds.generator(cfg.seed, "connectors"))
-    teacher_desc = str(teacher_outputs) if teacher_outputs is not None else (
-        [str(p) for p in teacher] if isinstance(teacher, (list, tuple)) else
-        (str(teacher) if isinstance(teacher, (str, Path)) else type(teacher).__name__))
+    files = [teacher_outputs] if teacher_outputs is not None else (
+        list(teacher) if isinstance(teacher, (list, tuple)) else [teacher])
+    files = [f for f in files if isinstance(f, (str, Path))]
+    teacher_desc = [final_path(f) for f in files] if len(files) > 1 else (
+        final_path(files[0]) if files else type(teacher).__name__)
     recipe = {"command": "kd", "teacher": teacher_desc, "teacher_mode": how,
+              "teacher_sha256": {final_path(f): file_sha256(f) for f in files},
               "losses": [t.describe() for t in terms], **cfg.as_dict()}
     config = {"command": "kd", "data": data, "student": student, "val_size": splits.val_size,
               "split_seed": split_seed, **recipe}
@@ -212,7 +217,8 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
             metrics["teacher_test_accuracy"] = (teacher_meta.get("metrics") or {}).get("test_accuracy")
         _save(run, net, student, splits, recipe, metrics)
         run.write_metrics(metrics)
-    reporter.info(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); wrote {run.final}")
+    reporter.info(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); "
+                  f"wrote {final_path(run.final)}")
     return Result(metrics, run.final, net)
 
 
@@ -230,14 +236,16 @@ def chain(data: str = "digits", teacher=None, students: list[str] = (), *, from_
     call = _call("chain", data=data, teacher=teacher, students=list(students), from_all=from_all,
                  **{k: v for k, v in kd_options.items() if k != "checkpoint_every"})
     with RunOutput(out, "chain", overwrite, resume, call) as run:
-        run.write_config({"command": "kd-chain", "data": data, "teacher": str(teacher), "students": list(students),
+        run.write_config({"command": "kd-chain", "data": data, "teacher": final_path(teacher)
+                          if isinstance(teacher, (str, Path)) else type(teacher).__name__, "students": list(students),
                           "from_all": from_all, **{k: v for k, v in kd_options.items() if not callable(v)}})
         sources = [teacher]
         stages = []
         run.path("metrics.jsonl").unlink(missing_ok=True)  # rewritten stage by stage, resumed or not
         for i, spec in enumerate(students, 1):
             source = list(sources) if from_all and len(sources) > 1 else sources[-1]
-            reporter.info(f"chain stage {i}/{len(students)}: {spec} from {source}")
+            reporter.info(f"chain stage {i}/{len(students)}: {spec} from "
+                          f"{[final_path(p) for p in source] if isinstance(source, list) else final_path(source)}")
             r = _finished(run.path(f"stage{i}")) if run.resumed else None
             r = r or distill(data=data, teacher=source, student=spec, out=run.path(f"stage{i}"), quiet=quiet,
                              resume=run.resumed, **kd_options)
@@ -325,13 +333,14 @@ def evaluate_model(model_path, data: str | None = None, *, out=None, overwrite: 
                             seed=recorded.get("split_seed", 0) if same else 0, mean=norm["mean"], std=norm["std"])
     test_acc, test_err = accuracy(model, splits.test, device)
     val_acc, _ = accuracy(model, splits.val, device)
-    metrics = {"model": str(model_path), "data": data, "test_accuracy": test_acc, "test_errors": test_err,
+    metrics = {"model": final_path(model_path), "model_sha256": file_sha256(model_path), "data": data,
+               "test_accuracy": test_acc, "test_errors": test_err,
                "test_size": len(splits.test), "val_accuracy": val_acc, "wall_seconds": round(time.time() - started, 2),
                "peak_rss_mb": peak_rss_mb()}
     if not write:
         return Result(metrics, None, model)
     with RunOutput(out, "evaluate", overwrite) as run:
-        run.write_config({"command": "evaluate", "model": str(model_path), "data": data, "device": device})
+        run.write_config({"command": "evaluate", "model": final_path(model_path), "data": data, "device": device})
         run.log(metrics)
         run.write_metrics(metrics)
     Reporter(quiet).info(f"{model_path} on {data}: test accuracy {test_acc:.4f} ({test_err} errors), val {val_acc:.4f}")
@@ -370,7 +379,7 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
     targets = synset.labels if synset.label_logits is None else synset.targets()
     method = METHODS.get(synset.meta.get("method", ""))  # a registered name only: nothing is imported
     with RunOutput(out, "evaluate", overwrite, resume, call) as run:
-        run.write_config({"command": "evaluate", "synset": str(path), "data": data, "seed": seed,
+        run.write_config({"command": "evaluate", "synset": final_path(path), "data": data, "seed": seed,
                           "vectorise": vectorise, "protocol": dataclasses.asdict(proto)})
         # first the way the set was made (quick, and it may refuse code named by the file), then the protocol
         as_made = method.as_made(synset, test, runs=proto.runs, seed=seed, trust_code=trust_code) if method else None
@@ -379,7 +388,8 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
                                   checkpoints=run.checkpoints("protocol", 1))
         for spec, r in results.items():
             run.log({"model": spec, **r})
-        metrics = {"synset": str(path), "data": data, "method": synset.meta.get("method"), "ipc": synset.ipc,
+        metrics = {"synset": final_path(path), "synset_sha256": file_sha256(path), "data": data,
+                   "method": synset.meta.get("method"), "ipc": synset.ipc,
                    "models": results, **({"as_made": as_made} if as_made else {}), "epochs": proto.epochs,
                    "dsa": proto.dsa, "wall_seconds": round(time.time() - started, 2), "peak_rss_mb": peak_rss_mb()}
         run.write_metrics(metrics)
@@ -462,7 +472,8 @@ def method_from(method, shorthands: dict | None = None, *, trust_code: bool = Tr
     fields = option_fields(type(method))
     for keyword in given:
         require(METHOD_SHORTHANDS[keyword] in fields,
-                f"{_flag(keyword)} does not apply to the {method.name} method (its options: {options_help(type(method))})")
+                f"{_flag(keyword)} does not apply to the {method.name} method "
+                f"(its options: {options_help(type(method))})")
     return dataclasses.replace(method, **{METHOD_SHORTHANDS[k]: v for k, v in given.items()}) if given else method
 
 
@@ -514,7 +525,8 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int
                    "peak_rss_mb": peak_rss_mb(), "synset_bytes": synset.nbytes(), "train_set_bytes_uint8": full_bytes,
                    "images": len(synset.labels), "final_loss": losses[-1] if losses else None}
         run.write_metrics(metrics)
-    reporter.info(f"condensed {data} with {method.name} to {ipc} images per class in {seconds:.1f} s; wrote {run.final}")
+    reporter.info(f"condensed {data} with {method.name} to {ipc} images per class in {seconds:.1f} s; "
+                  f"wrote {final_path(run.final)}")
     return Result(metrics, run.final)
 
 

@@ -8,6 +8,7 @@ This module knows nothing of models or sets: ``models`` and ``condense.synset`` 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -33,6 +34,22 @@ def to_jsonable(value):
     if hasattr(value, "item") and callable(value.item):
         return value.item()
     return value
+
+
+def final_path(path) -> str:
+    """Where a file will be once its run finishes: ``runs/.demo.partial/teacher/m`` -> ``runs/demo/teacher/m``.
+    Records and messages name these, never the temporary folder."""
+    parts = [p[1:-len(".partial")] if p.startswith(".") and p.endswith(".partial") else p for p in Path(path).parts]
+    return str(Path(*parts)) if parts else str(path)
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes (records say which exact input a run used)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, durable: bool = False) -> None:
