@@ -45,7 +45,7 @@ from .specs import option_fields, options_help
 from .training import TrainConfig, accuracy, check_device, fit, predict_logits
 
 __all__ = ["Result", "train", "distill", "chain", "evaluate", "evaluate_model", "evaluate_synset", "predict", "load",
-           "inspect_teacher", "condense_data", "export_synset", "data_fetch", "data_info", "repeat_over_seeds",
+           "inspect_teacher", "condense_data", "export", "export_synset", "data_fetch", "data_info", "repeat_over_seeds",
            "register_loss", "register_method", "loss_help", "method_help",
            # the options dataclasses whose defaults the CLI shows, and helpers it uses
            "resume", "code_named_in", "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "to_jsonable",
@@ -528,6 +528,58 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int
     reporter.info(f"condensed {data} with {method.name} to {ipc} images per class in {seconds:.1f} s; "
                   f"wrote {final_path(run.final)}")
     return Result(metrics, run.final)
+
+
+MODEL_EXPORTS = (".pt2", ".ts", ".onnx")
+
+
+def export(path, to, *, overwrite: bool = False, trust_code: bool = False) -> dict:
+    """A synthetic set as .npz or a PNG grid (``export_synset``); a model file as something plain PyTorch (or an
+    ONNX runtime) runs without distillab: ``.pt2`` (torch.export), ``.ts`` (TorchScript) or ``.onnx``. The exported
+    model takes inputs as the data holds them (pixels in [0, 1], or a signal's own values): its normalisation is
+    built in."""
+    if read_meta(path).get("format") == SYNSET_FORMAT:
+        return export_synset(path, to, overwrite=overwrite)
+    target = Path(to)
+    require(target.suffix in MODEL_EXPORTS, f"a model exports to {', '.join(MODEL_EXPORTS)}; got {target}")
+    require(not target.exists() or overwrite, f"{target} exists; choose another --to or pass --overwrite")
+    require(target.parent.exists(), f"folder {target.parent} does not exist")
+    model = load(path, trust_code=trust_code)
+    meta = model.distillab
+    norm = meta["normalisation"]
+    wrapped = nn.Sequential(_Normalise(norm["mean"], norm["std"]), model).eval()
+    example = torch.rand(2, *meta["input_shape"])
+    tmp = target.with_name(target.name + ".part" + target.suffix)
+    with torch.no_grad():
+        if target.suffix == ".pt2":
+            program = torch.export.export(wrapped, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+            torch.export.save(program, str(tmp))
+        elif target.suffix == ".ts":
+            torch.jit.trace(wrapped, example).save(str(tmp))
+        else:
+            try:
+                import onnx  # noqa: F401
+            except ImportError:
+                raise DistillabError("exporting to .onnx needs the onnx package (pip install onnx onnxscript); "
+                                     ".pt2 and .ts need nothing more") from None
+            torch.onnx.export(wrapped, (example,), str(tmp), input_names=["x"], output_names=["logits"],
+                              dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    tmp.replace(target)
+    return {"model": final_path(path), "to": str(target), "input_shape": meta["input_shape"],
+            "inputs": "unnormalised (the normalisation is built in)", "classes": meta["classes"]}
+
+
+class _Normalise(nn.Module):
+    """The model file's normalisation, in front of an exported model."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        shape = (1, -1, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
 
 
 def export_synset(path, to, *, overwrite: bool = False) -> dict:

@@ -218,10 +218,13 @@ def build_parser() -> Parser:
     p.add_argument("--quick", action="store_true", help="digits instead of MNIST: under 2 minutes")
     _add_output(p)
 
-    p = sub.add_parser("export", help="export a synthetic set as .npz (the npz: data format) or a PNG grid")
-    p.add_argument("synset", help="synset.safetensors")
-    p.add_argument("--to", required=True, help="OUT.npz or OUT.png")
+    p = sub.add_parser("export", help="export a model to run without distillab (.pt2, .ts, .onnx), or a synthetic "
+                                      "set as .npz (the npz: data format) or a PNG grid")
+    p.add_argument("synset", metavar="FILE", help="model.safetensors or synset.safetensors")
+    p.add_argument("--to", required=True, help="OUT.pt2 (torch.export), OUT.ts (TorchScript), OUT.onnx (needs the "
+                                               "onnx package); for a set OUT.npz or OUT.png")
     p.add_argument("--overwrite", action="store_true", help="replace --to if it exists")
+    _add_trust(p)
     _add_quiet(p)
 
     p = sub.add_parser("bench", help="run a benchmark (the papers' tables)")
@@ -357,9 +360,9 @@ def _cmd_demo(a):
 
 
 def _cmd_export(a):
-    from .api import export_synset
+    from .api import export
 
-    return export_synset(a.synset, a.to, overwrite=a.overwrite)
+    return export(a.synset, a.to, overwrite=a.overwrite, trust_code=a.trust_code)
 
 
 def _cmd_bench(a):
