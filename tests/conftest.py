@@ -20,7 +20,10 @@ class CliResult:
 def cli(capsys):
     """Run the CLI in-process; returns exit code, stdout and stderr."""
     def run(*args):
-        code = main([str(a) for a in args])
+        args = [str(a) for a in args]
+        if args and not {"--help", "-h", "--version"} & set(args):
+            args.append("--json")  # tests read the full result; people get a summary
+        code = main(args)
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
     return run

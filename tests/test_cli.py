@@ -82,7 +82,8 @@ def test_seeds_repeat_and_summarise(cli, tmp_path):
 
 
 def test_data_info_and_module_entry_point(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "distillab", "data", "info", "digits"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "distillab", "data", "info", "digits", "--json"], capture_output=True,
+                       text=True)
     assert r.returncode == 0 and json.loads(r.stdout)["input_shape"] == [1, 8, 8]
     r = subprocess.run([sys.executable, "-m", "distillab", "train", "--model", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("distillab: error: ") and "Traceback" not in r.stderr

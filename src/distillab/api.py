@@ -393,8 +393,6 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
                    "models": results, **({"as_made": as_made} if as_made else {}), "epochs": proto.epochs,
                    "dsa": proto.dsa, "wall_seconds": round(time.time() - started, 2), "peak_rss_mb": peak_rss_mb()}
         run.write_metrics(metrics)
-    for spec, r in results.items():
-        reporter.info(f"{spec}: {100 * r['mean']:.2f} +- {100 * r['std']:.2f}% over {proto.runs} runs")
     return Result(metrics, run.final)
 
 
@@ -500,11 +498,12 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int
     with RunOutput(out, "condense", overwrite, resume, call) as run:
         run.write_config({"command": "condense", "data": data, "method": str(method), "ipc": ipc, "seed": seed,
                           "val_size": splits.val_size, "split_seed": split_seed})
-        bar = reporter.bar(method.iterations_total, f"condense {method.name}")
+        bar = reporter.bar(method.iterations_total, f"condense {method.name}", unit="iterations")
 
         def on_iteration(it, loss):
             run.log({"iteration": it + 1, "loss": loss})
             bar.update(1)
+            bar.set_postfix(loss=loss)
 
         t0 = time.perf_counter()
         synset = condense(train, method, ipc, seed=seed, progress=on_iteration,

@@ -64,6 +64,10 @@ def _add_resume(p, unit: str | None):
 
 def _add_quiet(p):
     p.add_argument("--quiet", action="store_true", help="no progress or log lines")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="how much to log on stderr (default info: progress and one line per epoch)")
+    p.add_argument("--json", action="store_true", help="print every figure as JSON on stdout (default: a short "
+                                                       "summary; the run's metrics.json holds them all)")
 
 
 def _add_trust(p):
@@ -241,6 +245,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("run", help="run a command from a YAML recipe whose keys are its flags")
     p.add_argument("recipe", help="RECIPE.yaml with 'command:' and the command's flags as keys")
     _add_trust(p)
+    _add_quiet(p)
     return parser
 
 
@@ -456,7 +461,28 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 # Flags that may come with --resume: how to run, not what to compute.
-WITH_RESUME = {"command", "resume", "quiet", "trust_code", "checkpoint_every"}
+WITH_RESUME = {"command", "resume", "quiet", "trust_code", "checkpoint_every", "json", "log_level"}
+
+SUMMARY_SKIP = ("seconds", "peak_rss_mb", "sha256", "stages", "runs", "recipe", "machine")
+
+
+def summary(result: dict) -> str:
+    """A few lines a person reads: the headline figures of a result (metrics.json, or --json, has them all)."""
+    lines = []
+    for key, value in result.items():
+        if any(key.endswith(s) for s in SUMMARY_SKIP) or key == "markdown":
+            continue
+        if isinstance(value, dict) and {"mean", "std"} <= set(value):
+            lines.append(f"{key}: {_number(value['mean'])} +- {_number(value['std'])}")
+        elif isinstance(value, dict) and all(isinstance(v, dict) and "mean" in v for v in value.values()) and value:
+            lines += [f"{key} {k}: {_number(v['mean'])} +- {_number(v['std'])}" for k, v in value.items()]
+        elif isinstance(value, (str, int, float, bool)) or value is None:
+            lines.append(f"{key}: {_number(value)}")
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _check_resume_alone(parser: Parser, args) -> None:
@@ -479,11 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command == "run":
-            args = parser.parse_args(recipe_argv(args.recipe, parser, args.trust_code))
+            style = (["--json"] if args.json else []) + (["--quiet"] if args.quiet else [])
+            args = parser.parse_args(recipe_argv(args.recipe, parser, args.trust_code) + style)
+        log_to_stderr(getattr(args, "log_level", "info"))
         _check_resume_alone(parser, args)
         result = COMMANDS[args.command](args)
         if result is not None:
-            print(json.dumps(to_jsonable(result), indent=2))
+            print(json.dumps(to_jsonable(result), indent=2) if getattr(args, "json", False) else summary(result))
         return 0
     except DistillabError as e:
         print("distillab: error: " + " ".join(str(e).split()), file=sys.stderr)

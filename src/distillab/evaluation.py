@@ -73,7 +73,7 @@ def _augment_each(x_per_model: list[torch.Tensor], dsa, g) -> list[torch.Tensor]
 
 
 def train_sequential(models: list[nn.Module], x: torch.Tensor, targets: torch.Tensor, proto: Protocol,
-                     g: torch.Generator, dsa=None) -> list[nn.Module]:
+                     g: torch.Generator, dsa=None, on_epoch=None) -> list[nn.Module]:
     """The plain eager loop, one model after another (the reference and the fallback)."""
     n = len(x)
     for model in models:
@@ -90,12 +90,14 @@ def train_sequential(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+            if on_epoch:
+                on_epoch(1)
         model.eval()
     return models
 
 
 def train_vectorised(models: list[nn.Module], x: torch.Tensor, targets: torch.Tensor, proto: Protocol,
-                     g: torch.Generator, dsa=None) -> list[nn.Module]:
+                     g: torch.Generator, dsa=None, on_epoch=None) -> list[nn.Module]:
     """The same protocol for all models at once: stacked parameters, one vmapped gradient per step."""
     from torch.func import functional_call, grad, stack_module_state, vmap
 
@@ -121,6 +123,8 @@ def train_vectorised(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
                     d = grads[k] + proto.weight_decay * p
                     momentum[k].mul_(proto.momentum).add_(d)
                     p.sub_(lr * momentum[k])
+        if on_epoch:
+            on_epoch(count)
     for i, model in enumerate(models):
         model.load_state_dict({**{k: v[i] for k, v in params.items()}, **{k: v[i] for k, v in buffers.items()}})
         model.eval()
@@ -142,6 +146,8 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
     dsa = DSA.for_inputs(tuple(x.shape[1:])) if proto.dsa else None
     saved = (checkpoints.load() if checkpoints else None) or {"accuracies": {}, "generators": {}}
     results = {}
+    bar = reporter.bar(len(proto.models) * proto.runs * proto.epochs, "evaluate", unit="model-epochs")
+    bar.update(sum(len(a) for a in saved["accuracies"].values()) * proto.epochs)
     with loop_running():
         for s_i, spec in enumerate(proto.models):
             g = seeds.generator(seed, "protocol", s_i)
@@ -155,11 +161,15 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
                           f"{' (vectorised)' if use_vmap else ''}")
             todo = models[len(accs):]
             for group in ([todo] if use_vmap else [[m] for m in todo]) if todo else []:
-                (train_vectorised if use_vmap else train_sequential)(group, x, targets, proto, g, dsa)
+                (train_vectorised if use_vmap else train_sequential)(group, x, targets, proto, g, dsa, bar.update)
                 accs += [accuracy(m, test)[0] for m in group]
+                bar.set_postfix(last=accs[-1])
                 if checkpoints:
                     saved["accuracies"][spec], saved["generators"][spec] = list(accs), g
                     checkpoints.after(len(accs), lambda: saved)
             results[spec] = {**summarise(accs), "vectorised": use_vmap,
                              "seconds": round(time.perf_counter() - started, 2)}
+            reporter.info(f"evaluate {spec}: {100 * results[spec]['mean']:.2f} +- {100 * results[spec]['std']:.2f}% "
+                          f"over {proto.runs} runs")
+    bar.close()
     return results

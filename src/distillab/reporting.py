@@ -1,32 +1,39 @@
 """One voice: everything the library tells the user goes through a Reporter, handed down from the API.
 
-Messages go to the ``distillab`` logger (Python ``logging``), progress to tqdm bars; warnings to ``warnings``
-(the CLI prints them as ``distillab: warning: ...``). ``Reporter(quiet=True)`` -- the default below the API --
-says nothing. Nothing else in the library prints.
+Messages go to the ``distillab`` logger (Python ``logging``); progress to one bar per run, covering all of it with
+an ETA: a tqdm bar on a terminal, and without one (a log file, a scheduler) a plain line at a steady interval
+(``DISTILLAB_PROGRESS_SECONDS``, default 30), so a redirected log is never silent for long. Warnings go to
+``warnings`` (the CLI prints them as ``distillab: warning: ...``). ``Reporter(quiet=True)`` -- the default below
+the API -- says nothing. Nothing else in the library prints.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 import warnings
 
 logger = logging.getLogger("distillab")
+PROGRESS_SECONDS = 30.0
 
 
 class _Stderr(logging.Handler):
-    """Writes to whatever sys.stderr is when a message comes (test runners swap it)."""
+    """Writes to whatever sys.stderr is when a message comes (test runners swap it), above any progress bar."""
 
     def emit(self, record):
-        sys.stderr.write(self.format(record) + "\n")
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
         sys.stderr.flush()
 
 
-def log_to_stderr() -> None:
+def log_to_stderr(level: int | str = logging.INFO) -> None:
     """Messages of the ``distillab`` logger go to stderr, as lines of their own (the CLI's choice)."""
     if not any(isinstance(h, _Stderr) for h in logger.handlers):
         logger.addHandler(_Stderr())
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level.upper() if isinstance(level, str) else level)
     logger.propagate = False
 
 
@@ -53,6 +60,46 @@ class _NoBar:
         return False
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class _LineBar(_NoBar):
+    """Progress without a terminal: one plain log line every ``interval`` seconds, and one at the end."""
+
+    def __init__(self, total: int | None, desc: str, unit: str, interval: float):
+        self.total, self.desc, self.unit, self.interval = total or None, desc, unit, interval
+        self.done, self.started = 0, time.monotonic()
+        self.last, self.said = self.started, False
+        self.postfix = ""
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last, self.said = now, True
+            logger.info(self._line(now))
+
+    def set_postfix(self, **values) -> None:
+        self.postfix = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
+
+    def _line(self, now: float) -> str:
+        elapsed = now - self.started
+        if self.total:
+            eta = elapsed / max(self.done, 1) * (self.total - self.done)
+            head = f"{self.desc}: {self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%), " \
+                   f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}"
+        else:
+            head = f"{self.desc}: {self.done} {self.unit}, {_duration(elapsed)} elapsed"
+        return head + (f"; {self.postfix}" if self.postfix else "")
+
+    def close(self) -> None:
+        if self.said:  # a run that spoke along the way also says when it is done
+            logger.info(f"{self.desc}: done, {self.done} {self.unit} in {_duration(time.monotonic() - self.started)}")
+
+
 class Reporter:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
@@ -66,13 +113,18 @@ class Reporter:
         """A warning the user should act on: shown even when quiet (as a Python warning)."""
         warnings.warn(message, stacklevel=3)
 
-    def bar(self, total: int | None, desc: str, leave: bool = True):
-        """A progress bar (tqdm; off without a terminal and when quiet): ``update()``, ``set_postfix()``, ``close()``."""
-        if self.quiet:
+    def bar(self, total: int | None, desc: str, unit: str = "steps", leave: bool = True):
+        """Progress over a whole run: ``update(n)``, ``set_postfix(**values)``, ``close()``. A tqdm bar on a
+        terminal, plain lines at a steady interval elsewhere, nothing when quiet."""
+        if self.quiet or not logger.isEnabledFor(logging.INFO):
             return _NoBar()
-        from tqdm.auto import tqdm
+        _ensure_handler()
+        if sys.stderr.isatty():
+            from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, leave=leave, disable=None)
+            return tqdm(total=total, desc=desc, unit=unit.rstrip("s") or "it", leave=leave, dynamic_ncols=True)
+        interval = float(os.environ.get("DISTILLAB_PROGRESS_SECONDS", PROGRESS_SECONDS))
+        return _LineBar(total, desc, unit, interval)
 
 
 SILENT = Reporter(quiet=True)

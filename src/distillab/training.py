@@ -203,13 +203,13 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
                 "history": history, "best_val": best[0], "best_epoch": best[1], "best_state": best[2]}
 
     start = time.perf_counter()
+    bar = reporter.bar(total_steps, desc, unit="steps")
+    bar.update(step)
     with loop_running():
         for epoch in range(first_epoch, cfg.epochs):
             t0 = time.perf_counter()
             if order is None:
                 order, sums = torch.randperm(n, generator=generator).to(device), {}
-            bar = reporter.bar(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}", leave=False)
-            bar.update(first_batch)
             for b in range(first_batch, steps_per_epoch):
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(cfg, epoch, step / total_steps)
@@ -235,7 +235,6 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
                 bar.update(1)
                 if checkpoints:
                     checkpoints.save_and_stop_if_requested(lambda: state(epoch, b + 1, order, sums))
-            bar.close()
             first_batch = 0
             val_acc, _ = accuracy(model, splits.val, device)
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
@@ -246,6 +245,11 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
                                      + ("; the last good checkpoint is kept" if checkpoints and checkpoints.path.exists()
                                         else ""))
             history.append(record)
+            terms = ", ".join(f"{k} {record['train_' + k]:.4f}" for k in sums if k != "loss")
+            reporter.info(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {record['train_loss']:.4f}"
+                          + (f" ({terms})" if terms and len(sums) > 2 else "")
+                          + f", val accuracy {val_acc:.4f}, {record['seconds']:.1f} s")
+            bar.set_postfix(loss=record["train_loss"], val=val_acc)
             if val_acc > best[0]:
                 best_state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
                               if cfg.select == "best-val" else None)
@@ -255,6 +259,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
             order = None
             if checkpoints and checkpoints.due(epoch + 1) and epoch + 1 < cfg.epochs:
                 checkpoints.save(state(epoch + 1, 0, None, {}))
+    bar.close()
     if cfg.select == "best-val" and best[2] is not None:
         model.load_state_dict(best[2])
     set_dropout_generator(model, None)

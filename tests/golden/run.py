@@ -138,7 +138,7 @@ def run_all(root: Path) -> dict:
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            code = main(argv + (["--quiet"] if args[0] not in ("inspect", "export", "data") else []))
+            code = main(argv + ["--quiet", "--json"])
         assert code == 0, (name, code)
         entry = {"printed": _steady(json.loads(stdout.getvalue()))}
         if Path(name).exists():

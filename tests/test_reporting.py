@@ -1,0 +1,42 @@
+"""Progress that talks: one bar per run, a line per epoch, plain progress lines at a steady interval when stderr is
+not a terminal; --log-level and --quiet; a short summary on stdout unless --json."""
+
+import os
+import subprocess
+import sys
+import time
+
+from distillab import reporting
+
+
+def test_a_redirected_log_is_never_silent_for_long(tmp_path):
+    env = {**os.environ, "DISTILLAB_PROGRESS_SECONDS": "0.5", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "distillab", "condense", "--data", "digits", "--method",
+                             "dm:iterations=120,batch_real=64,model=[convnet:width=16,depth=2]", "--ipc", "5",
+                             "--out", str(tmp_path / "c")], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=env)
+    stamps, lines = [], []
+    for line in proc.stderr:  # a pipe, not a terminal
+        stamps.append(time.monotonic())
+        lines.append(line.rstrip())
+    assert proc.wait() == 0
+    progress = [line for line in lines if line.startswith("condense dm:") and "ETA" in line]
+    assert len(progress) >= 3, lines
+    work = [t for t, line in zip(stamps, lines) if "ETA" in line or "done" in line]
+    assert max(b - a for a, b in zip(work, work[1:])) < 5  # lines keep coming (interval 0.5 s here, 30 s default)
+    assert any(line.startswith("condense dm: done, 120 iterations") for line in lines)
+    assert reporting.PROGRESS_SECONDS <= 30
+
+
+def test_epoch_lines_summary_log_level_and_quiet(cli, tmp_path, capsys):
+    from distillab.cli import main
+
+    code = main(["train", "--data", "digits", "--model", "mlp:hidden=8", "--epochs", "2", "--out", str(tmp_path / "a")])
+    out, err = capsys.readouterr()
+    assert code == 0 and "train epoch 2/2: loss" in err and "val accuracy" in err
+    assert out.startswith("test_accuracy: 0.") and "{" not in out  # a summary a person reads
+    main(["train", "--data", "digits", "--model", "mlp:hidden=8", "--epochs", "2", "--out", str(tmp_path / "b"),
+          "--log-level", "warning"])
+    assert capsys.readouterr().err == ""
+    r = cli("train", "--data", "digits", "--model", "mlp:hidden=8", "--epochs", "2", "--quiet", "--out", tmp_path / "c")
+    assert r.err == "" and r.json["epochs"] == 2
