@@ -69,7 +69,7 @@ def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = F
         metrics = {name: {k: r.metrics[k] for k in ("test_accuracy", "test_errors", "val_accuracy", "parameters",
                                                     "wall_seconds")} for name, r in results.items()}
         reporter.info(f"[4/4] dataset distillation: DM, {plan.dd['ipc']} images per class, beside a random real subset")
-        metrics["dataset_distillation"] = _dataset_distillation(run, plan)
+        metrics["dataset_distillation"] = _dataset_distillation(run, plan, reporter)
         metrics.update(data=plan.data, quick=quick, wall_seconds=round(time.time() - started, 1),
                        peak_rss_mb=peak_rss_mb(), kd_gain_errors=alone.metrics["test_errors"] - kd.metrics["test_errors"])
         run.write_metrics(metrics)
@@ -80,15 +80,17 @@ def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = F
     return Result(metrics, run.final)
 
 
-def _dataset_distillation(run: RunOutput, plan: DemoPlan) -> dict:
+def _dataset_distillation(run: RunOutput, plan: DemoPlan, reporter: Reporter) -> dict:
     """DM condenses the training set; the synthetic set and a random real subset of the same size are evaluated by
     one protocol (fresh models, final-epoch test accuracy, DSA)."""
     d = plan.dd
     splits = data_mod.split(data_mod.load(plan.data))
     train_set = splits.train_set()
     t0 = time.time()
+    bar = reporter.bar(d["iterations"], "condense dm", unit="iterations")
     synset = condense(train_set, DM(iterations=d["iterations"], batch_real=d["batch_real"], model=d["model"]),
-                      d["ipc"], seed=0)
+                      d["ipc"], seed=0, progress=lambda it, loss: bar.update(1))
+    bar.close()
     condense_seconds = time.time() - t0
     synset.meta["source"]["data"] = plan.data
     synset.save(run.path("synset.safetensors"))
@@ -98,8 +100,9 @@ def _dataset_distillation(run: RunOutput, plan: DemoPlan) -> dict:
     out = {"ipc": d["ipc"], "images": len(synset.labels), "condense_seconds": round(condense_seconds, 1),
            "recipe": dict(d), "synset_bytes": synset.nbytes()}
     for name, s in (("dm", synset), ("random_real", baseline)):
-        r = evaluate_images(s.images, s.labels, splits.test, proto, seed=0,
-                            num_classes=splits.num_classes)[d["eval_model"]]
+        reporter.info(f"evaluate the {name.replace('_', ' ')} set: {d['runs']} x {d['eval_model']}, {d['epochs']} epochs")
+        r = evaluate_images(s.images, s.labels, splits.test, proto, seed=0, num_classes=splits.num_classes,
+                            reporter=reporter)[d["eval_model"]]
         out[name] = {"test_accuracy": r["mean"], "std": r["std"], "runs": r["runs"]}
     return out
 

@@ -90,8 +90,11 @@ class Bench:
 
         results = {cell: _kept_result(path(cell), recipe_of(cell)) for cell in cells}
         todo = [cell for cell in cells if results[cell] is None]
+        self.reporter.info(f"{name}: {len(cells) - len(todo)} of {len(cells)} cells kept from earlier runs, "
+                           f"{len(todo)} to run")
         if todo and self.workers == 1:
-            for cell in todo:
+            for i, cell in enumerate(todo, 1):
+                self.reporter.info(f"{name}: cell {i}/{len(todo)} {'-'.join(map(str, cell))}")
                 results[cell] = _run_cell(fn, self.out, self.quick, cell, path(cell), recipe_of(cell))
         elif todo:
             import multiprocessing
@@ -101,9 +104,15 @@ class Bench:
                                      initializer=torch.set_num_threads, initargs=(threads,)) as pool:
                 futures = {cell: pool.submit(_run_cell, fn, self.out, self.quick, cell, path(cell), recipe_of(cell))
                            for cell in todo}
-                for cell, future in futures.items():
+                for i, (cell, future) in enumerate(futures.items(), 1):
                     results[cell] = future.result()
+                    self.reporter.info(f"{name}: cell {'-'.join(map(str, cell))} done ({i}/{len(todo)} in order)")
         return results
+
+    @property
+    def quiet(self) -> bool:
+        """Sub-runs talk when the benchmark does (their progress lines and one line per epoch)."""
+        return self.reporter.quiet
 
     @property
     def data(self) -> str:
@@ -125,7 +134,7 @@ class Bench:
         if path.exists() and (folder / "recipe.json").exists() and (folder / "recipe.json").read_text() == recipe:
             return path
         self.reporter.info(f"  training teacher {key}: {kwargs.get('model')}")
-        train(data=self.data, out=folder, overwrite=True, quiet=True, **kwargs)
+        train(data=self.data, out=folder, overwrite=True, quiet=self.quiet, **kwargs)
         (folder / "recipe.json").write_text(recipe)
         return path
 

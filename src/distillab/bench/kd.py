@@ -29,14 +29,14 @@ def bench_hinton_mnist(b: Bench) -> dict:
     teacher = b.teacher("hinton-1200")
     t_meta = read_meta(teacher)
     t_eval = evaluate_file(teacher, b.data)
-    alone = train(data=b.data, model=student, out=b.run_dir("hinton", "alone"), quiet=True, **s_opts)
+    alone = train(data=b.data, model=student, out=b.run_dir("hinton", "alone"), quiet=b.quiet, **s_opts)
     # T^2 * KL at T=20 has gradients up to ~(z_s - z_t)/C, larger than CE's: at lr 0.05 with momentum 0.9 the
     # 800-800 student diverged in its first epoch here, so distillation runs use lr 0.03 (as in REFERENCE.md's run)
     kd_opts = dict(s_opts, epochs=s_opts["epochs"] + (0 if b.quick else 20), lr=0.03)
     kd = distill(data=b.data, teacher=teacher, student=student, temperature=20.0, alpha=0.9,
-                 out=b.run_dir("hinton", "kd"), quiet=True, **kd_opts)
+                 out=b.run_dir("hinton", "kd"), quiet=b.quiet, **kd_opts)
     kd_jitter = distill(data=b.data, teacher=teacher, student=student, temperature=20.0, alpha=0.9,
-                        out=b.run_dir("hinton", "kd-jitter"), quiet=True, augment="shift:2" if not b.quick else "shift:1",
+                        out=b.run_dir("hinton", "kd-jitter"), quiet=b.quiet, augment="shift:2" if not b.quick else "shift:1",
                         **{k: v for k, v in kd_opts.items() if k != "augment"})
     result = {
         "teacher": t_eval, "student_alone": figures_of(alone.metrics), "student_kd": figures_of(kd.metrics),
@@ -78,7 +78,7 @@ def bench_ls_teacher(b: Bench) -> dict:
         for seed in seeds:
             with quiet_warnings():
                 r = distill(data=b.data, teacher=path, student=student, losses=["ce:w=0.4", "logit-mse:w=0.6"],
-                            out=b.run_dir("ls", f"{name}-{seed}"), quiet=True, seed=seed, **s_opts)
+                            out=b.run_dir("ls", f"{name}-{seed}"), quiet=b.quiet, seed=seed, **s_opts)
             runs.append(r.metrics)
         summary = {"teacher": t_eval, "student_test_accuracy": summary_of(runs),
                    "student_test_error_percent": summarise([100 * (1 - r["test_accuracy"]) for r in runs])}
@@ -114,8 +114,8 @@ def bench_kd_losses(b: Bench) -> dict:
         temps = [1, 2, 4, 8, 20]
     probs = b.work / "kd-losses-probs.npz"
     top5 = b.work / "kd-losses-top5.npz"
-    predict(teacher, b.data, split="train", output="probs", out=probs, quiet=True)
-    predict(teacher, b.data, split="train", output="probs", top_k=5, out=top5, quiet=True)
+    predict(teacher, b.data, split="train", output="probs", out=probs, quiet=b.quiet)
+    predict(teacher, b.data, split="train", output="probs", top_k=5, out=top5, quiet=b.quiet)
     configs = {"ce": dict(losses=["ce"])}
     for t in temps:
         configs[f"kl_T{t}"] = dict(losses=[f"kd:T={t}"])
@@ -128,12 +128,12 @@ def bench_kd_losses(b: Bench) -> dict:
         for seed in seeds:
             kwargs = dict(cfg)
             if name == "ce":
-                r = train(data=b.data, model=student, out=b.run_dir("kd-losses", f"{name}-{seed}"), quiet=True,
+                r = train(data=b.data, model=student, out=b.run_dir("kd-losses", f"{name}-{seed}"), quiet=b.quiet,
                           seed=seed, **s_opts)
             else:
                 if "teacher_outputs" not in kwargs:
                     kwargs["teacher"] = teacher
-                r = distill(data=b.data, student=student, out=b.run_dir("kd-losses", f"{name}-{seed}"), quiet=True,
+                r = distill(data=b.data, student=student, out=b.run_dir("kd-losses", f"{name}-{seed}"), quiet=b.quiet,
                             seed=seed, **kwargs, **s_opts)
             runs.append(r.metrics)
         result[name] = summary_of(runs)
@@ -168,16 +168,16 @@ def bench_takd(b: Bench) -> dict:
     result, rows = {"teacher": evaluate_file(teacher, b.data)}, []
     per = {f"{kind}_{w}": [] for w in widths for kind in ("alone", "direct", "via_ta")}
     for seed in seeds:
-        ta_run = distill(data=b.data, teacher=teacher, student=ta, out=b.run_dir("takd", f"ta-{seed}"), quiet=True,
+        ta_run = distill(data=b.data, teacher=teacher, student=ta, out=b.run_dir("takd", f"ta-{seed}"), quiet=b.quiet,
                          seed=seed, **kd_opts, **s_opts)
         ta_path = ta_run.out / "model.safetensors"
         for w in widths:
             spec = f"mlp:hidden={w}-{w}"
             per[f"alone_{w}"].append(train(data=b.data, model=spec, out=b.run_dir("takd", f"alone-{w}-{seed}"),
-                                           quiet=True, seed=seed, **s_opts).metrics)
-            per[f"direct_{w}"].append(distill(data=b.data, teacher=teacher, student=spec, quiet=True, seed=seed,
+                                           quiet=b.quiet, seed=seed, **s_opts).metrics)
+            per[f"direct_{w}"].append(distill(data=b.data, teacher=teacher, student=spec, quiet=b.quiet, seed=seed,
                                               out=b.run_dir("takd", f"direct-{w}-{seed}"), **kd_opts, **s_opts).metrics)
-            per[f"via_ta_{w}"].append(distill(data=b.data, teacher=ta_path, student=spec, quiet=True, seed=seed,
+            per[f"via_ta_{w}"].append(distill(data=b.data, teacher=ta_path, student=spec, quiet=b.quiet, seed=seed,
                                               out=b.run_dir("takd", f"ta-{w}-{seed}"), **kd_opts, **s_opts).metrics)
     for key, runs in per.items():
         result[key] = summary_of(runs)
@@ -207,7 +207,7 @@ def bench_rkd(b: Bench) -> dict:
                "ce+kd+rkd": ["ce:w=0.1", "kd:T=4,w=0.9", "rkd:distance=25,angle=50"]}
     result, rows = {"teacher": evaluate_file(teacher, b.data)}, []
     for name, losses in configs.items():
-        runs = [distill(data=b.data, teacher=teacher, student=student, losses=losses, quiet=True, seed=seed,
+        runs = [distill(data=b.data, teacher=teacher, student=student, losses=losses, quiet=b.quiet, seed=seed,
                         out=b.run_dir("rkd", f"{name}-{seed}"), **s_opts).metrics for seed in seeds]
         result[name] = summary_of(runs)
         rows.append((name, ", ".join(losses), pm(result[name], 100, "%")))
