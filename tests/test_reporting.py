@@ -40,3 +40,27 @@ def test_epoch_lines_summary_log_level_and_quiet(cli, tmp_path, capsys):
     assert capsys.readouterr().err == ""
     r = cli("train", "--data", "digits", "--model", "mlp:hidden=8", "--epochs", "2", "--quiet", "--out", tmp_path / "c")
     assert r.err == "" and r.json["epochs"] == 2
+
+
+def test_csv_and_tensorboard_loggers(cli, tmp_path):
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    r = cli("train", "--data", "digits", "--model", "mlp:hidden=8", "--epochs", "2", "--log", "csv", "--log",
+            "tensorboard", "--quiet", "--out", tmp_path / "t")
+    assert r.code == 0, r.err
+    rows = list(csv.DictReader(open(tmp_path / "t/metrics.csv")))
+    assert [int(row["epoch"]) for row in rows] == [1, 2] and float(rows[1]["val_accuracy"]) > 0
+    assert len(list(csv.DictReader(open(tmp_path / "t/steps.csv")))) == 2 * 10  # 1,214 images, batch 128
+    assert (tmp_path / "t/metrics.jsonl").exists()  # JSONL stays
+    events = EventAccumulator(str(tmp_path / "t/tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("epoch/val_accuracy")] == [1, 2]
+    assert len(events.Scalars("step/loss")) == 2 * 10
+    c = cli("condense", "--data", "digits", "--method", "dm:iterations=3,batch_real=8,model=[convnet:width=4,depth=2]",
+            "--ipc", "1", "--log", "tensorboard", "--quiet", "--out", tmp_path / "c")
+    assert c.code == 0, c.err
+    events = EventAccumulator(str(tmp_path / "c/tensorboard"))
+    events.Reload()
+    assert events.Tags()["images"] == ["synthetic set"] and len(events.Scalars("epoch/loss")) == 3

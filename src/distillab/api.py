@@ -117,7 +117,7 @@ def _save(run: RunOutput, model, spec, splits, recipe, metrics):
 
 def train(data: str = "digits", model: str = "mlp:hidden=100", *, out=None, overwrite: bool = False,
           resume: bool = False, checkpoint_every: int = 1, val_size: int | None = None, split_seed: int = 0,
-          quiet: bool = False, **options) -> Result:
+          quiet: bool = False, log=("jsonl",), **options) -> Result:
     """Train ``model`` on ``data`` with cross-entropy; writes model.safetensors and metrics to ``out``.
     ``options``: the fields of ``TrainConfig`` (epochs, lr, ...). A checkpoint is kept every ``checkpoint_every``
     epochs (0: only when stopped by a signal); ``resume=True`` continues an unfinished run in ``out``."""
@@ -130,7 +130,7 @@ def train(data: str = "digits", model: str = "mlp:hidden=100", *, out=None, over
     data, model = splits.spec, model_name(model)  # what files record: spec strings (python:... for objects)
     config = {"command": "train", "data": data, "model": model, "val_size": splits.val_size,
               "split_seed": split_seed, **cfg.as_dict()}
-    with RunOutput(out, "train", overwrite, resume, call) as run:
+    with RunOutput(out, "train", overwrite, resume, call, log) as run:
         run.write_config(config)
         reporter.info(f"{'resume' if run.resumed else 'train'} {model} ({count_parameters(net):,} parameters) on "
                       f"{data}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test")
@@ -164,7 +164,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
             temperature: float | None = None, alpha: float | None = None, losses: list | None = None,
             student_tap: str = "penultimate", teacher_tap: str = "penultimate", cache="auto", out=None,
             overwrite: bool = False, resume: bool = False, checkpoint_every: int = 1, val_size: int | None = None,
-            split_seed: int = 0, quiet: bool = False, trust_code: bool = False, **options) -> Result:
+            split_seed: int = 0, quiet: bool = False, trust_code: bool = False, log=("jsonl",), **options) -> Result:
     """Distill ``teacher`` into a fresh ``student``.
 
     teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities.
@@ -203,7 +203,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
               "losses": [t.describe() for t in terms], **cfg.as_dict()}
     config = {"command": "kd", "data": data, "student": student, "val_size": splits.val_size,
               "split_seed": split_seed, **recipe}
-    with RunOutput(out, "kd", overwrite, resume, call) as run:
+    with RunOutput(out, "kd", overwrite, resume, call, log) as run:
         run.write_config(config)
         reporter.info(f"kd {student} ({count_parameters(net):,} parameters) from {teacher_desc} [{how}] on {data}; "
                       f"losses: {', '.join(str(t) for t in terms)}")
@@ -234,7 +234,7 @@ def chain(data: str = "digits", teacher=None, students: list[str] = (), *, from_
     loss_terms(kd_options.get("losses"), kd_options.get("temperature"), kd_options.get("alpha"))  # fail early
     started = time.time()
     call = _call("chain", data=data, teacher=teacher, students=list(students), from_all=from_all,
-                 **{k: v for k, v in kd_options.items() if k != "checkpoint_every"})
+                 **{k: v for k, v in kd_options.items() if k not in ("checkpoint_every", "log")})
     with RunOutput(out, "chain", overwrite, resume, call) as run:
         run.write_config({"command": "kd-chain", "data": data, "teacher": final_path(teacher)
                           if isinstance(teacher, (str, Path)) else type(teacher).__name__, "students": list(students),
@@ -269,7 +269,7 @@ def repeat_over_seeds(fn, seeds: list[int], *, out=None, overwrite: bool = False
     kwargs.pop("seed", None)
     results = []
     call = _call("repeat_over_seeds", fn=fn.__name__, seeds=list(seeds), command=command,
-                 **{k: v for k, v in kwargs.items() if k not in ("quiet", "checkpoint_every")})
+                 **{k: v for k, v in kwargs.items() if k not in ("quiet", "checkpoint_every", "log")})
     with RunOutput(out, command, overwrite, resume, call) as run:
         run.write_config({"command": command, "seeds": seeds, **{k: v for k, v in kwargs.items()
                                                                   if not callable(v) or isinstance(v, str)}})
@@ -349,7 +349,7 @@ def evaluate_model(model_path, data: str | None = None, *, out=None, overwrite: 
 
 def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: bool = False, out=None,
                     overwrite: bool = False, resume: bool = False, quiet: bool = False, trust_code: bool = False,
-                    **protocol) -> Result:
+                    log=("jsonl",), **protocol) -> Result:
     """The standard protocol on a synthetic set: fresh models, final-epoch accuracy on the real test set.
     ``protocol``: the fields of ``evaluation.Protocol`` (models, runs, epochs, dsa, ...). Each finished model is
     checkpointed; ``resume=True`` continues an unfinished run in ``out``."""
@@ -378,7 +378,7 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
     test = data_mod.ImageSet(data_mod.normalise(ds.test.x, synset.mean, synset.std), ds.test.y)
     targets = synset.labels if synset.label_logits is None else synset.targets()
     method = METHODS.get(synset.meta.get("method", ""))  # a registered name only: nothing is imported
-    with RunOutput(out, "evaluate", overwrite, resume, call) as run:
+    with RunOutput(out, "evaluate", overwrite, resume, call, log) as run:
         run.write_config({"command": "evaluate", "synset": final_path(path), "data": data, "seed": seed,
                           "vectorise": vectorise, "protocol": dataclasses.asdict(proto)})
         # first the way the set was made (quick, and it may refuse code named by the file), then the protocol
@@ -477,7 +477,7 @@ def method_from(method, shorthands: dict | None = None, *, trust_code: bool = Tr
 
 def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int = 0, val_size: int | None = None,
                   split_seed: int = 0, out=None, overwrite: bool = False, resume: bool = False,
-                  checkpoint_every: int = 10, quiet: bool = False, **shorthands) -> Result:
+                  checkpoint_every: int = 10, quiet: bool = False, log=("jsonl",), **shorthands) -> Result:
     """Condense ``data`` into ``ipc`` images per class; writes synset.safetensors, synset.png and metrics.
 
     method: ``NAME[:key=value,...]`` (see ``method_help()``) or a Method object. ``shorthands``: the flags
@@ -495,7 +495,7 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int
     train = splits.train_set()
     check_ipc(train, ipc)
     method.check_data(train)  # a bad model or option fails before any output
-    with RunOutput(out, "condense", overwrite, resume, call) as run:
+    with RunOutput(out, "condense", overwrite, resume, call, log) as run:
         run.write_config({"command": "condense", "data": data, "method": str(method), "ipc": ipc, "seed": seed,
                           "val_size": splits.val_size, "split_seed": split_seed})
         bar = reporter.bar(method.iterations_total, f"condense {method.name}", unit="iterations")
@@ -515,6 +515,7 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int
         synset.meta["source"]["data"] = data
         synset.save(run.path("synset.safetensors"))
         synset.save_grid(run.path("synset.png"))
+        run.log_image("synthetic set", run.path("synset.png"))
         if losses:
             plot_loss(losses, run.path("loss.png"), f"{method.name} on {data}, IPC {ipc}")
         full_bytes = train.x.numel() * 1 + train.y.numel() * 1  # the training images as uint8 pixels

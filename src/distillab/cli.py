@@ -53,6 +53,12 @@ def _add_output(p):
     _add_quiet(p)
 
 
+def _add_loggers(p):
+    p.add_argument("--log", action="append", choices=["jsonl", "csv", "tensorboard"],
+                   help="where figures go besides metrics.jsonl/steps.jsonl (always written): csv, tensorboard "
+                        "(needs the tensorboard package); repeatable")
+
+
 def _add_resume(p, unit: str | None):
     p.add_argument("--resume", metavar="OUT", help="continue the unfinished run in OUT (killed or stopped) with the "
                                                    "options it was started with")
@@ -130,6 +136,7 @@ def build_parser() -> Parser:
     _add_training(p)
     _add_output(p)
     _add_resume(p, "epochs")
+    _add_loggers(p)
 
     p = sub.add_parser("kd", help="distill a teacher into a student")
     p.add_argument("--teacher", nargs="+", help="teacher model file(s); several form an averaged ensemble")
@@ -153,6 +160,7 @@ def build_parser() -> Parser:
     _add_trust(p)
     _add_output(p)
     _add_resume(p, "epochs")
+    _add_loggers(p)
 
     p = sub.add_parser("inspect", help="a dark-knowledge meter for a teacher")
     p.add_argument("model", help="teacher model.safetensors")
@@ -176,6 +184,7 @@ def build_parser() -> Parser:
     _add_trust(p)
     _add_output(p)
     _add_resume(p, None)
+    _add_loggers(p)
 
     p = sub.add_parser("condense", help="distill a dataset into a few synthetic images per class")
     p.add_argument("--data", default="digits")
@@ -200,6 +209,7 @@ def build_parser() -> Parser:
     _add_output(p)
     _add_resume(p, "iterations")
     _add_trust(p)
+    _add_loggers(p)
 
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
     p.add_argument("model", help="model.safetensors")
@@ -260,7 +270,10 @@ def _resumed(a, command: str):
 
 
 def _run_options(a) -> dict:
-    return {k: getattr(a, k) for k in ("checkpoint_every",) if getattr(a, k, None) is not None}
+    options = {k: getattr(a, k) for k in ("checkpoint_every",) if getattr(a, k, None) is not None}
+    if getattr(a, "log", None):
+        options["log"] = ("jsonl", *a.log)
+    return options
 
 
 def _cmd_train(a):
@@ -330,7 +343,7 @@ def _cmd_evaluate(a):
     require(a.model, "evaluate needs a model.safetensors or synset.safetensors file")
     return evaluate(a.model, a.data, device=a.device, models=a.models, runs=a.runs, epochs=a.epochs, dsa=a.dsa,
                     seed=a.seed, vectorise=a.vectorise, out=a.out, overwrite=a.overwrite, quiet=a.quiet,
-                    trust_code=a.trust_code).metrics
+                    trust_code=a.trust_code, log=_run_options(a).get("log")).metrics
 
 
 def _cmd_condense(a):

@@ -38,6 +38,7 @@ def peak_rss_mb() -> float:
     return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+LOGGERS = ("jsonl", "csv", "tensorboard")
 LOCK = ".lock"
 CALL = "call.json"
 CHECKPOINTS = "checkpoints"
@@ -51,9 +52,20 @@ class RunOutput:
     """
 
     def __init__(self, out: str | Path | None, command: str, overwrite: bool = False, resume: bool = False,
-                 call: dict | None = None):
+                 call: dict | None = None, log: tuple[str, ...] | list[str] = ("jsonl",)):
+        log = tuple(dict.fromkeys(log or ()))
+        bad = [k for k in log if k not in LOGGERS]
+        require(not bad, f"--log takes {', '.join(LOGGERS)}; got {', '.join(map(str, bad))}")
+        if "tensorboard" in log:
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise DistillabError("--log tensorboard needs the tensorboard package: pip install "
+                                     "'distillab[tensorboard]' (or tensorboard)") from None
         self.final = Path(out) if out else default_out(command)
-        self.overwrite, self.resume, self.call = overwrite, resume, call
+        self.overwrite, self.resume, self.call, self.loggers = overwrite, resume, call, log
+        self._csv: dict[str, tuple] = {}
+        self._board = None
         require(not self.final.exists() or self.final.is_dir(), f"--out {self.final} is a file, not a folder")
         self.dir = self.final.with_name(f".{self.final.name}.partial")
         finished = self.final.exists() and any(self.final.iterdir())
@@ -100,6 +112,12 @@ class RunOutput:
         if self._steps is not None:
             self._steps.close()
             self._steps = None
+        for handle, _ in self._csv.values():
+            handle.close()
+        self._csv = {}
+        if self._board is not None:
+            self._board.close()
+            self._board = None
         if exc_type is None:
             shutil.rmtree(self.dir / CHECKPOINTS, ignore_errors=True)  # done: nothing left to resume
             try:
@@ -151,7 +169,8 @@ class RunOutput:
         folder = self.dir / CHECKPOINTS
         folder.mkdir(exist_ok=True)
         return Checkpoints(folder / f"{name}.safetensors", every,
-                           logs=[self.path("metrics.jsonl"), self.path("steps.jsonl")], flush=self.flush)
+                           logs=[self.path(f) for f in ("metrics.jsonl", "steps.jsonl", "metrics.csv", "steps.csv")],
+                           flush=self.flush)
 
     def has_checkpoint(self) -> bool:
         return (self.dir / CHECKPOINTS).is_dir() and any((self.dir / CHECKPOINTS).glob("*.safetensors"))
@@ -164,20 +183,61 @@ class RunOutput:
     def flush(self) -> None:
         if self._steps is not None:
             self._steps.flush()
+        for handle, _ in self._csv.values():
+            handle.flush()
+        if self._board is not None:
+            self._board.flush()
 
     def write_config(self, config: dict) -> None:
         with open(self.path("config.yaml"), "w") as f:
             yaml.safe_dump(to_jsonable(config), f, sort_keys=False)
 
     def log(self, record: dict) -> None:
+        """One record per epoch (or iteration, or run): metrics.jsonl, and metrics.csv / TensorBoard on request."""
         with open(self.path("metrics.jsonl"), "a") as f:
             f.write(json.dumps(to_jsonable(record)) + "\n")
+        self._extra_loggers("metrics", record, ("epoch", "iteration", "stage", "seed"))
 
     def log_step(self, record: dict) -> None:
-        """Every training step's named loss terms, in steps.jsonl."""
+        """Every training step's named loss terms: steps.jsonl, and steps.csv / TensorBoard on request."""
         if self._steps is None:
             self._steps = open(self.path("steps.jsonl"), "a")
         self._steps.write(json.dumps(record) + "\n")
+        self._extra_loggers("steps", record, ("step",))
+
+    def log_image(self, tag: str, png: Path) -> None:
+        """A figure (the synthetic-set grid) for TensorBoard, when it logs."""
+        if "tensorboard" in self.loggers:
+            import matplotlib.image
+
+            self._tensorboard().add_image(tag, matplotlib.image.imread(png)[..., :3], dataformats="HWC")
+
+    def _extra_loggers(self, name: str, record: dict, step_keys: tuple) -> None:
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if "csv" in self.loggers:
+            if name not in self._csv:
+                import csv
+
+                path = self.path(f"{name}.csv")
+                fresh = not path.exists() or path.stat().st_size == 0
+                handle = open(path, "a", newline="")
+                writer = csv.DictWriter(handle, fieldnames=list(scalars), extrasaction="ignore")
+                if fresh:
+                    writer.writeheader()
+                self._csv[name] = (handle, writer)
+            self._csv[name][1].writerow(scalars)
+        if "tensorboard" in self.loggers:
+            step = next((int(record[k]) for k in step_keys if isinstance(record.get(k), (int, float))), None)
+            for key, value in scalars.items():
+                if key not in step_keys:
+                    self._tensorboard().add_scalar(f"{'epoch' if name == 'metrics' else 'step'}/{key}", value, step)
+
+    def _tensorboard(self):
+        if self._board is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._board = SummaryWriter(log_dir=str(self.path("tensorboard")))
+        return self._board
 
     def write_metrics(self, metrics: dict) -> None:
         with open(self.path("metrics.json"), "w") as f:
