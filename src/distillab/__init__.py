@@ -4,16 +4,33 @@ The API in one place: ``train``, ``distill``, ``chain``, ``condense_data``, ``ev
 ``inspect_teacher``, ``load``; models as spec strings or ``nn.Module``s, data as spec strings, torch ``Dataset``s,
 ``DataLoader``s or tensors; plug-ins with ``register_loss`` (a ``LossTerm`` dataclass) and ``register_method`` (a
 ``Method`` dataclass). See docs/design.md and docs/extending.md.
+
+Names load on first use, so ``import distillab`` (and ``distillab --help``) do not import torch.
 """
 
-from ._version import __version__
-from .api import (Result, chain, condense_data, distill, evaluate, evaluate_model, evaluate_synset, inspect_teacher,
-                  load, predict, train)
-from .condense import Method, SyntheticSet, register_method
-from .errors import DistillabError
-from .kd import LossInputs, LossTerm, register_loss
+import importlib
 
-__all__ = ["DistillabError", "LossInputs", "LossTerm", "Method", "Result", "SyntheticSet", "__version__", "chain",
-           "condense_data", "distill", "evaluate", "evaluate_model", "evaluate_synset", "inspect_teacher", "load",
-           "predict",
-           "register_loss", "register_method", "train"]
+from ._version import __version__
+from .errors import DistillabError
+
+_WHERE = {
+    "Result": "api", "chain": "api", "condense_data": "api", "distill": "api", "evaluate": "api",
+    "evaluate_model": "api", "evaluate_synset": "api", "inspect_teacher": "api", "load": "api", "predict": "api",
+    "train": "api", "export": "api", "resume": "api",
+    "Method": "condense", "SyntheticSet": "condense", "register_method": "condense",
+    "LossInputs": "kd", "LossTerm": "kd", "register_loss": "kd",
+}
+
+__all__ = ["DistillabError", "__version__", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'distillab' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_WHERE))

@@ -9,7 +9,6 @@ Any user-fixable problem ends as one line ``distillab: error: ...`` on stderr an
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import signal
@@ -18,7 +17,10 @@ import warnings
 from pathlib import Path
 
 from ._version import __version__
+from .cli_text import MODELS, TEXT
 from .errors import DistillabError, require
+
+IMPORT_PREFIX = "import:"
 
 
 class Parser(argparse.ArgumentParser):
@@ -81,14 +83,13 @@ def _add_trust(p):
                    help="allow files from elsewhere to name code (import:...) that distillab then imports and runs")
 
 
-def _default(cls, name: str) -> str:
-    value = next(f.default for f in dataclasses.fields(cls) if f.name == name)
-    return f"default {value}"
+def _default(section: str, name: str) -> str:
+    value = TEXT[section][name]
+    return f"default {' '.join(value) if isinstance(value, list) else value}"
 
 
 def _add_training(p):
-    from .api import TrainConfig
-
+    TrainConfig = "train"
     g = p.add_argument_group("training (defaults: distillab.training.TrainConfig)")
     g.add_argument("--data", default="digits", help="mnist, digits, cifar10, npz:PATH, folder:PATH (default digits)")
     g.add_argument("--epochs", type=int, help=_default(TrainConfig, "epochs"))
@@ -116,14 +117,11 @@ def _add_training(p):
 
 def _train_options(a) -> dict:
     """The TrainConfig fields the user gave; the rest keep their defaults there."""
-    from .api import TrainConfig
-
-    return {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if getattr(a, f.name) is not None}
+    return {k: getattr(a, k) for k in (*TEXT["train"], "lr_steps") if getattr(a, k) is not None}
 
 
 def build_parser() -> Parser:
-    from .api import IMPORT_PREFIX, Hinton, Protocol, loss_help, method_help
-    from .bench import BENCHMARKS
+    Hinton, Protocol = "hinton", "protocol"
 
     parser = Parser(prog="distillab", description="Machine teaching: model distillation and dataset distillation.")
     parser.add_argument("--version", action="version", version=f"distillab {__version__}")
@@ -132,7 +130,7 @@ def build_parser() -> Parser:
     parser.commands = sub.choices
 
     p = sub.add_parser("train", help="train a model with cross-entropy")
-    p.add_argument("--model", help="model spec, e.g. mlp:hidden=800-800 or convnet:width=32 (required)")
+    p.add_argument("--model", help=f"model spec (required), e.g. convnet:width=32; {MODELS}")
     _add_training(p)
     _add_output(p)
     _add_resume(p, "epochs")
@@ -141,7 +139,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("kd", help="distill a teacher into a student")
     p.add_argument("--teacher", nargs="+", help="teacher model file(s); several form an averaged ensemble")
     p.add_argument("--teacher-outputs", help="a black box's outputs (.npz from 'distillab predict')")
-    p.add_argument("--student", help="student model spec")
+    p.add_argument("--student", help="student model spec (see --model of 'distillab train --help')")
     p.add_argument("--chain", nargs="+", metavar="TEACHER SPEC",
                    help="teacher-assistant chain: TEACHER SPEC1 SPEC2 ...; each stage learns from the previous one")
     p.add_argument("--chain-from-all", action="store_true",
@@ -151,7 +149,7 @@ def build_parser() -> Parser:
     p.add_argument("--alpha", type=float,
                    help=f"shorthand: weight of kd, 1-alpha on ce ({_default(Hinton, 'alpha')}); not with --loss")
     p.add_argument("--loss", action="append", help="loss term NAME[:key=value,...], repeatable; "
-                                                   f"{loss_help()}; or {IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
+                                                   f"{TEXT['losses']}; or {IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
     p.add_argument("--tap", action="append", default=[], help="student=PATH or teacher=PATH (module path or "
                                                               "'penultimate') for feature losses")
     p.add_argument("--cache-teacher", choices=["auto", "yes", "no"], default="auto",
@@ -188,7 +186,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("condense", help="distill a dataset into a few synthetic images per class")
     p.add_argument("--data", default="digits")
-    p.add_argument("--method", help=f"NAME[:key=value,...] (required): {method_help()}; or "
+    p.add_argument("--method", help=f"NAME[:key=value,...] (required): {TEXT['methods']}; or "
                                     f"{IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
     p.add_argument("--ipc", type=int, help="images per class (required)")
     g = p.add_argument_group("shorthands for the method's options (--iterations 5 = --method NAME:iterations=5)")
@@ -242,7 +240,7 @@ def build_parser() -> Parser:
     _add_quiet(p)
 
     p = sub.add_parser("bench", help="run a benchmark (the papers' tables)")
-    p.add_argument("name", help=", ".join(BENCHMARKS))
+    p.add_argument("name", help=", ".join(TEXT["benchmarks"]))
     p.add_argument("--quick", action="store_true", help="the seconds-long version on digits")
     p.add_argument("--out", help="folder for NAME.json, NAME.md and the runs (default runs/bench)")
     p.add_argument("--workers", type=int, default=1,
@@ -256,7 +254,36 @@ def build_parser() -> Parser:
     p.add_argument("recipe", help="RECIPE.yaml with 'command:' and the command's flags as keys")
     _add_trust(p)
     _add_quiet(p)
+    for name, command in sub.choices.items():
+        command.epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+EXAMPLES = {
+    "train": ["distillab train --data digits --model convnet:width=32,depth=2 --epochs 30",
+              "distillab train --data mnist --model mlp:hidden=1200-1200,dropout=0.5 --augment shift:2 --seeds 0,1,2",
+              "distillab train --resume runs/train-20261128-101500      # after a kill or Ctrl-C"],
+    "kd": ["distillab kd --data digits --teacher runs/t/model.safetensors --student mlp:hidden=32",
+           "distillab kd ... --loss kd:T=4,w=0.9 --loss ce:w=0.1 --loss rkd:distance=25,angle=50",
+           "distillab kd --data mnist --chain T.safetensors mlp:hidden=300-300 mlp:hidden=30-30",
+           "distillab kd --data mnist --teacher-outputs api.npz --student mlp:hidden=800-800 --loss kd:T=4"],
+    "inspect": ["distillab inspect runs/t/model.safetensors", "distillab inspect T.safetensors --data mnist"],
+    "evaluate": ["distillab evaluate runs/kd-x/model.safetensors --data digits",
+                 "distillab evaluate runs/condense-x/synset.safetensors --models convnet:width=128,depth=3 --runs 5 --dsa",
+                 "distillab evaluate --resume runs/evaluate-x"],
+    "condense": ["distillab condense --data digits --method dm --ipc 10",
+                 "distillab condense --data mnist --method dm:iterations=1000,batch_real=256 --ipc 10",
+                 "distillab condense --data mnist --method bptt:model=[lenet5:init=xavier],init_net=random --ipc 10"],
+    "predict": ["distillab predict T.safetensors --data mnist --output probs --top-k 5 --out api.npz"],
+    "data": ["distillab data fetch mnist", "distillab data info digits"],
+    "demo": ["distillab demo --quick      # 20 seconds on scikit-learn's digits",
+             "distillab demo --out runs/demo      # MNIST, minutes"],
+    "export": ["distillab export runs/kd-x/model.safetensors --to student.pt2      # runs in plain PyTorch",
+               "distillab export runs/condense-x/synset.safetensors --to synset.npz"],
+    "bench": ["distillab bench hinton-mnist --quick", "distillab bench dd-mnist --workers 2 --out runs/bench"],
+    "run": ["distillab run recipe.yaml      # e.g. 'command: train', 'model: mlp:hidden=100', 'epochs: 5'"],
+}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -507,21 +534,32 @@ def _check_resume_alone(parser: Parser, args) -> None:
                        + ", ".join("--" + k.replace("_", "-") for k in given))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .api import Interrupted, log_to_stderr, signals_stop_loops, stop_signal, to_jsonable
+def _parse(parser: Parser, argv):
+    """The command line as arguments; unknown flags point to the command's own --help. Loads no torch: --help and
+    --version answer from here."""
+    args, extra = parser.parse_known_args(argv)
+    command = getattr(args, "command", None)
+    require(not extra, f"unrecognized arguments: {' '.join(extra)} (see 'distillab {command} --help')")
+    if command == "run":
+        style = (["--json"] if args.json else []) + (["--quiet"] if args.quiet else [])
+        args = _parse(parser, recipe_argv(args.recipe, parser, args.trust_code) + style)
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     warnings.showwarning = _show_warning
-    log_to_stderr()
-    signals_stop_loops()
-    args = None
     try:
-        args = parser.parse_args(argv)
-        if args.command == "run":
-            style = (["--json"] if args.json else []) + (["--quiet"] if args.quiet else [])
-            args = parser.parse_args(recipe_argv(args.recipe, parser, args.trust_code) + style)
-        log_to_stderr(getattr(args, "log_level", "info"))
+        args = _parse(parser, argv)
         _check_resume_alone(parser, args)
+    except DistillabError as e:
+        print("distillab: error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
+    from .api import Interrupted, log_to_stderr, signals_stop_loops, stop_signal, to_jsonable
+
+    log_to_stderr(getattr(args, "log_level", "info"))
+    signals_stop_loops()
+    try:
         result = COMMANDS[args.command](args)
         if result is not None:
             print(json.dumps(to_jsonable(result), indent=2) if getattr(args, "json", False) else summary(result))
@@ -531,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (Interrupted, KeyboardInterrupt) as e:
         out = getattr(e, "resume_out", None)
-        how = f"; resume with: distillab {args.command} --resume {out}" if out and args is not None else ""
+        how = f"; resume with: distillab {args.command} --resume {out}" if out else ""
         print(f"distillab: stopped{how}", file=sys.stderr)
         return 143 if stop_signal() == signal.SIGTERM else 130
     except OSError as e:

@@ -1,0 +1,71 @@
+"""What --help shows, kept here so that --help and --version answer without importing torch (under half a second).
+
+Each figure is the code's own: tests/test_cli_help.py compares this with ``live()``, which reads the option
+dataclasses and the registries; ``python -m distillab.cli_text`` prints the current values to paste here after
+changing a default or adding a built-in loss, method or benchmark.
+"""
+
+TEXT = {'train': {'epochs': 10,
+           'batch_size': 128,
+           'optimizer': 'sgd',
+           'lr': 0.05,
+           'momentum': 0.9,
+           'weight_decay': 0.0005,
+           'schedule': 'cosine',
+           'label_smoothing': 0.0,
+           'augment': 'none',
+           'max_norm': 0.0,
+           'bf16': False,
+           'seed': 0,
+           'select': 'last',
+           'device': 'cpu'},
+ 'hinton': {'temperature': 4.0, 'alpha': 0.9},
+ 'protocol': {'epochs': 300,
+              'lr': 0.01,
+              'momentum': 0.9,
+              'weight_decay': 0.0005,
+              'batch_size': 256,
+              'dsa': False,
+              'runs': 5,
+              'models': ['convnet:width=128,depth=3']},
+ 'losses': 'at (w=1000.0, student=penultimate, teacher=penultimate); ce (w=1.0, smoothing=0.0); hint (w=1.0, '
+           'student=penultimate, teacher=penultimate); kd (w=1.0, T=4.0); logit-mse (w=1.0, center=0, reduce=sum); '
+           'rkd (w=1.0, student=penultimate, teacher=penultimate, distance=25.0, angle=50.0)',
+ 'methods': 'bptt (iterations=1000, steps=10, epochs=3, lr_init=0.02, lr_img=0.01, batch_real=1024, '
+            'init_net=fixed, model=lenet5, lr_decay_every=0, lr_decay=0.5, init=real); dm (iterations=1000, '
+            'lr_img=1.0, momentum=0.5, batch_real=256, model=[convnet:width=128,depth=3], dsa=1, init=real); '
+            'herding (no options); kmeans (no options); mean (no options); random (no options)',
+ 'benchmarks': ['dd-mnist',
+                'wang2018',
+                'eval-speed',
+                'dm-speed',
+                'hinton-mnist',
+                'ls-teacher',
+                'kd-losses',
+                'takd',
+                'rkd',
+                'kd-speed']}
+
+MODELS = ("mlp:hidden=800-800[,dropout=0.5][,input_dropout=0.2]; convnet:width=128,depth=3,norm=instance|batch|layer|"
+          "none,pool=avg|max (1-D for signals); lenet5; lenet5-half; resnet18[:width=64,norm=batch]; any of these "
+          "takes init=default|xavier; import:pkg.module:factory[:key=value,...]")
+
+
+def live() -> dict:
+    """TEXT as the code has it now (imports torch)."""
+    import dataclasses
+
+    from .api import Hinton, Protocol, TrainConfig, loss_help, method_help
+    from .bench import BENCHMARKS
+
+    return {"train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
+            "hinton": dataclasses.asdict(Hinton()),
+            "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                         for f in dataclasses.fields(Protocol)},
+            "losses": loss_help(), "methods": method_help(), "benchmarks": list(BENCHMARKS)}
+
+
+if __name__ == "__main__":
+    import pprint
+
+    print("TEXT = " + pprint.pformat(live(), width=116, sort_dicts=False))
