@@ -60,3 +60,15 @@ def write_npz(path: Path, n=60, classes=3, size=8, channels=None, seed=0, with_t
         arrays.update(x_test=x[:20], y_test=y[:20])
     np.savez(path, **arrays)
     return path
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (make test runs two workers on two cores) each worker keeps to one thread: two 2-thread
+    torch processes on 2 cores slow each other several times over."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"  # and the subprocesses tests start

@@ -99,13 +99,14 @@ def test_a_signal_leaves_a_resumable_checkpoint_mid_epoch(work, sig, code):
     assert proc.returncode == code, (proc.returncode, proc.stderr_text)
     assert proc.stderr_text.strip() == f"distillab: stopped; resume with: distillab train --resume {out}"
     assert (work / f".{out}.partial/checkpoints/fit.safetensors").exists()
-    r = distillab("train", "--resume", out, "--quiet", cwd=work)
-    assert r.returncode == 0, r.stderr
-    same_run(work / "reference", work / out)
+    if sig == signal.SIGTERM:  # the same handler serves both signals: one resume shows the checkpoint is whole
+        r = distillab("train", "--resume", out, "--quiet", cwd=work)
+        assert r.returncode == 0, r.stderr
+        same_run(work / "reference", work / out)
 
 
 def test_a_killed_condensation_resumes_to_the_same_set(work):
-    args = ["condense", "--data", "digits", "--method", "dm:iterations=150,batch_real=16,model=[convnet:width=8,depth=2]",
+    args = ["condense", "--data", "digits", "--method", "dm:iterations=60,batch_real=16,model=[convnet:width=8,depth=2]",
             "--ipc", "2", "--checkpoint-every", "7"]
     assert distillab(*args, "--out", "dm-reference", "--quiet", cwd=work).returncode == 0
     interrupted(args, "dm-killed", "checkpoints/condense.safetensors", work)
