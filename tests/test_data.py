@@ -133,6 +133,6 @@ def test_mnist_cache_corruption_detected(tmp_path, monkeypatch):
 def test_mnist_real():
     ds = data.load("mnist")
     assert len(ds.train) == 60000 and len(ds.test) == 10000 and ds.input_shape == (1, 28, 28)
-    assert torch.bincount(ds.test.y).tolist()[3] == 1010  # REFERENCE: 1010 test 3s
+    assert torch.bincount(ds.test.y).tolist()[3] == 1010  # Hinton et al. 2015: 1010 test 3s
     assert ds.mean == (0.1307,) and ds.std == (0.3081,)
     assert float(ds.train.x.max()) <= 1.0 and (ds.train.x * 255).round().eq(ds.train.x * 255).float().mean() > 0.99

@@ -1,4 +1,4 @@
-"""Correctness of the distillation losses (REFERENCE.md section 1): identities, limits, golden values."""
+"""Correctness of the distillation losses (docs/reference.md §1): identities, limits, golden values."""
 
 
 import pytest

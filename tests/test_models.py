@@ -18,7 +18,7 @@ def test_any_shape_and_class_count(spec, shape):
 
 
 def test_convnet3_mnist_parameter_count():
-    # REFERENCE.md section 2: ConvNet-3, width 128, instance norm, MNIST: 317,706 parameters
+    # docs/reference.md §2: ConvNet-3, width 128, instance norm, MNIST: 317,706 parameters
     assert count_parameters(build_model("convnet:width=128,depth=3", (1, 28, 28), 10)) == 317_706
 
 

@@ -1,4 +1,4 @@
-"""The dataset-distillation evaluation protocol as code (REFERENCE.md section 2).
+"""The dataset-distillation evaluation protocol as code (docs/reference.md §2).
 
 A fresh random model per run; SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256; lr x0.1 once at epoch
 E//2+1; optional DSA augmentation; accuracy on the real test set at the final epoch (no selection at all, so the

@@ -31,7 +31,7 @@ def bench_hinton_mnist(b: Bench) -> dict:
     t_eval = evaluate_file(teacher, b.data)
     alone = train(data=b.data, model=student, out=b.run_dir("hinton", "alone"), quiet=b.quiet, **s_opts)
     # T^2 * KL at T=20 has gradients up to ~(z_s - z_t)/C, larger than CE's: at lr 0.05 with momentum 0.9 the
-    # 800-800 student diverged in its first epoch here, so distillation runs use lr 0.03 (as in REFERENCE.md's run)
+    # 800-800 student diverged in its first epoch here, so distillation runs use lr 0.03
     kd_opts = dict(s_opts, epochs=s_opts["epochs"] + (0 if b.quick else 20), lr=0.03)
     kd = distill(data=b.data, teacher=teacher, student=student, temperature=20.0, alpha=0.9,
                  out=b.run_dir("hinton", "kd"), quiet=b.quiet, **kd_opts)

@@ -1,5 +1,5 @@
 """Knowledge distillation: loss terms (one registered class each, ``kd/losses/``), feature taps, teachers, the
-objective, and the dark-knowledge meter. Conventions: REFERENCE.md section 1; see ``kd/functional.py``."""
+objective, and the dark-knowledge meter. Conventions: docs/reference.md §1; see ``kd/functional.py``."""
 
 from . import losses  # noqa: F401  (registers the built-in loss terms)
 from .functional import (TINY, attention_loss, attention_map, bucket_kd_loss, kd_loss, logit_mse, rkd_angle_loss,

@@ -1,4 +1,4 @@
-"""Distillation losses as plain functions of tensors (REFERENCE.md section 1).
+"""Distillation losses as plain functions of tensors (docs/reference.md §1).
 
 - ``kd_loss`` is KL(p_T || p_S) at temperature T with ``reduction="batchmean"``, times T**2 (Hinton section 2).
 - ``logit_mse`` is Ba & Caruana's logit matching, 1/2 ||z_s - z_t||^2 per example, averaged over the batch; with
