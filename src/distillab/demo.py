@@ -100,7 +100,7 @@ def _dataset_distillation(run: RunOutput, plan: DemoPlan, reporter: Reporter) ->
     out = {"ipc": d["ipc"], "images": len(synset.labels), "condense_seconds": round(condense_seconds, 1),
            "recipe": dict(d), "synset_bytes": synset.nbytes()}
     for name, s in (("dm", synset), ("random_real", baseline)):
-        reporter.info(f"evaluate the {name.replace('_', ' ')} set: {d['runs']} x {d['eval_model']}, {d['epochs']} epochs")
+        reporter.info(f"the {name.replace('_', ' ')} set:")
         r = evaluate_images(s.images, s.labels, splits.test, proto, seed=0, num_classes=splits.num_classes,
                             reporter=reporter)[d["eval_model"]]
         out[name] = {"test_accuracy": r["mean"], "std": r["std"], "runs": r["runs"]}
