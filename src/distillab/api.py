@@ -44,12 +44,11 @@ from .reporting import Reporter, log_to_stderr
 from .specs import option_fields, options_help
 from .training import TrainConfig, accuracy, check_device, fit, predict_logits
 
-__all__ = ["Result", "train", "distill", "chain", "evaluate", "evaluate_model", "evaluate_synset", "predict", "load",
-           "inspect_teacher", "condense_data", "export", "export_synset", "data_fetch", "data_info", "repeat_over_seeds",
-           "register_loss", "register_method", "loss_help", "method_help",
-           # the options dataclasses whose defaults the CLI shows, and helpers it uses
-           "resume", "code_named_in", "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "to_jsonable",
-           "log_to_stderr",
+__all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate", "evaluate_model", "evaluate_synset",
+           "predict", "inspect_teacher", "condense_data", "export", "export_synset", "load", "resume", "data_fetch",
+           "data_info", "register_loss", "register_method", "loss_help", "method_help",
+           # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
+           "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted"]
 
 
