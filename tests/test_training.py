@@ -66,3 +66,17 @@ def test_bf16_autocast_runs_and_learns(splits):
     m = build_model("mlp:hidden=32", splits.input_shape, 10)
     result = fit(m, splits, TrainConfig(epochs=3, batch_size=64, bf16=True))
     assert result.history[-1]["val_accuracy"] > 0.7
+
+
+def test_the_allocator_setting_takes_effect_once_and_can_be_turned_off(monkeypatch):
+    import platform
+
+    from distillab import speed
+
+    monkeypatch.setitem(speed._DONE, "tuned", None)
+    monkeypatch.setenv("DISTILLAB_NO_MALLOPT", "1")
+    assert speed.tune_allocator() is False
+    monkeypatch.setitem(speed._DONE, "tuned", None)
+    monkeypatch.delenv("DISTILLAB_NO_MALLOPT")
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert speed.tune_allocator() is expected and speed.tune_allocator() is expected

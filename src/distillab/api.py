@@ -42,6 +42,7 @@ from .outputs import RunOutput, peak_rss_mb
 from .registry import IMPORT_PREFIX
 from .reporting import Reporter, log_to_stderr
 from .specs import option_fields, options_help
+from .speed import tune_allocator
 from .training import TrainConfig, accuracy, check_device, fit, predict_logits
 
 __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate", "evaluate_model", "evaluate_synset",
@@ -49,7 +50,7 @@ __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate
            "data_info", "register_loss", "register_method", "loss_help", "method_help",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
            "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
-           "signals_stop_loops", "stop_signal", "Interrupted"]
+           "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator"]
 
 
 @dataclass

@@ -555,8 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     except DistillabError as e:
         print("distillab: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
-    from .api import Interrupted, log_to_stderr, signals_stop_loops, stop_signal, to_jsonable
+    from .api import Interrupted, log_to_stderr, signals_stop_loops, stop_signal, to_jsonable, tune_allocator
 
+    tune_allocator()
     log_to_stderr(getattr(args, "log_level", "info"))
     signals_stop_loops()
     try:

@@ -99,9 +99,11 @@ class Bench:
         elif todo:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
-            with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+            cpus = os.cpu_count() or 1
+            workers = min(self.workers, cpus, len(todo))  # never more processes than cores
+            threads = max(1, cpus // workers)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_worker_setup, initargs=(threads,)) as pool:
                 futures = {cell: pool.submit(_run_cell, fn, self.out, self.quick, cell, path(cell), recipe_of(cell))
                            for cell in todo}
                 for i, (cell, future) in enumerate(futures.items(), 1):
@@ -137,6 +139,14 @@ class Bench:
         train(data=self.data, out=folder, overwrite=True, quiet=self.quiet, **kwargs)
         (folder / "recipe.json").write_text(recipe)
         return path
+
+
+def _worker_setup(threads: int) -> None:
+    """A cell worker: its share of the cores (never more threads than cores in all) and the allocator setting."""
+    from ..speed import tune_allocator
+
+    torch.set_num_threads(threads)
+    tune_allocator()
 
 
 def _kept_result(path: Path, recipe: dict) -> dict | None:
