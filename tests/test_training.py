@@ -4,7 +4,7 @@ import torch
 from distillab import data
 from distillab.errors import DistillabError
 from distillab.models import build_model
-from distillab.training import TrainConfig, fit, lr_factor
+from distillab.training import TrainConfig, choose_precision, fit, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_bad_config(kwargs):
 
 def test_bf16_autocast_runs_and_learns(splits):
     m = build_model("mlp:hidden=32", splits.input_shape, 10)
-    result = fit(m, splits, TrainConfig(epochs=3, batch_size=64, bf16=True))
+    result = fit(m, splits, TrainConfig(epochs=3, batch_size=64, precision="bf16"))
     assert result.history[-1]["val_accuracy"] > 0.7
 
 
@@ -80,3 +80,25 @@ def test_the_allocator_setting_takes_effect_once_and_can_be_turned_off(monkeypat
     monkeypatch.delenv("DISTILLAB_NO_MALLOPT")
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert speed.tune_allocator() is expected and speed.tune_allocator() is expected
+
+
+def test_precision_auto_times_both_and_keeps_the_faster_at_equal_loss(splits):
+    from distillab.training import cross_entropy_objective
+
+    def probe(fp32_seconds, bf16_seconds):
+        ticks = iter([0.0, fp32_seconds] * 5 + [0.0, bf16_seconds] * 5)  # start and end of each probe step
+        m = build_model("mlp:hidden=16", splits.input_shape, 10)
+        return choose_precision(m, cross_entropy_objective(), splits.train.x, splits.train.y,
+                                TrainConfig(batch_size=64), timer=lambda: next(ticks))
+
+    assert probe(0.1, 0.5)[0] == "fp32"
+    choice, record = probe(0.5, 0.1)
+    assert choice == "bf16" and record["bf16_step_seconds"] == 0.1  # one step's losses agree to 2% on this MLP
+    assert probe(0.5, 0.47)[0] == "fp32"  # not 10% faster: not worth bf16's rounding
+
+
+def test_precision_auto_is_recorded(tmp_path):
+    from distillab import train
+
+    r = train(data="digits", model="mlp:hidden=8", epochs=1, precision="auto", out=tmp_path / "t", quiet=True)
+    assert r.metrics["precision"] in ("fp32", "bf16") and r.metrics["precision_probe"]["chosen"] == r.metrics["precision"]

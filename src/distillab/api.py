@@ -80,6 +80,11 @@ def _finished(folder: Path) -> Result | None:
 
 
 def make_config(options: dict) -> TrainConfig:
+    if "bf16" in options:  # the older switch, kept as a shorthand for precision="bf16"
+        bf16 = options.pop("bf16")
+        require(not bf16 or options.get("precision") in (None, "bf16"), "--bf16 and --precision disagree; give one")
+        if bf16:
+            options["precision"] = "bf16"
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - known)
     require(not unknown, f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -106,7 +111,9 @@ def _final_metrics(model, splits, cfg, fit_result, started) -> dict:
     return {"test_accuracy": test_acc, "test_errors": test_err, "test_size": len(splits.test),
             "val_accuracy": val_acc, "best_val_accuracy": fit_result.best_val_accuracy,
             "best_epoch": fit_result.best_epoch, "epochs": cfg.epochs, "wall_seconds": round(time.time() - started, 2),
-            "train_seconds": round(fit_result.seconds, 2), "peak_rss_mb": peak_rss_mb()}
+            "train_seconds": round(fit_result.seconds, 2), "peak_rss_mb": peak_rss_mb(),
+            "precision": fit_result.precision,
+            **({"precision_probe": fit_result.precision_probe} if fit_result.precision_probe else {})}
 
 
 def _save(run: RunOutput, model, spec, splits, recipe, metrics):

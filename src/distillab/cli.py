@@ -103,8 +103,10 @@ def _add_training(p):
     g.add_argument("--label-smoothing", type=float, help=_default(TrainConfig, "label_smoothing"))
     g.add_argument("--augment", help="none, shift:2 (digit jitter), crop:4, flip, comma-joined (default none)")
     g.add_argument("--max-norm", type=float, help="cap each unit's incoming weight norm (default 0: off)")
-    g.add_argument("--bf16", action="store_true", default=None,
-                   help="bfloat16 autocast (faster only on CPUs with bf16 units)")
+    g.add_argument("--precision", choices=["fp32", "bf16", "auto"],
+                   help="fp32, bf16 autocast, or auto: time a few steps of both on this machine and keep the faster "
+                        f"at equal loss ({_default(TrainConfig, 'precision')})")
+    g.add_argument("--bf16", action="store_true", default=None, help="the same as --precision bf16")
     g.add_argument("--seed", type=int, help=_default(TrainConfig, "seed"))
     g.add_argument("--seeds", type=_seeds, help="repeat the run for each seed, e.g. 0,1,2: figures as mean/std/runs")
     g.add_argument("--select", choices=["last", "best-val"],
@@ -117,7 +119,7 @@ def _add_training(p):
 
 def _train_options(a) -> dict:
     """The TrainConfig fields the user gave; the rest keep their defaults there."""
-    return {k: getattr(a, k) for k in (*TEXT["train"], "lr_steps") if getattr(a, k) is not None}
+    return {k: getattr(a, k) for k in (*TEXT["train"], "lr_steps", "bf16") if getattr(a, k, None) is not None}
 
 
 def build_parser() -> Parser:

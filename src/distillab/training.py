@@ -25,6 +25,7 @@ from .models import set_dropout_generator
 from .reporting import SILENT, Reporter
 
 Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict]
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -40,7 +41,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: str = "none"
     max_norm: float = 0.0           # Hinton's weight constraint: cap each unit's incoming weight norm (0 = off)
-    bf16: bool = False
+    precision: str = "fp32"         # fp32 | bf16 (autocast) | auto (time both on this machine, keep the faster)
     seed: int = 0
     select: str = "last"            # last | best-val (never the test set)
     device: str = "cpu"
@@ -57,6 +58,8 @@ class TrainConfig:
         require(self.schedule in ("cosine", "step", "constant"),
                 f"--schedule must be cosine, step or constant, got {self.schedule}")
         require(self.select in ("last", "best-val"), f"--select must be last or best-val, got {self.select}")
+        require(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
+                                              f"got {self.precision}")
         require(all(s >= 1 for s in self.lr_steps), "--lr-steps must be epochs >= 1")
         check_device(self.device)
         return self
@@ -159,6 +162,46 @@ class FitResult:
     best_val_accuracy: float
     best_epoch: int
     seconds: float
+    precision: str = "fp32"
+    precision_probe: dict | None = None
+
+
+PROBE_STEPS = 4
+
+
+def choose_precision(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                     extra_modules=(), timer=time.perf_counter) -> tuple[str, dict]:
+    """Time a few training steps in fp32 and in bf16 autocast on copies of the model (the run's own model and random
+    streams are not touched) and keep bf16 only where it is at least 10% faster and its loss agrees with fp32's
+    to 2%: bf16 autocast was 1.3x faster on a Zen 4 CPU with bf16 units, 5x slower on AVX2-only ones."""
+    import copy
+
+    idx = torch.arange(min(cfg.batch_size, len(y)), device=x.device)
+    xb, yb = x[idx], y[idx]
+    seconds, losses = {}, {}
+    for precision in ("fp32", "bf16"):
+        net = copy.deepcopy(model).train()
+        extras = [copy.deepcopy(m) for m in extra_modules]
+        set_dropout_generator(net, torch.Generator(device=x.device).manual_seed(0))
+        params = [p for m in (net, *extras) for p in m.parameters() if p.requires_grad]
+        opt = make_optimizer(params, cfg)
+        times = []
+        for step in range(PROBE_STEPS + 1):  # the first step warms up
+            t0 = timer()
+            with autocast(cfg.device, precision == "bf16"):
+                loss = sum(objective(net, xb, yb, idx).values())
+            if step == 0:
+                losses[precision] = float(loss.detach())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(timer() - t0)
+        seconds[precision] = sorted(times[1:])[len(times[1:]) // 2]
+    agree = abs(losses["bf16"] - losses["fp32"]) <= 0.02 * max(abs(losses["fp32"]), 1e-6)
+    faster = seconds["bf16"] <= 0.9 * seconds["fp32"]
+    choice = "bf16" if agree and faster else "fp32"
+    return choice, {"fp32_step_seconds": round(seconds["fp32"], 5), "bf16_step_seconds": round(seconds["bf16"], 5),
+                    "fp32_loss": losses["fp32"], "bf16_loss": losses["bf16"], "chosen": choice}
 
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective | None = None,
@@ -185,6 +228,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
     n = len(y_all)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
+    precision, probe = cfg.precision, None
     live = {"model": model, "extra": list(extra_modules), "optimizer": optimizer, "generator": generator,
             "dropout_generator": dropout_generator}
     history: list[dict] = []
@@ -197,10 +241,17 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
         history, sums = saved["history"], saved["sums"]
         best = (saved["best_val"], saved["best_epoch"], saved["best_state"])
         order = saved["order"].to(device) if saved["order"] is not None else None
+        precision, probe = saved.get("precision", precision), saved.get("precision_probe")
+    if precision == "auto":  # chosen once per run, kept in its checkpoints: a resumed run stays with it
+        precision, probe = choose_precision(model, objective, x_all, y_all, cfg, extra_modules)
+        reporter.info(f"precision: {precision} (a training step took {probe['fp32_step_seconds']:.4f} s in fp32, "
+                      f"{probe['bf16_step_seconds']:.4f} s in bf16)")
+    bf16 = precision == "bf16"
 
     def state(epoch: int, batch: int, order, sums) -> dict:
         return {"live": live, "step": step, "epoch": epoch, "batch": batch, "order": order, "sums": sums,
-                "history": history, "best_val": best[0], "best_epoch": best[1], "best_state": best[2]}
+                "history": history, "best_val": best[0], "best_epoch": best[1], "best_state": best[2],
+                "precision": precision, "precision_probe": probe}
 
     start = time.perf_counter()
     bar = reporter.bar(total_steps, desc, unit="steps")
@@ -217,7 +268,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
                 x, y = x_all[idx], y_all[idx]
                 if augment:
                     x = augment(x, generator)
-                with autocast(device, cfg.bf16):
+                with autocast(device, bf16):
                     terms = objective(model, x, y, idx)
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
@@ -264,4 +315,4 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
         model.load_state_dict(best[2])
     set_dropout_generator(model, None)
     model.eval()
-    return FitResult(history, best[0], best[1], time.perf_counter() - start)
+    return FitResult(history, best[0], best[1], time.perf_counter() - start, precision, probe)
