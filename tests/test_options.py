@@ -116,3 +116,23 @@ def test_quiet_silences_every_command(cli, tmp_path):
     assert r.code == 0 and r.err == "", r.err
     loud = cli("bench", "dm-speed", "--quick", "--out", tmp_path / "b2")
     assert loud.code == 0 and "bench dm-speed" in loud.err
+
+
+def test_every_long_command_takes_a_device(cli, tmp_path, digits_teacher):
+    """Without a GPU here: --device cpu and --device auto run, and give what the default gives."""
+    method = "dm:iterations=3,batch_real=8,model=[convnet:width=4,depth=2]"
+    runs = {}
+    for device in (None, "cpu", "auto"):
+        extra = ["--device", device] if device else []
+        c = cli("condense", "--method", method, "--ipc", "1", *extra, "--quiet", "--out", tmp_path / f"c-{device}")
+        assert c.code == 0, c.err
+        e = cli("evaluate", tmp_path / f"c-{device}/synset.safetensors", "--models", "mlp:hidden=8", "--runs", "1",
+                "--epochs", "2", *extra, "--quiet", "--out", tmp_path / f"e-{device}")
+        assert e.code == 0, e.err
+        t = cli("train", "--model", "mlp:hidden=4", "--epochs", "1", *extra, "--quiet", "--out", tmp_path / f"t-{device}")
+        p = cli("predict", digits_teacher, *extra, "--out", tmp_path / f"p-{device}.npz")
+        assert t.code == 0 and p.code == 0, (t.err, p.err)
+        runs[device] = (e.json["models"]["mlp:hidden=8"]["runs"], t.json["test_accuracy"])  # not the timings
+    assert runs[None] == runs["cpu"] == runs["auto"]
+    assert_one_line_error(cli("condense", "--method", "random", "--ipc", "1", "--device", "cuda:7",
+                              "--out", tmp_path / "x"), "CUDA")

@@ -43,7 +43,7 @@ from .registry import IMPORT_PREFIX
 from .reporting import Reporter, log_to_stderr
 from .specs import option_fields, options_help
 from .speed import tune_allocator
-from .training import TrainConfig, accuracy, check_device, fit, predict_logits
+from .training import TrainConfig, accuracy, fit, predict_logits, resolve_device
 
 __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate", "evaluate_model", "evaluate_synset",
            "predict", "inspect_teacher", "condense_data", "export", "export_synset", "load", "resume", "data_fetch",
@@ -88,7 +88,9 @@ def make_config(options: dict) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - known)
     require(not unknown, f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return TrainConfig(**options).check()
+    cfg = TrainConfig(**options).check()
+    cfg.device = resolve_device(cfg.device)  # records say where it ran
+    return cfg
 
 
 def load_splits(data: str, val_size: int | None, split_seed: int, mean=None, std=None) -> data_mod.Splits:
@@ -318,13 +320,12 @@ def evaluate(path, data: str | None = None, *, device: str | None = None, out=No
     """Evaluate a model file on a dataset, or a synthetic set by the protocol (``protocol``: models, runs, epochs,
     dsa, seed, vectorise), whichever ``path`` holds."""
     protocol = {k: v for k, v in protocol.items() if v is not None}
+    device = resolve_device(device or "cpu")
     if read_meta(path).get("format") == SYNSET_FORMAT:
-        require(device in (None, "cpu"), "--device applies to model files; synthetic sets are evaluated on the CPU")
         return evaluate_synset(path, data, out=out, overwrite=overwrite, quiet=quiet, trust_code=trust_code,
-                               **protocol)
+                               device=device, **protocol)
     require(not protocol, f"{', '.join('--' + k for k in protocol)} apply to synthetic sets; {path} holds a model")
-    check_device(device or "cpu")
-    return evaluate_model(path, data, out=out, overwrite=overwrite, device=device or "cpu", quiet=quiet,
+    return evaluate_model(path, data, out=out, overwrite=overwrite, device=device, quiet=quiet,
                           trust_code=trust_code)
 
 
@@ -356,7 +357,7 @@ def evaluate_model(model_path, data: str | None = None, *, out=None, overwrite: 
 
 def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: bool = False, out=None,
                     overwrite: bool = False, resume: bool = False, quiet: bool = False, trust_code: bool = False,
-                    log=("jsonl",), **protocol) -> Result:
+                    log=("jsonl",), device: str = "cpu", **protocol) -> Result:
     """The standard protocol on a synthetic set: fresh models, final-epoch accuracy on the real test set.
     ``protocol``: the fields of ``evaluation.Protocol`` (models, runs, epochs, dsa, ...). Each finished model is
     checkpointed; ``resume=True`` continues an unfinished run in ``out``."""
@@ -391,7 +392,7 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
         # first the way the set was made (quick, and it may refuse code named by the file), then the protocol
         as_made = method.as_made(synset, test, runs=proto.runs, seed=seed, trust_code=trust_code) if method else None
         results = evaluate_images(synset.images, targets, test, proto, seed=seed, vectorise=vectorise,
-                                  num_classes=ds.num_classes, reporter=reporter,
+                                  num_classes=ds.num_classes, reporter=reporter, device=resolve_device(device),
                                   checkpoints=run.checkpoints("protocol", 1))
         for spec, r in results.items():
             run.log({"model": spec, **r})
@@ -412,7 +413,7 @@ def predict(model_path, data: str | None = None, *, split: str = "train", output
     require(output in ("probs", "logits"), f"--output must be probs or logits, got {output}")
     require(split in ("train", "test"), f"--split must be train or test, got {split}")
     require(top_k is None or output == "probs", "--top-k goes with --output probs")
-    check_device(device)
+    device = resolve_device(device)
     out = Path(out) if out else Path("runs") / f"predict-{time.strftime('%Y%m%d-%H%M%S')}.npz"
     require(out.suffix == ".npz", f"--out for predict must end in .npz, got {out}")
     require(not out.exists() or overwrite, f"{out} exists; choose another --out or pass --overwrite")
@@ -484,7 +485,8 @@ def method_from(method, shorthands: dict | None = None, *, trust_code: bool = Tr
 
 def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int = 0, val_size: int | None = None,
                   split_seed: int = 0, out=None, overwrite: bool = False, resume: bool = False,
-                  checkpoint_every: int = 10, quiet: bool = False, log=("jsonl",), **shorthands) -> Result:
+                  checkpoint_every: int = 10, quiet: bool = False, log=("jsonl",), device: str = "cpu",
+                  **shorthands) -> Result:
     """Condense ``data`` into ``ipc`` images per class; writes synset.safetensors, synset.png and metrics.
 
     method: ``NAME[:key=value,...]`` (see ``method_help()``) or a Method object. ``shorthands``: the flags
@@ -513,7 +515,7 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int
             bar.set_postfix(loss=loss)
 
         t0 = time.perf_counter()
-        synset = condense(train, method, ipc, seed=seed, progress=on_iteration,
+        synset = condense(train.to(resolve_device(device)), method, ipc, seed=seed, progress=on_iteration,
                           checkpoints=run.checkpoints("condense", checkpoint_every))
         seconds = time.perf_counter() - t0
         bar.close()

@@ -111,7 +111,7 @@ def _add_training(p):
     g.add_argument("--seeds", type=_seeds, help="repeat the run for each seed, e.g. 0,1,2: figures as mean/std/runs")
     g.add_argument("--select", choices=["last", "best-val"],
                    help="keep the last epoch or the best on the validation split, never the test set (default last)")
-    g.add_argument("--device", help=_default(TrainConfig, "device"))
+    g.add_argument("--device", help=f"cpu, cuda[:N], mps or auto (the best here); {_default(TrainConfig, 'device')}")
     g.add_argument("--val-size", type=int, help="validation images carved from the training data "
                                                 "(default 10%%, at most 5000)")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
@@ -171,7 +171,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("evaluate", help="evaluate a saved model, or a synthetic set by the standard protocol")
     p.add_argument("model", nargs="?", help="model.safetensors or synset.safetensors")
     p.add_argument("--data", help="dataset (default: the one the file records)")
-    p.add_argument("--device", help="model files: default cpu")
+    p.add_argument("--device", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
     g = p.add_argument_group("synthetic sets: the dataset-distillation protocol (defaults: distillab.evaluation.Protocol)")
     g.add_argument("--models", nargs="+", help=f"model specs to train ({_default(Protocol, 'models')})")
     g.add_argument("--runs", type=int, help=f"fresh models per spec ({_default(Protocol, 'runs')})")
@@ -206,6 +206,7 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-size", type=int)
     p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
     _add_output(p)
     _add_resume(p, "iterations")
     _add_trust(p)
@@ -217,7 +218,7 @@ def build_parser() -> Parser:
     p.add_argument("--split", choices=["train", "test"], default="train")
     p.add_argument("--output", choices=["probs", "logits"], default="probs")
     p.add_argument("--top-k", type=int)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
     p.add_argument("--out", help="FILE.npz")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_trust(p)
@@ -384,7 +385,8 @@ def _cmd_condense(a):
     return condense_data(a.data, a.method, a.ipc, seed=a.seed, val_size=a.val_size, split_seed=a.split_seed,
                          out=a.out, overwrite=a.overwrite, quiet=a.quiet, model=a.model, iterations=a.iterations,
                          init=a.init, lr_img=a.lr_img, batch_real=a.batch_real, init_net=a.init_net,
-                         bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, dsa=a.dsa, **_run_options(a)).metrics
+                         bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, dsa=a.dsa, device=a.device,
+                         **_run_options(a)).metrics
 
 
 def _cmd_predict(a):

@@ -151,8 +151,17 @@ class TrainSet:
         return self.input_shape[0] == 3
 
     def class_indices(self) -> list[torch.Tensor]:
-        """Positions of each class's images, class by class."""
-        return [torch.nonzero(self.y == c, as_tuple=True)[0] for c in range(self.num_classes)]
+        """Positions of each class's images, class by class (on the CPU: random draws index them from there)."""
+        y = self.y.cpu()
+        return [torch.nonzero(y == c, as_tuple=True)[0] for c in range(self.num_classes)]
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def to(self, device) -> "TrainSet":
+        """The same set on ``device``: a condensation method runs where its data is."""
+        return TrainSet(self.x.to(device), self.y.to(device), self.classes, self.mean, self.std, self.source)
 
 
 def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:

@@ -133,7 +133,7 @@ def train_vectorised(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
 
 def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, proto: Protocol, *, seed: int = 0,
                     vectorise: bool = False, num_classes: int | None = None, reporter: Reporter = SILENT,
-                    checkpoints: Checkpoints | None = None) -> dict:
+                    checkpoints: Checkpoints | None = None, device: str = "cpu") -> dict:
     """Train ``proto.runs`` fresh models per spec on (x, targets): {spec: {mean, std, runs, ...}}.
 
     Each model meets the test set once, after its final epoch: nothing is selected, so nothing can leak.
@@ -151,7 +151,7 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
     with loop_running():
         for s_i, spec in enumerate(proto.models):
             g = seeds.generator(seed, "protocol", s_i)
-            models = [build_model(spec, tuple(x.shape[1:]), num_classes, g) for _ in range(proto.runs)]
+            models = [build_model(spec, tuple(x.shape[1:]), num_classes, g).to(device) for _ in range(proto.runs)]
             accs = list(saved["accuracies"].get(spec, []))
             if accs:  # models already trained before a resume: continue the generator where they left it
                 g.set_state(saved["generators"][spec][1])
@@ -161,8 +161,9 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
                           f"{' (vectorised)' if use_vmap else ''}")
             todo = models[len(accs):]
             for group in ([todo] if use_vmap else [[m] for m in todo]) if todo else []:
-                (train_vectorised if use_vmap else train_sequential)(group, x, targets, proto, g, dsa, bar.update)
-                accs += [accuracy(m, test)[0] for m in group]
+                (train_vectorised if use_vmap else train_sequential)(group, x.to(device), targets.to(device), proto, g,
+                                                                     dsa, bar.update)
+                accs += [accuracy(m, test, device)[0] for m in group]
                 bar.set_postfix(last=accs[-1])
                 if checkpoints:
                     saved["accuracies"][spec], saved["generators"][spec] = list(accs), g

@@ -68,8 +68,19 @@ class TrainConfig:
         return asdict(self)
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` -> the best device here (cuda, then mps, then cpu); any other name is checked and returned."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else (
+            "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
+    check_device(device)
+    return device
+
+
 def check_device(device: str) -> None:
-    """A device this machine has: cpu, cuda[:N] with CUDA present, or mps where it is available."""
+    """A device this machine has: cpu, cuda[:N] with CUDA present, or mps where it is available (or auto)."""
+    if device == "auto":
+        return
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):

@@ -126,7 +126,7 @@ def initial_images(train: TrainSet, ipc: int, init: str, g: torch.Generator) -> 
     """Where learned methods start: real images (``real``) or standard normal noise (``noise``)."""
     if init == "real":
         return random_real_images(train, ipc, g)
-    return torch.randn(train.num_classes * ipc, *train.input_shape, generator=g)
+    return torch.randn(train.num_classes * ipc, *train.input_shape, generator=g).to(train.device)
 
 
 def condense(train: TrainSet, method: Method | str, ipc: int, *, seed: int = 0,
@@ -148,7 +148,11 @@ def condense(train: TrainSet, method: Method | str, ipc: int, *, seed: int = 0,
     require(isinstance(synset, SyntheticSet), f"{method.name}.run returned {type(synset).__name__}, not a SyntheticSet")
     require(tuple(synset.images.shape) == (k * ipc, *train.input_shape),
             f"{method.name} made images of shape {tuple(synset.images.shape)}, expected {(k * ipc, *train.input_shape)}")
-    synset.images = synset.images.detach().float().contiguous()
+    synset.images = synset.images.detach().float().cpu().contiguous()
+    synset.labels = synset.labels.cpu()
+    synset.lrs = synset.lrs.detach().cpu() if synset.lrs is not None else None
+    if synset.init_state is not None:
+        synset.init_state = {k: v.detach().cpu() for k, v in synset.init_state.items()}
     synset.meta = {"method": method.name, "recipe": {"method": method.name, "ipc": ipc, "seed": seed,
                                                      **option_values(method)},
                    "source": {**train.source, "hash": dataset_hash(train)},

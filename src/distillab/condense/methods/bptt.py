@@ -66,7 +66,7 @@ class BPTT(Method):
 
     def run(self, train, ipc, generator, progress=None):
         images = initial_images(train, ipc, self.init, generator)
-        labels = torch.arange(train.num_classes).repeat_interleave(ipc)
+        labels = torch.arange(train.num_classes).repeat_interleave(ipc).to(train.device)
         images, lrs, init_state = bptt_distill(train, images, labels, self, generator, on_iteration=progress)
         return SyntheticSet.class_major(train, images, ipc, lrs=lrs, init_state=init_state,
                                         meta={"bptt": bptt_meta(self)})
@@ -218,7 +218,7 @@ def bptt_distill(train: TrainSet, images: torch.Tensor, labels: torch.Tensor, cf
                 f"labels must lie in 0..{k - 1}")
     require(len(images) >= 1, "BPTT needs at least one synthetic image")
 
-    model = build_model(cfg.model, train.input_shape, k, generator)
+    model = build_model(cfg.model, train.input_shape, k, generator).to(train.device)
     check_unrollable(model)
     init_state = None
     if cfg.init_net == "fixed":
@@ -226,7 +226,8 @@ def bptt_distill(train: TrainSet, images: torch.Tensor, labels: torch.Tensor, cf
         fixed_params = _params_of(model)
 
     syn = images.detach().clone().float().requires_grad_(True)
-    raw_lrs = torch.full((cfg.steps * cfg.epochs,), inverse_softplus(cfg.lr_init)).requires_grad_(True)
+    raw_lrs = torch.full((cfg.steps * cfg.epochs,), inverse_softplus(cfg.lr_init), device=train.device)
+    raw_lrs.requires_grad_(True)
     opt = torch.optim.Adam([syn, raw_lrs], lr=cfg.lr_img, betas=(0.5, 0.999))
     n_real = len(train)
     batch_real = min(cfg.batch_real, n_real)
@@ -236,7 +237,7 @@ def bptt_distill(train: TrainSet, images: torch.Tensor, labels: torch.Tensor, cf
         if cfg.init_net == "fixed":
             params0 = fixed_params
         else:
-            model = build_model(cfg.model, train.input_shape, k, generator)
+            model = build_model(cfg.model, train.input_shape, k, generator).to(train.device)
             params0 = _params_of(model)
         pick = torch.randperm(n_real, generator=generator)[:batch_real]
         params = unroll(model, params0, syn, labels, raw_lrs, cfg.steps, create_graph=True, num_classes=k)

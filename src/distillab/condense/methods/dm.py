@@ -75,7 +75,7 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
     live = {"images": syn, "optimizer": opt, "generator": g}
     progress = on_iteration if isinstance(on_iteration, Progress) else Progress(on_iteration)
     for it in range(progress.restore(live), cfg.iterations):
-        net = build_model(cfg.model, train.input_shape, k, g).eval()  # fixed random embedding this iteration
+        net = build_model(cfg.model, train.input_shape, k, g).to(train.device).eval()  # this iteration's embedding
         for p in net.parameters():
             p.requires_grad_(False)
         real = torch.cat([train.x[idx[torch.randint(len(idx), (min(cfg.batch_real, len(idx)),), generator=g)]]
