@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import data as data_mod
-from . import seeds
+from . import distributed, seeds
 from .checkpoint import Interrupted, signals_stop_loops, stop_signal
 from .condense import METHODS, Method, SyntheticSet, check_ipc, condense, register_method
 from .condense.synset import SYNSET_FORMAT
@@ -50,7 +50,10 @@ __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate
            "data_info", "register_loss", "register_method", "loss_help", "method_help",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
            "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
-           "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator"]
+           "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
+           "distributed_teardown", "is_main_process"]
+
+distributed_setup, distributed_teardown, is_main_process = distributed.setup, distributed.teardown, distributed.is_main
 
 
 @dataclass

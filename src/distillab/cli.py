@@ -559,15 +559,18 @@ def main(argv: list[str] | None = None) -> int:
     except DistillabError as e:
         print("distillab: error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
-    from .api import Interrupted, log_to_stderr, signals_stop_loops, stop_signal, to_jsonable, tune_allocator
+    from .api import (Interrupted, distributed_setup, distributed_teardown, is_main_process, log_to_stderr,
+                      signals_stop_loops, stop_signal, to_jsonable, tune_allocator)
 
     tune_allocator()
     log_to_stderr(getattr(args, "log_level", "info"))
     signals_stop_loops()
     try:
+        distributed_setup(getattr(args, "device", None) or "cpu")
         result = COMMANDS[args.command](args)
-        if result is not None:
+        if result is not None and is_main_process():
             print(json.dumps(to_jsonable(result), indent=2) if getattr(args, "json", False) else summary(result))
+        distributed_teardown()
         return 0
     except DistillabError as e:
         print("distillab: error: " + " ".join(str(e).split()), file=sys.stderr)

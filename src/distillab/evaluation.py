@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import seeds
+from . import distributed, seeds
 from .checkpoint import Checkpoints, loop_running
 from .data import ImageSet
 from .dsa import DSA
@@ -131,6 +131,29 @@ def train_vectorised(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
     return models
 
 
+def _replay(n: int, proto: Protocol, g: torch.Generator, dsa) -> None:
+    """Draw from ``g`` exactly what ``train_sequential`` draws for one model, without training it."""
+    for _ in range(proto.epochs):
+        torch.randperm(n, generator=g)
+        if dsa is not None:
+            for _ in range(0, n, proto.batch_size):
+                dsa.sample(1, g)
+
+
+def _spread(models, x, targets, test, proto: Protocol, g, dsa, device, bar) -> list[float]:
+    """This rank trains the models dealt to it (i % world == rank), replaying the draws of the others, so every
+    model trains as it would in one process; the accuracies are gathered, in model order."""
+    mine = {}
+    for i, model in enumerate(models):
+        if i % distributed.world() == distributed.rank():
+            train_sequential([model], x, targets, proto, g, dsa, bar.update)
+            mine[i] = accuracy(model, test, device)[0]
+        else:
+            _replay(len(x), proto, g, dsa)
+    found = {i: a for part in distributed.gather(mine) for i, a in part.items()}
+    return [found[i] for i in range(len(models))]
+
+
 def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, proto: Protocol, *, seed: int = 0,
                     vectorise: bool = False, num_classes: int | None = None, reporter: Reporter = SILENT,
                     checkpoints: Checkpoints | None = None, device: str = "cpu") -> dict:
@@ -160,6 +183,9 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
             reporter.info(f"evaluate: {proto.runs} x {spec}, {proto.epochs} epochs{' with DSA' if dsa else ''}"
                           f"{' (vectorised)' if use_vmap else ''}")
             todo = models[len(accs):]
+            if distributed.world() > 1:  # torchrun: the models dealt out to the ranks
+                accs = _spread(models, x.to(device), targets.to(device), test, proto, g, dsa, device, bar)
+                todo = []
             for group in ([todo] if use_vmap else [[m] for m in todo]) if todo else []:
                 (train_vectorised if use_vmap else train_sequential)(group, x.to(device), targets.to(device), proto, g,
                                                                      dsa, bar.update)

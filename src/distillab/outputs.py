@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from . import distributed
 from .checkpoint import Checkpoints, Interrupted
 from .errors import DistillabError, require
 from .files import to_jsonable
@@ -66,6 +67,7 @@ class RunOutput:
         self.overwrite, self.resume, self.call, self.loggers = overwrite, resume, call, log
         self._csv: dict[str, tuple] = {}
         self._board = None
+        self.writes = distributed.is_main()  # under torchrun, rank 0 writes; the other ranks write nowhere
         require(not self.final.exists() or self.final.is_dir(), f"--out {self.final} is a file, not a folder")
         self.dir = self.final.with_name(f".{self.final.name}.partial")
         finished = self.final.exists() and any(self.final.iterdir())
@@ -80,6 +82,12 @@ class RunOutput:
     # ---- life cycle ----
 
     def __enter__(self) -> "RunOutput":
+        if not self.writes:
+            import tempfile
+
+            self._scratch = tempfile.TemporaryDirectory(prefix="distillab-rank")
+            self.dir = Path(self._scratch.name)
+            return self
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock = open(self.dir / LOCK, "a")
@@ -118,6 +126,9 @@ class RunOutput:
         if self._board is not None:
             self._board.close()
             self._board = None
+        if not self.writes:
+            self._scratch.cleanup()
+            return False
         if exc_type is None:
             shutil.rmtree(self.dir / CHECKPOINTS, ignore_errors=True)  # done: nothing left to resume
             try:
@@ -164,8 +175,11 @@ class RunOutput:
 
     # ---- checkpoints ----
 
-    def checkpoints(self, name: str = "loop", every: int = 1) -> Checkpoints:
-        """The checkpoint file of one loop of this run; the run's logs are cut back to it on resume."""
+    def checkpoints(self, name: str = "loop", every: int = 1) -> Checkpoints | None:
+        """The checkpoint file of one loop of this run; the run's logs are cut back to it on resume. None under
+        torchrun: a multi-process run is not checkpointed (every rank would need the same file)."""
+        if distributed.world() > 1:
+            return None
         folder = self.dir / CHECKPOINTS
         folder.mkdir(exist_ok=True)
         return Checkpoints(folder / f"{name}.safetensors", every,

@@ -102,7 +102,8 @@ class _LineBar(_NoBar):
 
 class Reporter:
     def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+        # under torchrun only rank 0 speaks (the RANK variable torchrun sets; no torch.distributed needed here)
+        self.quiet = quiet or os.environ.get("RANK", "0") != "0"
 
     def info(self, message: str) -> None:
         if not self.quiet:

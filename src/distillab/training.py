@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import seeds
+from . import distributed, seeds
 from .augmentation import Augmenter
 from .checkpoint import Checkpoints, loop_running, restore
 from .data import ImageSet, Splits
@@ -278,17 +278,32 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 x, y = x_all[idx], y_all[idx]
                 if augment:
-                    x = augment(x, generator)
+                    x = augment(x, generator)  # the whole batch on every rank: the draws of one process
+                if distributed.world() > 1:  # this rank's shard of the batch
+                    part = distributed.shard(len(idx))
+                    share = (part.stop - part.start) / len(idx)
+                    x, y, shard_idx = x[part], y[part], idx[part]
+                else:
+                    shard_idx = idx
                 with autocast(device, bf16):
-                    terms = objective(model, x, y, idx)
+                    terms = objective(model, x, y, shard_idx)
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if distributed.world() > 1:
+                    (loss * share).backward()
+                    for p in params:  # the gradient of the whole batch: shards weighted by their share, summed
+                        if p.grad is not None:
+                            distributed.sum_(p.grad)
+                    values = distributed.sum_(torch.stack([v.detach().float() * share
+                                                           for v in (*terms.values(), loss)])).tolist()
+                    values = dict(zip([*terms, "loss"], values))
+                else:
+                    loss.backward()
+                    values = {k: float(v.detach()) for k, v in terms.items()}
+                    values["loss"] = float(loss.detach())
                 optimizer.step()
                 if cfg.max_norm:
                     apply_max_norm(model, cfg.max_norm)
-                values = {k: float(v.detach()) for k, v in terms.items()}
-                values["loss"] = float(loss.detach())
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v * len(idx)
                 step += 1

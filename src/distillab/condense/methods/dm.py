@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ... import distributed
 from ...data import TrainSet
 from ...dsa import DSA
 from ...errors import require
@@ -64,6 +65,23 @@ def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.features(x).flatten(1)
 
 
+@torch.no_grad()
+def _real_means(net: nn.Module, real: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    """Each class's mean embedding of its real images. Under torchrun each rank embeds its shard of every class
+    and the sums are added up over the ranks."""
+    starts = [sum(counts[:c]) for c in range(len(counts))]
+    if distributed.world() == 1:
+        emb = torch.cat([_embed(net, part) for part in real.split(REAL_CHUNK)])
+        return [emb[s:s + n].mean(0) for s, n in zip(starts, counts)]
+    sums = torch.zeros(len(counts), _embed(net, real[:1]).shape[1], device=real.device)
+    for c, (s, n) in enumerate(zip(starts, counts)):
+        part = distributed.shard(n)
+        for chunk in real[s + part.start:s + part.stop].split(REAL_CHUNK):
+            sums[c] += _embed(net, chunk).sum(0)
+    distributed.sum_(sums)
+    return [sums[c] / n for c, n in enumerate(counts)]
+
+
 def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: DM, g: torch.Generator,
                           augment=None, on_iteration: Progress | None = None) -> torch.Tensor:
     """Optimise ``images`` (class-major, ``ipc`` per class) so that, under a fresh random network each iteration,
@@ -93,15 +111,11 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
             real, syn_batch = torch.cat(parts_r), torch.cat(parts_s)
         # One batched pass per side for all classes. The real side needs no graph: instance norm is per sample, so
         # two passes give the same embeddings as one, and backward then runs through the synthetic images only.
-        with torch.no_grad():
-            emb_real = torch.cat([_embed(net, part) for part in real.split(REAL_CHUNK)])
         emb_syn = _embed(net, syn_batch)
+        means_real = _real_means(net, real, counts_real)
         loss = emb_syn.new_zeros(())
-        start = 0
         for c in range(k):
-            mean_real = emb_real[start:start + counts_real[c]].mean(0)
-            start += counts_real[c]
-            loss = loss + (mean_real - emb_syn[c * ipc:(c + 1) * ipc].mean(0)).pow(2).sum()
+            loss = loss + (means_real[c] - emb_syn[c * ipc:(c + 1) * ipc].mean(0)).pow(2).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
