@@ -150,7 +150,7 @@ def test_unknown_benchmark(cli):
     from conftest import assert_one_line_error
     assert_one_line_error(cli("bench", "imagenet-sota"), "unknown benchmark")
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
-                               "wang2018", "eval-speed", "dm-speed"}
+                               "wang2018", "eval-speed", "dm-speed", "perf"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):
@@ -167,3 +167,13 @@ def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path)
 
     got = Bench(tmp_path, quick=True).cells("shared", fn, [(1,), (2,)], recipe_of=lambda cell: {"k": 1})
     assert got == {(1,): {"value": 1}, (2,): {"value": -2}}
+
+
+def test_perf_quick(bench_out):
+    run_benchmark("perf", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "perf")
+    assert d["peak_gflops"] > 0 and 0 < d["eval_epoch"]["share_of_peak"] < 1.5  # counted work over measured time
+    assert d["eval_epoch"]["reference_style_seconds"] > 0 and d["eval_epoch"]["speedup_over_reference_style"] > 0
+    assert set(d["dm"]) == {"ipc10_real64", "ipc1_real64", "ipc10_real32"}
+    assert d["dm"]["ipc10_real64"]["gflop"] > d["dm"]["ipc10_real32"]["gflop"]  # more real images, more work
+    assert d["kd"]["cached_kd_over_alone"] > 0

@@ -15,7 +15,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist", "wang2018", "eval-speed",
-         "dm-speed"]
+         "dm-speed", "perf"]
+
+# Benchmarks whose full runs shared one OUT folder with other work running beside them (earlier sessions).
+SHARED_OUT = set(ORDER[:-1])
 
 
 def table_of(md: str) -> str:
@@ -52,8 +55,10 @@ def main(bench_out: Path) -> None:
             d = json.loads(js.read_text())
             m = d["machine"]
             out.append(table_of(md.read_text()) + "\n")
-            out.append(f"Command: `OMP_NUM_THREADS={m['torch_threads']} {d['command']}` (one OUT folder for all, so "
-                       f"teachers were trained once and reused; beside other work); wall time {d['wall_seconds'] / 60:.1f} min"
+            shared = name in SHARED_OUT
+            out.append(f"Command: `OMP_NUM_THREADS={m['torch_threads']} {d['command']}`"
+                       + (" (one OUT folder for all, so teachers were trained once and reused; beside other work)"
+                          if shared else " (alone on the machine)") + f"; wall time {d['wall_seconds'] / 60:.1f} min"
                        + (f" for the run that finished (its kept cells took {d['cells_total_seconds'] / 60:.0f} "
                           f"process-minutes in all)" if "cells_total_seconds" in d else "") + f"; {m['cpus']} cores, "
                        f"torch {m['torch']} with {m['torch_threads']} thread(s), Python {m['python']}. "
