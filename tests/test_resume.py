@@ -106,7 +106,7 @@ def test_a_signal_leaves_a_resumable_checkpoint_mid_epoch(work, sig, code):
 
 
 def test_a_killed_condensation_resumes_to_the_same_set(work):
-    args = ["condense", "--data", "digits", "--method", "dm:iterations=60,batch_real=16,model=[convnet:width=8,depth=2]",
+    args = ["condense", "--data", "digits", "--method", "dm:iterations=40,batch_real=16,model=[convnet:width=8,depth=2]",
             "--ipc", "2", "--checkpoint-every", "7"]
     assert distillab(*args, "--out", "dm-reference", "--quiet", cwd=work).returncode == 0
     interrupted(args, "dm-killed", "checkpoints/condense.safetensors", work)
