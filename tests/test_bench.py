@@ -66,7 +66,7 @@ def test_kd_speed_quick(bench_out):
 def test_dd_mnist_quick(bench_out):
     run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "dd-mnist")
-    for method in ("random", "herding", "kmeans", "mean", "dm", "bptt"):
+    for method in ("random", "herding", "kmeans", "mean", "dm", "bptt", "gm", "dsa"):  # every built-in method
         for ipc in ("1", "2"):
             assert set(d[method][ipc]) >= {"mean", "std", "runs", "wall_seconds"} and len(d[method][ipc]["runs"]) == 2
     cells = bench_out / "work-quick" / "dd-mnist" / "cells"

@@ -41,7 +41,11 @@ DD_MNIST_OPTIONS = {
     # set must work from any initialisation: init_net random
     "full": {"dm": dict(iterations=600, batch_real=64, model="convnet:width=128,depth=3"),
              "bptt": dict(iterations=300, steps=10, epochs=3, batch_real=1024, model="convnet:width=32,depth=3",
-                          init_net="random")},
+                          init_net="random"),
+             # gradient matching costs ~outer x (2 + double-backward) passes per iteration: 100 iterations at 64 real
+             # per class keep a cell near the hour (not yet run in full)
+             "gm": dict(iterations=100, batch_real=64, model="convnet:width=128,depth=3"),
+             "dsa": dict(iterations=100, batch_real=64, model="convnet:width=128,depth=3")},
 }
 
 
