@@ -217,6 +217,15 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
                                  "--ipc", "1"], "batch norm"),
     "condense without a method": (["condense", "--ipc", "1"], "needs --method"),
     "condense NaN data": (["condense", "--data", "npz:{nan_npz}", "--method", "random", "--ipc", "1"], "NaN"),
+    "mtt without its experts folder": (["condense", "--method", "mtt:experts=/nonexistent/ex", "--ipc", "1"],
+                                       "no experts folder"),
+    "mtt through dropout": (["condense", "--method", "mtt:model=[mlp:hidden=8,dropout=0.5]", "--ipc", "1"],
+                            "dropout"),
+    "mtt starting before epoch 0": (["condense", "--method", "mtt:max_start=0", "--ipc", "1"], "max_start"),
+    # experts
+    "experts through batch norm": (["experts", "--model", "convnet:width=4,depth=2,norm=batch"], "batch norm"),
+    "zero experts": (["experts", "--model", "mlp:hidden=4", "--experts", "0"], "--experts"),
+    "experts with an unknown flag": (["experts", "--model", "mlp:hidden=4", "--ipc", "1"], "unrecognized"),
     # predict, export, inspect
     "predict over a file": (["predict", "{teacher}", "--out", "{exists}"], "exists"),
     "top-k with logits": (["predict", "{teacher}", "--output", "logits", "--top-k", "3"], "--top-k goes with"),
@@ -240,7 +249,7 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
     "unknown benchmark": (["bench", "nope"], "unknown benchmark"),
     "zero workers": (["bench", "dd-mnist", "--quick", "--workers", "0"], "--workers"),
 }
-WRITES = {"train", "kd", "evaluate", "condense"}
+WRITES = {"train", "kd", "evaluate", "condense", "experts"}
 
 
 def test_the_catalogue_is_large():

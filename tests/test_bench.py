@@ -146,11 +146,65 @@ def test_dm_speed_quick(bench_out):
     assert d["iterations_per_second"] > 0 and d["peak_rss_mb"] > 0
 
 
+def test_cross_arch_quick(bench_out):
+    import statistics
+
+    from distillab.bench.dd import _dd_mnist_cell
+
+    if not (bench_out / "work-quick" / "dd-mnist" / "cells" / "dm-2.safetensors").exists():  # run alone
+        (bench_out / "work-quick" / "dd-mnist" / "cells").mkdir(parents=True, exist_ok=True)
+        _dd_mnist_cell(bench_out, True, "dm", 2)
+    run_benchmark("cross-arch", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "cross-arch")
+    methods, archs = d["methods"], list(d["architectures"])
+    assert {"dm", "dsa"} <= set(methods) and set(methods) | set(d["methods_not_registered"]) == {"dm", "dsa", "mtt"}
+    assert d["sets"]["dm"]["from"] == "dd-mnist"  # the set dd-mnist made with the same recipe is not made again
+    from distillab.bench.common import Bench
+    from distillab.bench.crossarch import _matches, _set_recipe
+    from distillab.bench.dd import dd_splits
+    from distillab.condense.synset import dataset_hash
+    kept, recipe = bench_out / d["sets"]["dm"]["file"], _set_recipe(True, "dm", d["ipc"])
+    source = dataset_hash(dd_splits(Bench(bench_out, True)).train_set())
+    assert _matches(kept, recipe, "digits", source)  # ... but one made otherwise, or from other data, would be
+    assert not _matches(kept, {**recipe, "iterations": recipe["iterations"] + 1}, "digits", source)
+    assert not _matches(kept, recipe, "digits", "0" * 16) and not _matches(kept, recipe, "mnist", source)
+    m = d["matrix"]
+    assert m["rows"] == [f"{method} IPC {d['ipc']}" for method in methods] and m["columns"] == list(
+        d["architectures"].values()) and len(archs) == 5
+    assert [len(row) for row in m["mean"]] == [len(archs)] * len(methods) == [len(row) for row in m["std"]]
+    for i, method in enumerate(methods):
+        for j, arch in enumerate(archs):
+            cell = d["cells"][method][arch]
+            assert len(cell["runs"]) == d["protocol"]["runs"] == 2
+            assert m["mean"][i][j] == cell["mean"] == pytest.approx(statistics.mean(cell["runs"]))
+            assert m["std"][i][j] == cell["std"] == pytest.approx(statistics.stdev(cell["runs"]))
+            assert cell["content_sha256"] == d["sets"][method]["content_sha256"]  # evaluated on its own set
+    png = (bench_out / d["heatmap"]).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert (bench_out / "cross-arch.md").read_text().count("\n| ") == len(methods) + 1  # header + one per set
+
+
+def test_mtt_memory_quick(bench_out):
+    """Trajectory matching's memory against its unrolled steps: the full unroll (every step's graph kept) grows
+    visibly with syn_steps, the checkpointed one (the default) stays flat beside it; time grows with the steps."""
+    run_benchmark("mtt-memory", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "mtt-memory")
+    assert d["steps"] == [10, 20, 40] and d["settings"]["method"]["unroll"] == "checkpointed"
+    for unroll in ("checkpointed", "full"):
+        for steps in ("10", "20", "40"):
+            r = d[unroll][steps]
+            assert r["seconds_per_iteration"] > 0 and r["peak_rss_mb"] > 0 and r["peak_above_start_mb"] is not None
+        assert d[unroll]["40"]["seconds_per_iteration"] > 1.5 * d[unroll]["10"]["seconds_per_iteration"]
+    grown = {u: d[u]["40"]["peak_above_start_mb"] - d[u]["10"]["peak_above_start_mb"] for u in ("checkpointed", "full")}
+    assert grown["full"] > 3  # the measurement sees a step's graph at all ...
+    assert grown["checkpointed"] < 0.25 * grown["full"]  # ... and the checkpointed unroll does not keep them
+
+
 def test_unknown_benchmark(cli):
     from conftest import assert_one_line_error
     assert_one_line_error(cli("bench", "imagenet-sota"), "unknown benchmark")
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
-                               "wang2018", "eval-speed", "dm-speed", "perf"}
+                               "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):

@@ -191,6 +191,19 @@ def test_condense_resumes_to_the_same_set(tmp_path, stop_after, method):
     same_run(tmp_path / "reference", tmp_path / "resumed")
 
 
+def test_condense_resumes_inside_the_label_loop(tmp_path, stop_after):
+    kwargs = dict(data="digits", method="dm:iterations=4,batch_real=16,model=[convnet:width=4,depth=2]", ipc=2,
+                  labels="learn:iterations=8,steps=2,batch_real=32,model=[mlp:hidden=8]", checkpoint_every=3)
+    api.condense_data(out=tmp_path / "reference", quiet=True, **kwargs)
+    stop_after(9)  # one request check per iteration: the 4 of the method, then the 5th of the label loop
+    with pytest.raises(checkpoint.Interrupted):
+        api.condense_data(out=tmp_path / "resumed", quiet=True, **kwargs)
+    assert (tmp_path / ".resumed.partial/checkpoints/condense-labels.safetensors").exists()
+    stop_after(0)
+    api.resume(tmp_path / "resumed")
+    same_run(tmp_path / "reference", tmp_path / "resumed")
+
+
 def test_evaluation_resumes_with_the_models_still_missing(tmp_path, stop_after):
     api.condense_data("digits", "random", 5, out=tmp_path / "set", quiet=True)
     kwargs = dict(path=str(tmp_path / "set/synset.safetensors"), models=["convnet:width=8,depth=2", "mlp:hidden=8"],

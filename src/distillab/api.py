@@ -27,11 +27,13 @@ from torch import nn
 from . import data as data_mod
 from . import distributed, seeds
 from .checkpoint import Interrupted, signals_stop_loops, stop_signal
-from .condense import METHODS, Method, SyntheticSet, check_ipc, condense, register_method
+from .condense import LABELS, METHODS, Method, SyntheticSet, check_ipc, condense, parse_labels, register_method
 from .condense.synset import SYNSET_FORMAT
 from .errors import DistillabError, require
 from .evaluation import Protocol, evaluate_images, summarise
-from .figures import plot_loss
+from .checkpoint import loop_running
+from .experts import ExpertConfig, expert_model, expert_path, parameter_layout
+from .figures import plot_loss, plot_matrix
 from .files import file_sha256, final_path, load_tensors, read_meta, to_jsonable
 from .kd import (LOSSES, Distillation, Hinton, LossTerm, label_smoothing_warnings, parse_loss, register_loss,
                  resolve_teacher)
@@ -46,8 +48,8 @@ from .speed import tune_allocator
 from .training import TrainConfig, accuracy, fit, predict_logits, resolve_device
 
 __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate", "evaluate_model", "evaluate_synset",
-           "predict", "inspect_teacher", "condense_data", "export", "export_synset", "load", "resume", "data_fetch",
-           "data_info", "register_loss", "register_method", "loss_help", "method_help",
+           "predict", "inspect_teacher", "condense_data", "export", "export_synset", "import_synset", "load", "resume",
+           "data_fetch", "data_info", "register_loss", "register_method", "loss_help", "method_help",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
            "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
@@ -321,9 +323,17 @@ def inspect_teacher(model_path, data: str | None = None, *, temperatures=(1, 2, 
 def evaluate(path, data: str | None = None, *, device: str | None = None, out=None, overwrite: bool = False,
              quiet: bool = False, trust_code: bool = False, **protocol) -> Result:
     """Evaluate a model file on a dataset, or a synthetic set by the protocol (``protocol``: models, runs, epochs,
-    dsa, seed, vectorise), whichever ``path`` holds."""
+    dsa, seed, vectorise), whichever ``path`` holds; a list of synthetic sets gives a matrix (``evaluate_synset``)."""
     protocol = {k: v for k, v in protocol.items() if v is not None}
     device = resolve_device(device or "cpu")
+    paths = synset_paths(path)
+    if len(paths) > 1:
+        models = [p for p in paths if read_meta(p).get("format") != SYNSET_FORMAT]
+        require(not models, f"{models[0] if models else ''} is not a synthetic set; several files are evaluated "
+                            "together only when all are synthetic sets: evaluate a model file on its own")
+        return evaluate_synset(paths, data, out=out, overwrite=overwrite, quiet=quiet, trust_code=trust_code,
+                               device=device, **protocol)
+    path = paths[0]
     if read_meta(path).get("format") == SYNSET_FORMAT:
         return evaluate_synset(path, data, out=out, overwrite=overwrite, quiet=quiet, trust_code=trust_code,
                                device=device, **protocol)
@@ -363,48 +373,123 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
                     log=("jsonl",), device: str = "cpu", **protocol) -> Result:
     """The standard protocol on a synthetic set: fresh models, final-epoch accuracy on the real test set.
     ``protocol``: the fields of ``evaluation.Protocol`` (models, runs, epochs, dsa, ...). Each finished model is
-    checkpointed; ``resume=True`` continues an unfinished run in ``out``."""
+    checkpointed; ``resume=True`` continues an unfinished run in ``out``.
+
+    ``path`` may be a list of sets of one dataset: each is evaluated on every model (the same seeds, so a set's
+    figures are those it gets alone), and metrics.json holds one entry per set under ``synsets``. Whenever there is
+    more than one cell (several sets or several models) the run also writes the matrix -- rows: the set a model
+    was condensed with, columns: the model evaluated on -- as ``matrix`` in metrics.json, matrix.md and matrix.png."""
     started = time.time()
     reporter = Reporter(quiet)
-    call = _call("evaluate_synset", path=str(path), data=data, seed=seed, vectorise=vectorise,
-                 trust_code=trust_code, **protocol)
+    paths = synset_paths(path)
+    call = _call("evaluate_synset", path=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths], data=data,
+                 seed=seed, vectorise=vectorise, trust_code=trust_code, **protocol)
     if "models" in protocol:
         protocol["models"] = tuple(protocol["models"])
     known = {f.name for f in dataclasses.fields(Protocol)}
     require(set(protocol) <= known, f"unknown protocol option(s) {', '.join(sorted(set(protocol) - known))}; "
                                     f"known: {', '.join(sorted(known))}")
     proto = Protocol(**protocol).check()
-    synset = SyntheticSet.load(path)
-    data = data or (synset.meta.get("source") or {}).get("data")
-    require(data, f"{path} does not record its dataset; pass --data")
+    synsets = [SyntheticSet.load(p) for p in paths]
+    recorded = {p: (s.meta.get("source") or {}).get("data") for p, s in zip(paths, synsets)}
+    datasets = sorted({str(d) for d in recorded.values() if d})
+    require(len(datasets) <= 1, f"the sets were condensed from different datasets ({', '.join(datasets)}); "
+                                "evaluate the sets of one dataset together")
+    data = data or (datasets[0] if datasets else None)
+    require(data, f"{paths[0]} does not record its dataset; pass --data")
+    shapes = sorted({s.input_shape for s in synsets})
+    require(len(shapes) == 1, f"the sets hold images of different shapes ({', '.join(map(str, shapes))}); "
+                              "evaluate the sets of one dataset together")
     ds = data_mod.load(data)
     data = ds.spec
-    require(tuple(ds.input_shape) == synset.input_shape,
-            f"{path} holds images of shape {synset.input_shape}, but {data} has {tuple(ds.input_shape)}; "
-            "evaluate it on the dataset it was condensed from")
-    require(ds.num_classes == len(synset.classes),
-            f"{path} has {len(synset.classes)} classes, but {data} has {ds.num_classes}")
+    for p, synset in zip(paths, synsets):
+        require(tuple(ds.input_shape) == synset.input_shape,
+                f"{p} holds images of shape {synset.input_shape}, but {data} has {tuple(ds.input_shape)}; "
+                "evaluate it on the dataset it was condensed from")
+        require(ds.num_classes == len(synset.classes),
+                f"{p} has {len(synset.classes)} classes, but {data} has {ds.num_classes}")
     for spec in proto.models:
         build_model(spec, ds.input_shape, ds.num_classes)  # fail on a bad spec before any output
-    test = data_mod.ImageSet(data_mod.normalise(ds.test.x, synset.mean, synset.std), ds.test.y)
-    targets = synset.labels if synset.label_logits is None else synset.targets()
-    method = METHODS.get(synset.meta.get("method", ""))  # a registered name only: nothing is imported
+    labels = synset_labels(paths, synsets)
+    several = len(paths) > 1
     with RunOutput(out, "evaluate", overwrite, resume, call, log) as run:
-        run.write_config({"command": "evaluate", "synset": final_path(path), "data": data, "seed": seed,
-                          "vectorise": vectorise, "protocol": dataclasses.asdict(proto)})
-        # first the way the set was made (quick, and it may refuse code named by the file), then the protocol
-        as_made = method.as_made(synset, test, runs=proto.runs, seed=seed, trust_code=trust_code) if method else None
-        results = evaluate_images(synset.images, targets, test, proto, seed=seed, vectorise=vectorise,
-                                  num_classes=ds.num_classes, reporter=reporter, device=resolve_device(device),
-                                  checkpoints=run.checkpoints("protocol", 1))
-        for spec, r in results.items():
-            run.log({"model": spec, **r})
-        metrics = {"synset": final_path(path), "synset_sha256": file_sha256(path), "data": data,
-                   "method": synset.meta.get("method"), "ipc": synset.ipc,
-                   "models": results, **({"as_made": as_made} if as_made else {}), "epochs": proto.epochs,
-                   "dsa": proto.dsa, "wall_seconds": round(time.time() - started, 2), "peak_rss_mb": peak_rss_mb()}
+        run.write_config({"command": "evaluate", "synset": [final_path(p) for p in paths] if several else
+                          final_path(paths[0]), "data": data, "seed": seed, "vectorise": vectorise,
+                          "protocol": dataclasses.asdict(proto)})
+        rows = []
+        for i, (p, synset) in enumerate(zip(paths, synsets)):
+            if several:
+                reporter.info(f"evaluate set {i + 1}/{len(paths)}: {labels[i]}")
+            test = data_mod.ImageSet(data_mod.normalise(ds.test.x, synset.mean, synset.std), ds.test.y)
+            targets = synset.labels if synset.label_logits is None else synset.targets()
+            method = METHODS.get(synset.meta.get("method", ""))  # a registered name only: nothing is imported
+            # first the way the set was made (quick, and it may refuse code named by the file), then the protocol
+            as_made = method.as_made(synset, test, runs=proto.runs, seed=seed, trust_code=trust_code) if method else None
+            results = evaluate_images(synset.images, targets, test, proto, seed=seed, vectorise=vectorise,
+                                      num_classes=ds.num_classes, reporter=reporter, device=resolve_device(device),
+                                      checkpoints=run.checkpoints("protocol" if i == 0 else f"protocol-{i + 1}", 1))
+            rows.append({"synset": final_path(p), "synset_sha256": file_sha256(p), "data": data,
+                         "method": synset.meta.get("method"), "ipc": synset.ipc, "models": results,
+                         **({"as_made": as_made} if as_made else {})})
+        # logged once every set is done: a set's checkpoint then never cuts back another set's lines on resume
+        for label, row in zip(labels, rows):
+            for spec, r in row["models"].items():
+                run.log({**({"synset": label} if several else {}), "model": spec, **r})
+        if several:
+            metrics = {"synsets": [{k: v for k, v in row.items() if k != "data"} for row in rows], "data": data}
+        else:
+            metrics = dict(rows[0])
+        metrics.update({"epochs": proto.epochs, "dsa": proto.dsa, "augment": proto.augment})
+        if several or len(rows[0]["models"]) > 1:
+            columns = list(rows[0]["models"])
+            matrix = {"rows": labels, "columns": columns,
+                      "mean": [[row["models"][c]["mean"] for c in columns] for row in rows],
+                      "std": [[row["models"][c]["std"] for c in columns] for row in rows]}
+            metrics["matrix"] = matrix
+            run.path("matrix.md").write_text(matrix_markdown(matrix) + "\n")
+            plot_matrix(matrix, run.path("matrix.png"), f"{data}: test accuracy (%), mean ± std of {proto.runs} "
+                                                        f"runs, {proto.epochs} epochs{' with DSA' if proto.dsa else ''}")
+            reporter.info("test accuracy (%), rows: condensed with, columns: evaluated on\n" + matrix_markdown(matrix))
+        metrics.update({"wall_seconds": round(time.time() - started, 2), "peak_rss_mb": peak_rss_mb()})
         run.write_metrics(metrics)
     return Result(metrics, run.final)
+
+
+def synset_paths(path) -> list:
+    """One file or a list of them, as a list; the same file twice is refused."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    require(paths, "evaluate needs at least one file")
+    require(all(isinstance(p, (str, Path)) for p in paths), "give files as paths")
+    seen = {}
+    for p in paths:
+        key = Path(p).resolve()
+        require(key not in seen, f"{p} is given twice; give each set once")
+        seen[key] = p
+    return paths
+
+
+def synset_labels(paths, synsets) -> list[str]:
+    """A matrix row's label: the set's method and IPC, plus its file where two sets would share a label (the
+    file's name, or its path where the names are the same too)."""
+    base = [f"{s.meta.get('method') or 'set'} IPC {s.ipc}" for s in synsets]
+    for name in (lambda p: Path(final_path(p)).name, final_path):
+        labels = [f"{b} ({name(p)})" if base.count(b) > 1 else b for b, p in zip(base, paths)]
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
+def matrix_markdown(matrix: dict) -> str:
+    """The matrix as a Markdown table: mean ± std in %, rows condensed with, columns evaluated on."""
+    def cell(text) -> str:
+        return str(text).replace("|", "\\|")
+
+    lines = ["| condensed with \\ evaluated on | " + " | ".join(cell(c) for c in matrix["columns"]) + " |",
+             "|---|" + "---:|" * len(matrix["columns"])]
+    for label, means, stds in zip(matrix["rows"], matrix["mean"], matrix["std"]):
+        lines.append(f"| {cell(label)} | " + " | ".join(f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(means, stds))
+                     + " |")
+    return "\n".join(lines)
 
 
 def predict(model_path, data: str | None = None, *, split: str = "train", output: str = "probs",
@@ -486,41 +571,46 @@ def method_from(method, shorthands: dict | None = None, *, trust_code: bool = Tr
     return dataclasses.replace(method, **{METHOD_SHORTHANDS[k]: v for k, v in given.items()}) if given else method
 
 
-def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int = 0, val_size: int | None = None,
-                  split_seed: int = 0, out=None, overwrite: bool = False, resume: bool = False,
-                  checkpoint_every: int = 10, quiet: bool = False, log=("jsonl",), device: str = "cpu",
-                  **shorthands) -> Result:
-    """Condense ``data`` into ``ipc`` images per class; writes synset.safetensors, synset.png and metrics.
+def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="hard", seed: int = 0,
+                  val_size: int | None = None, split_seed: int = 0, out=None, overwrite: bool = False,
+                  resume: bool = False, checkpoint_every: int = 10, quiet: bool = False, log=("jsonl",),
+                  device: str = "cpu", trust_code: bool = False, **shorthands) -> Result:
+    """Condense ``data`` into ``ipc`` images per class; writes synset.safetensors, synset.png and metrics (with the
+    set's budget: bytes, seconds, peak memory, real images read).
 
-    method: ``NAME[:key=value,...]`` (see ``method_help()``) or a Method object. ``shorthands``: the flags
-    --model, --iterations, --init, --lr-img, --batch-real, --init-net, --bptt-steps, --bptt-epochs, --no-dsa
-    (``dsa=False``), each setting that option of the method. A checkpoint is kept every ``checkpoint_every``
-    iterations; ``resume=True`` continues an unfinished run in ``out``.
+    method: ``NAME[:key=value,...]`` (see ``method_help()``) or a Method object. labels: ``hard``,
+    ``learn[:key=value,...]``, ``teacher:MODEL_FILE`` (see ``labels_help()``) or a Labels object. ``shorthands``:
+    the flags --model, --iterations, --init, --lr-img, --batch-real, --init-net, --bptt-steps, --bptt-epochs,
+    --no-dsa (``dsa=False``), each setting that option of the method. A checkpoint is kept every
+    ``checkpoint_every`` iterations; ``resume=True`` continues an unfinished run in ``out``.
     """
     started = time.time()
     reporter = Reporter(quiet)
     method = method_from(method, shorthands)
-    call = _call("condense_data", data=data, method=str(method), ipc=ipc, seed=seed, val_size=val_size,
-                 split_seed=split_seed)
+    labels = parse_labels(labels) if isinstance(labels, str) else labels
+    call = _call("condense_data", data=data, method=str(method), ipc=ipc, labels=str(labels), seed=seed,
+                 val_size=val_size, split_seed=split_seed, trust_code=trust_code)
     splits = load_splits(data, val_size, split_seed)
     data = splits.spec
     train = splits.train_set()
     check_ipc(train, ipc)
     method.check_data(train)  # a bad model or option fails before any output
+    labels.check_data(train, trust_code)
     with RunOutput(out, "condense", overwrite, resume, call, log) as run:
-        run.write_config({"command": "condense", "data": data, "method": str(method), "ipc": ipc, "seed": seed,
-                          "val_size": splits.val_size, "split_seed": split_seed})
-        bar = reporter.bar(method.iterations_total, f"condense {method.name}", unit="iterations")
+        run.write_config({"command": "condense", "data": data, "method": str(method), "ipc": ipc,
+                          "labels": str(labels), "seed": seed, "val_size": splits.val_size, "split_seed": split_seed})
+        bar = reporter.bar(method.iterations_total + labels.iterations_total, f"condense {method.name}",
+                           unit="iterations")
 
         def on_iteration(it, loss):
             run.log({"iteration": it + 1, "loss": loss})
             bar.update(1)
             bar.set_postfix(loss=loss)
 
-        t0 = time.perf_counter()
-        synset = condense(train.to(resolve_device(device)), method, ipc, seed=seed, progress=on_iteration,
-                          checkpoints=run.checkpoints("condense", checkpoint_every))
-        seconds = time.perf_counter() - t0
+        synset = condense(train.to(resolve_device(device)), method, ipc, seed=seed, labels=labels,
+                          progress=on_iteration, checkpoints=run.checkpoints("condense", checkpoint_every),
+                          trust_code=trust_code)
+        seconds = synset.meta["budget"]["condense_seconds"]
         bar.close()
         losses = [json.loads(line)["loss"] for line in run.path("metrics.jsonl").read_text().splitlines()
                   ] if run.path("metrics.jsonl").exists() else []  # the log holds the iterations before a resume too
@@ -531,15 +621,59 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, seed: int
         if losses:
             plot_loss(losses, run.path("loss.png"), f"{method.name} on {data}, IPC {ipc}")
         full_bytes = train.x.numel() * 1 + train.y.numel() * 1  # the training images as uint8 pixels
-        metrics = {"method": method.name, "ipc": ipc, "iterations": method.iterations_total,
-                   "wall_seconds": round(time.time() - started, 2), "condense_seconds": round(seconds, 2),
-                   "iterations_per_second": round(len(losses) / seconds, 3) if losses else None,
+        metrics = {"method": method.name, "ipc": ipc, "labels": str(labels),
+                   "iterations": method.iterations_total + labels.iterations_total,
+                   "wall_seconds": round(time.time() - started, 2), "condense_seconds": seconds,
+                   "iterations_per_second": round(len(losses) / seconds, 3) if losses and seconds else None,
                    "peak_rss_mb": peak_rss_mb(), "synset_bytes": synset.nbytes(), "train_set_bytes_uint8": full_bytes,
-                   "images": len(synset.labels), "final_loss": losses[-1] if losses else None}
+                   "images": len(synset.labels), "final_loss": losses[-1] if losses else None,
+                   "budget": synset.meta["budget"]}
         run.write_metrics(metrics)
     reporter.info(f"condensed {data} with {method.name} to {ipc} images per class in {seconds:.1f} s; "
                   f"wrote {final_path(run.final)}")
     return Result(metrics, run.final)
+
+
+def condense_estimate(data: str = "digits", method="dm", ipc: int = 10, *, labels="hard", seed: int = 0,
+                      val_size: int | None = None, split_seed: int = 0, device: str = "cpu",
+                      trust_code: bool = False, probe: int = 5, **shorthands) -> dict:
+    """What ``condense_data`` with these arguments would cost, from a short run that writes nothing: the method
+    (and the label mode) run ``probe`` + 1 iterations; the first, which carries the set-up, is counted once and
+    the median of the others stands for every remaining iteration. A method without iterations is timed whole.
+    Peak memory is the short run's (the loops' memory does not grow with their iteration count)."""
+    require(isinstance(probe, int) and probe >= 1, f"probe must be at least 1, got {probe}")
+    method = method_from(method, shorthands)
+    labels = parse_labels(labels) if isinstance(labels, str) else labels
+    splits = load_splits(data, val_size, split_seed)
+    train = splits.train_set()
+    check_ipc(train, ipc)
+    method.check_data(train)
+    labels.check_data(train, trust_code)
+    phases = [(method, method.iterations_total), (labels, labels.iterations_total)]
+    short = [dataclasses.replace(p, iterations=min(n, probe + 1))
+             if n and "iterations" in {f.name for f in dataclasses.fields(p)} else p for p, n in phases]
+    stamps: list[float] = []
+    t0 = time.perf_counter()
+    synset = condense(train.to(resolve_device(device)), short[0], ipc, seed=seed, labels=short[1],
+                      progress=lambda it, loss: stamps.append(time.perf_counter()), trust_code=trust_code)
+    total = time.perf_counter() - t0
+    estimate, start, previous = 0.0, 0, t0
+    for (_, n), cut in zip(phases, short):
+        done = cut.iterations_total
+        mine = stamps[start:start + done]
+        if done:
+            gaps = np.diff([previous, *mine])
+            per = float(np.median(gaps[1:])) if len(gaps) > 1 else float(gaps[0])
+            estimate += float(gaps[0]) + per * (n - 1)
+            previous = mine[-1]
+        start += done
+    estimate += (t0 + total) - previous  # one-shot work and what follows the last iteration
+    budget = synset.meta["budget"]
+    return {"method": str(method), "labels": str(labels), "ipc": ipc, "data": splits.spec,
+            "iterations": sum(n for _, n in phases), "probe_iterations": len(stamps),
+            "probe_seconds": round(total, 2), "estimated_condense_seconds": round(estimate, 1),
+            "estimated_peak_rss_mb": budget["peak_rss_mb"], "estimated_peak_device_mb": budget["peak_device_mb"],
+            "synset_bytes": budget["total_bytes"], "real_images_read_per_probe": budget["real_images_read"]}
 
 
 MODEL_EXPORTS = (".pt2", ".ts", ".onnx")
@@ -605,6 +739,30 @@ def export_synset(path, to, *, overwrite: bool = False) -> dict:
     return {"synset": str(path), "to": str(target), "images": len(synset.labels), "ipc": synset.ipc}
 
 
+def import_synset(path, *, format: str, data: str, out, overwrite: bool = False, experiment: int | None = None,
+                  labels=None, quiet: bool = False) -> dict:
+    """A synthetic set made by the reference code, as a distillab ``synset.safetensors`` (``out``) that
+    ``evaluate`` takes: ``format`` ``vico`` (a ``res_*.pt`` of DC/DSA/DM; ``experiment``: which of its runs, default
+    0) or ``mtt`` (``images_best.pt``/``images_N.pt``; ``labels``: its labels file, default the one beside it).
+    ``data``: the dataset it was made from (the file does not say). Read with ``torch.load(weights_only=True)``
+    only; see ``distillab.condense.importing``."""
+    from .condense.importing import read
+
+    target = Path(out)
+    require(target.suffix == ".safetensors", f"--out must be a FILE.safetensors, got {target}")
+    require(not target.exists() or overwrite, f"{target} exists; choose another --out or pass --overwrite")
+    require(target.parent.is_dir(), f"folder {target.parent} does not exist")
+    ds = data_mod.load(data)
+    synset = read(path, format, ds, experiment=experiment, labels=labels)
+    synset.save(target)
+    source = synset.meta["source"]
+    Reporter(quiet).info(f"imported {source['imported_from']} ({format}) as {len(synset.labels)} images, IPC "
+                         f"{synset.ipc}, of {ds.spec}{' (reordered class-major)' if source['reordered'] else ''}; "
+                         f"wrote {target}")
+    return {"synset": str(target), **{k: v for k, v in source.items() if k != "imported_from"},
+            "imported_from": str(path), "ipc": synset.ipc, "images": len(synset.labels)}
+
+
 def load(path, *, into: nn.Module | None = None, trust_code: bool = False):
     """What a distillab file holds: a model file as an ``nn.Module`` in eval mode, its metadata in
     ``model.distillab``; a synthetic-set file as a ``SyntheticSet``. ``into``: load a model file's weights into
@@ -629,11 +787,93 @@ def load(path, *, into: nn.Module | None = None, trust_code: bool = False):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Expert trajectories (for trajectory matching, condense --method mtt)
+
+__all__ += ["experts", "ExpertConfig"]
+
+
+def experts(data: str = "digits", model: str | None = None, experts: int | None = None, epochs: int | None = None,
+            *, out=None, overwrite: bool = False, resume: bool = False, val_size: int | None = None,
+            split_seed: int = 0, quiet: bool = False, log=("jsonl",), **options) -> Result:
+    """Train ``experts`` networks ``model`` on ``data`` for ``epochs`` each and keep their trajectories (parameters
+    at every epoch): OUT/expert-000.safetensors, ... one file per expert, the folder ``mtt:experts=OUT`` reads.
+
+    ``options``: the other fields of ``ExpertConfig`` (lr, momentum, weight_decay, batch_size, dsa, seed, device);
+    what is left out takes its defaults, the reference's. ``val_size``/``split_seed`` carve the same validation split
+    as ``condense`` does, so the experts see exactly the training images a condensation sees (their hash is
+    recorded and checked). OUT is a run folder like any other: written as ``.OUT.partial`` and renamed once every
+    expert is done. Each finished expert is a file at once, so a killed or stopped run keeps them and
+    ``resume=True`` (``--resume OUT``) trains only the experts still missing; expert i draws only from
+    ``seeds.generator(seed, "expert", i)``, so a resumed folder holds the same bits as an uninterrupted one."""
+    started = time.time()
+    reporter = Reporter(quiet)
+    given = {k: v for k, v in dict(model=model, experts=experts, epochs=epochs, **options).items() if v is not None}
+    known = {f.name for f in dataclasses.fields(ExpertConfig)}
+    unknown = sorted(set(given) - known)
+    require(not unknown, f"unknown expert option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    cfg = ExpertConfig(**given).check()
+    cfg.device = resolve_device(cfg.device)
+    call = _call("experts", data=data, val_size=val_size, split_seed=split_seed, **given)
+    splits = load_splits(data, val_size, split_seed)
+    data = splits.spec
+    layout = parameter_layout(expert_model(cfg.model, splits.input_shape, splits.num_classes))  # fails before output
+    train_split = splits.train_set()
+    from . import experts as experts_mod  # the module, beside this function of the same name
+
+    planned = experts_mod.expert_meta(train_split, cfg, 0, layout, [], {})
+    train_split = train_split.to(cfg.device)
+    with RunOutput(out, "experts", overwrite, resume, call, log) as run:
+        run.write_config({"command": "experts", "data": data, "val_size": splits.val_size, "split_seed": split_seed,
+                          **dataclasses.asdict(cfg)})
+        run.path("metrics.jsonl").unlink(missing_ok=True)  # rewritten expert by expert, resumed or not
+        checkpoints = run.checkpoints("experts", 1)  # a marker after each expert: a failed run keeps its experts
+        reporter.info(f"experts: {cfg.experts} x {cfg.model} ({planned['parameter_count']:,} parameters) on {data}, "
+                      f"{cfg.epochs} epochs each, {len(train_split)} training images")
+        records, trained = [], 0
+        bar = reporter.bar(cfg.experts, "experts", unit="experts")
+        with loop_running():
+            for i in range(cfg.experts):
+                path = run.path(expert_path(".", i).name)
+                meta = experts_mod.kept_expert(path, {**planned, "index": i, "stream": ["expert", i]}) \
+                    if run.resumed else None
+                if meta is None:
+                    t0 = time.perf_counter()
+                    trajectory, losses, net = experts_mod.train_expert(
+                        train_split, cfg, seeds.generator(cfg.seed, "expert", i))
+                    figures = {"val_accuracy": accuracy(net, splits.val, cfg.device)[0],
+                               "test_accuracy": accuracy(net, splits.test, cfg.device)[0],
+                               "train_seconds": round(time.perf_counter() - t0, 2)}
+                    meta = experts_mod.expert_meta(train_split, cfg, i, layout, losses, figures)
+                    experts_mod.save_expert(path, trajectory, meta)
+                    trained += 1
+                records.append({"expert": i, "final_train_loss": meta["train_loss"][-1], **meta["metrics"]})
+                run.log(records[-1])
+                bar.update(1)
+                if checkpoints:
+                    checkpoints.after(i + 1, lambda: {"experts_done": i + 1})
+        bar.close()
+        seconds = [r["train_seconds"] for r in records if isinstance(r.get("train_seconds"), (int, float))]
+        metrics = {"experts": cfg.experts, "epochs": cfg.epochs, "model": cfg.model,
+                   "parameters": planned["parameter_count"], "data": data, "data_hash": planned["data"]["hash"],
+                   "trained_now": trained, "kept_from_before": cfg.experts - trained,
+                   "test_accuracy": summarise([r["test_accuracy"] for r in records]),
+                   "val_accuracy": summarise([r["val_accuracy"] for r in records]),
+                   "final_train_loss": summarise([r["final_train_loss"] for r in records]),
+                   "seconds_per_expert": round(sum(seconds) / len(seconds), 2) if seconds else None,
+                   "folder_bytes": sum(run.path(expert_path(".", i).name).stat().st_size for i in range(cfg.experts)),
+                   "wall_seconds": round(time.time() - started, 2), "peak_rss_mb": peak_rss_mb()}
+        run.write_metrics(metrics)
+    reporter.info(f"{cfg.experts} experts, test accuracy {metrics['test_accuracy']['mean']:.4f}; wrote "
+                  f"{final_path(run.final)} (use it with --method mtt:experts={final_path(run.final)})")
+    return Result(metrics, run.final)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Resume
 
 
 RESUMABLE = {"train": "train", "distill": "kd", "chain": "kd", "repeat_over_seeds": None, "condense_data": "condense",
-             "evaluate_synset": "evaluate"}
+             "evaluate_synset": "evaluate", "experts": "experts"}
 
 
 def resume(out, *, command: str | None = None, quiet: bool = False, trust_code: bool = False,
@@ -660,10 +900,10 @@ def resume(out, *, command: str | None = None, quiet: bool = False, trust_code: 
                                      "resume it with --trust-code if you trust it")
     if "trust_code" in kwargs:
         kwargs["trust_code"] = trust_code
-    if checkpoint_every is not None and function != "evaluate_synset":
+    if checkpoint_every is not None and function not in ("evaluate_synset", "experts"):
         kwargs["checkpoint_every"] = checkpoint_every
     fn = {"train": train, "distill": distill, "chain": chain, "repeat_over_seeds": repeat_over_seeds,
-          "condense_data": condense_data, "evaluate_synset": evaluate_synset}[function]
+          "condense_data": condense_data, "evaluate_synset": evaluate_synset, "experts": experts}[function]
     if function == "repeat_over_seeds":
         kwargs["fn"] = {"train": train, "distill": distill}.get(kwargs.get("fn"))
         require(kwargs["fn"] is not None, f"{partial / 'call.json'} is corrupt; start again with --overwrite")
@@ -693,3 +933,7 @@ def loss_help() -> str:
 
 def method_help() -> str:
     return "; ".join(f"{name} ({options_help(METHODS.get(name))})" for name in METHODS.names())
+
+
+def labels_help() -> str:
+    return options_help(LABELS.get("learn"))

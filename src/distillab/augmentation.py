@@ -2,9 +2,15 @@
 
 Spec: ``none``, ``shift:2`` (Hinton's +-2 px jitter), ``crop:4`` (pad 4 and crop, for colour data), ``flip``,
 or several joined by commas: ``crop:4,flip``. Padding is black in pixel space (the normalised zero).
+
+``DCAugment``: the reference's non-differentiable evaluation augmentation (one of crop, scale, rotate, noise per
+image), the protocol's ``augment="dc"``; it pads as the reference does: with the batch's mean or the dataset's
+mean (0 after normalising), not black.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -72,3 +78,140 @@ class Augmenter:
             elif name == "flip":
                 x = random_flip(x, generator)
         return x
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The reference's non-differentiable evaluation augmentation ("DC augmentation", docs/reference.md §2)
+
+DC_OPS = ("crop", "scale", "rotate", "noise")
+
+
+class DCAugment:
+    """Per image, ONE op drawn at random from ``strategy``, as the gradient-matching reference augments the images it
+    trains evaluation models on when DSA is off (its MNIST strategy, ``crop_scale_rotate``, is the default):
+
+    - crop:   pad by ``crop`` px with the batch's per-channel mean, then take the window at a random offset in
+              [0, 2*crop) per axis, so content moves by -crop+1 .. +crop px (an integer shift);
+    - scale:  nearest-neighbour resize to int(f*H) x int(f'*W), f and f' uniform in [1-scale, 1+scale); centred on a
+              square canvas of 0 in normalised space (the dataset mean) and cut back to H x W around the canvas centre;
+    - rotate: whole degrees uniform in [-rotate, rotate), counter-clockwise as displayed, about the image centre
+              (bicubic), corners filled with the batch's mean;
+    - noise:  Gaussian noise of std ``noise`` added in normalised space.
+
+    Batched tensor code on x's device; every draw comes from the generator, a fixed number per image whichever op is
+    chosen, so a replay (``sample``) draws exactly what training draws. Signals (one row high) crop and scale along
+    their length and never rotate.
+    """
+
+    def __init__(self, strategy: str = "crop_scale_rotate", crop: int = 4, scale: float = 0.2, rotate: int = 45,
+                 noise: float = 0.001, input_shape: tuple[int, ...] = (1, 28, 28)):
+        names = [name for name in strategy.split("_") if name]
+        unknown = [name for name in names if name not in DC_OPS]
+        require(not unknown, f"unknown DC augmentation op {', '.join(map(repr, unknown))} in strategy '{strategy}'; "
+                             f"use ops from {', '.join(DC_OPS)} joined by '_'")
+        require(len(input_shape) == 3, f"DC augmentation needs an input shape (C, H, W), got {tuple(input_shape)}")
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.one_d = self.input_shape[1] == 1
+        self.ops = [name for name in dict.fromkeys(names) if not (self.one_d and name == "rotate")]
+        require(bool(self.ops), f"DC augmentation strategy '{strategy}' leaves no op"
+                                + (" for signals (one row high: no rotation)" if self.one_d else ""))
+        require(isinstance(crop, int) and 1 <= crop <= 64, f"DC crop must be a whole number of pixels in 1..64, "
+                                                           f"got {crop}")
+        require(0.0 < scale < 1.0, f"DC scale must be in (0, 1), got {scale}")
+        require(isinstance(rotate, int) and 1 <= rotate <= 180, f"DC rotate must be whole degrees in 1..180, "
+                                                                f"got {rotate}")
+        require(noise >= 0.0, f"DC noise must be >= 0, got {noise}")
+        self.crop, self.scale, self.rotate, self.noise = crop, scale, rotate, noise
+
+    @classmethod
+    def for_inputs(cls, input_shape, **options) -> "DCAugment":
+        return cls(input_shape=tuple(input_shape), **options)
+
+    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Parameters for n images, drawn on the generator's device; the same draws whatever ops are chosen."""
+        device = generator.device
+        params = {
+            "op": torch.randint(len(self.ops), (n,), generator=generator, device=device),
+            "offset": torch.randint(2 * self.crop, (n, 2), generator=generator, device=device),  # (row, col)
+            "factor": 1 - self.scale + 2 * self.scale * torch.rand(n, 2, generator=generator, device=device),
+            "angle": torch.randint(-self.rotate, self.rotate, (n,), generator=generator, device=device),
+        }
+        if "noise" in self.ops:
+            params["noise"] = torch.randn((n, *self.input_shape), generator=generator, device=device)
+        return params
+
+    def apply(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        require(x.dim() == 4 and tuple(x.shape[1:]) == self.input_shape,
+                f"DC augmentation was set up for inputs {self.input_shape}, got a batch {tuple(x.shape)}")
+        p = {k: v.to(x.device) for k, v in params.items()}
+        require(len(p["op"]) == len(x), f"DC parameters drawn for {len(p['op'])} images, the batch has {len(x)}")
+        channel_mean = x.mean(dim=(0, 2, 3))  # of the whole batch, before any image changes, as the reference
+        out = x.clone()
+        for k, name in enumerate(self.ops):
+            chosen = p["op"] == k
+            if not bool(chosen.any()):
+                continue
+            xs = x[chosen]
+            if name == "crop":
+                out[chosen] = _dc_crop(xs, p["offset"][chosen], self.crop, channel_mean, self.one_d)
+            elif name == "scale":
+                out[chosen] = _dc_scale(xs, p["factor"][chosen], self.one_d)
+            elif name == "rotate":
+                out[chosen] = _dc_rotate(xs, p["angle"][chosen], channel_mean.mean())
+            else:
+                out[chosen] = xs + self.noise * p["noise"][chosen].to(x.dtype)
+        return out
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(x, self.sample(len(x), generator))
+
+
+def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, fill) -> torch.Tensor:
+    """out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]], or ``fill`` (per channel) where an index is out of range."""
+    b, c, h, w = x.shape
+    inside = ((rows >= 0) & (rows < h)).view(b, 1, -1, 1) & ((cols >= 0) & (cols < w)).view(b, 1, 1, -1)
+    batch = torch.arange(b, device=x.device).view(b, 1, 1)
+    picked = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1).view(b, -1, 1), cols.clamp(0, w - 1).view(b, 1, -1)]
+    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    return torch.where(inside, picked.permute(0, 3, 1, 2), fill)
+
+
+def _dc_crop(x: torch.Tensor, offset: torch.Tensor, pad: int, fill: torch.Tensor, one_d: bool) -> torch.Tensor:
+    """Pad by ``pad`` with ``fill`` and take the H x W window whose top-left corner is ``offset`` (row, col)."""
+    _, _, h, w = x.shape
+    shift = offset - pad
+    if one_d:
+        shift[:, 0] = 0
+    rows = torch.arange(h, device=x.device).view(1, h) + shift[:, :1]
+    cols = torch.arange(w, device=x.device).view(1, w) + shift[:, 1:]
+    return _gather(x, rows, cols, fill)
+
+
+def _dc_scale(x: torch.Tensor, factor: torch.Tensor, one_d: bool) -> torch.Tensor:
+    """Nearest-neighbour resize to (int(fh*H), int(fw*W)), centred on a square canvas of zeros (side: the largest
+    of both sizes), cut back to H x W around the canvas centre; integer offsets as the reference rounds them."""
+    _, _, h, w = x.shape
+    size = (factor * torch.tensor([h, w], dtype=factor.dtype, device=x.device)).floor().long().clamp_min(1)
+    if one_d:
+        size[:, 0] = 1
+    side = torch.maximum(size.max(dim=1).values, torch.tensor(max(h, w), device=x.device)).view(-1, 1)
+    # a position in the output -> in the canvas -> in the resized image -> (nearest) in the input
+    start = (side - size) // 2 - (side - torch.tensor([h, w], device=x.device)) // 2  # resized top-left, in output
+    rows = torch.arange(h, device=x.device).view(1, h) - start[:, :1]
+    cols = torch.arange(w, device=x.device).view(1, w) - start[:, 1:]
+    src_rows = torch.where((rows >= 0) & (rows < size[:, :1]), (rows * h).div(size[:, :1], rounding_mode="floor"), -1)
+    src_cols = torch.where((cols >= 0) & (cols < size[:, 1:]), (cols * w).div(size[:, 1:], rounding_mode="floor"), -1)
+    return _gather(x, src_rows, src_cols, 0.0)
+
+
+def _dc_rotate(x: torch.Tensor, degrees: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Rotate each image counter-clockwise (as displayed) by its angle about its centre; outside filled with fill."""
+    _, _, h, w = x.shape
+    a = degrees.to(x.dtype) * (math.pi / 180)
+    cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
+    # the output pixel at (X, Y) samples the input at R(-a)(X, Y), in pixel units (exact for non-square images too)
+    theta = torch.stack([torch.stack([cos, -sin * (h / w), zero], 1), torch.stack([sin * (w / h), cos, zero], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    fill = fill.to(x.dtype)
+    return torch.nn.functional.grid_sample(x - fill, grid, mode="bicubic", padding_mode="zeros",
+                                           align_corners=False) + fill

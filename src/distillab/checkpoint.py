@@ -165,6 +165,11 @@ class Checkpoints:
         require(isinstance(every, int) and every >= 0, f"--checkpoint-every must be >= 0, got {every}")
         self.path, self.every, self.logs, self.flush = Path(path), every, list(logs), flush
 
+    def sibling(self, name: str) -> "Checkpoints":
+        """The checkpoint of a later loop of the same run (same interval and logs), in its own file."""
+        return Checkpoints(self.path.with_name(f"{self.path.stem}-{name}{self.path.suffix}"), self.every, self.logs,
+                           self.flush)
+
     def due(self, done: int) -> bool:
         """True when ``done`` units (epochs, iterations, runs) complete a checkpoint interval."""
         return bool(self.every) and done % self.every == 0
@@ -199,7 +204,8 @@ class Checkpoints:
 
     def after(self, done: int, tree_of: Callable[[], dict]) -> None:
         """Call after each unit of progress: saves when an interval completes, or saves and stops on request."""
-        if self.due(done) or stop_requested():
+        stop = stop_requested()  # read once: a signal between two reads would stop the loop unsaved
+        if self.due(done) or stop:
             self.save(tree_of())
-        if stop_requested():
+        if stop:
             raise Interrupted()

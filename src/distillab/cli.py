@@ -169,7 +169,9 @@ def build_parser() -> Parser:
     _add_quiet(p)
 
     p = sub.add_parser("evaluate", help="evaluate a saved model, or a synthetic set by the standard protocol")
-    p.add_argument("model", nargs="?", help="model.safetensors or synset.safetensors")
+    p.add_argument("model", nargs="*", default=[], metavar="FILE",
+                   help="model.safetensors, or one or more synset.safetensors of one dataset (several sets or "
+                        "--models: a matrix, one row per set, one column per model: matrix.md, matrix.png)")
     p.add_argument("--data", help="dataset (default: the one the file records)")
     p.add_argument("--device", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
     g = p.add_argument_group("synthetic sets: the dataset-distillation protocol (defaults: distillab.evaluation.Protocol)")
@@ -178,6 +180,8 @@ def build_parser() -> Parser:
     g.add_argument("--epochs", type=int, help=_default(Protocol, "epochs"))
     g.add_argument("--dsa", action="store_true", default=None,
                    help="differentiable siamese augmentation while training")
+    g.add_argument("--augment", help="none, or dc: the reference's non-differentiable augmentation (crop, scale or "
+                                     "rotate, drawn per image; not with --dsa)")
     g.add_argument("--seed", type=int)
     g.add_argument("--vectorise", action="store_true", default=None,
                    help="train the runs together (torch.func vmap); slower than one at a time on 2-core CPUs here")
@@ -191,6 +195,11 @@ def build_parser() -> Parser:
     p.add_argument("--method", help=f"NAME[:key=value,...] (required): {TEXT['methods']}; or "
                                     f"{IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
     p.add_argument("--ipc", type=int, help="images per class (required)")
+    p.add_argument("--labels", default="hard", help="hard (default); learn[:key=value,...] (soft labels learned as "
+                                                    f"logits: {TEXT['labels']}); teacher:MODEL_FILE (a trained "
+                                                    "model's outputs)")
+    p.add_argument("--dry-run", action="store_true", help="time a few iterations and print the estimated time and "
+                                                          "memory of the run; writes nothing")
     g = p.add_argument_group("shorthands for the method's options (--iterations 5 = --method NAME:iterations=5)")
     g.add_argument("--model", help="network used for matching (option model)")
     g.add_argument("--iterations", type=int)
@@ -210,6 +219,29 @@ def build_parser() -> Parser:
     _add_output(p)
     _add_resume(p, "iterations")
     _add_trust(p)
+    _add_loggers(p)
+
+    p = sub.add_parser("experts", help="train expert trajectories for trajectory matching (--method mtt)")
+    p.add_argument("--data", default="digits", help="mnist, digits, cifar10, npz:PATH, folder:PATH (default digits)")
+    p.add_argument("--model", help=f"model spec without batch norm or dropout ({_expert_default('model')}); mtt's "
+                                   "model option must name the same")
+    p.add_argument("--experts", type=int, help=f"how many experts ({_expert_default('experts')})")
+    p.add_argument("--epochs", type=int, help=f"epochs per expert, one trajectory row each "
+                                              f"({_expert_default('epochs')})")
+    p.add_argument("--lr", type=float, help=f"SGD learning rate ({_expert_default('lr')})")
+    p.add_argument("--momentum", type=float, help=_expert_default("momentum"))
+    p.add_argument("--weight-decay", type=float, help=_expert_default("weight_decay"))
+    p.add_argument("--batch-size", type=int, help=_expert_default("batch_size"))
+    p.add_argument("--no-dsa", action="store_false", dest="dsa", default=None,
+                   help="no differentiable siamese augmentation while the experts train")
+    p.add_argument("--seed", type=int, help=f"expert i draws from the stream ('expert', i) of this seed "
+                                            f"({_expert_default('seed')})")
+    p.add_argument("--device", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
+    p.add_argument("--val-size", type=int, help="validation images carved from the training data, as condense "
+                                                "carves them (default 10%%, at most 5000)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
+    _add_output(p)
+    _add_resume(p, None)
     _add_loggers(p)
 
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
@@ -240,6 +272,19 @@ def build_parser() -> Parser:
                                                "onnx package); for a set OUT.npz or OUT.png")
     p.add_argument("--overwrite", action="store_true", help="replace --to if it exists")
     _add_trust(p)
+    _add_quiet(p)
+
+    p = sub.add_parser("import-synset", help="read a synthetic set the reference code made (VICO DC/DSA/DM, MTT) "
+                                             "into a synset.safetensors that evaluate takes")
+    p.add_argument("file", metavar="FILE", help="their torch file: VICO res_*.pt, MTT images_best.pt or images_N.pt "
+                                                "(read with torch.load(weights_only=True) only)")
+    p.add_argument("--format", required=True, choices=["vico", "mtt"], help="which code wrote FILE")
+    p.add_argument("--data", required=True, help="the dataset the set was made from (the file does not say): mnist, "
+                                                 "cifar10, digits, npz:PATH, folder:PATH")
+    p.add_argument("--out", required=True, help="the FILE.safetensors to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--experiment", type=int, help="vico: which experiment of FILE (default 0)")
+    p.add_argument("--labels", help="mtt: the labels file (default labels_X.pt beside images_X.pt)")
     _add_quiet(p)
 
     p = sub.add_parser("bench", help="run a benchmark (the papers' tables)")
@@ -284,6 +329,10 @@ EXAMPLES = {
              "distillab demo --out runs/demo      # MNIST, minutes"],
     "export": ["distillab export runs/kd-x/model.safetensors --to student.pt2      # runs in plain PyTorch",
                "distillab export runs/condense-x/synset.safetensors --to synset.npz"],
+    "import-synset": ["distillab import-synset res_DM_MNIST_ConvNet_10ipc.pt --format vico --data mnist "
+                      "--out dm.safetensors",
+                      "distillab import-synset logged_files/CIFAR10/run/images_best.pt --format mtt --data cifar10 "
+                      "--out mtt.safetensors"],
     "bench": ["distillab bench hinton-mnist --quick", "distillab bench dd-mnist --workers 2 --out runs/bench"],
     "run": ["distillab run recipe.yaml      # e.g. 'command: train', 'model: mlp:hidden=100', 'epochs: 5'"],
 }
@@ -371,9 +420,10 @@ def _cmd_evaluate(a):
     if a.resume:
         return _resumed(a, "evaluate")
     require(a.model, "evaluate needs a model.safetensors or synset.safetensors file")
-    return evaluate(a.model, a.data, device=a.device, models=a.models, runs=a.runs, epochs=a.epochs, dsa=a.dsa,
-                    seed=a.seed, vectorise=a.vectorise, out=a.out, overwrite=a.overwrite, quiet=a.quiet,
-                    trust_code=a.trust_code, log=_run_options(a).get("log")).metrics
+    return evaluate(a.model[0] if len(a.model) == 1 else a.model, a.data, device=a.device, models=a.models,
+                    runs=a.runs, epochs=a.epochs, dsa=a.dsa, augment=a.augment, seed=a.seed, vectorise=a.vectorise,
+                    out=a.out, overwrite=a.overwrite,
+                    quiet=a.quiet, trust_code=a.trust_code, log=_run_options(a).get("log")).metrics
 
 
 def _cmd_condense(a):
@@ -382,11 +432,40 @@ def _cmd_condense(a):
     if a.resume:
         return _resumed(a, "condense")
     require(a.method and a.ipc is not None, "condense needs --method NAME and --ipc N, e.g. --method dm --ipc 10")
-    return condense_data(a.data, a.method, a.ipc, seed=a.seed, val_size=a.val_size, split_seed=a.split_seed,
-                         out=a.out, overwrite=a.overwrite, quiet=a.quiet, model=a.model, iterations=a.iterations,
-                         init=a.init, lr_img=a.lr_img, batch_real=a.batch_real, init_net=a.init_net,
-                         bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, dsa=a.dsa, device=a.device,
-                         **_run_options(a)).metrics
+    shorthands = dict(model=a.model, iterations=a.iterations, init=a.init, lr_img=a.lr_img, batch_real=a.batch_real,
+                      init_net=a.init_net, bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, dsa=a.dsa)
+    if a.dry_run:
+        from .api import condense_estimate
+
+        require(not (a.out or a.resume), "--dry-run writes nothing; drop --out/--resume")
+        return condense_estimate(a.data, a.method, a.ipc, labels=a.labels, seed=a.seed, val_size=a.val_size,
+                                 split_seed=a.split_seed, device=a.device, trust_code=a.trust_code, **shorthands)
+    return condense_data(a.data, a.method, a.ipc, labels=a.labels, seed=a.seed, val_size=a.val_size,
+                         split_seed=a.split_seed, out=a.out, overwrite=a.overwrite, quiet=a.quiet, device=a.device,
+                         trust_code=a.trust_code, **shorthands, **_run_options(a)).metrics
+
+
+def _expert_default(name: str) -> str:
+    """``default X`` from cli_text when it lists the experts' defaults (distillab.experts.ExpertConfig)."""
+    section = TEXT.get("experts") or {}
+    return f"default {section[name]}" if name in section else "default: distillab.experts.ExpertConfig"
+
+
+def _cmd_experts(a):
+    from .api import experts
+
+    if a.resume:
+        return _resumed(a, "experts")
+    return experts(a.data, a.model, a.experts, a.epochs, out=a.out, overwrite=a.overwrite, val_size=a.val_size,
+                   split_seed=a.split_seed, quiet=a.quiet,
+                   **{k: getattr(a, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "dsa", "seed",
+                                                 "device") if getattr(a, k) is not None}, **_run_options(a)).metrics
+
+
+EXAMPLES["experts"] = ["distillab experts --data mnist --model convnet:width=128,depth=3 --experts 10 --epochs 15 "
+                       "--out runs/experts-mnist",
+                       "distillab condense --data mnist --method mtt:experts=runs/experts-mnist --ipc 10",
+                       "distillab experts --resume runs/experts-mnist      # after a kill or Ctrl-C"]
 
 
 def _cmd_predict(a):
@@ -412,6 +491,13 @@ def _cmd_export(a):
     from .api import export
 
     return export(a.synset, a.to, overwrite=a.overwrite, trust_code=a.trust_code)
+
+
+def _cmd_import_synset(a):
+    from .api import import_synset
+
+    return import_synset(a.file, format=a.format, data=a.data, out=a.out, overwrite=a.overwrite,
+                         experiment=a.experiment, labels=a.labels, quiet=a.quiet)
 
 
 def _cmd_bench(a):
@@ -497,7 +583,8 @@ def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> l
 
 COMMANDS = {"train": _cmd_train, "kd": _cmd_kd, "inspect": _cmd_inspect, "evaluate": _cmd_evaluate,
             "condense": _cmd_condense, "predict": _cmd_predict, "data": _cmd_data, "demo": _cmd_demo,
-            "export": _cmd_export, "bench": _cmd_bench}
+            "export": _cmd_export, "import-synset": _cmd_import_synset, "bench": _cmd_bench,
+            "experts": _cmd_experts}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -514,7 +601,7 @@ def summary(result: dict) -> str:
     """A few lines a person reads: the headline figures of a result (metrics.json, or --json, has them all)."""
     lines = []
     for key, value in result.items():
-        if any(key.endswith(s) for s in SUMMARY_SKIP) or key == "markdown":
+        if (any(key.endswith(s) for s in SUMMARY_SKIP) and not key.startswith("estimated_")) or key == "markdown":
             continue
         if isinstance(value, dict) and {"mean", "std"} <= set(value):
             lines.append(f"{key}: {_number(value['mean'])} +- {_number(value['std'])}")

@@ -26,6 +26,7 @@ TEXT = {'train': {'epochs': 10,
               'weight_decay': 0.0005,
               'batch_size': 256,
               'dsa': False,
+              'augment': 'none',
               'runs': 5,
               'models': ['convnet:width=128,depth=3']},
  'losses': 'at (w=1000.0, student=penultimate, teacher=penultimate); ce (w=1.0, smoothing=0.0); hint (w=1.0, '
@@ -38,17 +39,23 @@ TEXT = {'train': {'epochs': 10,
             'batch_train=256, model=[convnet:width=128,depth=3], dsa=0, init=real); dsa (iterations=1000, outer=0, '
             'inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, batch_real=256, batch_train=256, '
             'model=[convnet:width=128,depth=3], dsa=1, init=real); herding (no options); kmeans (no options); mean '
-            '(no options); random (no options)',
+            '(no options); mtt (experts=, num_experts=5, expert_train_epochs=0, iterations=5000, syn_steps=20, '
+            'expert_epochs=3, max_start=20, lr_img=1000.0, lr_lr=1e-05, lr_init=0.01, batch_syn=0, '
+            'model=[convnet:width=128,depth=3], dsa=1, init=real, unroll=checkpointed); random (no options)',
+ 'labels': 'iterations=300, steps=10, lr_inner=0.1, lr=0.01, batch_real=256, model=[convnet:width=32,depth=3], '
+           'init_logit=3.0',
  'benchmarks': ['dd-mnist',
                 'wang2018',
                 'eval-speed',
                 'dm-speed',
+                'cross-arch',
                 'hinton-mnist',
                 'ls-teacher',
                 'kd-losses',
                 'takd',
                 'rkd',
                 'kd-speed',
+                'mtt-memory',
                 'perf']}
 
 MODELS = ("mlp:hidden=800-800[,dropout=0.5][,input_dropout=0.2]; convnet:width=128,depth=3,norm=instance|batch|layer|"
@@ -60,14 +67,14 @@ def live() -> dict:
     """TEXT as the code has it now (imports torch)."""
     import dataclasses
 
-    from .api import Hinton, Protocol, TrainConfig, loss_help, method_help
+    from .api import Hinton, Protocol, TrainConfig, labels_help, loss_help, method_help
     from .bench import BENCHMARKS
 
     return {"train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                          for f in dataclasses.fields(Protocol)},
-            "losses": loss_help(), "methods": method_help(), "benchmarks": list(BENCHMARKS)}
+            "losses": loss_help(), "methods": method_help(), "labels": labels_help(), "benchmarks": list(BENCHMARKS)}
 
 
 if __name__ == "__main__":

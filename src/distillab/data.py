@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -123,10 +123,28 @@ class Splits:
                         self.describe())
 
 
+class ReadLog:
+    """How many real training images a condensation read (draws, repeats included) and how many distinct ones:
+    part of a synthetic set's cost, and of how much of the data it may carry."""
+
+    def __init__(self, size: int):
+        self.draws = 0
+        self.seen = torch.zeros(size, dtype=torch.bool)
+
+    def note(self, idx: torch.Tensor) -> None:
+        self.draws += int(idx.numel())
+        self.seen[idx.reshape(-1).cpu()] = True
+
+    @property
+    def distinct(self) -> int:
+        return int(self.seen.sum())
+
+
 @dataclass
 class TrainSet:
     """What a condensation method may see: the normalised training split and how it was made -- no validation
-    or test images, so no method can select on them."""
+    or test images, so no method can select on them. Methods take images through ``read(idx)``, which counts
+    them for the set's budget."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -134,6 +152,20 @@ class TrainSet:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: dict  # Splits.describe() of the split it came from
+    reads: ReadLog | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.reads is None:
+            self.reads = ReadLog(len(self.y))
+
+    def counted(self) -> "TrainSet":
+        """The same set with a fresh read log: one condensation's reads, whatever read the set before."""
+        return TrainSet(self.x, self.y, self.classes, self.mean, self.std, self.source)
+
+    def read(self, idx: torch.Tensor) -> torch.Tensor:
+        """The real images at positions ``idx`` (counted in ``reads``)."""
+        self.reads.note(idx)
+        return self.x[idx.to(self.x.device)]
 
     def __len__(self) -> int:
         return len(self.y)
@@ -161,7 +193,8 @@ class TrainSet:
 
     def to(self, device) -> "TrainSet":
         """The same set on ``device``: a condensation method runs where its data is."""
-        return TrainSet(self.x.to(device), self.y.to(device), self.classes, self.mean, self.std, self.source)
+        return TrainSet(self.x.to(device), self.y.to(device), self.classes, self.mean, self.std, self.source,
+                        self.reads)
 
 
 def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """The dataset-distillation evaluation protocol as code (docs/reference.md §2).
 
 A fresh random model per run; SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256; lr x0.1 once at epoch
-E//2+1; optional DSA augmentation; accuracy on the real test set at the final epoch (no selection at all, so the
-test set cannot leak); mean +- std over runs.
+E//2+1; optional augmentation (DSA, or the reference's per-image crop/scale/rotate: ``augment="dc"``); accuracy
+on the real test set at the final epoch (no selection at all, so the test set cannot leak); mean +- std over runs.
 
 Runs train one after another by default. ``vectorise=True`` trains the runs of one spec together: their
 parameters are stacked and one vmapped step (torch.func) updates all of them. On the 2-core AVX2 CPUs measured so far
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import distributed, seeds
+from .augmentation import DCAugment
 from .checkpoint import Checkpoints, loop_running
 from .data import ImageSet
 from .dsa import DSA
@@ -28,6 +29,10 @@ from .errors import require
 from .models import build_model, stateful_layers
 from .reporting import SILENT, Reporter
 from .training import accuracy, is_soft, soft_cross_entropy
+
+
+# the protocol's augment options: none, or the reference's non-differentiable per-image augmentation (DCAugment)
+AUGMENTS = ("none", "dc")
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Protocol:
     weight_decay: float = 5e-4
     batch_size: int = 256
     dsa: bool = False
+    augment: str = "none"
     runs: int = 5
     models: tuple[str, ...] = ("convnet:width=128,depth=3",)
 
@@ -48,6 +54,10 @@ class Protocol:
         require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         require(self.runs >= 1, f"--runs must be at least 1, got {self.runs}")
         require(len(self.models) >= 1, "the protocol needs at least one model spec (--models)")
+        require(self.augment in AUGMENTS, f"--augment must be one of {', '.join(AUGMENTS)}, got '{self.augment}'")
+        require(not (self.dsa and self.augment != "none"),
+                f"--dsa and --augment {self.augment} are two evaluation augmentations; pick one (the reference uses "
+                "its dc augmentation only when DSA is off)")
         return self
 
     def lr_at(self, epoch: int) -> float:
@@ -66,9 +76,19 @@ def can_vectorise(model: nn.Module) -> bool:
     return not stateful_layers(model)
 
 
+def _augmenter(proto: Protocol, input_shape):
+    """DSA (one draw per batch), the reference's DC augmentation (drawn per image), or None: what the training
+    loops below take as ``dsa``."""
+    if proto.dsa:
+        return DSA.for_inputs(input_shape)
+    return DCAugment.for_inputs(input_shape) if proto.augment == "dc" else None
+
+
 def _augment_each(x_per_model: list[torch.Tensor], dsa, g) -> list[torch.Tensor]:
     if dsa is None:
         return x_per_model
+    if isinstance(dsa, DCAugment):
+        return [dsa(x, g) for x in x_per_model]
     return [dsa.apply(x, dsa.sample(1, g)) for x in x_per_model]
 
 
@@ -136,8 +156,11 @@ def _replay(n: int, proto: Protocol, g: torch.Generator, dsa) -> None:
     for _ in range(proto.epochs):
         torch.randperm(n, generator=g)
         if dsa is not None:
-            for _ in range(0, n, proto.batch_size):
-                dsa.sample(1, g)
+            for start in range(0, n, proto.batch_size):
+                if isinstance(dsa, DCAugment):
+                    dsa.sample(min(proto.batch_size, n - start), g)
+                else:
+                    dsa.sample(1, g)
 
 
 def _spread(models, x, targets, test, proto: Protocol, g, dsa, device, bar) -> list[float]:
@@ -166,7 +189,7 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
     proto.check()
     if num_classes is None:  # from the targets, not the test set: it is read once per model, at the end
         num_classes = targets.shape[1] if is_soft(targets) else int(targets.max()) + 1
-    dsa = DSA.for_inputs(tuple(x.shape[1:])) if proto.dsa else None
+    dsa = _augmenter(proto, tuple(x.shape[1:]))  # the augmentation, DSA or DC
     saved = (checkpoints.load() if checkpoints else None) or {"accuracies": {}, "generators": {}}
     results = {}
     bar = reporter.bar(len(proto.models) * proto.runs * proto.epochs, "evaluate", unit="model-epochs")
@@ -180,7 +203,8 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
                 g.set_state(saved["generators"][spec][1])
             started = time.perf_counter()
             use_vmap = vectorise and proto.runs > 1 and can_vectorise(models[0])
-            reporter.info(f"evaluate: {proto.runs} x {spec}, {proto.epochs} epochs{' with DSA' if dsa else ''}"
+            reporter.info(f"evaluate: {proto.runs} x {spec}, {proto.epochs} epochs{' with DSA' if proto.dsa else ''}"
+                          f"{' with dc augmentation' if proto.augment == 'dc' else ''}"
                           f"{' (vectorised)' if use_vmap else ''}")
             todo = models[len(accs):]
             if distributed.world() > 1:  # torchrun: the models dealt out to the ranks

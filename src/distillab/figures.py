@@ -110,3 +110,33 @@ def plot_loss(values, path, title):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_matrix(matrix: dict, path, title: str) -> None:
+    """A heatmap of accuracies (``{rows, columns, mean, std}``, fractions): rows the set a model was condensed
+    with, columns the model evaluated on, each cell annotated with mean ± std in %."""
+    import numpy as np
+
+    plt = pyplot()
+    mean = 100 * np.asarray(matrix["mean"], dtype=float)
+    std = 100 * np.asarray(matrix["std"], dtype=float)
+    rows, columns = list(matrix["rows"]), list(matrix["columns"])
+    fig, ax = plt.subplots(figsize=(2.0 + 1.6 * len(columns), 1.4 + 0.7 * len(rows)))
+    image = ax.imshow(mean, cmap="viridis", aspect="auto")
+    low, high = float(np.nanmin(mean)), float(np.nanmax(mean))
+    for r in range(len(rows)):
+        for c in range(len(columns)):
+            dark = high > low and mean[r, c] < (low + high) / 2  # light text on the dark end of viridis
+            ax.text(c, r, f"{mean[r, c]:.1f}\n± {std[r, c]:.1f}", ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(rows, fontsize=8)
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("condensed with")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, label="test accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

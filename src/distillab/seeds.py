@@ -9,6 +9,8 @@ them, and a new stream gets a new name rather than a changed formula.
 | ``dropout``  | seed + 1      | dropout masks during training                                   |
 | ``connectors`` | seed + 2    | learned connectors of feature losses (FitNets hints)            |
 | ``protocol`` | seed * 1000 + i | the i-th model spec of the evaluation protocol, or the i-th as-made run |
+| ``expert``   | seed * 100003 + 50021 + i | the i-th expert trajectory (``distillab experts``)          |
+| ``labels``   | seed + 10000  | a condensation's label mode (learned labels), after the method's draws |
 
 The global RNG is never seeded or drawn from (module constructors run on a fork of it, ``models``).
 """
@@ -22,6 +24,8 @@ STREAMS = {
     "dropout": lambda seed, index: seed + 1 + index,
     "connectors": lambda seed, index: seed + 2 + index,
     "protocol": lambda seed, index: seed * 1000 + index,
+    "expert": lambda seed, index: seed * 100_003 + 50_021 + index,
+    "labels": lambda seed, index: seed + 10_000 + index,
 }
 
 

@@ -183,3 +183,5 @@ def check_method(cls: type, train: TrainSet | None = None, ipc: int = 2) -> None
     assert all(math.isfinite(loss) for _, loss in steps), f"{cls.__name__}: progress losses not finite"
     assert synset.meta.get("method") == cls.name and synset.meta["recipe"]["ipc"] == ipc, \
         f"{cls.__name__}: the set does not record how it was made"
+    assert synset.meta["budget"]["real_images_read"] > 0, \
+        f"{cls.__name__}: read no real image through train.read(idx); the set's budget cannot count what it used"

@@ -19,7 +19,7 @@ from ..errors import require
 from ..files import to_jsonable
 from ..outputs import peak_rss_mb
 from ..reporting import Reporter
-from . import dd, kd, perf  # noqa: F401  (register their benchmarks)
+from . import crossarch, dd, kd, mtt, perf  # noqa: F401  (register their benchmarks)
 from .common import BENCHMARKS, Bench, machine
 
 __all__ = ["BENCHMARKS", "Bench", "run_benchmark"]

@@ -27,33 +27,47 @@ import torch
 from .. import seeds
 from .._version import __version__
 from ..checkpoint import Checkpoints, loop_running, restore
-from ..data import TrainSet
+from ..data import ReadLog, TrainSet
 from ..errors import require
+from ..memory import PeakMemory
 from ..registry import Registry
 from ..specs import option_values, spec_string
+from .labels import Labels, parse_labels
 from .synset import SyntheticSet, dataset_hash
 
 class Progress:
     """What ``condense()`` hands a method's ``run``: ``progress(iteration, loss, live)`` reports an iteration and
     keeps the loop resumable; ``start = progress.restore(live)`` puts a saved state back into the live objects
     (tensors, optimisers, generators) and says where to continue. ``live`` is optional for methods that do not
-    checkpoint; they then restart from scratch when a run is resumed."""
+    checkpoint; they then restart from scratch when a run is resumed. ``keep``: more state saved beside ``live``
+    (read back with ``saved()``); ``reads``: the training set's read log, saved and restored with the loop."""
 
-    def __init__(self, report: Callable[[int, float], None] | None = None, checkpoints: Checkpoints | None = None):
-        self.report, self.checkpoints = report, checkpoints
+    def __init__(self, report: Callable[[int, float], None] | None = None, checkpoints: Checkpoints | None = None,
+                 keep: dict | None = None, reads: ReadLog | None = None):
+        self.report, self.checkpoints, self.keep, self.reads = report, checkpoints, keep or {}, reads
+
+    def saved(self) -> dict | None:
+        return self.checkpoints.load() if self.checkpoints else None
 
     def restore(self, live: dict) -> int:
-        saved = self.checkpoints.load() if self.checkpoints else None
+        saved = self.saved()
         if saved is None:
             return 0
         restore(live, saved["live"])
+        if self.reads is not None and isinstance(saved.get("reads"), dict):
+            self.reads.draws = int(saved["reads"]["draws"])
+            self.reads.seen.copy_(saved["reads"]["seen"])
         return saved["iteration"]
 
     def __call__(self, iteration: int, loss: float, live: dict | None = None) -> None:
         if self.report:
             self.report(iteration, loss)
         if self.checkpoints and live is not None:
-            self.checkpoints.after(iteration + 1, lambda: {"live": live, "iteration": iteration + 1})
+            self.checkpoints.after(iteration + 1, lambda: {"live": live, "iteration": iteration + 1, **self.keep,
+                                                           **self._reads()})
+
+    def _reads(self) -> dict:
+        return {"reads": {"draws": self.reads.draws, "seen": self.reads.seen}} if self.reads is not None else {}
 
 
 @dataclass
@@ -119,7 +133,7 @@ def check_ipc(train: TrainSet, ipc: int) -> None:
 def random_real_images(train: TrainSet, ipc: int, g: torch.Generator) -> torch.Tensor:
     """``ipc`` distinct real training images per class, class-major."""
     picks = [idx[torch.randperm(len(idx), generator=g)[:ipc]] for idx in train.class_indices()]
-    return train.x[torch.cat(picks)].clone()
+    return train.read(torch.cat(picks)).clone()
 
 
 def initial_images(train: TrainSet, ipc: int, init: str, g: torch.Generator) -> torch.Tensor:
@@ -129,33 +143,109 @@ def initial_images(train: TrainSet, ipc: int, init: str, g: torch.Generator) -> 
     return torch.randn(train.num_classes * ipc, *train.input_shape, generator=g).to(train.device)
 
 
-def condense(train: TrainSet, method: Method | str, ipc: int, *, seed: int = 0,
+def condense(train: TrainSet, method: Method | str, ipc: int, *, seed: int = 0, labels: Labels | str = "hard",
              progress: Callable[[int, float], None] | None = None,
-             checkpoints: Checkpoints | None = None) -> SyntheticSet:
-    """Condense ``train`` into ``ipc`` images per class with ``method``; the set records how it was made.
+             checkpoints: Checkpoints | None = None, trust_code: bool = False) -> SyntheticSet:
+    """Condense ``train`` into ``ipc`` images per class with ``method``, labelled by ``labels`` (``hard``,
+    ``learn[:options]``, ``teacher:PATH``); the set records how it was made and what it cost (``meta["budget"]``).
 
-    ``progress(iteration, loss)`` is told every iteration; ``checkpoints`` keep the loop resumable (a saved one is
-    resumed from, to the same bits as an uninterrupted run)."""
+    ``progress(iteration, loss)`` is told every iteration (the method's, then the label mode's); ``checkpoints``
+    keep the loops resumable (a saved one is resumed from, to the same bits as an uninterrupted run).
+    ``trust_code``: a teacher file that names code may be built."""
     method = parse_method(method) if isinstance(method, str) else method
     require(isinstance(method, Method), f"a condensation method must be a Method or a spec string, got {method!r}")
+    labels = parse_labels(labels) if isinstance(labels, str) else labels
+    require(isinstance(labels, Labels), f"--labels must be a label mode or its spec string, got {labels!r}")
     method.check()
+    labels.check()
+    train = train.counted()
     check_ipc(train, ipc)
     method.check_data(train)
+    labels.check_data(train, trust_code)
+    label_checkpoints = checkpoints.sibling("labels") if checkpoints else None
     started = time.perf_counter()
-    with loop_running():
-        synset = method.run(train, ipc, seeds.generator(seed), Progress(progress, checkpoints))
+    with PeakMemory(train.device) as peak, loop_running():
+        resumed = label_checkpoints.load() if label_checkpoints else None
+        if resumed is not None:  # the method had finished: its set was kept with the label loop
+            synset = _synset_from_tree(train, resumed["synset"])
+        else:
+            synset = method.run(train, ipc, seeds.generator(seed), Progress(progress, checkpoints,
+                                                                            reads=train.reads))
+            _check_made(method, synset, train, ipc)
+        offset = method.iterations_total
+        report = (lambda it, loss: progress(offset + it, loss)) if progress else None
+        synset = labels.apply(train, synset, seeds.generator(seed, "labels"),
+                              Progress(report, label_checkpoints, keep={"synset": _synset_tree(synset)},
+                                       reads=train.reads), trust_code=trust_code)
+    synset.images = synset.images.detach().float().cpu().contiguous()
+    synset.labels = synset.labels.cpu()
+    synset.lrs = synset.lrs.detach().cpu() if synset.lrs is not None else None
+    synset.label_logits = synset.label_logits.detach().float().cpu() if synset.label_logits is not None else None
+    if synset.init_state is not None:
+        synset.init_state = {k: v.detach().cpu() for k, v in synset.init_state.items()}
+    seconds = round(time.perf_counter() - started, 2)
+    synset.meta = {"method": method.name, "recipe": {"method": method.name, "ipc": ipc, "seed": seed,
+                                                     **option_values(method), "labels": labels.describe()},
+                   "source": {**train.source, "hash": dataset_hash(train)}, "labels": str(labels),
+                   "condense_seconds": seconds, "distillab_version": __version__,
+                   **synset.meta, "budget": budget(synset, train, seconds, peak)}
+    return synset
+
+
+def relabel(train: TrainSet, synset: SyntheticSet, labels: Labels | str, *, seed: int = 0,
+            progress: Callable[[int, float], None] | None = None, trust_code: bool = False) -> SyntheticSet:
+    """A finished hard-label set labelled by ``labels``: the same set ``condense(..., labels=labels)`` makes with
+    this seed (the label mode draws from its own stream), without condensing again. The budget grows by the label
+    loop's seconds and reads (its distinct-image count is the label loop's own)."""
+    labels = parse_labels(labels) if isinstance(labels, str) else labels
+    require(isinstance(labels, Labels), f"--labels must be a label mode or its spec string, got {labels!r}")
+    require(synset.label_logits is None and synset.meta.get("labels", "hard") == "hard",
+            "relabel takes a set with hard labels")
+    labels.check()
+    train = train.counted()
+    labels.check_data(train, trust_code)
+    started = time.perf_counter()
+    out = SyntheticSet(images=synset.images.clone(), labels=synset.labels.clone(), classes=list(synset.classes),
+                       mean=synset.mean, std=synset.std, lrs=synset.lrs, meta=dict(synset.meta),
+                       init_state=synset.init_state)
+    with PeakMemory(train.device) as peak:
+        out = labels.apply(train, out, seeds.generator(seed, "labels"), Progress(progress), trust_code=trust_code)
+    out.label_logits = out.label_logits.detach().float().cpu() if out.label_logits is not None else None
+    seconds = round(time.perf_counter() - started, 2)
+    spent = dict(out.meta.get("budget") or {})
+    out.meta.update(labels=str(labels), recipe={**out.meta.get("recipe", {}), "labels": labels.describe()},
+                    budget={**spent, **budget(out, train, seconds, peak),
+                            "condense_seconds": round(spent.get("condense_seconds", 0) + seconds, 2),
+                            "real_images_read": spent.get("real_images_read", 0) + train.reads.draws,
+                            "label_seconds": seconds})
+    return out
+
+
+def budget(synset: SyntheticSet, train: TrainSet, seconds: float, peak: PeakMemory) -> dict:
+    """What a set costs to keep and what it cost to make."""
+    size = lambda t: 0 if t is None else t.numel() * t.element_size()
+    return {"images_bytes": size(synset.images), "labels_bytes": size(synset.labels) + size(synset.label_logits),
+            "learned_rates_bytes": size(synset.lrs), "total_bytes": synset.nbytes(), "condense_seconds": seconds,
+            "real_images_read": train.reads.draws, "distinct_real_images_read": train.reads.distinct,
+            "train_images": len(train), **peak.describe()}
+
+
+def _check_made(method: Method, synset, train: TrainSet, ipc: int) -> None:
     k = train.num_classes
     require(isinstance(synset, SyntheticSet), f"{method.name}.run returned {type(synset).__name__}, not a SyntheticSet")
     require(tuple(synset.images.shape) == (k * ipc, *train.input_shape),
             f"{method.name} made images of shape {tuple(synset.images.shape)}, expected {(k * ipc, *train.input_shape)}")
-    synset.images = synset.images.detach().float().cpu().contiguous()
-    synset.labels = synset.labels.cpu()
-    synset.lrs = synset.lrs.detach().cpu() if synset.lrs is not None else None
-    if synset.init_state is not None:
-        synset.init_state = {k: v.detach().cpu() for k, v in synset.init_state.items()}
-    synset.meta = {"method": method.name, "recipe": {"method": method.name, "ipc": ipc, "seed": seed,
-                                                     **option_values(method)},
-                   "source": {**train.source, "hash": dataset_hash(train)},
-                   "condense_seconds": round(time.perf_counter() - started, 2), "distillab_version": __version__,
-                   **synset.meta}
-    return synset
+
+
+def _synset_tree(synset: SyntheticSet) -> dict:
+    """A finished method's set, as the label loop's checkpoint keeps it."""
+    return {"images": synset.images.detach(), "labels": synset.labels, "label_logits": synset.label_logits,
+            "lrs": synset.lrs, "init_state": synset.init_state, "meta": synset.meta}
+
+
+def _synset_from_tree(train: TrainSet, tree: dict) -> SyntheticSet:
+    require(isinstance(tree, dict) and isinstance(tree.get("images"), torch.Tensor),
+            "the label checkpoint is corrupt; start the run again with --overwrite")
+    return SyntheticSet(images=tree["images"].to(train.device), labels=tree["labels"], classes=list(train.classes),
+                        mean=tuple(train.mean), std=tuple(train.std), label_logits=tree.get("label_logits"),
+                        lrs=tree.get("lrs"), meta=dict(tree.get("meta") or {}), init_state=tree.get("init_state"))

@@ -96,7 +96,7 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
         net = build_model(cfg.model, train.input_shape, k, g).to(train.device).eval()  # this iteration's embedding
         for p in net.parameters():
             p.requires_grad_(False)
-        real = torch.cat([train.x[idx[torch.randint(len(idx), (min(cfg.batch_real, len(idx)),), generator=g)]]
+        real = torch.cat([train.read(idx[torch.randint(len(idx), (min(cfg.batch_real, len(idx)),), generator=g)])
                           for idx in by_class])
         counts_real = [min(cfg.batch_real, len(idx)) for idx in by_class]
         syn_batch = syn

@@ -101,7 +101,7 @@ def gradient_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: GM, 
         for step in range(outer):
             loss = syn.new_zeros(())
             for c, idx in enumerate(by_class):
-                real = train.x[idx[torch.randint(len(idx), (min(cfg.batch_real, len(idx)),), generator=g)]]
+                real = train.read(idx[torch.randint(len(idx), (min(cfg.batch_real, len(idx)),), generator=g)])
                 mine = syn[c * ipc:(c + 1) * ipc]
                 if augment is not None:  # siamese: one draw for the class's real and synthetic images
                     params_aug = augment.sample(1, g)

@@ -17,7 +17,8 @@ class Herding(Method):
     def run(self, train, ipc, generator, progress=None):
         out = []
         for idx in train.class_indices():
-            feats = train.x[idx].flatten(1).double()
+            images = train.read(idx)
+            feats = images.flatten(1).double()
             target = feats.mean(0)
             chosen: list[int] = []
             total = torch.zeros_like(target)
@@ -28,5 +29,5 @@ class Herding(Method):
                 i = int(dist.argmin())
                 chosen.append(i)
                 total += feats[i]
-            out.append(train.x[idx[chosen]])
+            out.append(images[chosen])
         return SyntheticSet.class_major(train, torch.cat(out).clone(), ipc)

@@ -18,7 +18,7 @@ class KMeans(Method):
 
         out = []
         for idx in train.class_indices():
-            feats = train.x[idx].flatten(1).cpu().numpy()
+            feats = train.read(idx).flatten(1).cpu().numpy()
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
             km = SKMeans(n_clusters=ipc, n_init=1, random_state=seed).fit(feats)
             out.append(torch.from_numpy(km.cluster_centers_).float().view(ipc, *train.input_shape).to(train.device))

@@ -17,5 +17,5 @@ class Mean(Method):
         out = []
         for idx in train.class_indices():
             perm = idx[torch.randperm(len(idx), generator=generator)]
-            out += [train.x[group].mean(0, keepdim=True) for group in perm.tensor_split(ipc)]
+            out += [train.read(group).mean(0, keepdim=True) for group in perm.tensor_split(ipc)]
         return SyntheticSet.class_major(train, torch.cat(out), ipc)
