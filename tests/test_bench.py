@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import torch
 
 from distillab.bench import BENCHMARKS, run_benchmark
+from distillab.errors import DistillabError
 
 
 @pytest.fixture(scope="module")
@@ -64,31 +66,59 @@ def test_kd_speed_quick(bench_out):
 
 
 def test_dd_mnist_quick(bench_out):
+    from distillab.condense import SyntheticSet
+
     run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "dd-mnist")
-    for method in ("random", "herding", "kmeans", "mean", "dm", "bptt", "gm", "dsa"):  # every built-in method
+    cells = d["cells"]
+    for method in ("random", "herding", "kmeans", "mean", "dm", "bptt", "gm", "dsa", "mtt"):  # every built-in method
         for ipc in ("1", "2"):
-            assert set(d[method][ipc]) >= {"mean", "std", "runs", "wall_seconds"} and len(d[method][ipc]["runs"]) == 2
-    cells = bench_out / "work-quick" / "dd-mnist" / "cells"
-    assert (cells / "dm-2.safetensors").exists()
+            c = cells[f"{method}-{ipc}"]
+            assert len(c["runs"]) == 2 and c["bytes"] > 0 and c["evaluate_seconds"] >= 0 and c["labels"] == "hard"
+    assert {"random-3", "dm-3", "dsa-3"} <= set(cells)  # the big IPC for the three the issue names
+    assert {"random-1-dc", "random-2-dc", "herding-1-dc", "herding-2-dc"} <= set(cells)
+    best = d["learned_labels"]["best_other_method"]
+    assert best not in (None, "dm", "random")
+    assert {"dm-2-learn", "random-2-learn", f"{best}-2-learn"} <= set(cells)
+    assert d["experts"]["experts"] == 1 and cells["mtt-2"]["real_images_read"] > 0
+    folder = bench_out / "work-quick" / "dd-mnist" / "cells"
+    assert (folder / "dm-2.safetensors").exists()
+
+    # a learned-label cell relabels the hard-label cell's set: same images, soft labels, more bytes
+    hard, soft = SyntheticSet.load(folder / "dm-2.safetensors"), SyntheticSet.load(folder / "dm-2-learn.safetensors")
+    assert torch.equal(hard.images, soft.images) and soft.label_logits is not None
+    assert cells["dm-2-learn"]["bytes"] > cells["dm-2"]["bytes"]
+    # the dc cells train under the reference's augmentation, not DSA: another protocol, other figures
+    dc = json.loads((folder / "random-1-hard-dc.json").read_text())["recipe"]["protocol"]
+    assert dc["augment"] == "dc" and dc["dsa"] is False and cells["random-1-dc"]["runs"] != cells["random-1"]["runs"]
 
     # a rerun resumes from the kept cells: an edited cell result comes back as it was written, not recomputed
-    kept = json.loads((cells / "random-1.json").read_text())
+    kept = json.loads((folder / "random-1-hard-dsa.json").read_text())
     kept["result"]["mean"] = 0.123
-    (cells / "random-1.json").write_text(json.dumps(kept))
+    (folder / "random-1-hard-dsa.json").write_text(json.dumps(kept))
     run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
-    assert _load(bench_out, "dd-mnist")["random"]["1"]["mean"] == 0.123
+    assert _load(bench_out, "dd-mnist")["cells"]["random-1"]["mean"] == 0.123
 
     # a cell's recipe holds the protocol and its own method's settings only
     assert kept["recipe"]["config"] == {} and kept["recipe"]["protocol"]["epochs"] == 20
-    assert json.loads((cells / "dm-1.json").read_text())["recipe"]["config"]["iterations"] == 10
+    assert json.loads((folder / "dm-1-hard-dsa.json").read_text())["recipe"]["config"]["iterations"] == 10
 
     # a cell kept under another recipe is recomputed
     kept["recipe"]["protocol"]["epochs"] = 999
-    (cells / "random-1.json").write_text(json.dumps(kept))
+    (folder / "random-1-hard-dsa.json").write_text(json.dumps(kept))
     run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
-    again = _load(bench_out, "dd-mnist")["random"]["1"]
-    assert again["mean"] == d["random"]["1"]["mean"] and again["runs"] == d["random"]["1"]["runs"]
+    again = _load(bench_out, "dd-mnist")["cells"]["random-1"]
+    assert again["mean"] == cells["random-1"]["mean"] and again["runs"] == cells["random-1"]["runs"]
+
+
+def test_bench_cells_runs_only_the_named_cells(tmp_path):
+    run_benchmark("dd-mnist", quick=True, out=tmp_path, quiet=True, cells=("random-1-hard-*",))
+    d = _load(tmp_path, "dd-mnist")
+    assert set(d["cells"]) == {"random-1", "random-1-dc"} and "--cells 'random-1-hard-*'" in d["command"]
+    run_benchmark("dd-mnist", quick=True, out=tmp_path, quiet=True, cells=("herding-1-hard-dsa",))
+    assert set(_load(tmp_path, "dd-mnist")["cells"]) == {"random-1", "random-1-dc", "herding-1"}  # kept + new
+    with pytest.raises(DistillabError, match="does not take --cells"):
+        run_benchmark("wang2018", quick=True, out=tmp_path, quiet=True, cells=("fixed",))
 
 
 def _cell_square(out, quick, x, tag):

@@ -296,6 +296,9 @@ def build_parser() -> Parser:
                         "in OUT/work, so a rerun resumes")
     p.add_argument("--resume", metavar="OUT", help="the same as --out OUT: a benchmark keeps its finished cells and "
                                                    "teachers there and takes them up again")
+    p.add_argument("--cells", nargs="+", metavar="PATTERN", default=(),
+                   help="run only the cells whose names match (dd-mnist, e.g. 'dm-10-*' 'random-*-dc'); the table "
+                        "shows these and the cells kept in OUT from earlier runs")
     _add_quiet(p)
 
     p = sub.add_parser("run", help="run a command from a YAML recipe whose keys are its flags")
@@ -504,7 +507,8 @@ def _cmd_bench(a):
     from .bench import run_benchmark
 
     require(not (a.resume and a.out and a.resume != a.out), "give --resume OUT or --out OUT, not both")
-    return run_benchmark(a.name, quick=a.quick, out=a.resume or a.out, quiet=a.quiet, workers=a.workers)
+    return run_benchmark(a.name, quick=a.quick, out=a.resume or a.out, quiet=a.quiet, workers=a.workers,
+                         cells=tuple(a.cells))
 
 
 RECIPE_MAX_BYTES = 256 * 1024
@@ -606,7 +610,8 @@ def summary(result: dict) -> str:
         if isinstance(value, dict) and {"mean", "std"} <= set(value):
             lines.append(f"{key}: {_number(value['mean'])} +- {_number(value['std'])}")
         elif isinstance(value, dict) and all(isinstance(v, dict) and "mean" in v for v in value.values()) and value:
-            lines += [f"{key} {k}: {_number(v['mean'])} +- {_number(v['std'])}" for k, v in value.items()]
+            lines += [f"{key} {k}: {_number(v['mean'])}" + (f" +- {_number(v['std'])}" if "std" in v else "")
+                      for k, v in value.items()]
         elif isinstance(value, (str, int, float, bool)) or value is None:
             lines.append(f"{key}: {_number(value)}")
     return "\n".join(lines)

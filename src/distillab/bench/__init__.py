@@ -25,14 +25,16 @@ from .common import BENCHMARKS, Bench, machine
 __all__ = ["BENCHMARKS", "Bench", "run_benchmark"]
 
 
-def run_benchmark(name: str, quick: bool = False, out=None, quiet: bool = False, workers: int = 1) -> dict:
-    """Run one benchmark; writes OUT/NAME.json (figures, command, machine, wall time) and OUT/NAME.md."""
+def run_benchmark(name: str, quick: bool = False, out=None, quiet: bool = False, workers: int = 1,
+                  cells: tuple = ()) -> dict:
+    """Run one benchmark; writes OUT/NAME.json (figures, command, machine, wall time) and OUT/NAME.md.
+    ``cells``: patterns of the cells to run this time (benchmarks made of cells that report partial tables)."""
     require(name in BENCHMARKS, f"unknown benchmark '{name}'; choose from {', '.join(BENCHMARKS)}")
     require(workers >= 1, f"--workers must be at least 1, got {workers}")
     reporter = Reporter(quiet)
     out = Path(out) if out else Path("runs") / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    b = Bench(out, quick, workers, reporter)
+    b = Bench(out, quick, workers, reporter, only=tuple(cells))
     started = time.time()
     reporter.info(f"bench {name}{' --quick' if quick else ''} -> {out}")
     result = BENCHMARKS[name](b)
@@ -40,7 +42,8 @@ def run_benchmark(name: str, quick: bool = False, out=None, quiet: bool = False,
     result = {"benchmark": name, "quick": quick, **result, "wall_seconds": round(time.time() - started, 1),
               "peak_rss_mb": peak_rss_mb(), "machine": machine(),
               "command": "distillab bench " + name + (" --quick" if quick else "")
-              + (f" --workers {workers}" if workers > 1 else "") + f" --out {out}"}
+              + (f" --workers {workers}" if workers > 1 else "")
+              + ("".join(f" --cells '{c}'" for c in cells)) + f" --out {out}"}
     (out / f"{name}.json").write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
     (out / f"{name}.md").write_text(f"## {name}{' (quick)' if quick else ''}\n\n{markdown}\n\n"
                                             f"Command: `{result['command']}`; {result['wall_seconds']:.0f} s on "

@@ -3,6 +3,7 @@ recipes (written once here), the registry of benchmarks and the table helpers.""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import platform
@@ -66,13 +67,14 @@ def machine() -> dict:
 class Bench:
     """Shared plumbing: a work folder, reusable teachers, resumable cells, quiet runs."""
 
-    def __init__(self, out: Path, quick: bool, workers: int = 1, reporter: Reporter = SILENT):
+    def __init__(self, out: Path, quick: bool, workers: int = 1, reporter: Reporter = SILENT, only: tuple = ()):
         require(workers >= 1, f"--workers must be at least 1, got {workers}")
         self.out, self.quick, self.workers, self.reporter = Path(out), quick, workers, reporter
+        self.only = tuple(only)  # fnmatch patterns of the cells to run (empty: all)
         self.work = self.out / ("work-quick" if quick else "work")
         self.work.mkdir(parents=True, exist_ok=True)
 
-    def cells(self, name: str, fn, cells: list[tuple], recipe_of) -> dict:
+    def cells(self, name: str, fn, cells: list[tuple], recipe_of, partial_ok: bool = False) -> dict:
         """Run ``fn(out, quick, *cell)`` for every cell (independent pieces of one benchmark) and return
         {cell: result}.
 
@@ -80,18 +82,22 @@ class Bench:
         its result depends on, so a killed run resumes where it stopped and a cell whose recipe changed runs again
         (only that cell: keep unrelated settings out of its recipe). With ``workers > 1`` the
         missing cells run in that many processes (spawned, ``cpus // workers`` torch threads each), started in the
-        given order.
+        given order. With ``only`` (``bench --cells PATTERN``) just the matching missing cells run; the others
+        are left out of the result, which only a benchmark that reports partial tables (``partial_ok``) accepts.
         """
         folder = self.work / name / "cells"
         folder.mkdir(parents=True, exist_ok=True)
 
         def path(cell):
-            return folder / ("-".join(str(c) for c in cell) + ".json")
+            return folder / (cell_name(cell) + ".json")
 
         results = {cell: _kept_result(path(cell), recipe_of(cell)) for cell in cells}
         todo = [cell for cell in cells if results[cell] is None]
-        self.reporter.info(f"{name}: {len(cells) - len(todo)} of {len(cells)} cells kept from earlier runs, "
-                           f"{len(todo)} to run")
+        if self.only:
+            require(partial_ok, f"bench {name} does not take --cells: its table needs every cell")
+            todo = [cell for cell in todo if any(fnmatch.fnmatchcase(cell_name(cell), p) for p in self.only)]
+        self.reporter.info(f"{name}: {sum(r is not None for r in results.values())} of {len(cells)} cells kept from "
+                           f"earlier runs, {len(todo)} to run")
         if todo and self.workers == 1:
             for i, cell in enumerate(todo, 1):
                 self.reporter.info(f"{name}: cell {i}/{len(todo)} {'-'.join(map(str, cell))}")
@@ -109,7 +115,7 @@ class Bench:
                 for i, (cell, future) in enumerate(futures.items(), 1):
                     results[cell] = future.result()
                     self.reporter.info(f"{name}: cell {'-'.join(map(str, cell))} done ({i}/{len(todo)} in order)")
-        return results
+        return {cell: r for cell, r in results.items() if r is not None}
 
     @property
     def quiet(self) -> bool:
@@ -171,6 +177,11 @@ def _run_cell(fn, out: Path, quick: bool, cell: tuple, path: Path, recipe: dict)
     tmp.write_text(json.dumps(to_jsonable({"recipe": recipe, "result": result}), indent=2) + "\n")
     tmp.replace(path)
     return result
+
+
+def cell_name(cell: tuple) -> str:
+    """A cell's name, of its file and of ``bench --cells``: its parts joined by dashes (dm-10-hard-dsa)."""
+    return "-".join(str(c) for c in cell)
 
 
 def cells_total_seconds(done: dict) -> float:

@@ -22,7 +22,7 @@ from ..figures import plot_matrix
 from ..files import read_meta, to_jsonable
 from ..specs import option_values
 from .common import Bench, benchmark, cells_total_seconds
-from .dd import dd_eval, dd_mnist_method, dd_splits
+from .dd import _dd_mnist_experts_cell, _experts_dir, dd_eval, dd_mnist_method, dd_splits
 
 CROSS_ARCH_METHODS = ("dm", "dsa", "mtt")
 
@@ -49,9 +49,17 @@ def cross_arch_methods() -> list[str]:
     return [m for m in CROSS_ARCH_METHODS if m in METHODS.names(builtin_only=True)]
 
 
-def _set_recipe(quick: bool, method: str, ipc: int) -> dict:
+def _method(b: Bench, method: str, ipc: int):
+    """dd-mnist's method at this IPC; mtt matches the experts dd-mnist trains (trained here if it has not)."""
+    if method == "mtt":
+        _dd_mnist_experts_cell(b.out, b.quick, method)
+    return dd_mnist_method(b.quick, method, ipc, str(_experts_dir(b.out, b.quick)))
+
+
+def _set_recipe(quick: bool, method: str, ipc: int, out: Path | None = None) -> dict:
     """How a set is condensed, as its file records it (``meta["recipe"]``): dd-mnist's options for the method."""
-    return {"method": method, "ipc": ipc, "seed": 0, **option_values(dd_mnist_method(quick, method))}
+    experts = str(_experts_dir(out, quick)) if out is not None else ""
+    return {"method": method, "ipc": ipc, "seed": 0, **option_values(dd_mnist_method(quick, method, ipc, experts))}
 
 
 def _matches(path: Path, recipe: dict, data: str, source_hash: str) -> bool:
@@ -78,7 +86,7 @@ def _candidates(b: Bench, method: str, ipc: int) -> list[tuple[str, Path]]:
 
 def _set_file(b: Bench, method: str, source_hash: str) -> tuple[str, Path] | None:
     ipc = _recipe(b.quick)["ipc"]
-    recipe = _set_recipe(b.quick, method, ipc)
+    recipe = _set_recipe(b.quick, method, ipc, b.out)
     return next(((who, p) for who, p in _candidates(b, method, ipc) if _matches(p, recipe, b.data, source_hash)),
                 None)
 
@@ -94,7 +102,7 @@ def _make_sets(b: Bench, methods: list[str]) -> dict:
         if found is None:
             b.reporter.info(f"cross-arch: condensing {method} at IPC {ipc}")
             t0 = time.time()
-            synset = condense(train, dd_mnist_method(b.quick, method), ipc, seed=0)
+            synset = condense(train, _method(b, method, ipc), ipc, seed=0)
             path = _candidates(b, method, ipc)[1][1]
             path.parent.mkdir(parents=True, exist_ok=True)
             synset.save(path)  # written atomically: a killed run never leaves half a set to reuse
@@ -106,7 +114,7 @@ def _make_sets(b: Bench, methods: list[str]) -> dict:
         meta = read_meta(path)
         sets[method] = {"file": str(path.relative_to(b.out)), "from": who, "content_sha256": _content_sha256(path),
                         "condense_seconds": meta.get("condense_seconds"),
-                        "recipe": str(dd_mnist_method(b.quick, method))}
+                        "recipe": str(dd_mnist_method(b.quick, method, ipc))}
     return sets
 
 
