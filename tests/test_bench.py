@@ -79,7 +79,8 @@ def test_dd_mnist_quick(bench_out):
     assert {"random-1-dc", "random-2-dc", "herding-1-dc", "herding-2-dc"} <= set(cells)
     best = d["learned_labels"]["best_other_method"]
     assert best not in (None, "dm", "random")
-    assert {"dm-2-learn", "random-2-learn", f"{best}-2-learn"} <= set(cells)
+    assert {"dm-2-learn", "random-2-learn", f"{best}-2-learn", "dm-2-teacher", "random-2-teacher"} <= set(cells)
+    assert cells["random-2-teacher"]["runs"] != cells["random-2-learn"]["runs"] != cells["random-2"]["runs"]
     assert d["experts"]["experts"] == 1 and cells["mtt-2"]["real_images_read"] > 0
     folder = bench_out / "work-quick" / "dd-mnist" / "cells"
     assert (folder / "dm-2.safetensors").exists()

@@ -95,7 +95,7 @@ class Bench:
         todo = [cell for cell in cells if results[cell] is None]
         if self.only:
             require(partial_ok, f"bench {name} does not take --cells: its table needs every cell")
-            todo = [cell for cell in todo if any(fnmatch.fnmatchcase(cell_name(cell), p) for p in self.only)]
+            todo = [cell for cell in todo if self.selected(cell)]
         self.reporter.info(f"{name}: {sum(r is not None for r in results.values())} of {len(cells)} cells kept from "
                            f"earlier runs, {len(todo)} to run")
         if todo and self.workers == 1:
@@ -116,6 +116,10 @@ class Bench:
                     results[cell] = future.result()
                     self.reporter.info(f"{name}: cell {'-'.join(map(str, cell))} done ({i}/{len(todo)} in order)")
         return {cell: r for cell, r in results.items() if r is not None}
+
+    def selected(self, cell: tuple) -> bool:
+        """Whether ``--cells`` lets this cell run (every cell without it)."""
+        return not self.only or any(fnmatch.fnmatchcase(cell_name(cell), p) for p in self.only)
 
     @property
     def quiet(self) -> bool:

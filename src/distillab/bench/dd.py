@@ -10,13 +10,14 @@ import torch
 from .. import data as data_mod
 from .. import seeds
 from ..condense import BPTT, DM, METHODS, Method, SyntheticSet, condense, relabel
+from ..condense.labels import Teacher
 from ..condense.methods.bptt import train_with_schedule
 from ..evaluation import Protocol, evaluate_images, summarise
 from ..models import build_model
 from ..outputs import peak_rss_mb
 from ..specs import option_values
 from ..training import accuracy
-from .common import Bench, benchmark, cells_total_seconds, pm, table
+from .common import Bench, benchmark, cells_total_seconds, pm, table, teacher_recipe
 
 
 def dd_splits(b: Bench) -> data_mod.Splits:
@@ -65,6 +66,9 @@ DD_MNIST_EXPERTS = {
 # The label mode of the learned-label cells (relabelling the cell's hard-label set).
 DD_MNIST_LEARN = {"quick": "learn:iterations=5,steps=3,batch_real=32,model=[convnet:width=8,depth=2]",
                   "full": "learn:iterations=300"}
+# The teacher of the teacher-label cells (bench/common.py's TEACHERS key), its outputs at the label mode's default
+# temperature.
+DD_MNIST_TEACHER = "convnet"
 # Published MNIST figures (docs/reference.md §2), and the targets: the DC/DSA figures per IPC, stretch the best.
 DD_MNIST_PUBLISHED = {"random": {"1": 64.9, "10": 95.1, "50": 97.9}, "herding": {"1": 89.2, "10": 93.7, "50": 94.8},
                       "gm": {"1": 91.7, "10": 97.4, "50": 98.8}, "dsa": {"1": 88.7, "10": 97.8, "50": 99.2},
@@ -113,8 +117,9 @@ def _dd_mnist_cell_recipe(quick: bool, method: str, ipc: int = 0, labels: str = 
     if method == "mtt":
         config["experts"] = DD_MNIST_EXPERTS[kind]
     runs = r["big_runs"] if ipc == r["big_ipc"] else r["runs"]
-    return {"method": method, "ipc": ipc, "seed": 0, "config": config,
-            "labels": DD_MNIST_LEARN[kind] if labels == "learn" else "hard",
+    label_recipe = {"learn": DD_MNIST_LEARN[kind], "hard": "hard",
+                    "teacher": {"teacher": teacher_recipe(DD_MNIST_TEACHER, quick)}}[labels]
+    return {"method": method, "ipc": ipc, "seed": 0, "config": config, "labels": label_recipe,
             "protocol": {"eval_spec": r["eval_spec"], "runs": runs, "epochs": r["epochs"], "dsa": augment == "dsa",
                          "augment": "dc" if augment == "dc" else "none"}}
 
@@ -155,9 +160,10 @@ def _dd_mnist_cell(out: Path, quick: bool, method: str, ipc: int = 0, labels: st
         synset = condense(splits.train_set(), cfg, ipc, seed=0)
         if labels == "hard" and augment == "dsa":
             synset.save(hard_path)
-    if labels == "learn":
-        synset = relabel(splits.train_set(), synset, recipe["labels"], seed=0)
-        synset.save(hard_path.with_name(f"{method}-{ipc}-learn.safetensors"))
+    if labels != "hard":
+        mode = recipe["labels"] if labels == "learn" else f"teacher:{b.teacher(DD_MNIST_TEACHER)}"
+        synset = relabel(splits.train_set(), synset, mode, seed=0)
+        synset.save(hard_path.with_name(f"{method}-{ipc}-{labels}.safetensors"))
     condense_seconds = synset.meta["budget"]["condense_seconds"]
     t1 = time.time()
     e = dd_eval(splits, synset, [protocol["eval_spec"]], protocol["runs"], protocol["epochs"], dsa=protocol["dsa"],
@@ -212,6 +218,9 @@ def bench_dd_mnist(b: Bench) -> dict:
     for ipc in (small, r["ipcs"][0]):  # the IPC 10, and IPC 1 where a cell costs minutes
         others = [best or _best_other(done, ipc)] if (best or _best_other(done, ipc)) else []
         learn += [(m, ipc, "learn", "dsa") for m in ["dm", "random", *others]]
+        learn += [(m, ipc, "teacher", "dsa") for m in ["dm", "random"]]  # a teacher's soft labels, same control
+    if any(c[2] == "teacher" and b.selected(c) for c in learn):
+        b.teacher(DD_MNIST_TEACHER)  # trained once, here, before cells in other processes need it
     done.update(b.cells("dd-mnist", _dd_mnist_cell, phase2 + [c for c in learn if c[0] in methods],
                         recipe_of=recipe_of, partial_ok=True))
     return dd_mnist_result(b.quick, done, best)
@@ -239,6 +248,7 @@ def dd_mnist_result(quick: bool, done: dict, best: str | None) -> dict:
     rows.sort(key=lambda row: (row[1], row[2] != "hard", row[3] != "dsa", row[0]))
     result["recipes"] = {m: str(dd_mnist_method(quick, m)) for m in dd_mnist_methods()}
     result["learned_labels"] = {"mode": DD_MNIST_LEARN["quick" if quick else "full"], "best_other_method": best}
+    result["teacher_labels"] = {"teacher": teacher_recipe(DD_MNIST_TEACHER, quick), "temperature": Teacher.temperature}
     result["published"] = DD_MNIST_PUBLISHED
     result["cells_total_seconds"] = cells_total_seconds(done)
     result["process_hours"] = round(result["cells_total_seconds"] / 3600, 2)
