@@ -43,7 +43,7 @@ def run_benchmark(name: str, quick: bool = False, out=None, quiet: bool = False,
               "peak_rss_mb": peak_rss_mb(), "machine": machine(),
               "command": "distillab bench " + name + (" --quick" if quick else "")
               + (f" --workers {workers}" if workers > 1 else "")
-              + ("".join(f" --cells '{c}'" for c in cells)) + f" --out {out}"}
+              + (" --cells " + " ".join(f"'{c}'" for c in cells) if cells else "") + f" --out {out}"}
     (out / f"{name}.json").write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
     (out / f"{name}.md").write_text(f"## {name}{' (quick)' if quick else ''}\n\n{markdown}\n\n"
                                             f"Command: `{result['command']}`; {result['wall_seconds']:.0f} s on "
