@@ -82,6 +82,9 @@ def test_dd_mnist_quick(bench_out):
     assert {"dm-2-learn", "random-2-learn", f"{best}-2-learn", "dm-2-teacher", "random-2-teacher"} <= set(cells)
     assert cells["random-2-teacher"]["runs"] != cells["random-2-learn"]["runs"] != cells["random-2"]["runs"]
     assert d["experts"]["experts"] == 1 and cells["mtt-2"]["real_images_read"] > 0
+    # the targets are for condensation methods: a coreset or the random control never counts as the best cell
+    assert all(cells[v["cell"]]["method"] not in ("random", "herding", "kmeans", "mean")
+               for v in d["best_per_ipc"].values())
     folder = bench_out / "work-quick" / "dd-mnist" / "cells"
     assert (folder / "dm-2.safetensors").exists()
 
