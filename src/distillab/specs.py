@@ -12,6 +12,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .errors import DistillabError, require
 
@@ -222,3 +223,23 @@ def options_help(cls) -> str:
     """``key=default, ...`` for --help texts."""
     return ", ".join(f"{key}={_format(f.default)}" for key, (f, _) in option_fields(cls).items()
                      if f.default is not dataclasses.MISSING) or "no options"
+
+
+class Plugin:
+    """What every registered part (a loss term, a condensation method, a label mode) shares: a dataclass whose fields
+    are its options, checked on creation, written back as its spec string and, with its name, into files."""
+
+    name: ClassVar[str] = ""
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Refuse impossible options (one line, naming the option)."""
+
+    def __str__(self) -> str:
+        return spec_string(self.name, self)
+
+    def describe(self) -> dict:
+        """What files and config.yaml record: the name and every option."""
+        return {"name": self.name, **option_values(self)}

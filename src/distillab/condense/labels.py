@@ -19,7 +19,6 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -29,22 +28,14 @@ from ..data import TrainSet
 from ..errors import DistillabError, require
 from ..models import build_model
 from ..registry import Registry
-from ..specs import option_values, spec_string
+from ..specs import Plugin
 from .unroll import check_unrollable, inverse_softplus, unroll
 from .synset import SyntheticSet
 
 
 @dataclass
-class Labels:
+class Labels(Plugin):
     """Base class of label modes; subclasses are dataclasses whose fields are their options."""
-
-    name: ClassVar[str] = ""
-
-    def __post_init__(self):
-        self.check()
-
-    def check(self) -> None:
-        """Refuse impossible options."""
 
     def check_data(self, train: TrainSet, trust_code: bool = False) -> None:
         """Refuse data this mode cannot label, before any work."""
@@ -52,12 +43,6 @@ class Labels:
     @property
     def iterations_total(self) -> int:
         return int(getattr(self, "iterations", 0))
-
-    def __str__(self) -> str:
-        return spec_string(self.name, self)
-
-    def describe(self) -> dict:
-        return {"name": self.name, **option_values(self)}
 
     def apply(self, train: TrainSet, synset: SyntheticSet, generator: torch.Generator, progress=None, *,
               trust_code: bool = False) -> SyntheticSet:

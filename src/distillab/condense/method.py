@@ -31,7 +31,7 @@ from ..data import ReadLog, TrainSet
 from ..errors import require
 from ..memory import PeakMemory
 from ..registry import Registry
-from ..specs import option_values, spec_string
+from ..specs import Plugin, option_values
 from .labels import Labels, parse_labels
 from .synset import SyntheticSet, dataset_hash
 
@@ -71,18 +71,11 @@ class Progress:
 
 
 @dataclass
-class Method:
+class Method(Plugin):
     """Base class of condensation methods. Subclasses are dataclasses whose fields are their options."""
 
-    name: ClassVar[str] = ""
     # Options for a seconds-long run on digits: the contract test and `bench --quick` use them.
     quick: ClassVar[dict] = {}
-
-    def __post_init__(self):
-        self.check()
-
-    def check(self) -> None:
-        """Refuse impossible options (one line, naming the option)."""
 
     def check_data(self, train: TrainSet) -> None:
         """Refuse data this method cannot condense (e.g. a model that does not fit it), before any work."""
@@ -91,12 +84,6 @@ class Method:
     def iterations_total(self) -> int:
         """How many times ``run`` reports progress (0 for one-shot methods)."""
         return int(getattr(self, "iterations", 0))
-
-    def __str__(self) -> str:
-        return spec_string(self.name, self)
-
-    def describe(self) -> dict:
-        return {"name": self.name, **option_values(self)}
 
     def run(self, train: TrainSet, ipc: int, generator: torch.Generator,
             progress: Progress | None = None) -> SyntheticSet:

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import require
 from ..registry import Registry
-from ..specs import option_values, spec_string
+from ..specs import Plugin
 from .teachers import TeacherBatch
 
 
@@ -39,10 +39,9 @@ class LossInputs:
 
 
 @dataclass
-class LossTerm:
+class LossTerm(Plugin):
     """Base class of loss terms. Subclasses are dataclasses; ``w`` weights every value they return."""
 
-    name: ClassVar[str] = ""
     # True when the term is zero wherever the student's outputs (and features) equal the teacher's; the
     # contract test checks it.
     distance_like: ClassVar[bool] = False
@@ -52,19 +51,9 @@ class LossTerm:
 
     w: float = 1.0
 
-    def __post_init__(self):
-        self.check()
-
     def check(self) -> None:
         """Refuse impossible options (one line, naming the option)."""
         require(self.w >= 0, f"--loss {self}: w must be >= 0, got {self.w}")
-
-    def __str__(self) -> str:
-        return spec_string(self.name, self)
-
-    def describe(self) -> dict:
-        """What files and config.yaml record: the name and every option."""
-        return {"name": self.name, **option_values(self)}
 
     def student_taps(self) -> list[str]:
         """Module paths of the student whose outputs this term reads (forward hooks)."""
