@@ -16,14 +16,24 @@ import torch
 STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
-def _high_water_mb() -> float | None:
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (Linux) in MB, or None where there is none."""
     try:
         for line in STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _high_water_mb() -> float | None:
+    return _status_mb("VmHWM")
+
+
+def rss_now_mb() -> float | None:
+    """The process's resident memory now (None off Linux)."""
+    return _status_mb("VmRSS")
 
 
 def lifetime_peak_rss_mb() -> float:

@@ -217,8 +217,8 @@ def bench_dd_mnist(b: Bench) -> dict:
     best = _best_other(done, small)
     learn = []
     for ipc in (small, r["ipcs"][0]):  # the IPC 10, and IPC 1 where a cell costs minutes
-        others = [best or _best_other(done, ipc)] if (best or _best_other(done, ipc)) else []
-        learn += [(m, ipc, "learn", "dsa") for m in ["dm", "random", *others]]
+        other = best or _best_other(done, ipc)
+        learn += [(m, ipc, "learn", "dsa") for m in ["dm", "random", *([other] if other else [])]]
         learn += [(m, ipc, "teacher", "dsa") for m in ["dm", "random"]]  # a teacher's soft labels, same control
     if any(c[2] == "teacher" and b.selected(c) for c in learn):
         b.teacher(DD_MNIST_TEACHER)  # trained once, here, before cells in other processes need it

@@ -10,23 +10,12 @@ from .. import data as data_mod
 from ..api import experts as train_experts
 from ..condense import condense
 from ..condense.methods.mtt import MTT
-from ..memory import PeakMemory
+from ..memory import PeakMemory, rss_now_mb
 from ..specs import option_values
 from .common import Bench, benchmark, table
 
 STEPS = (10, 20, 40)
 UNROLLS = ("checkpointed", "full")
-
-
-def _rss_now_mb() -> float | None:
-    """The process's resident memory now (Linux), to tell a setting's own memory from what was there before."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def mtt_memory_settings(quick: bool) -> dict:
@@ -49,7 +38,7 @@ def measure(train, folder: Path, settings: dict, steps: int, unroll: str) -> dic
     cfg = MTT(experts=str(folder), syn_steps=steps, unroll=unroll, iterations=settings["iterations"],
               **settings["method"])
     stamps = [time.perf_counter()]
-    before = _rss_now_mb()
+    before = rss_now_mb()
     with PeakMemory(train.device) as peak:
         condense(train, cfg, settings["ipc"], seed=0, progress=lambda it, loss: stamps.append(time.perf_counter()))
     per_iteration = [b - a for a, b in zip(stamps, stamps[1:])]
