@@ -76,6 +76,8 @@ def files(tmp_path_factory):
     f["test_split"] = _npz(root / "test_split.npz", index=np.arange(n), probs=probs, split=np.array("test"))
     f["not_probs"] = _npz(root / "not_probs.npz", index=np.arange(n), probs=probs * 3)
     f["logits_table"] = _npz(root / "logits.npz", index=np.arange(n), logits=np.zeros((n, 10), np.float32))
+    f["top3_table"] = _npz(root / "top3.npz", index=np.arange(n), topk_index=np.tile(np.arange(3), (n, 1)),
+                           topk_prob=np.full((n, 3), 0.3, np.float32))
     (root / "bad.npz").write_bytes(b"PK\x03\x04 broken")
     f["bad_npz"] = root / "bad.npz"
     # synthetic sets
@@ -190,6 +192,9 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
     "broken outputs file": (["kd", "--teacher-outputs", "{bad_npz}", "--student", "mlp"], "not a readable .npz"),
     "rkd from a black box": (["kd", "--teacher-outputs", "{logits_table}", "--student", "mlp", *FAST, "--loss", "rkd"],
                              "needs a teacher model"),
+    "negative teacher noise": ([*KD, "--loss", "kd:T=1,noise=-0.1"], "noise must be >= 0"),
+    "noise on a top-k black box": (["kd", "--teacher-outputs", "{top3_table}", "--student", "mlp", *FAST, "--loss",
+                                    "kd:T=1,noise=0.1"], "top-k black box gives only"),
     "chain of one": (["kd", "--chain", "{teacher}"], "--chain takes"),
     "resume with other options": (["kd", "--resume", "{taken}", "--epochs", "3"], "drop --epochs"),
     # evaluate

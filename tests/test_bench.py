@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from distillab.bench import BENCHMARKS, run_benchmark
 from distillab.errors import DistillabError
@@ -58,11 +59,55 @@ def test_rkd_quick(bench_out):
     assert {"ce", "ce+rkd", "ce+kd", "ce+kd+rkd"} <= set(d)
 
 
+def test_omni_mnist_quick(bench_out):
+    run_benchmark("omni-mnist", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "omni-mnist")
+    for row in ("labelled_only", "single", "multi"):
+        assert len(d[row]["test_accuracy"]["runs"]) == 2 and 0 < d[row]["test_accuracy"]["mean"] <= 1
+    for row in ("single", "multi"):
+        assert 0 < d[row]["pseudo_label_accuracy"]["mean"] <= 1
+    assert [d["per_seed"]["0"][row]["views"] for row in ("single", "multi")] == [1, 9]
+    assert d["recipe"]["labelled_images"] == 100 and d["recipe"]["unlabeled_images"] == 1348 - 100
+    assert isinstance(d["order_reproduced"], bool) and 0 <= d["seeds_in_order"] <= 2
+
+
+def test_datafree_mnist_quick(bench_out):
+    from distillab.bench.common import evaluate_file
+    from distillab.bench.datafree import DATAFREE_ROWS
+
+    run_benchmark("datafree-mnist", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "datafree-mnist")
+    assert set(d["cells"]) == {f"{p}-{r}" for p, rows in DATAFREE_ROWS.items() for r in rows}
+    assert all(0 < c["test_accuracy"] <= 1 for c in d["cells"].values())
+    for pair, key in (("mlp", "hinton-1200"), ("lenet", "lenet5"), ("lenet-bn", "lenet5-bn")):
+        teacher = evaluate_file(bench_out / "teachers" / "quick-" / key / "model.safetensors", "digits")
+        assert d["cells"][f"{pair}-noise"]["teacher_test_accuracy"] == teacher["test_accuracy"]
+    for records in ("top", "all", "spectral"):
+        cell = d["cells"][f"mlp-lopes-{records}"]
+        assert 0 < cell["metadata_bytes"] < cell["training_set_bytes_uint8"]
+    assert d["above_noise"]["lenet-bn-deepinversion"] == (
+        d["cells"]["lenet-bn-deepinversion"]["test_accuracy"] > d["cells"]["lenet-bn-noise"]["test_accuracy"])
+
+
 def test_kd_speed_quick(bench_out):
     run_benchmark("kd-speed", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "kd-speed")
     assert set(d["epoch_seconds"]) == {"alone", "cached", "live"} and d["cached_over_alone"] > 0
     assert d["images_per_second"]["alone"] > 0
+
+
+def test_noisy_teacher_quick(bench_out):
+    run_benchmark("noisy-teacher", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "noisy-teacher")
+    rows = ["alone", "T1", "T4", "T20", "T1-noise0.05", "T1-noise0.1", "T1-noise0.2"]
+    for name in rows:
+        assert len(d[name]["test_errors"]["runs"]) == 2 and set(d[name]["test_accuracy"]) == {"mean", "std", "runs"}
+    assert d["recipe"]["configs"]["T1-noise0.1"] == ["kd:T=1,noise=0.1"] and d["teacher"]["test_errors"] >= 0
+    assert d["best_temperature"] in ("T1", "T4", "T20") and d["best_noise"].startswith("T1-noise")
+    work = bench_out / "work-quick" / "noisy-teacher"
+    assert len(list((work / "cells").glob("*.json"))) == len(rows) * 2
+    config = yaml.safe_load((work / "T1-noise0.2-1" / "config.yaml").read_text())  # the noise reaches the run
+    assert config["losses"] == [{"name": "kd", "w": 1.0, "T": 1.0, "noise": 0.2}] and config["seed"] == 1
 
 
 def test_dd_mnist_quick(bench_out):
@@ -238,7 +283,8 @@ def test_unknown_benchmark(cli):
     from conftest import assert_one_line_error
     assert_one_line_error(cli("bench", "imagenet-sota"), "unknown benchmark")
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
-                               "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory"}
+                               "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory",
+                               "noisy-teacher", "omni-mnist", "datafree-mnist"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):

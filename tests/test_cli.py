@@ -43,7 +43,7 @@ def test_kd_evaluate_predict_roundtrip(cli, tmp_path, digits_teacher):
     assert r.code == 0, r.err
     assert r.json["teacher_mode"] == "cached"
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["losses"][0] == {"name": "kd", "w": 0.9, "T": 4.0}
+    assert config["losses"][0] == {"name": "kd", "w": 0.9, "T": 4.0, "noise": 0.0}
     assert "train_kd_T4" in json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     e = cli("evaluate", out / "model.safetensors", "--out", tmp_path / "ev", "--quiet")
     assert e.code == 0 and e.json["test_accuracy"] == r.json["test_accuracy"]

@@ -28,6 +28,11 @@ def test_every_loss_term_meets_the_contract(name):
     check_loss_term(LOSSES.get(name))
 
 
+def test_kd_with_a_noisy_teacher_meets_the_contract():
+    """Noise takes another path (a stream of the term's own, not distance-like): the contract runs it too."""
+    check_loss_term(LOSSES.get("kd"), {"T": 4.0, "noise": 0.1})
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_condensation_method_meets_the_contract(name, train):
     check_method(METHODS.get(name), train)
@@ -51,6 +56,16 @@ class ClaimsDistance(LossTerm):
 
 
 @dataclass
+class UndeclaredStream(LossTerm):
+    def build(self, sample, generator):  # a stream of its own that generators() does not name: not checkpointed
+        self.g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 31, (), generator=generator)))
+        return []
+
+    def __call__(self, batch):
+        return {"jitter": self.w * (batch.student_logits.pow(2).mean() + torch.rand((), generator=self.g))}
+
+
+@dataclass
 class Reseeds(Method):
     def run(self, train, ipc, generator, progress=None):
         torch.manual_seed(0)  # the wrong program: reseeding inside a method (or condense())
@@ -68,6 +83,7 @@ class WrongCount(Method):
 @pytest.mark.parametrize("cls,registry,register,check", [
     (GlobalNoise, LOSSES, register_loss, check_loss_term),
     (ClaimsDistance, LOSSES, register_loss, check_loss_term),
+    (UndeclaredStream, LOSSES, register_loss, check_loss_term),
     (Reseeds, METHODS, register_method, check_method),
     (WrongCount, METHODS, register_method, check_method),
 ])

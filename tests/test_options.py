@@ -31,7 +31,7 @@ def test_the_shorthand_alone_takes_its_defaults_from_the_dataclasses(cli, tmp_pa
             "--out", tmp_path / "k")
     assert r.code == 0, r.err
     losses = yaml.safe_load((tmp_path / "k/config.yaml").read_text())["losses"]
-    assert losses == [{"name": "kd", "w": 0.5, "T": 4.0}, {"name": "ce", "w": 0.5, "smoothing": 0.0}]
+    assert losses == [{"name": "kd", "w": 0.5, "T": 4.0, "noise": 0.0}, {"name": "ce", "w": 0.5, "smoothing": 0.0}]
 
 
 def test_rkd_weight_is_honoured():

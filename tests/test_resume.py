@@ -164,6 +164,15 @@ def test_kd_with_learned_connectors_resumes_to_the_same_bytes(tmp_path, stop_aft
     same_run(tmp_path / "reference", tmp_path / "resumed")
 
 
+def test_kd_with_a_noisy_teacher_resumes_to_the_same_bytes(tmp_path, stop_after, teacher):
+    """The noise stream is checkpointed: resumed mid-epoch, the run draws what the uninterrupted one drew."""
+    kwargs = dict(data="digits", teacher=teacher, student="mlp:hidden=16", losses=["kd:T=1,noise=0.2", "ce:w=0.1"],
+                  epochs=3, batch_size=64)
+    api.distill(out=tmp_path / "reference", quiet=True, **kwargs)
+    stopped_and_resumed(api.distill, stop_after, 30, tmp_path / "resumed", **kwargs)
+    same_run(tmp_path / "reference", tmp_path / "resumed")
+
+
 def test_a_chain_resumes_inside_its_second_stage(tmp_path, stop_after, teacher):
     kwargs = dict(data="digits", teacher=teacher, students=["mlp:hidden=16", "mlp:hidden=8"], epochs=3,
                   batch_size=64)

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist", "mtt-memory", "cross-arch",
-         "wang2018", "eval-speed", "dm-speed", "perf"]
+ORDER = ["hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "noisy-teacher", "dd-mnist", "mtt-memory",
+         "cross-arch", "wang2018", "eval-speed", "dm-speed", "perf"]
 
 # Benchmarks whose full runs shared one OUT folder with other work running beside them.
 SHARED_OUT = set(ORDER) - {"perf"}

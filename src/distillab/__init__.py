@@ -15,7 +15,7 @@ from .errors import DistillabError
 
 _WHERE = {
     "Result": "api", "chain": "api", "condense_data": "api", "distill": "api", "evaluate": "api",
-    "evaluate_model": "api", "evaluate_synset": "api", "inspect_teacher": "api", "load": "api", "predict": "api",
+    "evaluate_model": "api", "evaluate_synset": "api", "inspect_teacher": "api", "load": "api", "predict": "api", "pseudolabel": "api",
     "train": "api", "export": "api", "resume": "api", "tune_allocator": "speed",
     "Method": "condense", "SyntheticSet": "condense", "register_method": "condense",
     "LossInputs": "kd", "LossTerm": "kd", "register_loss": "kd",

@@ -41,17 +41,20 @@ from .kd.meter import dark_knowledge_report
 from .models import (MODEL_FORMAT, build_model, check_compatible, count_parameters, load_model, model_name,
                      save_model)
 from .outputs import RunOutput, peak_rss_mb
+from .pseudolabel import Mixing, PseudoLabelConfig
 from .registry import IMPORT_PREFIX
 from .reporting import Reporter, log_to_stderr
-from .specs import option_fields, options_help
+from .specs import option_fields, option_values, options_help
 from .speed import tune_allocator
 from .training import TrainConfig, accuracy, fit, predict_logits, resolve_device
 
 __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate", "evaluate_model", "evaluate_synset",
-           "predict", "inspect_teacher", "condense_data", "export", "export_synset", "import_synset", "load", "resume",
+           "predict", "pseudolabel", "inspect_teacher", "condense_data", "export", "export_synset", "import_synset",
+           "load", "resume",
            "data_fetch", "data_info", "register_loss", "register_method", "loss_help", "method_help",
+           "metadata", "datafree", "datafree_help",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
-           "TrainConfig", "Protocol", "Hinton", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
+           "TrainConfig", "Protocol", "Hinton", "PseudoLabelConfig", "Mixing", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
            "distributed_teardown", "is_main_process"]
 
@@ -129,34 +132,53 @@ def _save(run: RunOutput, model, spec, splits, recipe, metrics):
                metrics={k: metrics[k] for k in ("test_accuracy", "val_accuracy") if k in metrics})
 
 
-def train(data: str = "digits", model: str = "mlp:hidden=100", *, out=None, overwrite: bool = False,
-          resume: bool = False, checkpoint_every: int = 1, val_size: int | None = None, split_seed: int = 0,
-          quiet: bool = False, log=("jsonl",), **options) -> Result:
+def train(data: str = "digits", model: str = "mlp:hidden=100", *, pseudo=None, pseudo_ratio: str | None = None,
+          out=None, overwrite: bool = False, resume: bool = False, checkpoint_every: int = 1,
+          val_size: int | None = None, split_seed: int = 0, quiet: bool = False, log=("jsonl",), **options) -> Result:
     """Train ``model`` on ``data`` with cross-entropy; writes model.safetensors and metrics to ``out``.
     ``options``: the fields of ``TrainConfig`` (epochs, lr, ...). A checkpoint is kept every ``checkpoint_every``
-    epochs (0: only when stopped by a signal); ``resume=True`` continues an unfinished run in ``out``."""
+    epochs (0: only when stopped by a signal); ``resume=True`` continues an unfinished run in ``out``.
+    ``pseudo``: a pseudo-label file (``pseudolabel``) whose rows are mixed into every batch, ``pseudo_ratio``
+    labelled:pseudo rows (default ``pseudolabel.Mixing``'s 6:4)."""
     started = time.time()
-    call = _call("train", data=data, model=model, val_size=val_size, split_seed=split_seed, **options)
+    call = _call("train", data=data, model=model, val_size=val_size, split_seed=split_seed,
+                 **_pseudo_call(pseudo, pseudo_ratio), **options)
     reporter = Reporter(quiet)
     cfg = make_config(options)
     splits = load_splits(data, val_size, split_seed)
+    mix, pseudo_record = _pseudo_rows(pseudo, pseudo_ratio, splits, reporter)
     net = build_model(model, splits.input_shape, splits.num_classes, seeds.generator(cfg.seed))
     data, model = splits.spec, model_name(model)  # what files record: spec strings (python:... for objects)
     config = {"command": "train", "data": data, "model": model, "val_size": splits.val_size,
-              "split_seed": split_seed, **cfg.as_dict()}
+              "split_seed": split_seed, **cfg.as_dict(), **pseudo_record}
     with RunOutput(out, "train", overwrite, resume, call, log) as run:
         run.write_config(config)
         reporter.info(f"{'resume' if run.resumed else 'train'} {model} ({count_parameters(net):,} parameters) on "
                       f"{data}: {len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test")
         result = fit(net, splits, cfg, on_epoch=run.log, on_step=run.log_step, reporter=reporter, desc="train",
-                     checkpoints=run.checkpoints("fit", checkpoint_every))
+                     checkpoints=run.checkpoints("fit", checkpoint_every), pseudo=mix)
         metrics = _final_metrics(net, splits, cfg, result, started)
         metrics["parameters"] = count_parameters(net)
-        _save(run, net, model, splits, {"command": "train", **cfg.as_dict()}, metrics)
+        _save(run, net, model, splits, {"command": "train", **cfg.as_dict(), **pseudo_record}, metrics)
         run.write_metrics(metrics)
     reporter.info(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); "
                   f"wrote {final_path(run.final)}")
     return Result(metrics, run.final, net)
+
+
+def _pseudo_call(pseudo, pseudo_ratio) -> dict:
+    """The pseudo-label arguments for a run's call.json, only when given (older calls stay as they were)."""
+    return {k: v for k, v in (("pseudo", pseudo), ("pseudo_ratio", pseudo_ratio)) if v is not None}
+
+
+def _pseudo_rows(pseudo, pseudo_ratio, splits, reporter):
+    """(rows mixed into training, what records say of them), or (None, {}) without a pseudo-label file."""
+    if pseudo is None:
+        require(pseudo_ratio is None, "--pseudo-ratio goes with --pseudo FILE.npz")
+        return None, {}
+    from .pseudolabel import pseudo_rows
+
+    return pseudo_rows(pseudo, splits, pseudo_ratio, reporter)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -178,29 +200,32 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
             temperature: float | None = None, alpha: float | None = None, losses: list | None = None,
             student_tap: str = "penultimate", teacher_tap: str = "penultimate", cache="auto", out=None,
             overwrite: bool = False, resume: bool = False, checkpoint_every: int = 1, val_size: int | None = None,
-            split_seed: int = 0, quiet: bool = False, trust_code: bool = False, log=("jsonl",), **options) -> Result:
+            split_seed: int = 0, quiet: bool = False, trust_code: bool = False, log=("jsonl",), pseudo=None,
+            pseudo_ratio: str | None = None, **options) -> Result:
     """Distill ``teacher`` into a fresh ``student``.
 
     teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities.
     losses: ``["kd:T=4,w=0.9", "ce:w=0.1"]`` (or LossTerm objects); default Hinton's
     ``alpha * T^2 * KL + (1 - alpha) * CE`` with ``temperature``/``alpha`` (``kd.Hinton``'s defaults).
     cache: "auto" caches the teacher's outputs when there is no augmentation (the teacher then costs nothing).
-    checkpoint_every, resume: as for ``train``.
+    checkpoint_every, resume, pseudo, pseudo_ratio: as for ``train``; the teacher sees the pseudo-labelled rows
+    too (a live or cached model, or a function; not a black box's table).
     """
     started = time.time()
     reporter = Reporter(quiet)
     call = _call("distill", data=data, teacher=teacher, student=student, teacher_outputs=teacher_outputs,
                  temperature=temperature, alpha=alpha, losses=losses, student_tap=student_tap,
                  teacher_tap=teacher_tap, cache=cache, val_size=val_size, split_seed=split_seed,
-                 trust_code=trust_code, **options)
+                 trust_code=trust_code, **_pseudo_call(pseudo, pseudo_ratio), **options)
     cfg = make_config(options)
     terms = loss_terms(losses, temperature, alpha, student_tap, teacher_tap)
     splits = load_splits(data, val_size, split_seed)
     net = build_model(student, splits.input_shape, splits.num_classes, seeds.generator(cfg.seed))
     data, student = splits.spec, model_name(student)
     tap_paths = [p for t in terms for p in t.teacher_taps()]
+    mix, pseudo_record = _pseudo_rows(pseudo, pseudo_ratio, splits, reporter)
     source, teacher_meta, how = resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code,
-                                                reporter)
+                                                reporter, extra_x=mix.rows.x if mix else None)
     for message in label_smoothing_warnings(teacher_meta, terms, cfg.label_smoothing):
         reporter.warn(message)
     objective = Distillation(source, terms)
@@ -214,7 +239,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
         final_path(files[0]) if files else type(teacher).__name__)
     recipe = {"command": "kd", "teacher": teacher_desc, "teacher_mode": how,
               "teacher_sha256": {final_path(f): file_sha256(f) for f in files},
-              "losses": [t.describe() for t in terms], **cfg.as_dict()}
+              "losses": [t.describe() for t in terms], **cfg.as_dict(), **pseudo_record}
     config = {"command": "kd", "data": data, "student": student, "val_size": splits.val_size,
               "split_seed": split_seed, **recipe}
     with RunOutput(out, "kd", overwrite, resume, call, log) as run:
@@ -223,7 +248,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
                       f"losses: {', '.join(str(t) for t in terms)}")
         result = fit(net, splits, cfg, objective=objective, extra_modules=extra, on_epoch=run.log,
                      on_step=run.log_step, reporter=reporter, desc="kd",
-                     checkpoints=run.checkpoints("fit", checkpoint_every))
+                     checkpoints=run.checkpoints("fit", checkpoint_every), pseudo=mix)
         metrics = _final_metrics(net, splits, cfg, result, started)
         metrics["parameters"] = count_parameters(net)
         metrics["teacher_mode"] = how
@@ -528,6 +553,45 @@ def predict(model_path, data: str | None = None, *, split: str = "train", output
     return info
 
 
+def pseudolabel(teacher, data: str, *, transforms: str | None = None, threshold: float | None = None,
+                soft: bool | None = None, out=None, overwrite: bool = False, device: str = "cpu",
+                quiet: bool = False, trust_code: bool = False) -> dict:
+    """Omni-supervised pseudo-labels (Radosavovic et al. 2018): ``teacher`` (a model file) labels the images of
+    ``data`` (``npz:PATH`` without ``y``, ``folder:PATH`` of image files, or a labelled dataset whose labels are not
+    used) by its class probabilities averaged over the views of ``transforms``; images whose averaged top
+    probability reaches ``threshold`` keep the argmax, or with ``soft`` the probabilities. Writes the file ``out``
+    (.npz: positions, labels, the data's spec and hash) that ``train``/``distill`` take as ``pseudo``. Options not
+    given keep ``pseudolabel.PseudoLabelConfig``'s defaults."""
+    from . import pseudolabel as pl
+
+    started = time.time()
+    given = {k: v for k, v in (("transforms", transforms), ("threshold", threshold), ("soft", soft)) if v is not None}
+    config = pl.PseudoLabelConfig(**given).check()
+    require(isinstance(teacher, (str, Path)), "the teacher must be a model file (.safetensors)")
+    device = resolve_device(device)
+    out = Path(out) if out else Path("runs") / f"pseudolabel-{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    require(out.suffix == ".npz", f"--out for pseudolabel must end in .npz, got {out}")
+    require(not out.exists() or overwrite, f"{out} exists; choose another --out or pass --overwrite")
+    model, meta = load_model(teacher, trust_code=trust_code)
+    unlabeled = data_mod.load_unlabeled(data)
+    labels = pl.pseudolabel(model.to(device), meta, unlabeled, config, teacher_path=teacher, device=device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part.npz")
+    labels.save(tmp)
+    tmp.replace(out)
+    counts = torch.bincount(labels.labels, minlength=len(meta["classes"])).tolist()
+    info = {"out": str(out), "data": unlabeled.spec, "images": len(unlabeled), "kept": len(labels),
+            "kept_fraction": round(len(labels) / len(unlabeled), 6), "labels": "soft" if config.soft else "hard",
+            "threshold": config.threshold, "transforms": labels.meta["transforms"],
+            "views": len(labels.meta["views"]), "mean_confidence": float(labels.confidence.mean()),
+            "per_class": dict(zip(labels.meta["classes"], counts)), "teacher": final_path(teacher),
+            "data_had_labels": unlabeled.labelled, "wall_seconds": round(time.time() - started, 2)}
+    Reporter(quiet).info(f"wrote {out}: {len(labels)} of {len(unlabeled)} images of {unlabeled.spec} pseudo-labelled "
+                         f"({info['labels']}, {info['views']} views: {labels.meta['transforms']})"
+                         + ("; the data's own labels were not used" if unlabeled.labelled else ""))
+    return info
+
+
 def data_fetch(name: str) -> dict:
     return data_mod.info(data_mod.load(name, fetch=True))
 
@@ -674,6 +738,174 @@ def condense_estimate(data: str = "digits", method="dm", ipc: int = 10, *, label
             "probe_seconds": round(total, 2), "estimated_condense_seconds": round(estimate, 1),
             "estimated_peak_rss_mb": budget["peak_rss_mb"], "estimated_peak_device_mb": budget["peak_device_mb"],
             "synset_bytes": budget["total_bytes"], "real_images_read_per_probe": budget["real_images_read"]}
+
+
+# ---- teaching without the data ----
+
+
+def _teacher_for(teacher, data: str | None, trust_code: bool, val_size=None, split_seed: int = 0):
+    """A teacher model file and the splits of its dataset (default: the one it records), normalised as the teacher
+    saw its inputs."""
+    require(isinstance(teacher, (str, Path)), "the teacher must be a model file (.safetensors)")
+    model, meta, _, ds = _model_and_data(teacher, data, "teacher", trust_code)
+    norm = meta["normalisation"]
+    splits = data_mod.split(ds, val_size=val_size, seed=split_seed, mean=norm["mean"], std=norm["std"])
+    return model, meta, splits
+
+
+def metadata(teacher, *, data: str | None = None, records: str = "top", temperature: float = 1.0, out=None,
+             overwrite: bool = False, val_size: int | None = None, split_seed: int = 0, max_full: int = 1536,
+             modes: int = 32, quiet: bool = False, trust_code: bool = False) -> Result:
+    """Teacher metadata (Lopes et al. 2017): per-class activation records (``top``, ``all`` or ``spectral``) of
+    ``teacher`` on the training split of ``data`` (default: the teacher's dataset), written to the file ``out``,
+    which says its size next to the training set's. ``max_full``: the widest layer recorded with a full covariance;
+    ``modes``: eigen-pairs kept per layer (spectral)."""
+    from .datafree import KINDS, TeacherRecords, model_digest, record
+
+    reporter = Reporter(quiet)
+    require(records in KINDS, f"--records must be one of {', '.join(KINDS)}, got '{records}'")
+    require(temperature > 0, f"--temperature must be > 0, got {temperature}")
+    require(max_full >= 1 and modes >= 1, "max_full and modes must be at least 1")
+    target = Path(out) if out else Path(f"metadata-{records}.safetensors")
+    require(target.suffix == ".safetensors", f"--out must name a .safetensors file, got {target}")
+    require(not target.is_dir(), f"--out {target} is a folder; name a .safetensors file")
+    require(not target.exists() or overwrite, f"{target} exists; choose another --out or pass --overwrite")
+    require(target.parent.exists(), f"folder {target.parent} does not exist")
+    model, meta, splits = _teacher_for(teacher, data, trust_code, val_size, split_seed)
+    started = time.time()
+    bar = reporter.bar(2 * -(-len(splits.train) // 512) if records == "spectral" else -(-len(splits.train) // 512),
+                       f"metadata {records}", unit="batches")
+    stats = record(model, splits.train.x, splits.train.y, splits.num_classes, records, temperature,
+                   max_full=max_full, modes=modes, progress=lambda i: bar.update(1))
+    bar.close()
+    rec = TeacherRecords(kind=records, temperature=float(temperature), classes=list(splits.classes),
+                         input_shape=tuple(splits.input_shape), mean_px=tuple(splits.mean), std_px=tuple(splits.std),
+                         teacher=model_digest(model), stats=stats,
+                         meta={"teacher_file": final_path(teacher), "teacher_sha256": file_sha256(teacher),
+                               "data": splits.describe(), "options": {"max_full": max_full, "modes": modes}})
+    rec.save(target, train_images=len(splits.train))
+    saved = TeacherRecords.load(target).meta
+    metrics = {"records": records, "temperature": temperature, "size_bytes": saved["size_bytes"],
+               "training_set": saved["training_set"], "wall_seconds": round(time.time() - started, 2),
+               "layers": {p: {"width": int(s["mean"].shape[1]),
+                              "form": "spectral" if "basis" in s else ("full" if "chol" in s else "diagonal")}
+                          for p, s in stats.items()}}
+    reporter.info(f"recorded {records} metadata of {final_path(teacher)} ({metrics['size_bytes']:,} bytes; the "
+                  f"training set is {saved['training_set']['bytes_uint8']:,} bytes as 8-bit pixels); wrote {target}")
+    return Result(metrics, target)
+
+
+DATAFREE_SHORTHANDS = ("samples", "iterations")
+
+
+def datafree_method(method, shorthands: dict | None = None, *, trust_code: bool = True):
+    """A DataFreeMethod from a spec string (or one), with --samples/--iterations applied as its options."""
+    from .datafree import DATAFREE, DataFreeMethod
+
+    given = {k: v for k, v in (shorthands or {}).items() if v is not None}
+    require(not set(given) - set(DATAFREE_SHORTHANDS), f"unknown data-free option(s) {sorted(given)}")
+    if isinstance(method, DataFreeMethod):
+        require(not given, "give the options of a DataFreeMethod object as its fields, not as keywords")
+        return method
+    _, explicit = DATAFREE.split(method)
+    for key in given:
+        require(key not in explicit, f"--{key} and --method {method} both set {key}; give it once")
+    method = DATAFREE.parse(method, trust_code=trust_code)
+    fields = option_fields(type(method))
+    for key in given:
+        require(key in fields, f"--{key} does not apply to the {method.name} method "
+                               f"(its options: {options_help(type(method))})")
+    return dataclasses.replace(method, **given) if given else method
+
+
+def datafree(teacher, *, method="noise", student: str = "mlp:hidden=32", data: str | None = None,
+             losses: list | None = None, temperature: float | None = None, samples: int | None = None,
+             iterations: int | None = None, out=None, overwrite: bool = False, resume: bool = False,
+             checkpoint_every: int = 1, quiet: bool = False, trust_code: bool = False, log=("jsonl",),
+             **options) -> Result:
+    """Distill ``teacher`` into ``student`` without its training data: ``method`` (``noise``, ``lopes:metadata=F``,
+    ``deepinversion``, ``dafl``; see ``datafree_help()``) makes a transfer set from the teacher alone, then the
+    student learns from the teacher on it (``losses``, default ``kd`` at ``temperature``, weight 1). ``samples`` and
+    ``iterations`` set the method's options of those names (the transfer set's size and the synthesis budget);
+    ``options``: the student's training (TrainConfig: epochs, lr, seed, ...). The data's test split is only measured,
+    at the end; the validation figure is the student's agreement with the teacher on held-out transfer images.
+    Writes transfer.safetensors (a synthetic set: teacher labels and logits), transfer.png, model.safetensors and
+    metrics.json."""
+    from .datafree import FrozenTeacher, synthesize
+    from .kd.losses.kd import KD
+    from .kd.teachers import ModelTeacher
+
+    started = time.time()
+    reporter = Reporter(quiet)
+    method = datafree_method(method, {"samples": samples, "iterations": iterations})
+    if losses is None:
+        terms = [KD(T=temperature if temperature is not None else KD.T, w=1.0)]
+    else:
+        terms = loss_terms(losses, temperature, None)
+    cfg = make_config(options)
+    call = _call("datafree", teacher=teacher, method=str(method), student=student, data=data,
+                 losses=[str(t) for t in terms], trust_code=trust_code, **options)
+    model, meta, splits = _teacher_for(teacher, data, trust_code)
+    frozen = FrozenTeacher(model, splits.input_shape, splits.classes, splits.mean, splits.std)
+    method.check_teacher(frozen)  # a teacher the method cannot use fails before any output
+    net = build_model(student, splits.input_shape, splits.num_classes, seeds.generator(cfg.seed))
+    student_name = model_name(student)
+    teacher_accuracy, _ = accuracy(model, splits.test, cfg.device)
+    with RunOutput(out, "datafree", overwrite, resume, call, log) as run:
+        run.write_config({"command": "datafree", "teacher": final_path(teacher), "data": splits.spec,
+                          "method": method.describe(), "student": student_name,
+                          "losses": [t.describe() for t in terms], **cfg.as_dict()})
+        kept = run.path("transfer.safetensors")
+        if kept.exists():  # a resumed run: the transfer set was finished before the stop
+            transfer = SyntheticSet.load(kept)
+        else:
+            bar = reporter.bar(method.steps(method.samples), f"datafree {method.name}", unit="iterations")
+
+            def on_iteration(it, loss):
+                run.log({"iteration": it + 1, "loss": loss})
+                bar.update(1)
+
+            made = synthesize(frozen, method, seed=cfg.seed, progress=on_iteration)
+            bar.close()
+            transfer = SyntheticSet(images=made["images"], labels=made["teacher_logits"].argmax(1),
+                                    classes=list(splits.classes), mean=tuple(splits.mean), std=tuple(splits.std),
+                                    label_logits=made["teacher_logits"],
+                                    meta={"method": method.name, "recipe": {**method.describe(), "seed": cfg.seed},
+                                          "made_as": made["labels"].tolist(),
+                                          "source": {"teacher": final_path(teacher), "data": None},
+                                          "budget": {"synthesis_seconds": made["seconds"], **made["peak"],
+                                                     "real_images_read": 0}})
+            transfer.save(kept)
+        transfer.save_grid(run.path("transfer.png"))
+        n_val = min(1000, max(1, len(transfer.labels) // 10))  # held-out transfer images: agreement, not data
+        order = torch.randperm(len(transfer.labels), generator=seeds.generator(cfg.seed))
+        held, used = order[:n_val].sort().values, order[n_val:].sort().values
+        student_splits = dataclasses.replace(
+            splits, train=data_mod.ImageSet(transfer.images[used], transfer.labels[used]),
+            val=data_mod.ImageSet(transfer.images[held], transfer.labels[held]), val_size=n_val,
+            train_index=torch.arange(len(used)))
+        objective = Distillation(ModelTeacher(model), terms)
+        extra = objective.attach(net.to(cfg.device), student_splits.train.x[:8].to(cfg.device), torch.arange(8),
+                                 generator=seeds.generator(cfg.seed, "connectors"))
+        reporter.info(f"datafree {method.name}: {len(transfer.labels):,} transfer images from "
+                      f"{final_path(teacher)}; {student_name} learns with {', '.join(str(t) for t in terms)}")
+        result = fit(net, student_splits, cfg, objective=objective, extra_modules=extra, on_epoch=run.log,
+                     on_step=run.log_step, reporter=reporter, desc="datafree",
+                     checkpoints=run.checkpoints("fit", checkpoint_every))
+        metrics = _final_metrics(net, student_splits, cfg, result, started)
+        metrics["teacher_agreement_held_out"] = metrics.pop("val_accuracy")
+        metrics.update(method=method.name, method_options=option_values(method), student=student_name,
+                       teacher_test_accuracy=teacher_accuracy, transfer_images=len(transfer.labels),
+                       transfer_class_counts=torch.bincount(transfer.labels, minlength=splits.num_classes).tolist(),
+                       synthesis_seconds=transfer.meta.get("budget", {}).get("synthesis_seconds"),
+                       parameters=count_parameters(net))
+        recipe = {"command": "datafree", "teacher": final_path(teacher), "teacher_sha256": file_sha256(teacher),
+                  "method": method.describe(), "losses": [t.describe() for t in terms], **cfg.as_dict()}
+        _save(run, net, student_name, splits, recipe, metrics)
+        run.write_metrics(metrics)
+    reporter.info(f"student test accuracy {metrics['test_accuracy']:.4f} (teacher {teacher_accuracy:.4f}); "
+                  f"wrote {final_path(run.final)}")
+    return Result(metrics, run.final, net)
 
 
 MODEL_EXPORTS = (".pt2", ".ts", ".onnx")
@@ -933,6 +1165,12 @@ def loss_help() -> str:
 
 def method_help() -> str:
     return "; ".join(f"{name} ({options_help(METHODS.get(name))})" for name in METHODS.names())
+
+
+def datafree_help() -> str:
+    from .datafree import DATAFREE
+
+    return "; ".join(f"{name} ({options_help(DATAFREE.get(name))})" for name in DATAFREE.names())
 
 
 def labels_help() -> str:

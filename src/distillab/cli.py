@@ -115,11 +115,16 @@ def _add_training(p):
     g.add_argument("--val-size", type=int, help="validation images carved from the training data "
                                                 "(default 10%%, at most 5000)")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
+    g.add_argument("--pseudo", metavar="FILE.npz", help="pseudo-labels from 'distillab pseudolabel': their images are "
+                                                        "mixed into every batch")
+    g.add_argument("--pseudo-ratio", metavar="L:P", help="labelled:pseudo-labelled rows per batch with --pseudo "
+                                                         f"({_default('pseudolabel', 'ratio')})")
 
 
 def _train_options(a) -> dict:
-    """The TrainConfig fields the user gave; the rest keep their defaults there."""
-    return {k: getattr(a, k) for k in (*TEXT["train"], "lr_steps", "bf16") if getattr(a, k, None) is not None}
+    """The TrainConfig fields the user gave, and --pseudo/--pseudo-ratio if given; the rest keep their defaults."""
+    return {k: getattr(a, k) for k in (*TEXT["train"], "lr_steps", "bf16", "pseudo", "pseudo_ratio")
+            if getattr(a, k, None) is not None}
 
 
 def build_parser() -> Parser:
@@ -244,6 +249,42 @@ def build_parser() -> Parser:
     _add_resume(p, None)
     _add_loggers(p)
 
+    p = sub.add_parser("metadata", help="record a teacher's per-class activation statistics, to distill from later "
+                                        "without the data (Lopes et al. 2017)")
+    p.add_argument("teacher", help="teacher model.safetensors")
+    p.add_argument("--data", help="its training data (default: the dataset the teacher records)")
+    p.add_argument("--records", choices=["top", "all", "spectral"], default="top",
+                   help="top: the temperature-scaled logits; all: every layer's pre-activations (full covariance, "
+                        "diagonal where singular or wide); spectral: each layer's top-k activation-graph modes "
+                        "(default top)")
+    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+    p.add_argument("--modes", type=int, default=32, help="spectral: eigen-pairs kept per layer (default 32)")
+    p.add_argument("--max-full", type=int, default=1536,
+                   help="widest layer recorded with a full covariance (default 1536)")
+    p.add_argument("--val-size", type=int, help="validation images left out of the records (default as train)")
+    p.add_argument("--out", help="FILE.safetensors (default metadata-RECORDS.safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_trust(p)
+    _add_quiet(p)
+
+    p = sub.add_parser("datafree", help="distill a teacher without its training data: a transfer set made from the "
+                                        "teacher alone, then KD")
+    p.add_argument("--teacher", help="teacher model.safetensors (required)")
+    p.add_argument("--method", help=f"NAME[:key=value,...] (required): {TEXT['datafree']}")
+    p.add_argument("--student", help="student model spec (required; see --model of 'distillab train --help')")
+    p.add_argument("--samples", type=int, help="transfer-set images (the method's option samples)")
+    p.add_argument("--iterations", type=int, help="the method's synthesis budget (its option iterations)")
+    p.add_argument("--temperature", type=float, help=f"of the kd loss ({_default('hinton', 'temperature')}); not "
+                                                     "with --loss")
+    p.add_argument("--loss", action="append", help="loss term NAME[:key=value,...], repeatable (default kd at "
+                                                   "--temperature, weight 1)")
+    _add_training(p)
+    p.set_defaults(data=None)
+    _add_trust(p)
+    _add_output(p)
+    _add_resume(p, "epochs")
+    _add_loggers(p)
+
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
     p.add_argument("model", help="model.safetensors")
     p.add_argument("--data")
@@ -252,6 +293,24 @@ def build_parser() -> Parser:
     p.add_argument("--top-k", type=int)
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
     p.add_argument("--out", help="FILE.npz")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    _add_trust(p)
+    _add_quiet(p)
+
+    p = sub.add_parser("pseudolabel", help="label unlabeled images by a teacher's predictions averaged over "
+                                           "transformed views (omni-supervised learning)")
+    p.add_argument("--teacher", help="teacher model.safetensors (required)")
+    p.add_argument("--data", help="the unlabeled images (required): npz:PATH (an 'x' without 'y'), folder:PATH (image "
+                                  "files directly in it), or a labelled dataset, whose labels are not used")
+    p.add_argument("--transforms", help="views averaged besides the original, comma-joined: identity (none: a single "
+                                        "pass), shift (+-2 px), scale (0.9, 1.1), rotate (+-10 degrees), flip "
+                                        f"({_default('pseudolabel', 'transforms')})")
+    p.add_argument("--threshold", type=float, help="keep the images whose averaged top probability is at least this "
+                                                   f"({_default('pseudolabel', 'threshold')}: all)")
+    p.add_argument("--soft", action="store_true", default=None,
+                   help="keep the averaged probabilities as soft labels instead of the most likely class")
+    p.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
+    p.add_argument("--out", help="FILE.npz (default runs/pseudolabel-<timestamp>.npz)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_trust(p)
     _add_quiet(p)
@@ -327,6 +386,18 @@ EXAMPLES = {
                  "distillab condense --data mnist --method dm:iterations=1000,batch_real=256 --ipc 10",
                  "distillab condense --data mnist --method bptt:model=[lenet5:init=xavier],init_net=random --ipc 10"],
     "predict": ["distillab predict T.safetensors --data mnist --output probs --top-k 5 --out api.npz"],
+    "pseudolabel": ["distillab pseudolabel --teacher T.safetensors --data npz:unlabeled.npz --transforms "
+                    "shift,scale,rotate --out labels.npz",
+                    "distillab train --data npz:labeled.npz --model lenet5 --pseudo labels.npz --pseudo-ratio 6:4",
+                    "distillab pseudolabel --teacher T.safetensors --data folder:photos --transforms flip,scale "
+                    "--threshold 0.9 --soft --out soft.npz"],
+    "metadata": ["distillab metadata T.safetensors --records all --out meta-all.safetensors",
+                 "distillab metadata T.safetensors --data mnist --records top --temperature 8 --out meta-top.safetensors"],
+    "datafree": ["distillab datafree --teacher T.safetensors --method dafl --student lenet5-half --epochs 20",
+                 "distillab datafree --teacher T.safetensors --method lopes:metadata=meta-all.safetensors "
+                 "--student mlp:hidden=800-800 --samples 24000 --iterations 300",
+                 "distillab datafree --teacher bn.safetensors --method deepinversion --student lenet5-half --quiet",
+                 "distillab datafree --teacher T.safetensors --method noise --student lenet5-half      # the floor"],
     "data": ["distillab data fetch mnist", "distillab data info digits"],
     "demo": ["distillab demo --quick      # 20 seconds on scikit-learn's digits",
              "distillab demo --out runs/demo      # MNIST, minutes"],
@@ -471,11 +542,44 @@ EXAMPLES["experts"] = ["distillab experts --data mnist --model convnet:width=128
                        "distillab experts --resume runs/experts-mnist      # after a kill or Ctrl-C"]
 
 
+def _cmd_metadata(a):
+    from .api import metadata
+
+    return metadata(a.teacher, data=a.data, records=a.records, temperature=a.temperature, out=a.out,
+                    overwrite=a.overwrite, val_size=a.val_size, max_full=a.max_full, modes=a.modes, quiet=a.quiet,
+                    trust_code=a.trust_code).metrics
+
+
+def _cmd_datafree(a):
+    from .api import datafree
+
+    if a.resume:
+        return _resumed(a, "datafree")
+    require(a.teacher and a.method and a.student, "datafree needs --teacher MODEL.safetensors, --method NAME and "
+                                                  "--student SPEC, e.g. --method dafl --student lenet5-half")
+    for flag, value in (("--seeds", a.seeds), ("--val-size", a.val_size), ("--pseudo", a.pseudo)):
+        require(value is None, f"{flag} does not apply to datafree (the student learns on the transfer set only)")
+    return datafree(a.teacher, method=a.method, student=a.student, data=a.data, losses=a.loss,
+                    temperature=a.temperature, samples=a.samples, iterations=a.iterations, out=a.out,
+                    overwrite=a.overwrite, quiet=a.quiet, trust_code=a.trust_code,
+                    **{k: v for k, v in _train_options(a).items() if k not in ("pseudo", "pseudo_ratio")},
+                    **_run_options(a)).metrics
+
+
 def _cmd_predict(a):
     from .api import predict
 
     return predict(a.model, a.data, split=a.split, output=a.output, top_k=a.top_k, out=a.out, device=a.device,
                    overwrite=a.overwrite, quiet=a.quiet, trust_code=a.trust_code)
+
+
+def _cmd_pseudolabel(a):
+    from .api import pseudolabel
+
+    require(a.teacher and a.data, "pseudolabel needs --teacher MODEL.safetensors and --data UNLABELED (npz:PATH, "
+                                  "folder:PATH or a dataset)")
+    return pseudolabel(a.teacher, a.data, transforms=a.transforms, threshold=a.threshold, soft=a.soft, out=a.out,
+                       overwrite=a.overwrite, device=a.device, quiet=a.quiet, trust_code=a.trust_code)
 
 
 def _cmd_data(a):
@@ -588,7 +692,8 @@ def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> l
 COMMANDS = {"train": _cmd_train, "kd": _cmd_kd, "inspect": _cmd_inspect, "evaluate": _cmd_evaluate,
             "condense": _cmd_condense, "predict": _cmd_predict, "data": _cmd_data, "demo": _cmd_demo,
             "export": _cmd_export, "import-synset": _cmd_import_synset, "bench": _cmd_bench,
-            "experts": _cmd_experts}
+            "experts": _cmd_experts, "pseudolabel": _cmd_pseudolabel, "metadata": _cmd_metadata,
+            "datafree": _cmd_datafree}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -20,6 +20,7 @@ TEXT = {'train': {'epochs': 10,
            'select': 'last',
            'device': 'cpu'},
  'hinton': {'temperature': 4.0, 'alpha': 0.9},
+ 'pseudolabel': {'transforms': 'shift,scale,rotate', 'threshold': 0.0, 'soft': False, 'ratio': '6:4'},
  'protocol': {'epochs': 300,
               'lr': 0.01,
               'momentum': 0.9,
@@ -30,8 +31,8 @@ TEXT = {'train': {'epochs': 10,
               'runs': 5,
               'models': ['convnet:width=128,depth=3']},
  'losses': 'at (w=1000.0, student=penultimate, teacher=penultimate); ce (w=1.0, smoothing=0.0); hint (w=1.0, '
-           'student=penultimate, teacher=penultimate); kd (w=1.0, T=4.0); logit-mse (w=1.0, center=0, reduce=sum); '
-           'rkd (w=1.0, student=penultimate, teacher=penultimate, distance=25.0, angle=50.0)',
+           'student=penultimate, teacher=penultimate); kd (w=1.0, T=4.0, noise=0.0); logit-mse (w=1.0, center=0, '
+           'reduce=sum); rkd (w=1.0, student=penultimate, teacher=penultimate, distance=25.0, angle=50.0)',
  'methods': 'bptt (iterations=1000, steps=10, epochs=3, lr_init=0.02, lr_img=0.01, batch_real=1024, '
             'init_net=fixed, model=lenet5, lr_decay_every=0, lr_decay=0.5, init=real); dm (iterations=1000, '
             'lr_img=1.0, momentum=0.5, batch_real=256, model=[convnet:width=128,depth=3], dsa=1, init=real); gm '
@@ -44,22 +45,29 @@ TEXT = {'train': {'epochs': 10,
             'model=[convnet:width=128,depth=3], dsa=1, init=real, unroll=checkpointed); random (no options)',
  'labels': 'iterations=300, steps=10, lr_inner=0.1, lr=0.01, batch_real=256, model=[convnet:width=32,depth=3], '
            'init_logit=3.0',
+ 'datafree': 'dafl (samples=12000, iterations=1500, batch=256, lr=0.01, latent=100, width=32, oh=1.0, '
+             'activation=0.1, balance=5.0); deepinversion (samples=12000, iterations=300, batch=256, lr=0.1, '
+             'bn=1.0, tv=0.05, l2=0.001, jitter=2, flip=0); lopes (samples=12000, metadata=, records=, '
+             'iterations=300, batch=256, lr=0.07, init_mean=0.15, init_std=0.1); noise (samples=12000, scale=1.0)',
  'benchmarks': ['dd-mnist',
                 'wang2018',
                 'eval-speed',
                 'dm-speed',
                 'cross-arch',
+                'datafree-mnist',
                 'hinton-mnist',
                 'ls-teacher',
                 'kd-losses',
                 'takd',
                 'rkd',
                 'kd-speed',
+                'noisy-teacher',
                 'mtt-memory',
+                'omni-mnist',
                 'perf']}
 
 MODELS = ("mlp:hidden=800-800[,dropout=0.5][,input_dropout=0.2]; convnet:width=128,depth=3,norm=instance|batch|layer|"
-          "none,pool=avg|max (1-D for signals); lenet5; lenet5-half; resnet18[:width=64,norm=batch]; any of these "
+          "none,pool=avg|max (1-D for signals); lenet5[:norm=none|batch]; lenet5-half; resnet18[:width=64,norm=batch]; any of these "
           "takes init=default|xavier; import:pkg.module:factory[:key=value,...]")
 
 
@@ -67,14 +75,17 @@ def live() -> dict:
     """TEXT as the code has it now (imports torch)."""
     import dataclasses
 
-    from .api import Hinton, Protocol, TrainConfig, labels_help, loss_help, method_help
+    from .api import (Hinton, Mixing, Protocol, PseudoLabelConfig, TrainConfig, datafree_help, labels_help, loss_help,
+                      method_help)
     from .bench import BENCHMARKS
 
     return {"train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),
+            "pseudolabel": {**dataclasses.asdict(PseudoLabelConfig()), **dataclasses.asdict(Mixing())},
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                          for f in dataclasses.fields(Protocol)},
-            "losses": loss_help(), "methods": method_help(), "labels": labels_help(), "benchmarks": list(BENCHMARKS)}
+            "losses": loss_help(), "methods": method_help(), "labels": labels_help(), "datafree": datafree_help(),
+            "benchmarks": list(BENCHMARKS)}
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def data_home() -> Path:
 
 @dataclass
 class ImageSet:
-    """Images (N, C, H, W) float32 and labels (N,) int64."""
+    """Images (N, C, H, W) float32 and labels (N,) int64 (pseudo-labels may be probability rows (N, K))."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -67,6 +67,15 @@ class ImageSet:
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
         return ImageSet(self.x[index], self.y[index])
+
+
+@dataclass
+class PseudoRows:
+    """Pseudo-labelled rows (normalised like the training split; labels (N,) or probability rows (N, K)) that
+    training mixes into every batch: ``ratio`` = (labelled, pseudo) rows per batch."""
+
+    rows: ImageSet
+    ratio: tuple[int, int]
 
 
 @dataclass
@@ -610,6 +619,9 @@ def _layout_of(arrays: dict, path) -> str | None:
 
 def _load_npz(path: Path) -> Dataset:
     arrays = read_npz(path)
+    require("x" in arrays and "y" in arrays or "x" not in arrays,
+            f"{path} holds examples 'x' but no labels 'y': unlabeled data, which 'distillab pseudolabel --data "
+            f"npz:{path}' takes; training needs arrays 'x' and 'y' (and optionally x_test, y_test)")
     require("x" in arrays and "y" in arrays, f"{path} must hold arrays 'x' and 'y' (and optionally x_test, y_test)")
     require("x_test" not in arrays or "y_test" in arrays, f"{path} has x_test but no y_test")
     layout = _layout_of(arrays, path)
@@ -697,44 +709,57 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _read_class_folders(root: Path, classes: list[str] | None):
-    from PIL import Image
-
     found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if classes is not None:
         extra = sorted(set(found) - set(classes))
         require(not extra, f"{root} has class folder(s) {', '.join(extra[:5])} that the training data lacks")
     classes = classes or found
+    if not classes and _image_files(root):
+        raise DistillabError(f"{root} holds images but no class sub-folders: unlabeled data, which 'distillab "
+                             f"pseudolabel --data folder:{root}' takes; training needs {root}/<class>/<image files>")
     require(classes, f"{root} has no class sub-folders; expected {root}/<class>/<image files>")
     require(len(classes) <= MAX_CLASSES, f"{root} has {len(classes):,} class folders, more than {MAX_CLASSES:,}")
-    xs, ys, size, total = [], [], None, 0
+    files, ys = [], []
     for label, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
             continue
-        for f in sorted(folder.iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(f) as im:
-                    require(size is None or im.size == size, f"{root}: images differ in size ({size} and {im.size} "
-                                                             f"at {f}); resize them to one size")
-                    size = im.size
-                    total += 3 * 4 * size[0] * size[1]  # float32 RGB, before grey images drop two channels
-                    require(total <= MAX_ARRAY_BYTES, f"{root} holds more than {MAX_ARRAY_BYTES / 1024 ** 3:.0f} GiB "
-                                                      "of images, more than distillab reads")
-                    xs.append(np.asarray(im.convert("RGB")))
-            except DistillabError:
-                raise
-            except Exception:
-                raise DistillabError(f"{f} is not a readable image") from None
+        for f in _image_files(folder):
+            files.append(f)
             ys.append(label)
-    require(xs, f"{root} holds no images (png, jpg, ...) in its class sub-folders")
-    require(classes is not None and len(xs) >= 1 and root.name == "test" or len(xs) >= 3,
-            f"{root} holds {len(xs)} image(s); at least 3 are needed (train, validation, test)")
+    require(files, f"{root} holds no images (png, jpg, ...) in its class sub-folders")
+    require(classes is not None and len(files) >= 1 and root.name == "test" or len(files) >= 3,
+            f"{root} holds {len(files)} image(s); at least 3 are needed (train, validation, test)")
+    return _read_images(root, files), torch.tensor(ys, dtype=torch.int64), classes
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return [f for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+
+
+def _read_images(root: Path, files: list[Path]) -> torch.Tensor:
+    """The image files as (N, C, H, W) in [0, 1]: one size for all, grey images one channel."""
+    from PIL import Image
+
+    xs, size, total = [], None, 0
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                require(size is None or im.size == size, f"{root}: images differ in size ({size} and {im.size} "
+                                                         f"at {f}); resize them to one size")
+                size = im.size
+                total += 3 * 4 * size[0] * size[1]  # float32 RGB, before grey images drop two channels
+                require(total <= MAX_ARRAY_BYTES, f"{root} holds more than {MAX_ARRAY_BYTES / 1024 ** 3:.0f} GiB "
+                                                  "of images, more than distillab reads")
+                xs.append(np.asarray(im.convert("RGB")))
+        except DistillabError:
+            raise
+        except Exception:
+            raise DistillabError(f"{f} is not a readable image") from None
     x = np.stack(xs)
     if all(np.array_equal(x[..., 0], x[..., c]) for c in (1, 2)):
         x = x[..., :1]  # grey images stay one channel
-    return _as_images(x, str(root)), torch.tensor(ys, dtype=torch.int64), classes
+    return _as_images(x, str(root))
 
 
 def _load_folder(path: Path) -> Dataset:
@@ -754,6 +779,65 @@ def _load_folder(path: Path) -> Dataset:
     ds = Dataset(f"folder:{path}", train, test, classes, mean, std, str(path))
     _check_classes(ds)
     return ds
+
+
+# ---- unlabeled data -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Unlabeled:
+    """Images without labels, raw in [0, 1] (N, C, H, W): what pseudo-labelling reads. ``labelled``: the source had
+    labels, which are not used."""
+
+    spec: str
+    x: torch.Tensor
+    labelled: bool = False
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])
+
+    def sha256(self) -> str:
+        return images_sha256(self.x)
+
+
+def images_sha256(x: torch.Tensor) -> str:
+    """sha256 of images as float32 (their shape included): which exact images a record was made from."""
+    h = hashlib.sha256(str(tuple(x.shape)).encode())
+    h.update(np.ascontiguousarray(x.detach().cpu().float().numpy()).tobytes())
+    return h.hexdigest()
+
+
+def load_unlabeled(spec: str, fetch: bool = True) -> Unlabeled:
+    """Unlabeled images by spec: ``npz:PATH`` of an ``x`` without ``y`` (its ``layout`` honoured, any test arrays
+    ignored), ``folder:PATH`` with the image files directly in it, or any labelled dataset spec, whose training
+    images are taken as they ``load()`` them (its labels and its test split are not used). Paths become absolute,
+    so a record of the spec finds the data from anywhere."""
+    require(isinstance(spec, str) and spec != "", "give the unlabeled data as a spec: npz:PATH (an 'x' without "
+                                                  "'y'), folder:PATH (image files), or a dataset name")
+    name, _, arg = spec.partition(":")
+    if name in ("npz", "folder") and arg:
+        path = Path(arg).resolve()
+        spec = f"{name}:{path}"
+        if name == "npz":
+            arrays = read_npz(path)
+            require("x" in arrays, f"{path} holds no examples 'x'")
+            if "y" not in arrays:
+                x = _as_images(arrays["x"], str(path), _layout_of(arrays, path))
+                require(bool(torch.isfinite(x).all()), f"{path}: the images contain NaN or infinite values; clean "
+                                                       "the data")
+                return Unlabeled(spec, x)
+        else:
+            require(path.is_dir(), f"no such folder: {path}")
+            if not any(d.is_dir() and not d.name.startswith(".") for d in path.iterdir()):
+                files = _image_files(path)
+                require(files, f"{path} holds no images (png, jpg, ...) and no class sub-folders")
+                return Unlabeled(spec, _read_images(path, files))
+    ds = load(spec, fetch)
+    return Unlabeled(ds.spec, ds.train.x, labelled=True)
 
 
 def info(ds: Dataset) -> dict:

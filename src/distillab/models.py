@@ -2,7 +2,7 @@
 
     mlp:hidden=800-800[,dropout=0.5][,input_dropout=0.2]
     convnet:width=128,depth=3,norm=instance|batch|layer|none,pool=avg|max   (the dataset-distillation ConvNet-3)
-    lenet5, lenet5-half
+    lenet5[:norm=none|batch], lenet5-half[:norm=...]
     resnet18[:width=64,norm=batch]                                            (CIFAR-style: 3x3 stem, no max-pool)
     any built-in model also takes init=default|xavier (xavier: Xavier-normal conv/linear weights, zero biases)
     import:pkg.module:factory[:key=value,...]                                 (factory(input_shape=, num_classes=))
@@ -123,19 +123,25 @@ class ConvNet(nn.Module):
 class LeNet5(nn.Module):
     """LeNet-5 (ReLU, max-pool); ``half`` halves every layer's width (DAFL's LeNet-5-half)."""
 
-    def __init__(self, input_shape, num_classes, half=False):
+    def __init__(self, input_shape, num_classes, half=False, norm="none"):
         super().__init__()
         c1, c2, f1, f2 = (3, 8, 60, 42) if half else (6, 16, 120, 84)
+        batch = norm == "batch"  # BatchNorm after every conv and hidden linear layer (DeepInversion's teachers)
         channels, height, width = input_shape
         require(min(height, width) >= 4, f"lenet5 takes images of at least 4x4 pixels (it pools twice), got "
                                          f"{height}x{width}; use mlp or convnet")
         pad2 = 0 if min(height, width) // 2 >= 10 else 2  # small inputs (8x8 digits) keep their size
         self.features = nn.Sequential(
-            nn.Conv2d(channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5, padding=pad2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+            nn.Conv2d(channels, c1, 5, padding=2), *([nn.BatchNorm2d(c1)] if batch else []), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5, padding=pad2), *([nn.BatchNorm2d(c2)] if batch else []), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten())
+        was_training = self.features.training
+        self.features.eval()  # the size probe must not move BatchNorm's running statistics
         with torch.no_grad():
             n = self.features(torch.zeros(1, *input_shape)).shape[1]
-        self.fc = nn.Sequential(nn.Linear(n, f1), nn.ReLU(), nn.Linear(f1, f2), nn.ReLU())
+        self.features.train(was_training)
+        self.fc = nn.Sequential(nn.Linear(n, f1), *([nn.BatchNorm1d(f1)] if batch else []), nn.ReLU(),
+                                nn.Linear(f1, f2), *([nn.BatchNorm1d(f2)] if batch else []), nn.ReLU())
         self.classifier = nn.Linear(f2, num_classes)
 
     def forward(self, x):
@@ -192,7 +198,8 @@ def _build(spec: Spec, input_shape, num_classes) -> nn.Module:
                         norm=o.get_str("norm", "instance", ("instance", "batch", "layer", "none")),
                         pool=o.get_str("pool", "avg", ("avg", "max")))
     elif spec.name in ("lenet5", "lenet5-half"):
-        model = LeNet5(input_shape, num_classes, half=spec.name == "lenet5-half")
+        model = LeNet5(input_shape, num_classes, half=spec.name == "lenet5-half",
+                       norm=o.get_str("norm", "none", ("none", "batch")))
     elif spec.name == "resnet18":
         model = ResNet18(input_shape, num_classes, width=o.get_int("width", 64, 1),
                          norm=o.get_str("norm", "batch", ("batch", "instance", "layer", "none")))

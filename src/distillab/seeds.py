@@ -7,10 +7,12 @@ them, and a new stream gets a new name rather than a changed formula.
 |--------------|---------------|-----------------------------------------------------------------|
 | ``main``     | seed          | a run's own draws: model init, batch order, augmentation, condensing |
 | ``dropout``  | seed + 1      | dropout masks during training                                   |
-| ``connectors`` | seed + 2    | learned connectors of feature losses (FitNets hints)            |
+| ``connectors`` | seed + 2    | loss terms' ``build``, in order: connectors (FitNets hints), kd's noise seed |
 | ``protocol`` | seed * 1000 + i | the i-th model spec of the evaluation protocol, or the i-th as-made run |
 | ``expert``   | seed * 100003 + 50021 + i | the i-th expert trajectory (``distillab experts``)          |
 | ``labels``   | seed + 10000  | a condensation's label mode (learned labels), after the method's draws |
+| ``synthesis`` | seed + 20000 | a data-free method's transfer set (``distillab datafree``)          |
+| ``subset``   | seed * 7919 + 30011 + i | a benchmark's labelled subset of a dataset (``bench omni-mnist``) |
 
 The global RNG is never seeded or drawn from (module constructors run on a fork of it, ``models``).
 """
@@ -26,6 +28,8 @@ STREAMS = {
     "protocol": lambda seed, index: seed * 1000 + index,
     "expert": lambda seed, index: seed * 100_003 + 50_021 + index,
     "labels": lambda seed, index: seed + 10_000 + index,
+    "synthesis": lambda seed, index: seed + 20_000 + index,
+    "subset": lambda seed, index: seed * 7_919 + 30_011 + index,
 }
 
 

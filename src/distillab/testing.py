@@ -1,14 +1,17 @@
 """The contract every plug-in meets, as scikit-learn's ``check_estimator`` checks every estimator.
 
-    from distillab.testing import check_loss_term, check_method
+    from distillab.testing import check_datafree, check_loss_term, check_method
     check_loss_term(MyLoss)      # raises AssertionError naming the broken promise
     check_method(MyMethod)
+    check_datafree(MyDataFreeMethod)
 
-The test suite runs both over every registered loss term and condensation method; a new part gets them for free.
+The test suite runs them over every registered loss term, condensation method and data-free method; a new part gets
+them for free.
 Checked: options round-trip through the spec string and the file metadata; an unknown option is a one-line error;
-the same seed gives identical output; the global RNG is neither changed nor read; values (and, for losses,
-gradients) are finite; a method returns the asked number of images per class in the data's shape, class-major;
-a distance-like loss is zero when the student equals the teacher.
+the same seed gives identical output; the global RNG is neither changed nor read; a loss term draws only from the
+streams it declares (``generators()``, checkpointed with a run); values (and, for losses, gradients) are finite; a
+method returns the asked number of images per class in the data's shape, class-major; a distance-like loss is zero
+when the student equals the teacher.
 """
 
 from __future__ import annotations
@@ -105,34 +108,44 @@ def _loss_run(cls, options: dict, seed: int, same_teacher: bool = False):
     term = cls(**options)
     objective = Distillation(ModelTeacher(teacher, term.teacher_taps()), [term])
     extra = objective.attach(student, x, idx, generator=seeds.generator(seed, "connectors"))
+    streams = {name: g.get_state() for name, g in term.generators().items()}
     student.train()
     values = objective(student, x, y, idx)
     assert values and all(isinstance(k, str) and torch.is_tensor(v) and v.dim() == 0 for k, v in values.items()), \
         f"{cls.__name__} must return a dict of named scalar tensors, got {values!r}"[:300]
     sum(values.values()).backward()
+    for name, g in term.generators().items():  # the streams it declares back where they were: the same values
+        g.set_state(streams[name])
+    with torch.no_grad():
+        replay = objective(student, x, y, idx)
+    assert all(torch.equal(values[k].detach(), replay[k]) for k in values), \
+        f"{cls.__name__}: the same batch from the same state of its streams (generators()) gave other values; " \
+        "a term draws only from the generators it declares, which the training loop checkpoints"
     params = [p for m in (student, *extra) for p in m.parameters()]
     grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
     return {k: v.detach() for k, v in values.items()}, grads
 
 
-def check_loss_term(cls: type) -> None:
-    """Run a LossTerm class through the shared contract (see the module docstring)."""
+def check_loss_term(cls: type, options: dict | None = None) -> None:
+    """Run a LossTerm class through the shared contract (see the module docstring), with ``options`` (default:
+    the class's ``example``): give them to check a setting that takes another path (a term that draws noise)."""
     assert isinstance(cls, type) and issubclass(cls, LossTerm) and dataclasses.is_dataclass(cls), \
         f"{cls!r} is not a LossTerm dataclass"
     assert cls.name and LOSSES.get(cls.name) is cls, f"{cls.__name__} is not registered (register_loss)"
-    _check_options(LOSSES, cls, dict(cls.example))
+    options = dict(cls.example if options is None else options)
+    _check_options(LOSSES, cls, options)
     with _global_rng_set_to(1):
-        values, grads = _loss_run(cls, cls.example, seed=0)
+        values, grads = _loss_run(cls, options, seed=0)
     with _global_rng_set_to(2):
-        again, grads_again = _loss_run(cls, cls.example, seed=0)
+        again, grads_again = _loss_run(cls, options, seed=0)
     assert values.keys() == again.keys() and all(torch.equal(values[k], again[k]) for k in values), \
         f"{cls.__name__}: the same seed gave other values ({values} vs {again})"
     assert all(torch.equal(a, b) for a, b in zip(grads, grads_again)), f"{cls.__name__}: the same seed gave other gradients"
     assert all(math.isfinite(float(v)) for v in values.values()), f"{cls.__name__}: values not finite: {values}"
     assert all(bool(torch.isfinite(g).all()) for g in grads), f"{cls.__name__}: gradients not finite"
     assert any(bool(g.abs().sum() > 0) for g in grads), f"{cls.__name__}: no gradient reaches the student"
-    if cls.distance_like:
-        same, _ = _loss_run(cls, cls.example, seed=0, same_teacher=True)
+    if cls(**options).distance_like:
+        same, _ = _loss_run(cls, options, seed=0, same_teacher=True)
         assert all(abs(float(v)) < 1e-5 for v in same.values()), \
             f"{cls.__name__} is distance-like but not zero when the student equals the teacher: {same}"
 
@@ -185,3 +198,57 @@ def check_method(cls: type, train: TrainSet | None = None, ipc: int = 2) -> None
         f"{cls.__name__}: the set does not record how it was made"
     assert synset.meta["budget"]["real_images_read"] > 0, \
         f"{cls.__name__}: read no real image through train.read(idx); the set's budget cannot count what it used"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data-free methods
+
+
+def contract_teacher(norm: str = "batch"):
+    """A small teacher (LeNet-5, BatchNorm when ``norm='batch'``) briefly trained on digits, frozen for a
+    data-free method; with its training split."""
+    from .data import load, split
+    from .datafree import FrozenTeacher
+    from .training import TrainConfig, fit
+
+    splits = split(load("digits"))
+    model = build_model(f"lenet5:norm={norm}", splits.input_shape, splits.num_classes, seeds.generator(0))
+    fit(model, splits, TrainConfig(epochs=3, batch_size=64, lr=0.05))
+    return FrozenTeacher(model, splits.input_shape, splits.classes, splits.mean, splits.std), splits
+
+
+def check_datafree(cls: type, teacher=None, options: dict | None = None) -> None:
+    """Run a DataFreeMethod class through the shared contract: options round-trip; ``samples`` images of the
+    teacher's input shape with one valid label each; progress reported ``steps(samples)`` times with finite
+    losses; the same seed gives the same images; the global RNG is neither changed nor read. Runs with
+    ``cls.quick`` (and ``options``, e.g. a metadata file)."""
+    from .datafree import DATAFREE, DataFreeMethod, synthesize
+
+    assert isinstance(cls, type) and issubclass(cls, DataFreeMethod) and dataclasses.is_dataclass(cls), \
+        f"{cls!r} is not a DataFreeMethod dataclass"
+    assert cls.name and DATAFREE.get(cls.name) is cls, f"{cls.__name__} is not registered (register_datafree)"
+    options = {**cls.quick, **(options or {})}
+    _check_options(DATAFREE, cls, options)
+    teacher = teacher or contract_teacher()[0]
+    method = cls(**options)
+
+    def run():
+        steps = []
+        made = synthesize(teacher, method, seed=3, progress=lambda it, loss: steps.append((it, loss)))
+        return made, steps
+
+    with _global_rng_set_to(1):
+        made, steps = run()
+    with _global_rng_set_to(2):
+        again, _ = run()
+    n = method.samples
+    assert tuple(made["images"].shape) == (n, *teacher.input_shape), \
+        f"{cls.__name__}: images of shape {tuple(made['images'].shape)} for {n} samples"
+    assert made["labels"].shape == (n,) and int(made["labels"].min()) >= 0 \
+        and int(made["labels"].max()) < teacher.num_classes, f"{cls.__name__}: not one valid label per image"
+    assert bool(torch.isfinite(made["images"]).all()), f"{cls.__name__}: images not finite"
+    assert torch.equal(made["images"], again["images"]) and torch.equal(made["labels"], again["labels"]), \
+        f"{cls.__name__}: the same seed gave another transfer set"
+    assert len(steps) == method.steps(n), f"{cls.__name__}: reported progress {len(steps)} times for " \
+                                          f"{method.steps(n)} steps"
+    assert all(math.isfinite(loss) for _, loss in steps), f"{cls.__name__}: progress losses not finite"

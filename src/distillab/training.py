@@ -18,8 +18,8 @@ from torch import nn
 
 from . import distributed, seeds
 from .augmentation import Augmenter
-from .checkpoint import Checkpoints, loop_running, restore
-from .data import ImageSet, Splits
+from .checkpoint import Checkpoints, loop_running, pack, restore, unpack
+from .data import ImageSet, PseudoRows, Splits
 from .errors import DistillabError, require
 from .models import set_dropout_generator
 from .reporting import SILENT, Reporter
@@ -177,7 +177,63 @@ class FitResult:
     precision_probe: dict | None = None
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Batches that mix labelled and pseudo-labelled rows
+
+
+def mixed_split(batch_size: int, ratio: tuple[int, int]) -> tuple[int, int]:
+    """(labelled, pseudo) rows of one batch at ``ratio``, the labelled share rounded half up, each at least 1."""
+    a, b = ratio
+    require(batch_size >= 2, f"--batch-size must be at least 2 to mix labelled and pseudo-labelled rows, got "
+                             f"{batch_size}")
+    labelled = min(batch_size - 1, max(1, math.floor(batch_size * a / (a + b) + 0.5)))
+    return labelled, batch_size - labelled
+
+
+def mixed_steps(n_labelled: int, n_pseudo: int, batch_size: int, ratio: tuple[int, int]) -> int:
+    """Steps of a mixed epoch: one pass over whichever set takes more batches at its share (the other is drawn
+    again, a fresh permutation each time it runs out)."""
+    per_l, per_p = mixed_split(batch_size, ratio)
+    return max(math.ceil(n_labelled / per_l), math.ceil(n_pseudo / per_p))
+
+
+def _stream(n: int, length: int, generator: torch.Generator) -> torch.Tensor:
+    """``length`` positions 0..n-1: permutations one after another, so no row comes again before every row came."""
+    parts = [torch.randperm(n, generator=generator) for _ in range(math.ceil(length / n))]
+    return torch.cat(parts)[:length]
+
+
+def mixed_order(n_labelled: int, n_pseudo: int, batch_size: int, ratio: tuple[int, int],
+                generator: torch.Generator) -> torch.Tensor:
+    """One epoch's positions, batch after batch: every batch of ``batch_size`` holds exactly ``mixed_split``
+    labelled rows (positions 0..n_labelled-1) then pseudo-labelled ones (n_labelled..)."""
+    per_l, per_p = mixed_split(batch_size, ratio)
+    steps = mixed_steps(n_labelled, n_pseudo, batch_size, ratio)
+    labelled = _stream(n_labelled, steps * per_l, generator).view(steps, per_l)
+    pseudo = _stream(n_pseudo, steps * per_p, generator).view(steps, per_p) + n_labelled
+    return torch.cat([labelled, pseudo], 1).reshape(-1)
+
+
+def mixed_rows(train: ImageSet, pseudo: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training rows followed by the pseudo-labelled ones; with soft pseudo-labels (N, K) every label becomes
+    a probability row (the labelled ones one-hot), which cross-entropy takes as it takes class indices."""
+    require(tuple(pseudo.x.shape[1:]) == tuple(train.x.shape[1:]),
+            f"pseudo-labelled images are {tuple(pseudo.x.shape[1:])}, the training images "
+            f"{tuple(train.x.shape[1:])}")
+    y, yp = train.y, pseudo.y
+    if is_soft(yp):
+        y = F.one_hot(y, yp.shape[1]).to(yp.dtype)
+    return torch.cat([train.x, pseudo.x.to(train.x.dtype)]), torch.cat([y, yp])
+
+
 PROBE_STEPS = 4
+
+
+def objective_state(objective) -> dict:
+    """What an objective asks the loop to checkpoint (``objective.live_state()``: a tree of generators, tensors,
+    modules); an objective without that method has none."""
+    live_state = getattr(objective, "live_state", None)
+    return live_state() if callable(live_state) else {}
 
 
 def choose_precision(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
@@ -190,7 +246,10 @@ def choose_precision(model: nn.Module, objective: Objective, x: torch.Tensor, y:
     idx = torch.arange(min(cfg.batch_size, len(y)), device=x.device)
     xb, yb = x[idx], y[idx]
     seconds, losses = {}, {}
+    own = objective_state(objective)  # the objective's streams: both probes draw the same, then are undone
+    saved = copy.deepcopy(unpack(*pack(own)))
     for precision in ("fp32", "bf16"):
+        restore(own, saved)
         net = copy.deepcopy(model).train()
         extras = [copy.deepcopy(m) for m in extra_modules]
         set_dropout_generator(net, torch.Generator(device=x.device).manual_seed(0))
@@ -208,6 +267,7 @@ def choose_precision(model: nn.Module, objective: Objective, x: torch.Tensor, y:
             opt.step()
             times.append(timer() - t0)
         seconds[precision] = sorted(times[1:])[len(times[1:]) // 2]
+    restore(own, saved)
     agree = abs(losses["bf16"] - losses["fp32"]) <= 0.02 * max(abs(losses["fp32"]), 1e-6)
     faster = seconds["bf16"] <= 0.9 * seconds["fp32"]
     choice = "bf16" if agree and faster else "fp32"
@@ -218,8 +278,11 @@ def choose_precision(model: nn.Module, objective: Objective, x: torch.Tensor, y:
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective | None = None,
         extra_modules: list[nn.Module] = (), on_epoch: Callable[[dict], None] | None = None,
         on_step: Callable[[dict], None] | None = None, reporter: Reporter = SILENT, desc: str = "train",
-        checkpoints: Checkpoints | None = None) -> FitResult:
+        checkpoints: Checkpoints | None = None, pseudo: PseudoRows | None = None) -> FitResult:
     """Train ``model`` on ``splits.train``; validation accuracy after each epoch; returns the history.
+
+    ``pseudo``: pseudo-labelled rows mixed into every batch at their ratio (``mixed_order``); the objective then
+    sees positions in ``splits.train`` followed by those rows.
 
     With ``cfg.select == "best-val"`` the weights of the epoch with the best validation accuracy are restored.
     ``checkpoints``: saved every ``checkpoints.every`` epochs and when a stop is requested (then ``Interrupted`` is
@@ -236,12 +299,19 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
     optimizer = make_optimizer(params, cfg)
     augment = Augmenter(cfg.augment, splits.mean, splits.std, allow_flip=True)
     x_all, y_all = splits.train.x.to(device), splits.train.y.to(device)
+    if pseudo is not None:
+        x_all, y_all = (v.to(device) for v in mixed_rows(splits.train, pseudo.rows))
     n = len(y_all)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = math.ceil(n / cfg.batch_size) if pseudo is None else \
+        mixed_steps(len(splits.train), len(pseudo.rows), cfg.batch_size, pseudo.ratio)
+    rows_per_epoch = n if pseudo is None else steps_per_epoch * cfg.batch_size
     total_steps = cfg.epochs * steps_per_epoch
     precision, probe = cfg.precision, None
     live = {"model": model, "extra": list(extra_modules), "optimizer": optimizer, "generator": generator,
             "dropout_generator": dropout_generator}
+    own_state = objective_state(objective)
+    if own_state:  # the objective's own state (its terms' random streams) is saved with the rest
+        live["objective"] = own_state
     history: list[dict] = []
     best = (-1.0, 0, None)
     step, first_epoch, first_batch, order, sums = 0, 0, 0, None, {}
@@ -271,7 +341,9 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
         for epoch in range(first_epoch, cfg.epochs):
             t0 = time.perf_counter()
             if order is None:
-                order, sums = torch.randperm(n, generator=generator).to(device), {}
+                order = torch.randperm(n, generator=generator) if pseudo is None else \
+                    mixed_order(len(splits.train), len(pseudo.rows), cfg.batch_size, pseudo.ratio, generator)
+                order, sums = order.to(device), {}
             for b in range(first_batch, steps_per_epoch):
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(cfg, epoch, step / total_steps)
@@ -315,7 +387,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
             first_batch = 0
             val_acc, _ = accuracy(model, splits.val, device)
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                      **{f"train_{k}": v / n for k, v in sums.items()}, "val_accuracy": val_acc,
+                      **{f"train_{k}": v / rows_per_epoch for k, v in sums.items()}, "val_accuracy": val_acc,
                       "seconds": time.perf_counter() - t0}
             if not all(math.isfinite(v) for k, v in record.items() if k.startswith("train_")):
                 raise DistillabError(f"training diverged at epoch {epoch + 1} (loss is not finite); lower --lr"

@@ -4,7 +4,8 @@ Each benchmark writes OUT/NAME.json (figures) and OUT/NAME.md (a Markdown table)
 the machine and the wall time. ``--quick`` runs the same code path on digits in seconds (the test suite runs it);
 the full version is the one whose results go in docs/benchmarks.md. Teachers are trained once per OUT folder and
 reused by later benchmarks (OUT/teachers/). A new benchmark is a function registered with ``@benchmark(NAME)`` in
-the module of its family: ``kd.py`` (model distillation) or ``dd.py`` (dataset distillation).
+the module of its family: ``kd.py`` (model distillation), ``dd.py`` (dataset distillation), ``datafree.py``
+(teaching without the data) or ``omni.py`` (pseudo-labelling).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..errors import require
 from ..files import to_jsonable
 from ..outputs import peak_rss_mb
 from ..reporting import Reporter
-from . import crossarch, dd, kd, mtt, perf  # noqa: F401  (register their benchmarks)
+from . import crossarch, datafree, dd, kd, mtt, omni, perf  # noqa: F401  (register their benchmarks)
 from .common import BENCHMARKS, Bench, machine
 
 __all__ = ["BENCHMARKS", "Bench", "run_benchmark"]

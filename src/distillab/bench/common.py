@@ -49,6 +49,11 @@ TEACHERS = {
                                   batch_size=64),
                     "full": dict(model="mlp:hidden=1200-1200", label_smoothing=0.1, epochs=30, augment="shift:2",
                                  batch_size=128)},
+    # LeNet-5 teachers of datafree-mnist (DAFL's MNIST teacher; a BatchNorm one for DeepInversion)
+    "lenet5": {"quick": dict(model="lenet5", epochs=15, batch_size=64),
+               "full": dict(model="lenet5", epochs=10, batch_size=128)},
+    "lenet5-bn": {"quick": dict(model="lenet5:norm=batch", epochs=15, batch_size=64),
+                  "full": dict(model="lenet5:norm=batch", epochs=10, batch_size=128)},
     "convnet": {"quick": dict(model="convnet:width=16,depth=2", epochs=10, batch_size=64),
                 "full": dict(model="convnet:width=32", epochs=3, batch_size=128)},
 }

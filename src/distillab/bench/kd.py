@@ -1,4 +1,4 @@
-"""Model-distillation benchmarks: hinton-mnist, ls-teacher, kd-losses, takd, rkd, kd-speed."""
+"""Model-distillation benchmarks: hinton-mnist, ls-teacher, kd-losses, takd, rkd, kd-speed, noisy-teacher."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from ..files import read_meta
 from ..kd import Distillation, ModelTeacher, cache_teacher, hinton_losses, load_teacher_model
 from ..models import build_model
 from ..training import TrainConfig, fit
-from .common import (Bench, benchmark, evaluate_file, figures_of, pm, quiet_warnings, summary_of, table,
-                     teacher_recipe)
+from .common import (Bench, benchmark, cells_total_seconds, evaluate_file, figures_of, pm, quiet_warnings,
+                     summary_of, table, teacher_recipe)
 
 HINTON_PAPER = {"teacher": 67, "student_alone": 146, "student_kd": 74}
 
@@ -255,4 +255,74 @@ def bench_kd_speed(b: Bench) -> dict:
     result["target_met"] = result["cached_over_alone"] <= 1.15
     rows = [(k, f"{best[k]:.2f}", f"{n / best[k]:.0f}", f"{best[k] / best['alone']:.3f}") for k in best]
     result["markdown"] = table(["student training", "epoch seconds", "images / s", "time / alone"], rows)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# noisy-teacher
+
+NOISE_LEVELS = (0.05, 0.1, 0.2)
+TEMPERATURES = (1, 4, 20)
+
+
+def _noisy_teacher_recipe(quick: bool) -> dict:
+    """The students and the rows: the student alone, KD at T = 1, 4, 20, and the noisy teacher at T = 1."""
+    if quick:
+        student, s_opts, seeds = "mlp:hidden=32-32", dict(epochs=10, batch_size=64, lr=0.05), [0, 1]
+    else:  # kd-losses' student and schedule (lr 0.05 diverged at T=20 there), so its KL rows compare with these
+        student, s_opts, seeds = "mlp:hidden=300-300", dict(epochs=20, batch_size=128, lr=0.03), [0, 1, 2]
+    configs = {"alone": None, **{f"T{t}": [f"kd:T={t}"] for t in TEMPERATURES},
+               **{f"T1-noise{s:g}": [f"kd:T=1,noise={s:g}"] for s in NOISE_LEVELS}}
+    return {"teacher": "hinton-1200", "student": student, "student_options": s_opts, "seeds": seeds,
+            "configs": configs}
+
+
+def _noisy_teacher_cell_recipe(quick: bool, config: str, seed: int) -> dict:
+    r = _noisy_teacher_recipe(quick)
+    return {"teacher": teacher_recipe(r["teacher"], quick), "student": r["student"],
+            "student_options": r["student_options"], "losses": r["configs"][config], "seed": seed}
+
+
+def _noisy_teacher_cell(out, quick: bool, config: str, seed: int) -> dict:
+    """One student: trained alone with cross-entropy, or distilled with the config's loss (no hard-label term)."""
+    b = Bench(out, quick)
+    r = _noisy_teacher_recipe(quick)
+    losses, run_out = r["configs"][config], b.run_dir("noisy-teacher", f"{config}-{seed}")
+    if losses is None:
+        run = train(data=b.data, model=r["student"], out=run_out, quiet=True, seed=seed, **r["student_options"])
+    else:
+        run = distill(data=b.data, teacher=b.teacher(r["teacher"]), student=r["student"], losses=losses, out=run_out,
+                      quiet=True, seed=seed, **r["student_options"])
+    return figures_of(run.metrics)
+
+
+@benchmark("noisy-teacher")
+def bench_noisy_teacher(b: Bench) -> dict:
+    """Sau & Balasubramanian 2016: a teacher whose logits are perturbed by relative Gaussian noise, z * (1 + xi),
+    xi ~ N(0, sigma) per example, class and batch, against softening by temperature; one teacher, equal epochs."""
+    r = _noisy_teacher_recipe(b.quick)
+    teacher = b.teacher(r["teacher"])  # trained before the cells, which (in workers) only read it
+    cells = [(config, seed) for config in r["configs"] for seed in r["seeds"]]
+    done = b.cells("noisy-teacher", _noisy_teacher_cell, cells,
+                   recipe_of=lambda cell: _noisy_teacher_cell_recipe(b.quick, *cell))
+    result, rows = {"teacher": evaluate_file(teacher, b.data)}, []
+    for config, losses in r["configs"].items():
+        runs = [done[(config, seed)] for seed in r["seeds"]]
+        result[config] = {"test_errors": summary_of(runs, "test_errors"), "test_accuracy": summary_of(runs),
+                          "wall_seconds": round(sum(run["wall_seconds"] for run in runs), 1)}
+        rows.append((config, ", ".join(losses) if losses else "ce (student alone)",
+                     pm(result[config]["test_errors"], digits=1),
+                     pm(summarise([100 * (1 - run["test_accuracy"]) for run in runs]), suffix="%")))
+    rows.append(("teacher", f"`{teacher_recipe(r['teacher'], b.quick)['model']}`", result["teacher"]["test_errors"],
+                 f"{100 * (1 - result['teacher']['test_accuracy']):.2f}%"))
+    mean = {config: result[config]["test_errors"]["mean"] for config in r["configs"]}
+    result["best_temperature"] = min((c for c in mean if c.startswith("T") and "noise" not in c), key=mean.get)
+    result["best_noise"] = min((c for c in mean if "noise" in c), key=mean.get)
+    result["cells_total_seconds"] = cells_total_seconds(done)
+    result["recipe"] = {**{k: v for k, v in r.items() if k != "teacher"}, "teacher": str(teacher),
+                        "teacher_recipe": teacher_recipe(r["teacher"], b.quick),
+                        "note": "no hard-label term in the distillation runs (alpha = 1), as in kd-losses; the "
+                                "noise is drawn afresh for every batch from the run's seed"}
+    result["markdown"] = table(["configuration", "losses", "test errors (mean +- std)", "test error (mean +- std)"],
+                               rows)
     return result

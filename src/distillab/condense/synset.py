@@ -94,11 +94,14 @@ class SyntheticSet:
         tmp.replace(path)
 
     def save_grid(self, path, max_per_class: int = 10) -> None:
-        """PNG grid: one row per class, de-normalised."""
+        """PNG grid: one row per class (its first ``max_per_class`` images, in any order), de-normalised."""
         plt = pyplot()
-        k, ipc = len(self.classes), self.ipc
-        cols = min(ipc, max_per_class)
-        pics = denormalise(self.images, self.mean, self.std)
+        k = len(self.classes)
+        rows = [(self.labels == c).nonzero().flatten()[:max_per_class] for c in range(k)]  # any order, any count
+        cols = max(1, max(len(r) for r in rows))
+        shown = torch.cat(rows)
+        pics = torch.zeros_like(self.images)
+        pics[shown] = denormalise(self.images[shown], self.mean, self.std)  # only what is drawn
         low, high = pics.amin(dim=(1, 2, 3), keepdim=True), pics.amax(dim=(1, 2, 3), keepdim=True)
         outside = (low < 0) | (high > 1)  # for display only: an image outside [0, 1] is rescaled to it
         pics = torch.where(outside, (pics - low) / (high - low).clamp_min(1e-12), pics)
@@ -106,16 +109,20 @@ class SyntheticSet:
         for c in range(k):
             for j in range(cols):
                 ax = axes[c][j]
-                img = pics[c * ipc + j].permute(1, 2, 0).numpy()
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j == 0:
+                    ax.set_ylabel(self.classes[c], rotation=0, labelpad=10, fontsize=8)
+                if j >= len(rows[c]):  # a class with fewer images than the widest row
+                    if j > 0:
+                        ax.axis("off")
+                    continue
+                img = pics[int(rows[c][j])].permute(1, 2, 0).numpy()
                 if img.shape[0] == 1:  # a signal: one line per channel
                     ax.plot(img[0])
                     ax.set_ylim(-0.05, 1.05)
                 else:
                     ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if j == 0:
-                    ax.set_ylabel(self.classes[c], rotation=0, labelpad=10, fontsize=8)
         fig.tight_layout(pad=0.2)
         fig.savefig(path, dpi=100)
         plt.close(fig)

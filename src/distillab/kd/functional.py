@@ -1,6 +1,7 @@
 """Distillation losses as plain functions of tensors (docs/reference.md §1).
 
-- ``kd_loss`` is KL(p_T || p_S) at temperature T with ``reduction="batchmean"``, times T**2 (Hinton section 2).
+- ``kd_loss`` is KL(p_T || p_S) at temperature T with ``reduction="batchmean"``, times T**2 (Hinton section 2);
+  ``noisy_logits`` perturbs a teacher's logits with relative Gaussian noise (Sau & Balasubramanian 2016).
 - ``logit_mse`` is Ba & Caruana's logit matching, 1/2 ||z_s - z_t||^2 per example, averaged over the batch; with
   ``center=True`` both sides are centred per example, so a teacher that gives only probabilities (log p_T equals
   the logits up to a per-example constant) is matched exactly.
@@ -22,6 +23,17 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     log_p_s = F.log_softmax(student_logits.float() / t, dim=1)
     log_p_t = F.log_softmax(teacher_logits.float() / t, dim=1)
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * t * t
+
+
+def noisy_logits(logits: torch.Tensor, sigma: float, generator: torch.Generator, center: bool = False) -> torch.Tensor:
+    """Sau & Balasubramanian 2016's noisy teacher: z * (1 + xi), xi ~ N(0, sigma) drawn per element (per example
+    and class) from ``generator``. ``center``: centre each row first (log-probabilities equal logits up to a
+    per-example constant, which relative noise would otherwise scale)."""
+    z = logits.float()
+    if center:
+        z = z - z.mean(1, keepdim=True)
+    xi = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    return z * (1 + sigma * xi)
 
 
 def bucket_kd_loss(student_logits, topk_index, topk_logprob, temperature: float) -> torch.Tensor:

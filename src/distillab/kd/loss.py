@@ -43,7 +43,7 @@ class LossTerm(Plugin):
     """Base class of loss terms. Subclasses are dataclasses; ``w`` weights every value they return."""
 
     # True when the term is zero wherever the student's outputs (and features) equal the teacher's; the
-    # contract test checks it.
+    # contract test checks it. A term for which it depends on the options makes it a property (kd with noise).
     distance_like: ClassVar[bool] = False
     # Options under which the term works between two small ConvNets (convnet:width=4,depth=2): the contract test
     # (distillab.testing.check_loss_term) uses them.
@@ -67,9 +67,15 @@ class LossTerm(Plugin):
         topk, ``teacher.gives_features`` says whether its feature taps can be read."""
 
     def build(self, sample: LossInputs, generator: torch.Generator) -> list[nn.Module]:
-        """Learned parts (connectors), made from one sample batch; their parameters train with the student.
-        Initial weights come from ``generator`` only."""
+        """Called once before training, for every term: learned parts (connectors), made from one sample batch,
+        whose parameters train with the student, and the term's own random streams (``generators``). Initial
+        weights and the streams' seeds come from ``generator`` only."""
         return []
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """The random streams the term draws from while training (made in ``build``), by name. The training loop
+        checkpoints their state with the model's, so a resumed run draws what an uninterrupted one would."""
+        return {}
 
     def __call__(self, batch: LossInputs) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -58,19 +58,25 @@ class Distillation:
 
     def attach(self, student: nn.Module, sample_x: torch.Tensor, sample_idx: torch.Tensor,
                generator: torch.Generator | None = None) -> list[nn.Module]:
-        """Hook the student's taps and let the terms build their learned parts from one sample batch; returns the
-        modules to train with the student. Their weights come from ``generator`` (default: seeded 0)."""
+        """Hook the student's taps and let every term build, in order, from one sample batch: its learned parts
+        (returned: the modules to train with the student) and its random streams. Their weights and seeds come
+        from ``generator`` (default: seeded 0)."""
         paths = self.student_tap_paths()
-        if not paths:
-            return []
-        self.student_taps = FeatureTaps(student, paths, "student")
+        if paths:
+            self.student_taps = FeatureTaps(student, paths, "student")
         was_training = student.training
         with torch.no_grad():
             logits = student.eval()(sample_x)
-            sample = LossInputs(logits, None, self.teacher(sample_x, sample_idx), self.student_taps.features)
+            sample = LossInputs(logits, None, self.teacher(sample_x, sample_idx),
+                                self.student_taps.features if self.student_taps else {})
         student.train(was_training)
         generator = generator if generator is not None else seeds.generator(0)
         return [module for term in self.losses for module in term.build(sample, generator)]
+
+    def live_state(self) -> dict:
+        """What the training loop checkpoints besides the model, the learned parts and the optimiser: the terms'
+        random streams (empty when no term draws)."""
+        return {f"{i}:{name}": g for i, term in enumerate(self.losses) for name, g in term.generators().items()}
 
     def __call__(self, model, x, y, idx) -> dict:
         teacher = self.teacher(x, idx)

@@ -225,14 +225,18 @@ def load_teacher_outputs(path, splits, reporter: Reporter = SILENT) -> TableTeac
 
 
 def resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code: bool = False,
-                    reporter: Reporter = SILENT):
+                    reporter: Reporter = SILENT, extra_x: torch.Tensor | None = None):
     """Resolve what the user gave as a teacher; returns (teacher, metadata of the first model or None, how).
 
     teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities;
     teacher_outputs: a black box's answers (.npz). ``cache`` "auto" caches a model's outputs without augmentation.
+    extra_x: inputs that follow the training split in the batches' positions (pseudo-labelled rows); a cache
+    covers them too, a black box's table cannot.
     """
     require((teacher is None) != (teacher_outputs is None), "give either a teacher (model file) or --teacher-outputs")
     if teacher_outputs is not None:
+        require(extra_x is None, "--teacher-outputs with --pseudo: the black box's table has rows only for the "
+                                 "training data, none for the pseudo-labelled images; give --teacher MODEL instead")
         return load_teacher_outputs(teacher_outputs, splits, reporter), None, "outputs"
     if callable(teacher) and not isinstance(teacher, nn.Module):
         return CallableTeacher(teacher), None, "callable"
@@ -252,9 +256,10 @@ def resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, tru
     if cache:
         require(cfg.augment in (None, "", "none"), "cannot cache teacher outputs with --augment: every epoch sees "
                 "new inputs, so the cache would be stale; drop --cache-teacher or the augmentation")
-        cached = [cache_teacher(t, splits.train.x.to(cfg.device)) for t in teachers]
-        for t in cached:  # the cache is in training-split order
-            t.rows = torch.arange(len(splits.train))
+        x = splits.train.x if extra_x is None else torch.cat([splits.train.x, extra_x])
+        cached = [cache_teacher(t, x.to(cfg.device)) for t in teachers]
+        for t in cached:  # the cache is in training-split order (then the extra rows)
+            t.rows = torch.arange(len(x))
         how = "cached"
         teachers = cached
     else:

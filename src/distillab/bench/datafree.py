@@ -1,0 +1,107 @@
+"""Teaching without the data: datafree-mnist (Lopes et al. 2017, DeepInversion, DAFL, against KD on the real data
+and on noise)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..api import datafree, distill, metadata
+from .common import Bench, benchmark, cells_total_seconds, table
+
+# REFERENCE.md section 3, student test accuracy (%)
+DATAFREE_PUBLISHED = {"mlp": {"lopes": 91.24, "dafl": 97.91, "noise": 88.0},
+                      "lenet": {"lopes": 92.47, "dafl": 98.20, "noise": 88.0}}
+DATAFREE_TARGETS = {("lenet", "dafl"): 97.0, ("mlp", "lopes"): 91.24}  # and every method above its pair's noise row
+
+# teacher key (bench/common.py TEACHERS) and student spec of each pair
+DATAFREE_PAIRS = {
+    "mlp": {"teacher": "hinton-1200", "student": {"quick": "mlp:hidden=64-64", "full": "mlp:hidden=800-800"}},
+    "lenet": {"teacher": "lenet5", "student": {"quick": "lenet5-half", "full": "lenet5-half"}},
+    "lenet-bn": {"teacher": "lenet5-bn", "student": {"quick": "lenet5-half", "full": "lenet5-half"}},
+}
+# the rows of each pair: "real" is KD on the real training data (the ceiling)
+DATAFREE_ROWS = {"mlp": ["real", "noise", "lopes-top", "lopes-all", "lopes-spectral", "dafl"],
+                 "lenet": ["real", "noise", "lopes-top", "lopes-all", "lopes-spectral", "dafl"],
+                 "lenet-bn": ["real", "noise", "deepinversion"]}
+
+# the data-free recipes: the method spec, its transfer-set size and synthesis budget; the student's KD
+DATAFREE_RECIPES = {
+    "quick": {"samples": 400, "student": dict(epochs=10, lr=0.05, batch_size=64),
+              "iterations": {"lopes": 30, "deepinversion": 30, "dafl": 60},
+              "method": {"lopes": "lopes:batch=200", "deepinversion": "deepinversion:batch=200",
+                         "dafl": "dafl:batch=64,width=16", "noise": "noise"}},
+    "full": {"samples": 24_000, "student": dict(epochs=20, lr=0.05, batch_size=128),
+             "iterations": {"lopes": 200, "deepinversion": 200, "dafl": 2000},
+             "method": {"lopes": "lopes", "deepinversion": "deepinversion", "dafl": "dafl", "noise": "noise"}},
+}
+KD_TEMPERATURE = 4.0
+
+
+def _datafree_recipe(quick: bool, pair: str, row: str) -> dict:
+    r = DATAFREE_RECIPES["quick" if quick else "full"]
+    p = DATAFREE_PAIRS[pair]
+    recipe = {"pair": pair, "row": row, "teacher": p["teacher"], "student": p["student"]["quick" if quick else "full"],
+              "student_options": r["student"], "temperature": KD_TEMPERATURE}
+    if row == "real":
+        return recipe
+    kind = row.split("-")[0]
+    recipe.update(method=r["method"][kind], samples=r["samples"], iterations=r["iterations"].get(kind),
+                  records=row.split("-")[1] if kind == "lopes" else None)
+    return recipe
+
+
+def _datafree_cell(out: Path, quick: bool, pair: str, row: str) -> dict:
+    b = Bench(out, quick)
+    recipe = _datafree_recipe(quick, pair, row)
+    teacher = b.teacher(recipe["teacher"])
+    started = time.time()
+    folder = b.run_dir("datafree-mnist", f"{pair}-{row}")
+    kd = dict(student=recipe["student"], quiet=b.quiet, **recipe["student_options"])
+    if row == "real":
+        r = distill(data=b.data, teacher=teacher, losses=[f"kd:T={KD_TEMPERATURE:g},w=1"], out=folder, **kd)
+        return {"test_accuracy": r.metrics["test_accuracy"], "wall_seconds": round(time.time() - started, 1)}
+    method, extra = recipe["method"], {}
+    if recipe["records"]:
+        meta = metadata(teacher, records=recipe["records"], out=folder.with_suffix(".meta.safetensors"),
+                        overwrite=True, quiet=b.quiet)
+        method += ("," if ":" in method else ":") + f"metadata={meta.out}"
+        extra = {"metadata_bytes": meta.metrics["size_bytes"],
+                 "training_set_bytes_uint8": meta.metrics["training_set"]["bytes_uint8"]}
+    r = datafree(teacher, method=method, samples=recipe["samples"], iterations=recipe["iterations"],
+                 temperature=KD_TEMPERATURE, out=folder, **kd)
+    m = r.metrics
+    return {"test_accuracy": m["test_accuracy"], "teacher_test_accuracy": m["teacher_test_accuracy"],
+            "teacher_agreement_held_out": m["teacher_agreement_held_out"],
+            "synthesis_seconds": m["synthesis_seconds"], "wall_seconds": round(time.time() - started, 1),
+            "transfer_class_counts": m["transfer_class_counts"], **extra}
+
+
+@benchmark("datafree-mnist")
+def bench_datafree_mnist(b: Bench) -> dict:
+    """Data-free distillation on MNIST: MLP 1200-1200 -> 800-800 and LeNet-5 -> LeNet-5-half (DeepInversion on a
+    BatchNorm LeNet-5), each method against KD on the real data (ceiling) and on noise (floor)."""
+    cells = [(pair, row) for pair, rows in DATAFREE_ROWS.items() for row in rows]
+    done = b.cells("datafree-mnist", _datafree_cell, cells, lambda c: _datafree_recipe(b.quick, *c), partial_ok=True)
+    result = {"cells": {f"{p}-{r}": v for (p, r), v in done.items()},
+              "recipes": {f"{p}-{r}": _datafree_recipe(b.quick, p, r) for p, r in cells},
+              "published": DATAFREE_PUBLISHED, "cells_seconds": cells_total_seconds(done)}
+    rows = []
+    for (pair, row), v in done.items():
+        kind = row.split("-")[0]
+        published = DATAFREE_PUBLISHED.get(pair.split("-")[0], {}).get(kind) if not b.quick else None
+        floor = done.get((pair, "noise"))
+        above = "" if row in ("real", "noise") or floor is None else (
+            "yes" if v["test_accuracy"] > floor["test_accuracy"] else "no")
+        rows.append((pair, row, f"{100 * v['test_accuracy']:.2f}",
+                     f"{100 * v['teacher_test_accuracy']:.2f}" if "teacher_test_accuracy" in v else "-",
+                     "-" if published is None else f"{published:.2f}", above,
+                     f"{v['synthesis_seconds']:.0f}" if "synthesis_seconds" in v else "-", f"{v['wall_seconds']:.0f}"))
+    result["above_noise"] = {f"{p}-{r}": v["test_accuracy"] > done[(p, "noise")]["test_accuracy"]
+                             for (p, r), v in done.items() if r not in ("real", "noise") and (p, "noise") in done}
+    if not b.quick:
+        result["target_met"] = {f"{p}-{k}": done[(p, k)]["test_accuracy"] * 100 >= t
+                                for (p, k), t in DATAFREE_TARGETS.items() if (p, k) in done}
+    result["markdown"] = table(["pair", "transfer set", "student test acc (%)", "teacher (%)", "published (%)",
+                                "above noise", "synthesis s", "cell s"], rows)
+    return result

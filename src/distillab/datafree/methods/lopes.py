@@ -1,0 +1,80 @@
+"""``lopes``: inputs reconstructed from teacher metadata (Lopes, Fenu, Starner 2017). For each batch of target
+classes, activation targets are drawn from the records' per-class Gaussians and the inputs (pixels, started at
+N(0.15, 0.1) as the paper does for MNIST) are optimised with Adam until the teacher's activations match them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ...errors import require
+from ..method import DataFreeMethod, balanced_labels, register_datafree
+from ..records import KINDS, TeacherRecords, activations
+
+
+@register_datafree("lopes")
+@dataclass
+class Lopes(DataFreeMethod):
+    quick = {"iterations": 30, "batch": 100, "samples": 500}
+
+    metadata: str = ""      # the records file (distillab metadata)
+    records: str = ""       # top | all | spectral: must be the file's kind (empty: the file's)
+    iterations: int = 300   # optimisation steps per batch
+    batch: int = 256
+    lr: float = 0.07
+    init_mean: float = 0.15  # initial pixels ~ N(init_mean, init_std), in [0, 1] pixel units
+    init_std: float = 0.1
+
+    def check(self) -> None:
+        super().check()
+        require(self.metadata != "", f"--method {self}: lopes needs metadata=FILE (made by distillab metadata)")
+        require(self.records in ("", *KINDS), f"--method {self}: records must be one of {', '.join(KINDS)}")
+        require(self.iterations >= 1 and self.batch >= 1, f"--method {self}: iterations and batch must be >= 1")
+        require(self.lr > 0 and self.init_std >= 0, f"--method {self}: lr must be > 0 and init_std >= 0")
+
+    def steps(self, n: int) -> int:
+        return self.iterations * math.ceil(n / self.batch)
+
+    def load_records(self, teacher) -> TeacherRecords:
+        rec = TeacherRecords.load(self.metadata)
+        require(self.records in ("", rec.kind), f"{self.metadata} holds '{rec.kind}' records, not "
+                                                f"'{self.records}'; record them with distillab metadata "
+                                                f"--records {self.records}")
+        require(len(rec.classes) == teacher.num_classes,
+                f"{self.metadata} records {len(rec.classes)} classes, but the teacher predicts "
+                f"{teacher.num_classes}; use the metadata of this teacher")
+        require(tuple(rec.input_shape) == tuple(teacher.input_shape),
+                f"{self.metadata} describes inputs of shape {tuple(rec.input_shape)}, but the teacher takes "
+                f"{tuple(teacher.input_shape)}; use the metadata of this teacher")
+        require(rec.teacher == teacher.digest, f"{self.metadata} was recorded from another teacher (weights "
+                                               f"{rec.teacher}, this one {teacher.digest}); use its own metadata")
+        return rec
+
+    def check_teacher(self, teacher) -> None:
+        self.load_records(teacher)
+
+    def run(self, teacher, n, generator, progress=None):
+        rec = self.load_records(teacher)
+        scale = {p: rec.layer_variance(p) for p in rec.stats}
+        labels = balanced_labels(teacher.num_classes, n)
+        images, step = [], 0
+        for start in range(0, n, self.batch):
+            y = labels[start:start + self.batch]
+            targets = rec.sample(y, generator)
+            pixels = (self.init_mean + self.init_std * torch.randn(len(y), *teacher.input_shape,
+                                                                   generator=generator)).requires_grad_(True)
+            opt = torch.optim.Adam([pixels], lr=self.lr)
+            for _ in range(self.iterations):
+                got = rec.targets(activations(teacher.model, teacher.normalise(pixels), rec.layers,
+                                              rec.temperature))
+                loss = sum(((got[p] - targets[p]) ** 2).mean() / scale[p] for p in rec.stats)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if progress:
+                    progress(step, loss.item())
+                step += 1
+            images.append(teacher.normalise(pixels.detach()))
+        return torch.cat(images), labels
