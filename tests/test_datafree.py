@@ -270,12 +270,16 @@ def test_lopes_end_to_end_from_the_cli(cli, mlp_teacher, meta_all, tmp_path):
     (["--records", "top", "--temperature", "0"], "--temperature must be > 0"),
     (["--records", "top", "--data", "npz:{npz}"], "takes inputs of shape"),
     (["--records", "all", "--out", "{tmp}/x.npz"], "must name a .safetensors file"),
+    (["--records", "all", "--data", "npz:{unlabeled}"], "no labels"),
 ])
 def test_bad_metadata_calls_are_one_line_errors(cli, mlp_teacher, tmp_path, args, fragment):
+    import numpy as np
+
     from conftest import write_npz
 
     npz = write_npz(tmp_path / "d.npz", size=6)
-    args = [a.format(npz=npz, tmp=tmp_path) for a in args]
+    np.savez(tmp_path / "u.npz", x=np.random.default_rng(0).random((30, 8, 8)).astype(np.float32))
+    args = [a.format(npz=npz, tmp=tmp_path, unlabeled=tmp_path / "u.npz") for a in args]
     out = tmp_path / "m.safetensors"
     r = cli("metadata", mlp_teacher, *args, *([] if "--out" in args else ["--out", out]))
     assert_one_line_error(r, fragment)

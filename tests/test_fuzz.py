@@ -103,6 +103,26 @@ def test_synset_files(images, labels, classes, norm, extra, meta_extra):
             assert s.targets().shape == (len(s.labels), len(s.classes))
 
 
+@FUZZ
+@given(kind=st.sampled_from(["top", "all", "spectral", "bogus"]) | json_values,
+       tensors=st.dictionaries(st.sampled_from(["top/mean", "top/chol", "top/var", "top/basis", "top/centre",
+                                                "fc/mean", "fc/var", "x"]), st.tuples(shapes, dtypes), max_size=5),
+       classes=json_values | st.just(["a", "b"]), shape=json_values | st.just([1, 1, 3]),
+       layers=json_values | st.just(["top"]) | st.just(["fc", "top"]), temperature=json_values | st.just(1.0))
+def test_teacher_records_files(kind, tensors, classes, shape, layers, temperature):
+    from distillab.datafree import TeacherRecords
+
+    meta = {"format": "distillab.teacher-records", "kind": kind, "classes": classes, "input_shape": shape,
+            "normalisation": {"mean": [0.0], "std": [1.0]}, "layers": layers, "temperature": temperature}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "r.safetensors"
+        _write_safetensors(path, {k: _tensor(*v) for k, v in tensors.items()} or {"x": torch.zeros(1)}, meta)
+        rec = _expect_clean(TeacherRecords.load, path)
+        if rec is not None:  # what loads can be sampled and compared
+            drawn = rec.sample(torch.zeros(3, dtype=torch.long), torch.Generator().manual_seed(0))
+            assert set(drawn) == set(rec.stats)
+
+
 np_dtypes = st.sampled_from([np.uint8, np.float32, np.float64, np.int64, np.int8, np.bool_, np.complex64, "<U3"])
 arrays = st.tuples(st.lists(st.integers(0, 6), min_size=0, max_size=5).map(tuple), np_dtypes).map(
     lambda sd: (np.arange(int(np.prod(sd[0]))).reshape(sd[0]) % 7).astype(sd[1]))

@@ -1105,7 +1105,7 @@ def experts(data: str = "digits", model: str | None = None, experts: int | None 
 
 
 RESUMABLE = {"train": "train", "distill": "kd", "chain": "kd", "repeat_over_seeds": None, "condense_data": "condense",
-             "evaluate_synset": "evaluate", "experts": "experts"}
+             "evaluate_synset": "evaluate", "experts": "experts", "datafree": "datafree"}
 
 
 def resume(out, *, command: str | None = None, quiet: bool = False, trust_code: bool = False,
@@ -1135,7 +1135,8 @@ def resume(out, *, command: str | None = None, quiet: bool = False, trust_code: 
     if checkpoint_every is not None and function not in ("evaluate_synset", "experts"):
         kwargs["checkpoint_every"] = checkpoint_every
     fn = {"train": train, "distill": distill, "chain": chain, "repeat_over_seeds": repeat_over_seeds,
-          "condense_data": condense_data, "evaluate_synset": evaluate_synset, "experts": experts}[function]
+          "condense_data": condense_data, "evaluate_synset": evaluate_synset, "experts": experts,
+          "datafree": datafree}[function]
     if function == "repeat_over_seeds":
         kwargs["fn"] = {"train": train, "distill": distill}.get(kwargs.get("fn"))
         require(kwargs["fn"] is not None, f"{partial / 'call.json'} is corrupt; start again with --overwrite")
