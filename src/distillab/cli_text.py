@@ -45,7 +45,7 @@ TEXT = {'train': {'epochs': 10,
             'model=[convnet:width=128,depth=3], dsa=1, init=real, unroll=checkpointed); random (no options)',
  'labels': 'iterations=300, steps=10, lr_inner=0.1, lr=0.01, batch_real=256, model=[convnet:width=32,depth=3], '
            'init_logit=3.0',
- 'datafree': 'dafl (samples=12000, iterations=1500, batch=256, lr=0.01, latent=100, width=32, oh=1.0, '
+ 'datafree': 'dafl (samples=12000, iterations=2000, batch=256, lr=0.01, latent=100, width=16, oh=1.0, '
              'activation=0.1, balance=5.0); deepinversion (samples=12000, iterations=300, batch=256, lr=0.1, '
              'bn=1.0, tv=0.05, l2=0.001, jitter=2, flip=0); lopes (samples=12000, metadata=, records=, '
              'iterations=300, batch=256, lr=0.07, init_mean=0.15, init_std=0.1); noise (samples=12000, scale=1.0)',
