@@ -235,7 +235,7 @@ def test_datafree_from_the_cli_writes_the_transfer_set_and_the_student(cli, mlp_
 
 
 def test_the_same_seed_gives_the_same_student(mlp_teacher, tmp_path):
-    runs = [api.datafree(mlp_teacher, method="dafl:iterations=5,batch=16,width=4", samples=200,
+    runs = [api.distill_datafree(mlp_teacher, method="dafl:iterations=5,batch=16,width=4", samples=200,
                          student="mlp:hidden=8", epochs=1, out=tmp_path / f"r{i}", quiet=True) for i in range(2)]
     from safetensors.torch import load_file
 
@@ -311,6 +311,6 @@ def test_the_student_never_sees_the_real_training_images(mlp_teacher, tmp_path, 
         return s
 
     monkeypatch.setattr(data_mod, "split", poisoned)
-    r = api.datafree(mlp_teacher, method="noise", samples=1000, student="mlp:hidden=32", epochs=10,
+    r = api.distill_datafree(mlp_teacher, method="noise", samples=1000, student="mlp:hidden=32", epochs=10,
                      out=tmp_path / "r", quiet=True)
     assert r.metrics["test_accuracy"] > 0.5 and all(bool(torch.isfinite(p).all()) for p in r.model.parameters())

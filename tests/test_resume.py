@@ -176,8 +176,8 @@ def test_kd_with_a_noisy_teacher_resumes_to_the_same_bytes(tmp_path, stop_after,
 def test_datafree_resumes_in_the_students_training_with_the_transfer_set_kept(tmp_path, stop_after, teacher):
     kwargs = dict(teacher=teacher, method="dafl:iterations=4,batch=16,width=4", samples=300,
                   student="mlp:hidden=8", epochs=3, batch_size=64)
-    api.datafree(out=tmp_path / "reference", quiet=True, **kwargs)
-    stopped_and_resumed(api.datafree, stop_after, 8, tmp_path / "resumed", **kwargs)
+    api.distill_datafree(out=tmp_path / "reference", quiet=True, **kwargs)
+    stopped_and_resumed(api.distill_datafree, stop_after, 8, tmp_path / "resumed", **kwargs)
     same_run(tmp_path / "reference", tmp_path / "resumed")
 
 

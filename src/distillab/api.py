@@ -52,7 +52,7 @@ __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate
            "predict", "pseudolabel", "inspect_teacher", "condense_data", "export", "export_synset", "import_synset",
            "load", "resume",
            "data_fetch", "data_info", "register_loss", "register_method", "loss_help", "method_help",
-           "metadata", "datafree", "datafree_help",
+           "metadata", "distill_datafree", "datafree_help",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
            "TrainConfig", "Protocol", "Hinton", "PseudoLabelConfig", "Mixing", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
@@ -818,7 +818,7 @@ def datafree_method(method, shorthands: dict | None = None, *, trust_code: bool 
     return dataclasses.replace(method, **given) if given else method
 
 
-def datafree(teacher, *, method="noise", student: str = "mlp:hidden=32", data: str | None = None,
+def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32", data: str | None = None,
              losses: list | None = None, temperature: float | None = None, samples: int | None = None,
              iterations: int | None = None, out=None, overwrite: bool = False, resume: bool = False,
              checkpoint_every: int = 1, quiet: bool = False, trust_code: bool = False, log=("jsonl",),
@@ -843,7 +843,7 @@ def datafree(teacher, *, method="noise", student: str = "mlp:hidden=32", data: s
     else:
         terms = loss_terms(losses, temperature, None)
     cfg = make_config(options)
-    call = _call("datafree", teacher=teacher, method=str(method), student=student, data=data,
+    call = _call("distill_datafree", teacher=teacher, method=str(method), student=student, data=data,
                  losses=[str(t) for t in terms], trust_code=trust_code, **options)
     model, meta, splits = _teacher_for(teacher, data, trust_code)
     frozen = FrozenTeacher(model, splits.input_shape, splits.classes, splits.mean, splits.std)
@@ -1105,7 +1105,7 @@ def experts(data: str = "digits", model: str | None = None, experts: int | None 
 
 
 RESUMABLE = {"train": "train", "distill": "kd", "chain": "kd", "repeat_over_seeds": None, "condense_data": "condense",
-             "evaluate_synset": "evaluate", "experts": "experts", "datafree": "datafree"}
+             "evaluate_synset": "evaluate", "experts": "experts", "distill_datafree": "datafree"}
 
 
 def resume(out, *, command: str | None = None, quiet: bool = False, trust_code: bool = False,
@@ -1136,7 +1136,7 @@ def resume(out, *, command: str | None = None, quiet: bool = False, trust_code: 
         kwargs["checkpoint_every"] = checkpoint_every
     fn = {"train": train, "distill": distill, "chain": chain, "repeat_over_seeds": repeat_over_seeds,
           "condense_data": condense_data, "evaluate_synset": evaluate_synset, "experts": experts,
-          "datafree": datafree}[function]
+          "distill_datafree": distill_datafree}[function]
     if function == "repeat_over_seeds":
         kwargs["fn"] = {"train": train, "distill": distill}.get(kwargs.get("fn"))
         require(kwargs["fn"] is not None, f"{partial / 'call.json'} is corrupt; start again with --overwrite")

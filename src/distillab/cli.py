@@ -551,7 +551,7 @@ def _cmd_metadata(a):
 
 
 def _cmd_datafree(a):
-    from .api import datafree
+    from .api import distill_datafree
 
     if a.resume:
         return _resumed(a, "datafree")
@@ -559,7 +559,7 @@ def _cmd_datafree(a):
                                                   "--student SPEC, e.g. --method dafl --student lenet5-half")
     for flag, value in (("--seeds", a.seeds), ("--val-size", a.val_size), ("--pseudo", a.pseudo)):
         require(value is None, f"{flag} does not apply to datafree (the student learns on the transfer set only)")
-    return datafree(a.teacher, method=a.method, student=a.student, data=a.data, losses=a.loss,
+    return distill_datafree(a.teacher, method=a.method, student=a.student, data=a.data, losses=a.loss,
                     temperature=a.temperature, samples=a.samples, iterations=a.iterations, out=a.out,
                     overwrite=a.overwrite, quiet=a.quiet, trust_code=a.trust_code,
                     **{k: v for k, v in _train_options(a).items() if k not in ("pseudo", "pseudo_ratio")},

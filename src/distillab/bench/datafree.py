@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..api import datafree, distill, metadata
+from ..api import distill, distill_datafree, metadata
 from .common import Bench, benchmark, cells_total_seconds, table
 
 # REFERENCE.md section 3, student test accuracy (%)
@@ -74,7 +74,7 @@ def _datafree_cell(out: Path, quick: bool, pair: str, row: str) -> dict:
         method += ("," if ":" in method else ":") + f"metadata={meta.out}"
         extra = {"metadata_bytes": meta.metrics["size_bytes"],
                  "training_set_bytes_uint8": meta.metrics["training_set"]["bytes_uint8"]}
-    r = datafree(teacher, method=method, samples=recipe["samples"], iterations=recipe["iterations"],
+    r = distill_datafree(teacher, method=method, samples=recipe["samples"], iterations=recipe["iterations"],
                  temperature=KD_TEMPERATURE, out=folder, **kd)
     m = r.metrics
     return {"test_accuracy": m["test_accuracy"], "teacher_test_accuracy": m["teacher_test_accuracy"],
