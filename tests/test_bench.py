@@ -311,3 +311,17 @@ def test_perf_quick(bench_out):
     assert set(d["dm"]) == {"ipc10_real64", "ipc1_real64", "ipc10_real32"}
     assert d["dm"]["ipc10_real64"]["gflop"] > d["dm"]["ipc10_real32"]["gflop"]  # more real images, more work
     assert d["kd"]["cached_kd_over_alone"] > 0
+
+
+def test_a_cell_killed_mid_run_runs_again_in_a_fresh_folder(tmp_path):
+    """A killed cell leaves its run's .NAME.partial folder; the next attempt must not trip over it."""
+    from distillab import train
+    from distillab.bench import Bench
+
+    b = Bench(tmp_path, quick=True)
+    folder = b.run_dir("bench", "cell")
+    (folder.parent / f".{folder.name}.partial").mkdir(parents=True)  # what a killed run leaves behind
+    (folder.parent / f".{folder.name}.partial" / "call.json").write_text("{}")
+    folder = b.run_dir("bench", "cell")
+    train(data="digits", model="mlp:hidden=8", epochs=1, out=folder, quiet=True)
+    assert (folder / "model.safetensors").exists()

@@ -136,9 +136,12 @@ class Bench:
         return "digits" if self.quick else "mnist"
 
     def run_dir(self, *parts) -> Path:
+        """A fresh output folder for one run of a cell: what an earlier run left there, finished or killed (its
+        ``.NAME.partial`` folder), is removed, since a cell that did not finish runs again whole."""
         path = self.work.joinpath(*parts)
-        if path.exists():
-            shutil.rmtree(path)
+        for leftover in (path, path.with_name(f".{path.name}.partial")):
+            if leftover.exists():
+                shutil.rmtree(leftover)
         return path
 
     def teacher(self, key: str) -> Path:
