@@ -95,6 +95,8 @@ def test_spectral_records_are_coordinates_on_orthonormal_modes():
     pooled = torch.cov(x.flatten(1).double().T)
     top = torch.linalg.eigh(pooled).eigenvectors[:, -1]  # the leading mode of the activation graph
     assert abs(float(top @ basis[:, 0])) > 0.999
+    values = torch.linalg.eigvalsh(pooled).flip(0)[:2]  # the eigen-pairs' values: the variance along each mode
+    assert torch.allclose(stats["eigenvalues"].double(), values, rtol=0.02)
     for c in range(2):
         assert torch.allclose(stats["mean"][c].double(), (MEANS[c] - centre) @ basis, atol=0.05)
 

@@ -6,9 +6,9 @@ Three kinds of record, each a per-class Gaussian of some activations:
 - ``top``: the temperature-scaled logits (mean and full covariance per class);
 - ``all``: every layer's pre-activations (the outputs of its linear and conv layers; the logits, scaled, as ``top``)
   -- full covariance where a layer is small enough and its covariance is not singular, the diagonal elsewhere;
-- ``spectral``: per layer, the top-k eigen-pairs of the graph whose nodes are the layer's units and whose edge weights
-  are the covariances of their activations (all classes pooled); per class, mean and variance of the activations'
-  coordinates on those k modes -- a layer summarised in k numbers instead of its width.
+- ``spectral``: per layer, the top-k eigen-pairs (``basis``, ``eigenvalues``) of the graph whose nodes are the layer's
+  units and whose edge weights are the covariances of their activations (all classes pooled); per class, mean and
+  variance of the activations' coordinates on those k modes -- a layer summarised in k numbers instead of its width.
 
 ``activations(model, x)`` gives the recorded activations of a batch (with gradients to ``x``), ``sample`` draws
 targets for a batch of classes. The file (``distillab.teacher-records``) names the teacher it describes (a digest of
@@ -145,7 +145,8 @@ class TeacherRecords:
             if meta["kind"] == "spectral":
                 require("var" in s and "basis" in s and "centre" in s and s["basis"].dim() == 2
                         and s["basis"].shape[1] == d and s["centre"].shape == (s["basis"].shape[0],)
-                        and s["var"].shape == (k, d), f"{bad} layer {p}'s spectral summary is malformed")
+                        and s["var"].shape == (k, d) and s.get("eigenvalues", torch.zeros(d)).shape == (d,),
+                        f"{bad} layer {p}'s spectral summary is malformed")
             else:
                 require(("chol" in s and s["chol"].shape == (k, d, d)) or ("var" in s and s["var"].shape == (k, d)),
                         f"{bad} layer {p} needs a (classes, D, D) covariance factor or a (classes, D) variance")
@@ -238,22 +239,22 @@ def record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
         centre = m.mean()[0]
         if m.full:
             evals, evecs = torch.linalg.eigh(m.cov()[0])
-            basis = evecs[:, -modes:].flip(1)
+            basis, values = evecs[:, -modes:].flip(1), evals[-modes:].flip(0)
         else:  # too wide for a D x D graph: its leading modes from the activations of (at most) 4,096 examples
             sample = torch.cat([a for a, _ in _layer_rows(batches, model, p, temperature, 4096)]).double()
-            _, _, vh = torch.linalg.svd(sample - centre, full_matrices=False)
-            basis = vh[:modes].T
-        bases[p] = (centre.float(), basis.float())
+            _, sv, vh = torch.linalg.svd(sample - centre, full_matrices=False)
+            basis, values = vh[:modes].T, sv[:modes] ** 2 / max(1, len(sample) - 1)
+        bases[p] = (centre.float(), basis.float(), values.float())
     coords: dict[str, _Moments] = {}
     for acts, yb in each_batch():
         for p, a in acts.items():
-            centre, basis = bases[p]
+            centre, basis, _ = bases[p]
             c = (a - centre) @ basis
             if p not in coords:
                 coords[p] = _Moments(num_classes, c.shape[1], full=False)
             coords[p].add(c, yb)
     return {p: {"mean": coords[p].mean().float(), "var": coords[p].cov().float(), "centre": bases[p][0],
-                "basis": bases[p][1]} for p in coords}
+                "basis": bases[p][1], "eigenvalues": bases[p][2]} for p in coords}
 
 
 def _layer_rows(batches, model, layer: str, temperature: float, limit: int):
