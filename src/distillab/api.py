@@ -846,7 +846,7 @@ def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32",
     call = _call("distill_datafree", teacher=teacher, method=str(method), student=student, data=data,
                  losses=[str(t) for t in terms], trust_code=trust_code, **options)
     model, meta, splits = _teacher_for(teacher, data, trust_code)
-    frozen = FrozenTeacher(model, splits.input_shape, splits.classes, splits.mean, splits.std)
+    frozen = FrozenTeacher(model, splits.input_shape, splits.classes, splits.mean, splits.std, device=cfg.device)
     method.check_teacher(frozen)  # a teacher the method cannot use fails before any output
     net = build_model(student, splits.input_shape, splits.num_classes, seeds.generator(cfg.seed))
     student_name = model_name(student)
@@ -884,7 +884,7 @@ def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32",
             splits, train=data_mod.ImageSet(transfer.images[used], transfer.labels[used]),
             val=data_mod.ImageSet(transfer.images[held], transfer.labels[held]), val_size=n_val,
             train_index=torch.arange(len(used)))
-        objective = Distillation(ModelTeacher(model), terms)
+        objective = Distillation(ModelTeacher(model, device=cfg.device), terms)
         extra = objective.attach(net.to(cfg.device), student_splits.train.x[:8].to(cfg.device), torch.arange(8),
                                  generator=seeds.generator(cfg.seed, "connectors"))
         reporter.info(f"datafree {method.name}: {len(transfer.labels):,} transfer images from "

@@ -36,10 +36,13 @@ from .records import model_digest
 
 class FrozenTeacher:
     """The teacher a data-free method may use: frozen weights, eval mode (BatchNorm on its running statistics),
-    gradients flowing to the inputs, and what its file says about them (shape, classes, normalisation)."""
+    gradients flowing to the inputs, and what its file says about them (shape, classes, normalisation). It runs on
+    ``device``; methods draw on the CPU (from their generator) and move what they drew there, so a set made on a
+    GPU starts from the same draws as one made on the CPU."""
 
-    def __init__(self, model: nn.Module, input_shape, classes, mean, std):
-        self.model = model.eval()
+    def __init__(self, model: nn.Module, input_shape, classes, mean, std, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.input_shape, self.classes = tuple(input_shape), list(classes)
@@ -131,15 +134,15 @@ def synthesize(teacher: FrozenTeacher, method: DataFreeMethod, *, seed: int = 0,
     method.check()
     method.check_teacher(teacher)
     started = time.perf_counter()
-    with PeakMemory("cpu") as peak:
+    with PeakMemory(teacher.device) as peak:
         images, labels = method.run(teacher, n, seeds.generator(seed, "synthesis"), progress)
-    images = images.detach().float().contiguous()
+    images, labels = images.detach().float().cpu().contiguous(), labels.cpu()
     require(tuple(images.shape) == (n, *teacher.input_shape) and labels.shape == (n,),
             f"{method.name} made images of shape {tuple(images.shape)}, expected {(n, *teacher.input_shape)}")
     require(bool(torch.isfinite(images).all()), f"{method.name} made images with NaN or infinite values; "
                                                  "lower its learning rate")
     with torch.no_grad():
-        logits = torch.cat([teacher(images[i:i + 1024]) for i in range(0, n, 1024)]).float()
+        logits = torch.cat([teacher(images[i:i + 1024].to(teacher.device)).float().cpu() for i in range(0, n, 1024)])
     seconds = round(time.perf_counter() - started, 2)
     return {"images": images, "labels": labels.long(), "teacher_logits": logits, "seconds": seconds,
             "peak": peak.describe(), "method": method.describe(), "options": option_values(method)}

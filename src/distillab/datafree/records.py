@@ -81,6 +81,12 @@ class TeacherRecords:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for s in self.stats.values() for t in s.values())
 
+    def to(self, device) -> "TeacherRecords":
+        """The same records with their tensors on ``device``; draws (``sample``) stay on the CPU generator's side."""
+        moved = {p: {k: t.to(device) for k, t in s.items()} for p, s in self.stats.items()}
+        return TeacherRecords(self.kind, self.temperature, self.classes, self.input_shape, self.mean_px, self.std_px,
+                              self.teacher, moved, self.meta)
+
     def layer_variance(self, layer: str) -> float:
         """The average per-unit variance of a layer's records: the scale that weighs layers equally in a loss."""
         s = self.stats[layer]
@@ -99,12 +105,12 @@ class TeacherRecords:
         the records keep no correlation between layers)."""
         out = {}
         for p, s in self.stats.items():
-            mean = s["mean"][labels]
+            mean = s["mean"].cpu()[labels.cpu()]
             z = torch.randn(mean.shape, generator=generator)
             if "chol" in s:
-                out[p] = mean + torch.einsum("nij,nj->ni", s["chol"][labels], z)
+                out[p] = mean + torch.einsum("nij,nj->ni", s["chol"].cpu()[labels.cpu()], z)
             else:
-                out[p] = mean + s["var"][labels].clamp_min(0).sqrt() * z
+                out[p] = mean + s["var"].cpu()[labels.cpu()].clamp_min(0).sqrt() * z
         return out
 
     # ---- files ----

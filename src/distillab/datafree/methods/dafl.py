@@ -62,10 +62,11 @@ class DAFL(DataFreeMethod):
     def run(self, teacher, n, generator, progress=None):
         with constructors_drawing_from(generator):
             net = Generator(self.latent, self.width, teacher.input_shape)
+        net.to(teacher.device)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         net.train()
         for step in range(self.iterations):
-            x = net(torch.randn(self.batch, self.latent, generator=generator))
+            x = net(torch.randn(self.batch, self.latent, generator=generator).to(teacher.device))
             logits, features = teacher.with_features(x)
             probs = F.softmax(logits, 1).mean(0)
             loss = (self.oh * F.cross_entropy(logits, logits.argmax(1))
@@ -79,6 +80,7 @@ class DAFL(DataFreeMethod):
         images = []
         with torch.no_grad():  # drawn in batches of the training size, as the generator's BatchNorm learned them
             for start in range(0, n, self.batch):
-                images.append(net(torch.randn(self.batch, self.latent, generator=generator))[:n - start])
+                z = torch.randn(self.batch, self.latent, generator=generator).to(teacher.device)
+                images.append(net(z)[:n - start])
         x = torch.cat(images)
         return x, teacher.labels(x)

@@ -62,8 +62,8 @@ class DeepInversion(DataFreeMethod):
         hooks = [m.register_forward_hook(match) for m in layers]
         try:
             for start in range(0, n, self.batch):
-                y = labels[start:start + self.batch]
-                x = torch.randn(len(y), *teacher.input_shape, generator=generator).requires_grad_(True)
+                y = labels[start:start + self.batch].to(teacher.device)
+                x = torch.randn(len(y), *teacher.input_shape, generator=generator).to(teacher.device).requires_grad_()
                 opt = torch.optim.Adam([x], lr=self.lr, betas=(0.5, 0.9))
                 for _ in range(self.iterations):
                     seen = x

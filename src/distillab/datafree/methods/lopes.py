@@ -56,15 +56,15 @@ class Lopes(DataFreeMethod):
         self.load_records(teacher)
 
     def run(self, teacher, n, generator, progress=None):
-        rec = self.load_records(teacher)
+        rec = self.load_records(teacher).to(teacher.device)
         scale = {p: rec.layer_variance(p) for p in rec.stats}
         labels = balanced_labels(teacher.num_classes, n)
         images, step = [], 0
         for start in range(0, n, self.batch):
             y = labels[start:start + self.batch]
-            targets = rec.sample(y, generator)
-            pixels = (self.init_mean + self.init_std * torch.randn(len(y), *teacher.input_shape,
-                                                                   generator=generator)).requires_grad_(True)
+            targets = {p: t.to(teacher.device) for p, t in rec.sample(y, generator).items()}
+            pixels = (self.init_mean + self.init_std * torch.randn(len(y), *teacher.input_shape, generator=generator)
+                      ).to(teacher.device).requires_grad_(True)
             opt = torch.optim.Adam([pixels], lr=self.lr)
             for _ in range(self.iterations):
                 got = rec.targets(activations(teacher.model, teacher.normalise(pixels), rec.layers,

@@ -23,5 +23,5 @@ class Noise(DataFreeMethod):
         require(self.scale > 0, f"--method {self}: scale must be > 0, got {self.scale}")
 
     def run(self, teacher, n, generator, progress=None):
-        x = self.scale * torch.randn(n, *teacher.input_shape, generator=generator)
+        x = (self.scale * torch.randn(n, *teacher.input_shape, generator=generator)).to(teacher.device)
         return x, teacher.labels(x)
