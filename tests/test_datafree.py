@@ -225,6 +225,7 @@ def test_datafree_from_the_cli_writes_the_transfer_set_and_the_student(cli, mlp_
     assert r.code == 0, r.err
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"test_accuracy", "teacher_test_accuracy", "teacher_agreement_held_out"} <= set(metrics)
+    assert metrics["teacher_mode"] == "cached"  # fixed transfer images: the teacher answers each once
     transfer = api.load(out / "transfer.safetensors")
     assert len(transfer.labels) == metrics["transfer_images"] == 400
     assert transfer.meta["budget"]["real_images_read"] == 0 and (out / "transfer.png").exists()
@@ -234,6 +235,14 @@ def test_datafree_from_the_cli_writes_the_transfer_set_and_the_student(cli, mlp_
     teacher = api.load(mlp_teacher)
     with torch.no_grad():
         assert torch.equal(transfer.labels, teacher(transfer.images).argmax(1))
+
+
+def test_the_teacher_is_cached_on_fixed_transfer_images_and_live_under_augmentation(mlp_teacher, tmp_path):
+    kwargs = dict(method="noise", samples=600, student="mlp:hidden=16", epochs=3, quiet=True)
+    cached = api.distill_datafree(mlp_teacher, out=tmp_path / "c", **kwargs)
+    live = api.distill_datafree(mlp_teacher, out=tmp_path / "l", augment="shift:1", **kwargs)
+    assert live.metrics["teacher_mode"] == "live" and cached.metrics["teacher_mode"] == "cached"
+    assert cached.metrics["test_accuracy"] > 0.2 and 0 < live.metrics["test_accuracy"] <= 1
 
 
 def test_the_same_seed_gives_the_same_student(mlp_teacher, tmp_path):

@@ -833,7 +833,7 @@ def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32",
     metrics.json."""
     from .datafree import FrozenTeacher, synthesize
     from .kd.losses.kd import KD
-    from .kd.teachers import ModelTeacher
+    from .kd.teachers import ModelTeacher, cache_teacher
 
     started = time.time()
     reporter = Reporter(quiet)
@@ -884,7 +884,10 @@ def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32",
             splits, train=data_mod.ImageSet(transfer.images[used], transfer.labels[used]),
             val=data_mod.ImageSet(transfer.images[held], transfer.labels[held]), val_size=n_val,
             train_index=torch.arange(len(used)))
-        objective = Distillation(ModelTeacher(model, device=cfg.device), terms)
+        source = ModelTeacher(model, [p for t in terms for p in t.teacher_taps()], device=cfg.device)
+        if cfg.augment == "none":  # the transfer images never change: the teacher answers each of them once
+            source = cache_teacher(source, student_splits.train.x.to(cfg.device))
+        objective = Distillation(source, terms)
         extra = objective.attach(net.to(cfg.device), student_splits.train.x[:8].to(cfg.device), torch.arange(8),
                                  generator=seeds.generator(cfg.seed, "connectors"))
         reporter.info(f"datafree {method.name}: {len(transfer.labels):,} transfer images from "
@@ -895,6 +898,7 @@ def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32",
         metrics = _final_metrics(net, student_splits, cfg, result, started)
         metrics["teacher_agreement_held_out"] = metrics.pop("val_accuracy")
         metrics.update(method=method.name, method_options=option_values(method), student=student_name,
+                       teacher_mode="cached" if cfg.augment == "none" else "live",
                        teacher_test_accuracy=teacher_accuracy, transfer_images=len(transfer.labels),
                        transfer_class_counts=torch.bincount(transfer.labels, minlength=splits.num_classes).tolist(),
                        synthesis_seconds=transfer.meta.get("budget", {}).get("synthesis_seconds"),
