@@ -238,7 +238,7 @@ def test_datafree_from_the_cli_writes_the_transfer_set_and_the_student(cli, mlp_
 
 
 def test_the_teacher_is_cached_on_fixed_transfer_images_and_live_under_augmentation(mlp_teacher, tmp_path):
-    kwargs = dict(method="noise", samples=600, student="mlp:hidden=16", epochs=3, quiet=True)
+    kwargs = dict(method="noise", samples=1000, student="mlp:hidden=32", epochs=10, quiet=True)
     cached = api.distill_datafree(mlp_teacher, out=tmp_path / "c", **kwargs)
     live = api.distill_datafree(mlp_teacher, out=tmp_path / "l", augment="shift:1", **kwargs)
     assert live.metrics["teacher_mode"] == "live" and cached.metrics["teacher_mode"] == "cached"
