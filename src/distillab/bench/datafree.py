@@ -110,9 +110,12 @@ def bench_datafree_mnist(b: Bench) -> dict:
                      f"{v['synthesis_seconds']:.0f}" if "synthesis_seconds" in v else "-", f"{v['wall_seconds']:.0f}"))
     result["above_noise"] = {f"{p}-{r}": v["test_accuracy"] > done[(p, "noise")]["test_accuracy"]
                              for (p, r), v in done.items() if r not in ("real", "noise") and (p, "noise") in done}
-    if not b.quick:
-        result["target_met"] = {f"{p}-{k}": done[(p, k)]["test_accuracy"] * 100 >= t
-                                for (p, k), t in DATAFREE_TARGETS.items() if (p, k) in done}
+    if not b.quick:  # a target of a method with variants (lopes top/all/spectral) is met by its best variant
+        best = {(p, k): max(v["test_accuracy"] for (q, r), v in done.items() if q == p and r.split("-")[0] == k)
+                for (p, k) in DATAFREE_TARGETS if any(q == p and r.split("-")[0] == k for q, r in done)}
+        result["target_met"] = {f"{p}-{k}": 100 * best[(p, k)] >= t for (p, k), t in DATAFREE_TARGETS.items()
+                                if (p, k) in best}
+        result["targets"] = {f"{p}-{k}": t for (p, k), t in DATAFREE_TARGETS.items()}
     result["markdown"] = table(["pair", "transfer set", "student test acc (%)", "teacher (%)", "published (%)",
                                 "above noise", "synthesis s", "cell s"], rows)
     return result
