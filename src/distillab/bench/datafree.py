@@ -96,7 +96,7 @@ def bench_datafree_mnist(b: Bench) -> dict:
     done = b.cells("datafree-mnist", _datafree_cell, cells, lambda c: _datafree_recipe(b.quick, *c), partial_ok=True)
     result = {"cells": {f"{p}-{r}": v for (p, r), v in done.items()},
               "recipes": {f"{p}-{r}": _datafree_recipe(b.quick, p, r) for p, r in cells},
-              "published": DATAFREE_PUBLISHED, "cells_seconds": cells_total_seconds(done)}
+              "published": DATAFREE_PUBLISHED, "cells_total_seconds": cells_total_seconds(done)}
     rows = []
     for (pair, row), v in done.items():
         kind = row.split("-")[0]
