@@ -1,7 +1,8 @@
 """Peak memory of one stretch of work (a condensation, a benchmark cell).
 
 On the CPU it is the process's resident high-water mark, reset at the start where the system allows it (Linux:
-``/proc/self/clear_refs``); elsewhere the lifetime peak is all there is, and ``since_start`` says so. On CUDA it is
+``/proc/self/clear_refs``, after the C heap's free pages are handed back, so memory freed earlier does not hide new
+allocations); elsewhere the lifetime peak is all there is, and ``since_start`` says so. On CUDA it is
 the allocator's peak, reset at the start.
 """
 
@@ -41,6 +42,16 @@ def lifetime_peak_rss_mb() -> float:
     return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
+def _return_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim), where there is such a call."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """``with PeakMemory(device) as peak: ...`` then ``peak.rss_mb`` (resident, MB), ``peak.device_mb`` (CUDA
     allocations, MB, or None) and ``peak.since_start`` (False when only the process's lifetime peak could be read)."""
@@ -52,6 +63,7 @@ class PeakMemory:
         self.since_start = False
 
     def __enter__(self) -> "PeakMemory":
+        _return_free_memory()  # freed heap pages stay resident and would hide new allocations from VmHWM
         try:
             CLEAR_REFS.write_text("5")  # resets VmHWM to the current resident size
             self.since_start = _high_water_mb() is not None

@@ -37,9 +37,9 @@ def measure(train, folder: Path, settings: dict, steps: int, unroll: str) -> dic
     resident memory of one condensation, in all and above the memory the process held when it started."""
     cfg = MTT(experts=str(folder), syn_steps=steps, unroll=unroll, iterations=settings["iterations"],
               **settings["method"])
-    stamps = [time.perf_counter()]
-    before = rss_now_mb()
-    with PeakMemory(train.device) as peak:
+    with PeakMemory(train.device) as peak:  # hands freed heap pages back first: "before" is what is in use
+        before = rss_now_mb()
+        stamps = [time.perf_counter()]
         condense(train, cfg, settings["ipc"], seed=0, progress=lambda it, loss: stamps.append(time.perf_counter()))
     per_iteration = [b - a for a, b in zip(stamps, stamps[1:])]
     timed = per_iteration[1:] or per_iteration
