@@ -88,10 +88,15 @@ def _default(section: str, name: str) -> str:
     return f"default {' '.join(value) if isinstance(value, list) else value}"
 
 
-def _add_training(p):
+def _add_training(p, real_data: bool = True):
+    """The training flags; ``real_data=False`` (datafree) leaves out what only training on a dataset's own split
+    takes: --seeds, the validation split and pseudo-labels."""
     TrainConfig = "train"
     g = p.add_argument_group("training (defaults: distillab.training.TrainConfig)")
-    g.add_argument("--data", default="digits", help="mnist, digits, cifar10, npz:PATH, folder:PATH (default digits)")
+    if real_data:
+        g.add_argument("--data", default="digits", help="mnist, digits, cifar10, npz:PATH, folder:PATH (default digits)")
+    else:
+        g.add_argument("--data", help="the dataset whose test split measures the student (default: the teacher's)")
     g.add_argument("--epochs", type=int, help=_default(TrainConfig, "epochs"))
     g.add_argument("--batch-size", type=int, help=_default(TrainConfig, "batch_size"))
     g.add_argument("--optimizer", choices=["sgd", "adam"], help=_default(TrainConfig, "optimizer"))
@@ -108,10 +113,14 @@ def _add_training(p):
                         f"at equal loss ({_default(TrainConfig, 'precision')})")
     g.add_argument("--bf16", action="store_true", default=None, help="the same as --precision bf16")
     g.add_argument("--seed", type=int, help=_default(TrainConfig, "seed"))
-    g.add_argument("--seeds", type=_seeds, help="repeat the run for each seed, e.g. 0,1,2: figures as mean/std/runs")
+    if real_data:
+        g.add_argument("--seeds", type=_seeds, help="repeat the run for each seed, e.g. 0,1,2: figures as "
+                                                    "mean/std/runs")
     g.add_argument("--select", choices=["last", "best-val"],
                    help="keep the last epoch or the best on the validation split, never the test set (default last)")
     g.add_argument("--device", help=f"cpu, cuda[:N], mps or auto (the best here); {_default(TrainConfig, 'device')}")
+    if not real_data:
+        return
     g.add_argument("--val-size", type=int, help="validation images carved from the training data "
                                                 "(default 10%%, at most 5000)")
     g.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
@@ -278,8 +287,7 @@ def build_parser() -> Parser:
                                                      "with --loss")
     p.add_argument("--loss", action="append", help="loss term NAME[:key=value,...], repeatable (default kd at "
                                                    "--temperature, weight 1)")
-    _add_training(p)
-    p.set_defaults(data=None)
+    _add_training(p, real_data=False)
     _add_trust(p)
     _add_output(p)
     _add_resume(p, "epochs")
@@ -393,7 +401,7 @@ EXAMPLES = {
                     "--threshold 0.9 --soft --out soft.npz"],
     "metadata": ["distillab metadata T.safetensors --records all --out meta-all.safetensors",
                  "distillab metadata T.safetensors --data mnist --records top --temperature 8 --out meta-top.safetensors"],
-    "datafree": ["distillab datafree --teacher T.safetensors --method dafl --student lenet5-half --epochs 20",
+    "datafree": ["distillab datafree --teacher T.safetensors --method dafl --student lenet5-half --epochs 30 --lr 0.01",
                  "distillab datafree --teacher T.safetensors --method lopes:metadata=meta-all.safetensors "
                  "--student mlp:hidden=800-800 --samples 24000 --iterations 300",
                  "distillab datafree --teacher bn.safetensors --method deepinversion --student lenet5-half --quiet",
@@ -557,8 +565,6 @@ def _cmd_datafree(a):
         return _resumed(a, "datafree")
     require(a.teacher and a.method and a.student, "datafree needs --teacher MODEL.safetensors, --method NAME and "
                                                   "--student SPEC, e.g. --method dafl --student lenet5-half")
-    for flag, value in (("--seeds", a.seeds), ("--val-size", a.val_size), ("--pseudo", a.pseudo)):
-        require(value is None, f"{flag} does not apply to datafree (the student learns on the transfer set only)")
     return distill_datafree(a.teacher, method=a.method, student=a.student, data=a.data, losses=a.loss,
                     temperature=a.temperature, samples=a.samples, iterations=a.iterations, out=a.out,
                     overwrite=a.overwrite, quiet=a.quiet, trust_code=a.trust_code,
