@@ -1,5 +1,5 @@
-"""docs/extending.md runs as written: its module registers a loss and a method from outside the package, its
-Python and command-line examples work, and both parts pass the shared contract."""
+"""docs/extending.md runs as written: its module registers a loss, a method and a data-free method from outside the
+package, its Python and command-line examples work, and every part passes the shared contract."""
 
 import re
 import shlex
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from distillab.condense import METHODS
+from distillab.datafree import DATAFREE
 from distillab.kd import LOSSES
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
@@ -29,6 +30,7 @@ def workdir(tmp_path, monkeypatch):
     sys.modules.pop("mylab", None)
     LOSSES.unregister("cosine")
     METHODS.unregister("medoids")
+    DATAFREE.unregister("uniform")
 
 
 def test_the_page_runs_as_written(workdir, cli, capsys):
@@ -42,6 +44,9 @@ def test_the_page_runs_as_written(workdir, cli, capsys):
         r = cli(*args[1:], "--quiet")
         assert r.code == 0, (line, r.err)
     assert (workdir / "runs/cosine-cli/model.safetensors").exists()
+    for run in ("uniform", "uniform-cli"):  # the data-free method made a transfer set and taught a student
+        assert (workdir / f"runs/{run}/transfer.safetensors").exists()
+        assert (workdir / f"runs/{run}/model.safetensors").exists()
     assert r.json["models"]["convnet:width=16,depth=2"]["mean"] > 0.5  # the medoids set trains a model
     check = next(b for b in _blocks("python") if b.startswith("# check.py"))
     exec(compile(check, "check.py", "exec"), {})
