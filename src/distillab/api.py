@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -614,25 +615,31 @@ def _flag(keyword: str) -> str:
     return "--no-dsa" if keyword == "dsa" else "--" + keyword.replace("_", "-")
 
 
-def method_from(method, shorthands: dict | None = None, *, trust_code: bool = True) -> Method:
-    """A Method from a spec string (or a Method), with the old per-method flags applied as its options."""
+def _with_shorthands(registry, method, shorthands: dict | None, keys: dict, what: str, trust_code: bool):
+    """A plug-in of ``registry`` from a spec string (or an instance), with flag shorthands (keyword -> option,
+    ``keys``) applied as its options; a shorthand that repeats an option of the spec, or that the plug-in does not
+    have, is a one-line error."""
     given = {k: v for k, v in (shorthands or {}).items() if v is not None}
-    unknown = sorted(set(given) - set(METHOD_SHORTHANDS))
-    require(not unknown, f"unknown condense option(s) {', '.join(unknown)}; give method options in the method spec")
-    if isinstance(method, Method):
-        require(not given, "give the options of a Method object as its fields, not as keywords")
+    unknown = sorted(set(given) - set(keys))
+    require(not unknown, f"unknown {what} option(s) {', '.join(unknown)}; give method options in the method spec")
+    if isinstance(method, registry.base):
+        require(not given, f"give the options of a {registry.base.__name__} object as its fields, not as keywords")
         return method
-    _, explicit = METHODS.split(method)
+    _, explicit = registry.split(method)
     for keyword in given:
-        key = METHOD_SHORTHANDS[keyword]
-        require(key not in explicit, f"{_flag(keyword)} and --method {method} both set {key}; give it once")
-    method = METHODS.parse(method, trust_code=trust_code)
+        require(keys[keyword] not in explicit,
+                f"{_flag(keyword)} and --method {method} both set {keys[keyword]}; give it once")
+    method = registry.parse(method, trust_code=trust_code)
     fields = option_fields(type(method))
     for keyword in given:
-        require(METHOD_SHORTHANDS[keyword] in fields,
-                f"{_flag(keyword)} does not apply to the {method.name} method "
-                f"(its options: {options_help(type(method))})")
-    return dataclasses.replace(method, **{METHOD_SHORTHANDS[k]: v for k, v in given.items()}) if given else method
+        require(keys[keyword] in fields, f"{_flag(keyword)} does not apply to the {method.name} method "
+                                         f"(its options: {options_help(type(method))})")
+    return dataclasses.replace(method, **{keys[k]: v for k, v in given.items()}) if given else method
+
+
+def method_from(method, shorthands: dict | None = None, *, trust_code: bool = True) -> Method:
+    """A Method from a spec string (or a Method), with the old per-method flags applied as its options."""
+    return _with_shorthands(METHODS, method, shorthands, METHOD_SHORTHANDS, "condense", trust_code)
 
 
 def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="hard", seed: int = 0,
@@ -773,8 +780,8 @@ def metadata(teacher, *, data: str | None = None, records: str = "top", temperat
     require(target.parent.exists(), f"folder {target.parent} does not exist")
     model, meta, splits = _teacher_for(teacher, data, trust_code, val_size, split_seed)
     started = time.time()
-    bar = reporter.bar(2 * -(-len(splits.train) // 512) if records == "spectral" else -(-len(splits.train) // 512),
-                       f"metadata {records}", unit="batches")
+    passes = 2 if records == "spectral" else 1  # spectral: the graph's modes first, then coordinates on them
+    bar = reporter.bar(passes * math.ceil(len(splits.train) / 512), f"metadata {records}", unit="batches")
     stats = record(model, splits.train.x, splits.train.y, splits.num_classes, records, temperature,
                    max_full=max_full, modes=modes, progress=lambda i: bar.update(1))
     bar.close()
@@ -783,8 +790,7 @@ def metadata(teacher, *, data: str | None = None, records: str = "top", temperat
                          teacher=model_digest(model), stats=stats,
                          meta={"teacher_file": final_path(teacher), "teacher_sha256": file_sha256(teacher),
                                "data": splits.describe(), "options": {"max_full": max_full, "modes": modes}})
-    rec.save(target, train_images=len(splits.train))
-    saved = TeacherRecords.load(target).meta
+    saved = rec.save(target, train_images=len(splits.train))
     metrics = {"records": records, "temperature": temperature, "size_bytes": saved["size_bytes"],
                "training_set": saved["training_set"], "wall_seconds": round(time.time() - started, 2),
                "layers": {p: {"width": int(s["mean"].shape[1]),
@@ -795,27 +801,14 @@ def metadata(teacher, *, data: str | None = None, records: str = "top", temperat
     return Result(metrics, target)
 
 
-DATAFREE_SHORTHANDS = ("samples", "iterations")
+DATAFREE_SHORTHANDS = {"samples": "samples", "iterations": "iterations"}
 
 
 def datafree_method(method, shorthands: dict | None = None, *, trust_code: bool = True):
     """A DataFreeMethod from a spec string (or one), with --samples/--iterations applied as its options."""
-    from .datafree import DATAFREE, DataFreeMethod
+    from .datafree import DATAFREE
 
-    given = {k: v for k, v in (shorthands or {}).items() if v is not None}
-    require(not set(given) - set(DATAFREE_SHORTHANDS), f"unknown data-free option(s) {sorted(given)}")
-    if isinstance(method, DataFreeMethod):
-        require(not given, "give the options of a DataFreeMethod object as its fields, not as keywords")
-        return method
-    _, explicit = DATAFREE.split(method)
-    for key in given:
-        require(key not in explicit, f"--{key} and --method {method} both set {key}; give it once")
-    method = DATAFREE.parse(method, trust_code=trust_code)
-    fields = option_fields(type(method))
-    for key in given:
-        require(key in fields, f"--{key} does not apply to the {method.name} method "
-                               f"(its options: {options_help(type(method))})")
-    return dataclasses.replace(method, **given) if given else method
+    return _with_shorthands(DATAFREE, method, shorthands, DATAFREE_SHORTHANDS, "data-free", trust_code)
 
 
 def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32", data: str | None = None,

@@ -48,6 +48,8 @@ class FrozenTeacher:
         self.input_shape, self.classes = tuple(input_shape), list(classes)
         self.mean, self.std = tuple(mean), tuple(std)
         self.digest = model_digest(model)
+        linear = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        self._last_linear = linear[-1] if linear else None  # DAFL's feature term reads its input
 
     @property
     def num_classes(self) -> int:
@@ -70,10 +72,9 @@ class FrozenTeacher:
 
     def with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, the input of the last linear layer): DAFL's feature term reads the latter."""
-        last = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
-        require(last, "the teacher has no linear layer before its outputs")
+        require(self._last_linear is not None, "the teacher has no linear layer before its outputs")
         found = {}
-        hook = last[-1].register_forward_hook(lambda m, i, o: found.__setitem__("x", i[0]))
+        hook = self._last_linear.register_forward_hook(lambda m, i, o: found.__setitem__("x", i[0]))
         try:
             logits = self(x)
         finally:
@@ -123,6 +124,23 @@ def balanced_labels(num_classes: int, n: int) -> torch.Tensor:
     for a chosen class."""
     return torch.arange(num_classes).repeat_interleave(n // num_classes + 1)[torch.linspace(
         0, num_classes * (n // num_classes + 1) - 1, n).round().long()]
+
+
+def optimise_inputs(x: torch.Tensor, loss_of, iterations: int, lr: float, progress=None, step: int = 0,
+                    betas=(0.9, 0.999)) -> tuple[torch.Tensor, int]:
+    """Adam on a batch of inputs ``x`` for ``iterations`` steps, minimising ``loss_of(x)``; each step reported to
+    ``progress(step, loss)`` with a running count from ``step``. Returns the optimised inputs and the next step."""
+    x = x.detach().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr, betas=betas)
+    for _ in range(iterations):
+        loss = loss_of(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress(step, loss.item())
+        step += 1
+    return x.detach(), step
 
 
 def synthesize(teacher: FrozenTeacher, method: DataFreeMethod, *, seed: int = 0, progress=None) -> dict:

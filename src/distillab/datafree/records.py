@@ -115,7 +115,8 @@ class TeacherRecords:
 
     # ---- files ----
 
-    def save(self, path, train_images: int) -> None:
+    def save(self, path, train_images: int) -> dict:
+        """Write the file; returns the metadata it holds (sizes included)."""
         tensors = {f"{p}/{k}": t.contiguous() for p, s in self.stats.items() for k, t in s.items()}
         pixels = train_images * int(torch.tensor(self.input_shape).prod())
         meta = dict(self.meta, format=RECORDS_FORMAT, kind=self.kind, temperature=self.temperature,
@@ -124,6 +125,7 @@ class TeacherRecords:
                     layers=list(self.stats), size_bytes=self.nbytes(),
                     training_set={"images": train_images, "bytes_uint8": pixels, "bytes_float32": 4 * pixels})
         save_tensors(path, tensors, meta)
+        return meta
 
     @classmethod
     def load(cls, path) -> "TeacherRecords":

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import require
-from ..method import DATAFREE, DataFreeMethod, balanced_labels, register_datafree
+from ..method import DATAFREE, DataFreeMethod, balanced_labels, optimise_inputs, register_datafree
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -63,9 +63,8 @@ class DeepInversion(DataFreeMethod):
         try:
             for start in range(0, n, self.batch):
                 y = labels[start:start + self.batch].to(teacher.device)
-                x = torch.randn(len(y), *teacher.input_shape, generator=generator).to(teacher.device).requires_grad_()
-                opt = torch.optim.Adam([x], lr=self.lr, betas=(0.5, 0.9))
-                for _ in range(self.iterations):
+
+                def loss_of(x):
                     seen = x
                     if self.jitter:
                         dx, dy = (torch.randint(-self.jitter, self.jitter + 1, (2,), generator=generator)).tolist()
@@ -75,15 +74,12 @@ class DeepInversion(DataFreeMethod):
                     stats.clear()
                     logits = teacher(seen)
                     tv = ((x[:, :, 1:] - x[:, :, :-1]) ** 2).mean() + ((x[..., 1:] - x[..., :-1]) ** 2).mean()
-                    loss = (F.cross_entropy(logits, y) + self.bn * torch.stack(stats).sum() + self.tv * tv
+                    return (F.cross_entropy(logits, y) + self.bn * torch.stack(stats).sum() + self.tv * tv
                             + self.l2 * (x ** 2).mean())
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    if progress:
-                        progress(step, loss.item())
-                    step += 1
-                images.append(x.detach())
+
+                x = torch.randn(len(y), *teacher.input_shape, generator=generator).to(teacher.device)
+                x, step = optimise_inputs(x, loss_of, self.iterations, self.lr, progress, step, betas=(0.5, 0.9))
+                images.append(x)
         finally:
             for h in hooks:
                 h.remove()

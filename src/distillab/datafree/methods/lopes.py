@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import require
-from ..method import DataFreeMethod, balanced_labels, register_datafree
+from ..method import DataFreeMethod, balanced_labels, optimise_inputs, register_datafree
 from ..records import KINDS, TeacherRecords, activations
 
 
@@ -63,18 +63,13 @@ class Lopes(DataFreeMethod):
         for start in range(0, n, self.batch):
             y = labels[start:start + self.batch]
             targets = {p: t.to(teacher.device) for p, t in rec.sample(y, generator).items()}
-            pixels = (self.init_mean + self.init_std * torch.randn(len(y), *teacher.input_shape, generator=generator)
-                      ).to(teacher.device).requires_grad_(True)
-            opt = torch.optim.Adam([pixels], lr=self.lr)
-            for _ in range(self.iterations):
-                got = rec.targets(activations(teacher.model, teacher.normalise(pixels), rec.layers,
-                                              rec.temperature))
-                loss = sum(((got[p] - targets[p]) ** 2).mean() / scale[p] for p in rec.stats)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if progress:
-                    progress(step, loss.item())
-                step += 1
-            images.append(teacher.normalise(pixels.detach()))
+            pixels = self.init_mean + self.init_std * torch.randn(len(y), *teacher.input_shape, generator=generator)
+
+            def mismatch(pixels):
+                got = rec.targets(activations(teacher.model, teacher.normalise(pixels), rec.layers, rec.temperature))
+                return sum(((got[p] - targets[p]) ** 2).mean() / scale[p] for p in rec.stats)
+
+            pixels, step = optimise_inputs(pixels.to(teacher.device), mismatch, self.iterations, self.lr, progress,
+                                           step)
+            images.append(teacher.normalise(pixels))
         return torch.cat(images), labels
