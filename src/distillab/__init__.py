@@ -1,10 +1,10 @@
 """distillab: machine teaching in PyTorch -- model distillation and dataset distillation.
 
 The API in one place: ``train``, ``distill``, ``chain``, ``condense_data``, ``evaluate``, ``predict``,
-``pseudolabel``, ``metadata``, ``distill_datafree``,
+``pseudolabel``, ``metadata``, ``distill_datafree``, ``audit``,
 ``inspect_teacher``, ``load``; models as spec strings or ``nn.Module``s, data as spec strings, torch ``Dataset``s,
 ``DataLoader``s or tensors; plug-ins with ``register_loss`` (a ``LossTerm`` dataclass) and ``register_method`` (a
-``Method`` dataclass). See docs/design.md and docs/extending.md.
+``Method`` dataclass) and ``register_audit`` (an ``Audit`` dataclass). See docs/design.md and docs/extending.md.
 
 Names load on first use, so ``import distillab`` (and ``distillab --help``) do not import torch.
 """
@@ -17,10 +17,10 @@ from .errors import DistillabError
 _WHERE = {
     "Result": "api", "chain": "api", "condense_data": "api", "distill": "api", "evaluate": "api",
     "evaluate_model": "api", "evaluate_synset": "api", "inspect_teacher": "api", "load": "api", "predict": "api",
-    "pseudolabel": "api", "metadata": "api", "distill_datafree": "api",
+    "pseudolabel": "api", "metadata": "api", "distill_datafree": "api", "audit": "api",
     "train": "api", "export": "api", "resume": "api", "tune_allocator": "speed",
     "Method": "condense", "SyntheticSet": "condense", "register_method": "condense",
-    "LossInputs": "kd", "LossTerm": "kd", "register_loss": "kd",
+    "LossInputs": "kd", "LossTerm": "kd", "register_loss": "kd", "Audit": "audits", "register_audit": "audits",
 }
 
 __all__ = ["DistillabError", "__version__", *_WHERE]

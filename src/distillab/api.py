@@ -53,7 +53,7 @@ __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate
            "predict", "pseudolabel", "inspect_teacher", "condense_data", "export", "export_synset", "import_synset",
            "load", "resume",
            "data_fetch", "data_info", "register_loss", "register_method", "loss_help", "method_help",
-           "metadata", "distill_datafree", "datafree_help",
+           "metadata", "distill_datafree", "datafree_help", "audit", "audit_help",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
            "TrainConfig", "Protocol", "Hinton", "PseudoLabelConfig", "Mixing", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
@@ -903,6 +903,90 @@ def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32",
     reporter.info(f"student test accuracy {metrics['test_accuracy']:.4f} (teacher {teacher_accuracy:.4f}); "
                   f"wrote {final_path(run.final)}")
     return Result(metrics, run.final, net)
+
+
+def audit(synset, *, reference=None, data: str | None = None, audits: list | None = None, privacy: bool = False,
+          fpr=(0.001, 0.01), seed: int = 0, out=None, overwrite: bool = False, device: str = "cpu",
+          quiet: bool = False, trust_code: bool = False) -> Result:
+    """Audit a synthetic set file. ``audits``: spec strings (``labels``, ``class-stats``, ``confusion``,
+    ``memorisation``, ``membership:shadows=8``, ...; see ``audit_help()``); default: every audit the inputs allow --
+    ``reference`` (a trusted model file) and ``data`` (default: the dataset the set records) -- with the privacy
+    audits only when ``privacy``. ``fpr``: the false-positive rates membership attacks are read at. Writes
+    audit.json (every finding), audit.md and the audits' figures to ``out``; metrics: what was flagged."""
+    from .audits import AUDITS, AuditInputs, default_audits, parse_audit, report_markdown, run_audits
+    from .condense.synset import dataset_hash
+    from .datafree import FrozenTeacher
+
+    started = time.time()
+    reporter = Reporter(quiet)
+    device = resolve_device(device)
+    fpr = tuple(float(f) for f in (fpr if isinstance(fpr, (list, tuple)) else [fpr]))
+    require(fpr and all(0 < f < 1 for f in fpr), f"--fpr takes rates between 0 and 1, got {', '.join(map(str, fpr))}")
+    chosen = [parse_audit(a) if isinstance(a, str) else a for a in (audits or [])]
+    if privacy:
+        chosen += [AUDITS.get(n)() for n in AUDITS.names(builtin_only=True)
+                   if AUDITS.get(n).privacy and n not in {a.name for a in chosen}]
+    s = SyntheticSet.load(synset)
+    source = s.meta.get("source") or {}
+    recorded = source.get("data") if isinstance(source.get("data"), str) else None
+    ref = None
+    if reference is not None:
+        model, meta = load_model(reference, trust_code=trust_code)
+        check_compatible(meta, s.classes, s.input_shape, "reference model", reference)
+        norm = meta["normalisation"]
+        ref = FrozenTeacher(model, meta["input_shape"], meta["classes"], norm["mean"], norm["std"], device=device)
+    splits = None
+    wants_data = not audits or any("data" in a.needs for a in chosen)
+    if (data or recorded) and wants_data:
+        ds = data_mod.load(data or recorded)
+        require(not (data and recorded) or ds.spec == recorded or data == recorded,
+                f"{synset} was condensed from {recorded}, not {ds.spec}; audit it against the data it was made from")
+        require(tuple(ds.input_shape) == s.input_shape and ds.num_classes == len(s.classes),
+                f"{synset} holds {len(s.classes)} classes of shape {s.input_shape}, but {ds.spec} has "
+                f"{ds.num_classes} of shape {tuple(ds.input_shape)}; audit it against the data it was made from")
+        same = recorded is not None
+        splits = data_mod.split(ds, val_size=source.get("val_size") if same else None,
+                                seed=source.get("split_seed", 0) if same else 0, mean=s.mean, std=s.std)
+        if same and isinstance(source.get("hash"), str):
+            require(dataset_hash(splits.train_set()) == source["hash"],
+                    f"{synset} was not condensed from the training split of {ds.spec} (its data hash differs); "
+                    "audit it against the data it was made from")
+    inputs = AuditInputs(synset=s, reference=ref, splits=splits, fpr=fpr, device=device, reporter=reporter,
+                         trust_code=trust_code)
+    if not audits:
+        chosen = default_audits(inputs, privacy=False) + [a for a in chosen if a.privacy]
+    require(chosen, "nothing to audit: pass --reference MODEL (a trusted model), --data D, or --privacy")
+    call = _call("audit", synset=synset, reference=reference, data=data, audits=[str(a) for a in chosen],
+                 fpr=list(fpr), seed=seed, trust_code=trust_code)
+    with RunOutput(out, "audit", overwrite, call=call) as run:
+        inputs.folder = run.dir
+        run.write_config({"command": "audit", "synset": final_path(synset), "reference": final_path(reference)
+                          if reference is not None else None, "data": splits.spec if splits else None,
+                          "audits": [a.describe() for a in chosen], "fpr": list(fpr), "seed": seed})
+        findings = run_audits(chosen, inputs, seed=seed)
+        flagged = [n for n, f in findings.items() if f["flagged"]]
+        report = {"synset": final_path(synset), "synset_sha256": file_sha256(synset),
+                  "method": s.meta.get("method"), "ipc": s.ipc, "data": splits.spec if splits else None,
+                  "reference": final_path(reference) if reference is not None else None,
+                  "flagged": bool(flagged), "flagged_by": flagged, "audits": findings,
+                  "wall_seconds": round(time.time() - started, 2)}
+        run.path("audit.json").write_text(json.dumps(to_jsonable(report), indent=1) + "\n")
+        title = f"Audit of {Path(final_path(synset)).name} ({s.meta.get('method') or 'set'}, IPC {s.ipc})"
+        run.path("audit.md").write_text(report_markdown(title, findings, chosen) + "\n")
+        metrics = {"synset": report["synset"], "flagged": bool(flagged), "flagged_by": ", ".join(flagged) or "none",
+                   **{name: ("FLAGGED: " if f["flagged"] else "") + f["summary"] for name, f in findings.items()},
+                   "wall_seconds": report["wall_seconds"]}
+        run.write_metrics(metrics)
+    reporter.info(f"audit: {'flagged by ' + ', '.join(flagged) if flagged else 'nothing flagged'}; wrote "
+                  f"{final_path(run.final)}")
+    return Result(metrics, run.final)
+
+
+def audit_help() -> str:
+    from .audits import AUDITS
+
+    return "; ".join(f"{n}{' (privacy)' if AUDITS.get(n).privacy else ''}: {options_help(AUDITS.get(n))}"
+                     for n in AUDITS.names())
 
 
 MODEL_EXPORTS = (".pt2", ".ts", ".onnx")

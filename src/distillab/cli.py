@@ -293,6 +293,22 @@ def build_parser() -> Parser:
     _add_resume(p, "epochs")
     _add_loggers(p)
 
+    p = sub.add_parser("audit", help="audit a synthetic set: poisoning (labels a trusted model disputes, class "
+                                     "statistics, what it teaches) and privacy (memorisation, membership inference)")
+    p.add_argument("synset", help="synset.safetensors")
+    p.add_argument("--reference", help="a trusted model.safetensors of the same data (labels, class-stats)")
+    p.add_argument("--data", help="the dataset the set was condensed from (default: the one it records)")
+    p.add_argument("--audits", nargs="+", metavar="NAME[:key=value,...]",
+                   help=f"which audits (default: every one the inputs allow): {TEXT.get('audits', '')}")
+    p.add_argument("--privacy", action="store_true", help="add the privacy audits (memorisation, membership)")
+    p.add_argument("--fpr", type=float, nargs="+", default=[0.001, 0.01],
+                   help="false-positive rates the membership attacks are read at (default 0.001 0.01; each needs "
+                        "10/rate held-out images)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    _add_trust(p)
+    _add_output(p)
+
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
     p.add_argument("model", help="model.safetensors")
     p.add_argument("--data")
@@ -406,6 +422,10 @@ EXAMPLES = {
                  "--student mlp:hidden=800-800 --samples 24000 --iterations 300",
                  "distillab datafree --teacher bn.safetensors --method deepinversion --student lenet5-half --quiet",
                  "distillab datafree --teacher T.safetensors --method noise --student lenet5-half      # the floor"],
+    "audit": ["distillab audit synset.safetensors --reference trusted.safetensors      # poisoning audits",
+              "distillab audit synset.safetensors --data mnist --privacy --out runs/audit-dm",
+              "distillab audit synset.safetensors --audits labels:confidence=0.8 confusion:models=5 "
+              "--reference T.safetensors"],
     "data": ["distillab data fetch mnist", "distillab data info digits"],
     "demo": ["distillab demo --quick      # 20 seconds on scikit-learn's digits",
              "distillab demo --out runs/demo      # MNIST, minutes"],
@@ -572,6 +592,14 @@ def _cmd_datafree(a):
                     **_run_options(a)).metrics
 
 
+def _cmd_audit(a):
+    from .api import audit
+
+    return audit(a.synset, reference=a.reference, data=a.data, audits=a.audits, privacy=a.privacy, fpr=a.fpr,
+                 seed=a.seed, out=a.out, overwrite=a.overwrite, device=a.device, quiet=a.quiet,
+                 trust_code=a.trust_code).metrics
+
+
 def _cmd_predict(a):
     from .api import predict
 
@@ -699,7 +727,7 @@ COMMANDS = {"train": _cmd_train, "kd": _cmd_kd, "inspect": _cmd_inspect, "evalua
             "condense": _cmd_condense, "predict": _cmd_predict, "data": _cmd_data, "demo": _cmd_demo,
             "export": _cmd_export, "import-synset": _cmd_import_synset, "bench": _cmd_bench,
             "experts": _cmd_experts, "pseudolabel": _cmd_pseudolabel, "metadata": _cmd_metadata,
-            "datafree": _cmd_datafree}
+            "datafree": _cmd_datafree, "audit": _cmd_audit}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -76,7 +76,7 @@ def live() -> dict:
     import dataclasses
 
     from .api import (Hinton, Mixing, Protocol, PseudoLabelConfig, TrainConfig, datafree_help, labels_help, loss_help,
-                      method_help)
+                      method_help, audit_help)
     from .bench import BENCHMARKS
 
     return {"train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
@@ -85,7 +85,7 @@ def live() -> dict:
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                          for f in dataclasses.fields(Protocol)},
             "losses": loss_help(), "methods": method_help(), "labels": labels_help(), "datafree": datafree_help(),
-            "benchmarks": list(BENCHMARKS)}
+            "audits": audit_help(), "benchmarks": list(BENCHMARKS)}
 
 
 if __name__ == "__main__":

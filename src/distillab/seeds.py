@@ -13,6 +13,7 @@ them, and a new stream gets a new name rather than a changed formula.
 | ``labels``   | seed + 10000  | a condensation's label mode (learned labels), after the method's draws |
 | ``synthesis`` | seed + 20000 | a data-free method's transfer set (``distillab datafree``)          |
 | ``subset``   | seed * 7919 + 30011 + i | a benchmark's labelled subset of a dataset (``bench omni-mnist``) |
+| ``audit``    | seed + 40000 + i | the i-th audit of ``distillab audit`` (its models, shadows, samples) |
 
 The global RNG is never seeded or drawn from (module constructors run on a fork of it, ``models``).
 """
@@ -30,6 +31,7 @@ STREAMS = {
     "labels": lambda seed, index: seed + 10_000 + index,
     "synthesis": lambda seed, index: seed + 20_000 + index,
     "subset": lambda seed, index: seed * 7_919 + 30_011 + index,
+    "audit": lambda seed, index: seed + 40_000 + index,
 }
 
 

@@ -46,13 +46,21 @@ def _split_items(rest: str, text: str, what: str) -> list[str]:
 def parse_spec(text: str, what: str = "spec") -> Spec:
     """``mlp:hidden=800-800,dropout=0.5`` -> Spec("mlp", {"hidden": "800-800", "dropout": "0.5"}).
 
-    A value containing commas goes in brackets: ``dm:model=[convnet:width=16,depth=2],iterations=5``.
+    A value containing commas goes in brackets: ``dm:model=[convnet:width=16,depth=2],iterations=5``; one made
+    of ``key:value`` pairs may also go without: ``bptt:attack=source:3,target:8``.
     """
     require(isinstance(text, str) and text.strip() != "", f"empty {what}")
     name, _, rest = text.strip().partition(":")
     options: dict[str, str] = {}
     if rest:
+        items: list[str] = []
         for item in _split_items(rest, text, what):
+            # a value made of key:value pairs may go unbracketed: attack=source:3,target:8
+            if "=" not in item and ":" in item and items and ":" in items[-1].partition("=")[2]:
+                items[-1] += "," + item
+            else:
+                items.append(item)
+        for item in items:
             key, eq, value = item.partition("=")
             if not eq or not key.strip():
                 raise DistillabError(f"bad {what} '{text}': expected key=value after ':', got '{item}'")

@@ -1,9 +1,10 @@
 """The contract every plug-in meets, as scikit-learn's ``check_estimator`` checks every estimator.
 
-    from distillab.testing import check_datafree, check_loss_term, check_method
+    from distillab.testing import check_audit, check_datafree, check_loss_term, check_method
     check_loss_term(MyLoss)      # raises AssertionError naming the broken promise
     check_method(MyMethod)
     check_datafree(MyDataFreeMethod)
+    check_audit(MyAudit)
 
 The test suite runs them over every registered loss term, condensation method and data-free method; a new part gets
 them for free.
@@ -252,3 +253,58 @@ def check_datafree(cls: type, teacher=None, options: dict | None = None) -> None
     assert len(steps) == method.steps(n), f"{cls.__name__}: reported progress {len(steps)} times for " \
                                           f"{method.steps(n)} steps"
     assert all(math.isfinite(loss) for _, loss in steps), f"{cls.__name__}: progress losses not finite"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Audits
+
+
+def contract_audit_inputs():
+    """What an audit contract run looks at: a small random-subset set of digits, a reference MLP trained on them
+    briefly, and the digits splits normalised as the set."""
+    from .audits import AuditInputs
+    from .data import load, split
+    from .datafree import FrozenTeacher
+    from .training import TrainConfig, fit
+
+    splits = split(load("digits"))
+    synset = condense(splits.train_set(), "random", 2, seed=0)
+    model = build_model("mlp:hidden=32", splits.input_shape, splits.num_classes, seeds.generator(0))
+    fit(model, splits, TrainConfig(epochs=3, batch_size=64, lr=0.05))
+    reference = FrozenTeacher(model, splits.input_shape, splits.classes, splits.mean, splits.std)
+    return AuditInputs(synset=synset, reference=reference, splits=splits, fpr=(0.1,))
+
+
+def check_audit(cls: type, inputs=None, options: dict | None = None) -> None:
+    """Run an Audit class through the shared contract: options round-trip; a dict with ``flagged`` (bool) and
+    ``summary`` (one line) that survives JSON; the same seed gives the same finding; the global RNG is neither
+    changed nor read; ``markdown`` gives lines of text; an input it needs and lacks is a one-line error. Runs
+    with ``cls.quick`` (and ``options``)."""
+    from .audits import AUDITS, Audit, run_audits
+
+    assert isinstance(cls, type) and issubclass(cls, Audit) and dataclasses.is_dataclass(cls), \
+        f"{cls!r} is not an Audit dataclass"
+    assert cls.name and AUDITS.get(cls.name) is cls, f"{cls.__name__} is not registered (register_audit)"
+    options = {**cls.quick, **(options or {})}
+    _check_options(AUDITS, cls, options)
+    inputs = inputs or contract_audit_inputs()
+    audit = cls(**options)
+    with _global_rng_set_to(1):
+        finding = run_audits([audit], inputs, seed=3)[cls.name]
+    with _global_rng_set_to(2):
+        again = run_audits([audit], inputs, seed=3)[cls.name]
+    assert isinstance(finding["flagged"], bool) and isinstance(finding["summary"], str) \
+        and "\n" not in finding["summary"], f"{cls.__name__}: a finding needs 'flagged' and a one-line 'summary'"
+    text = json.dumps(finding, sort_keys=True)
+    assert text == json.dumps(again, sort_keys=True), f"{cls.__name__}: the same seed gave another finding"
+    lines = audit.markdown(json.loads(text))
+    assert isinstance(lines, list) and all(isinstance(line, str) for line in lines), \
+        f"{cls.__name__}.markdown must return a list of lines"
+    for need in cls.needs:
+        lacking = dataclasses.replace(inputs, **{"reference" if need == "reference" else "splits": None})
+        try:
+            run_audits([audit], lacking)
+        except DistillabError as e:
+            assert "\n" not in str(e) and cls.name in str(e), f"unclear error for a missing input: {e}"
+        else:
+            raise AssertionError(f"{cls.__name__}: ran without the {need} it needs")

@@ -90,10 +90,22 @@ class Method(Plugin):
         raise NotImplementedError
 
     @classmethod
-    def as_made(cls, synset: SyntheticSet, test, *, runs: int, seed: int, trust_code: bool = False) -> dict | None:
-        """Accuracy of models trained the way this method meant its sets to be used, when that differs from the
-        protocol (bptt: its learned schedule); None otherwise."""
+    def models_as_made(cls, synset: SyntheticSet, *, runs: int, seed: int, trust_code: bool = False) -> dict | None:
+        """Models trained the way this method meant its sets to be used, when that differs from the protocol (bptt:
+        its learned schedule): ``{"model": spec, "init_net": ..., "models": [nn.Module, ...]}``; None otherwise."""
         return None
+
+    @classmethod
+    def as_made(cls, synset: SyntheticSet, test, *, runs: int, seed: int, trust_code: bool = False) -> dict | None:
+        """Test accuracy of the models ``models_as_made`` trains (mean +- std), or None."""
+        made = cls.models_as_made(synset, runs=runs, seed=seed, trust_code=trust_code)
+        if made is None:
+            return None
+        from ..evaluation import summarise
+        from ..training import accuracy
+
+        accs = [accuracy(m, test)[0] for m in made.pop("models")]
+        return {**made, **summarise(accs)}
 
 
 METHODS = Registry("condensation method", Method, "--method")

@@ -34,10 +34,9 @@ from torch.func import functional_call
 from ... import seeds
 from ...data import TrainSet
 from ...errors import DistillabError, require
-from ...evaluation import summarise
 from ...models import build_model
 from ...specs import option_values
-from ...training import accuracy, is_soft
+from ...training import is_soft
 from ..method import Method, Progress, initial_images, register_method
 from ..unroll import check_unrollable, inverse_softplus, step_batches, unroll  # noqa: F401  (re-exported)
 from ..synset import SyntheticSet
@@ -61,9 +60,27 @@ class BPTT(Method):
     lr_decay_every: int = 0    # multiply the Adam rate by lr_decay every this many iterations (0: never)
     lr_decay: float = 0.5
     init: Literal["real", "noise"] = "real"
+    # poisoning (Wang et al. 2018 sec. 5): "source:K,target:T" scores the unrolled network on real batches whose
+    # class K is relabelled T, so networks trained on the set take real K for T; empty: a clean set
+    attack: str = ""
 
     def check_data(self, train: TrainSet) -> None:
         check_unrollable(build_model(self.model, train.input_shape, train.num_classes))
+        self.attack_classes(train.classes)
+
+    def attack_classes(self, classes: list[str]) -> tuple[int, int] | None:
+        """(source, target) class indices of the attack (names or indices in the spec), or None for a clean set."""
+        if not self.attack:
+            return None
+        found = [_class_index(self.attack_pair()[key], classes) for key in ("source", "target")]
+        require(found[0] != found[1], f"bptt attack: source and target are the same class ({classes[found[0]]})")
+        return found[0], found[1]
+
+    def attack_pair(self) -> dict[str, str]:
+        pairs = dict(item.partition(":")[::2] for item in self.attack.split(","))
+        require(set(pairs) == {"source", "target"} and all(pairs.values()),
+                f"bptt attack must read source:K,target:T (class names or indices), got '{self.attack}'")
+        return {k: v.strip() for k, v in pairs.items()}
 
     def run(self, train, ipc, generator, progress=None):
         images = initial_images(train, ipc, self.init, generator)
@@ -73,7 +90,7 @@ class BPTT(Method):
                                         meta={"bptt": bptt_meta(self)})
 
     @classmethod
-    def as_made(cls, synset, test, *, runs, seed, trust_code=False):
+    def models_as_made(cls, synset, *, runs, seed, trust_code=False):
         """Train the way the set was made: its learned schedule, from its stored init when fixed, else from fresh
         inits (the model spec comes from the file: built only if it names no code, or with trust)."""
         info = synset.meta.get("bptt")
@@ -82,13 +99,10 @@ class BPTT(Method):
         require(isinstance(info, dict) and isinstance(info.get("model"), str),
                 "the set's bptt schedule (metadata 'bptt') is corrupt: it names no model")
         fixed = synset.init_state is not None
-        accs = []
-        for r in range(1 if fixed else runs):
-            model = train_with_schedule(info["model"], synset.input_shape, len(synset.classes), synset,
-                                        seeds.generator(seed, "protocol", r), init_state=synset.init_state,
-                                        trust_code=trust_code)
-            accs.append(accuracy(model, test)[0])
-        return {"model": info["model"], "init_net": "fixed" if fixed else "random", **summarise(accs)}
+        models = [train_with_schedule(info["model"], synset.input_shape, len(synset.classes), synset,
+                                      seeds.generator(seed, "protocol", r), init_state=synset.init_state,
+                                      trust_code=trust_code) for r in range(1 if fixed else runs)]
+        return {"model": info["model"], "init_net": "fixed" if fixed else "random", "models": models}
 
     def check(self) -> None:
         require(self.iterations >= 0, f"bptt iterations must be >= 0, got {self.iterations}")
@@ -101,6 +115,16 @@ class BPTT(Method):
         require(0 < self.lr_decay <= 1, f"bptt lr_decay must lie in (0, 1], got {self.lr_decay}")
         require(self.init_net in INIT_MODES,
                 f"bptt init_net must be one of {', '.join(INIT_MODES)}, got '{self.init_net}'")
+        if self.attack:
+            self.attack_pair()
+
+
+def _class_index(name: str, classes: list[str]) -> int:
+    if name in classes:
+        return classes.index(name)
+    require(name.isdigit() and int(name) < len(classes),
+            f"bptt attack: '{name}' is not a class of the data (classes: {', '.join(classes)})")
+    return int(name)
 
 
 def bptt_meta(cfg: BPTT) -> dict:
@@ -158,6 +182,10 @@ def bptt_distill(train: TrainSet, images: torch.Tensor, labels: torch.Tensor, cf
     opt = torch.optim.Adam([syn, raw_lrs], lr=cfg.lr_img, betas=(0.5, 0.999))
     n_real = len(train)
     batch_real = min(cfg.batch_real, n_real)
+    real_labels = train.y
+    attack = cfg.attack_classes(train.classes)
+    if attack is not None:  # the poisoner's objective: real class K scored as T
+        real_labels = torch.where(train.y == attack[0], attack[1], train.y)
     live = {"images": syn, "raw_lrs": raw_lrs, "optimizer": opt, "generator": generator}
     progress = on_iteration if isinstance(on_iteration, Progress) else Progress(on_iteration)
     for it in range(progress.restore(live), cfg.iterations):
@@ -169,7 +197,7 @@ def bptt_distill(train: TrainSet, images: torch.Tensor, labels: torch.Tensor, cf
         pick = torch.randperm(n_real, generator=generator)[:batch_real]
         params = unroll(model, params0, syn, labels, raw_lrs, cfg.steps, create_graph=True, num_classes=k)
         logits = functional_call(model, {**params, **dict(model.named_buffers())}, (train.read(pick),))
-        loss = F.cross_entropy(logits, train.y[pick])
+        loss = F.cross_entropy(logits, real_labels[pick])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
