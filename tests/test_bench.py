@@ -89,6 +89,38 @@ def test_datafree_mnist_quick(bench_out):
         d["cells"]["lenet-bn-deepinversion"]["test_accuracy"] > d["cells"]["lenet-bn-noise"]["test_accuracy"])
 
 
+def test_poison_mnist_quick(bench_out):
+    run_benchmark("poison-mnist", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "poison-mnist")
+    sets = d["sets"]
+    assert set(sets) == {"noise-clean", "noise-poisoned", "real-clean", "real-poisoned"}
+    for init in ("noise", "real"):  # the attack works and leaves the other classes learned
+        clean, poisoned = sets[f"{init}-clean"], sets[f"{init}-poisoned"]
+        assert clean["attack_success"] < 0.05 < 0.8 < poisoned["attack_success"], (clean, poisoned)
+        assert poisoned["other_classes_accuracy"] > 0.85 and poisoned["source_recall"] < 0.1
+        assert d["separates"][init]["confusion"]  # what the set teaches gives it away
+        assert poisoned["audits"]["confusion"]["summary"].startswith("real 3 taught as 8")
+        assert poisoned["flagged_by"] == [n for n, a in poisoned["audits"].items() if a["flagged"]]
+    assert d["recipe"]["real-poisoned"]["bptt"]["attack"] == "source:3,target:8"
+    assert d["recipe"]["real-clean"]["bptt"]["attack"] == ""
+
+
+def test_privacy_mnist_quick(bench_out):
+    run_benchmark("privacy-mnist", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "privacy-mnist")
+    assert set(d["cells"]) == {"2", "5"}
+    for ipc, cell in d["cells"].items():
+        random_copies = cell["memorisation"]["random"]
+        assert len(random_copies["copies"]) == random_copies["images"] == 10 * int(ipc)  # real images: all copies
+        m = cell["membership"]
+        assert m["counts"]["members"] == m["counts"]["nonmembers"] and m["counts"]["shadows"] == 2
+        for producer in ("synset", "random_subset"):
+            for attack in ("loss", "lira"):
+                a = m[producer][attack]
+                assert a["auc_ci"][0] <= a["auc"] <= a["auc_ci"][1] and set(a["tpr_at"]) == {"0.05", "0.1"}
+    assert (bench_out / "work-quick" / "privacy-mnist" / "audit-dm-5" / "roc.png").exists()
+
+
 def test_kd_speed_quick(bench_out):
     run_benchmark("kd-speed", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "kd-speed")
@@ -284,7 +316,7 @@ def test_unknown_benchmark(cli):
     assert_one_line_error(cli("bench", "imagenet-sota"), "unknown benchmark")
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
                                "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory",
-                               "noisy-teacher", "omni-mnist", "datafree-mnist"}
+                               "noisy-teacher", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):

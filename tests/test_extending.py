@@ -1,5 +1,5 @@
-"""docs/extending.md runs as written: its module registers a loss, a method and a data-free method from outside the
-package, its Python and command-line examples work, and every part passes the shared contract."""
+"""docs/extending.md runs as written: its module registers a loss, a method, a data-free method and an audit from
+outside the package, its Python and command-line examples work, and every part passes the shared contract."""
 
 import re
 import shlex
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from distillab.audits import AUDITS
 from distillab.condense import METHODS
 from distillab.datafree import DATAFREE
 from distillab.kd import LOSSES
@@ -31,13 +32,14 @@ def workdir(tmp_path, monkeypatch):
     LOSSES.unregister("cosine")
     METHODS.unregister("medoids")
     DATAFREE.unregister("uniform")
+    AUDITS.unregister("duplicates")
 
 
 def test_the_page_runs_as_written(workdir, cli, capsys):
     use = next(b for b in _blocks("python") if b.startswith("# use.py"))
     exec(compile(use, "use.py", "exec"), {})
-    accuracy, images = capsys.readouterr().out.split()
-    assert 0.5 < float(accuracy) <= 1 and int(images) == 50
+    accuracy, images, flagged = capsys.readouterr().out.split()
+    assert 0.5 < float(accuracy) <= 1 and int(images) == 50 and flagged == "False"  # medoids are distinct images
     for line in _blocks("bash")[0].strip().splitlines():
         args = shlex.split(line)
         assert args[0] == "distillab"
@@ -48,6 +50,7 @@ def test_the_page_runs_as_written(workdir, cli, capsys):
         assert (workdir / f"runs/{run}/transfer.safetensors").exists()
         assert (workdir / f"runs/{run}/model.safetensors").exists()
     assert r.json["models"]["convnet:width=16,depth=2"]["mean"] > 0.5  # the medoids set trains a model
+    assert (workdir / "runs/duplicates-cli/audit.md").exists()
     check = next(b for b in _blocks("python") if b.startswith("# check.py"))
     exec(compile(check, "check.py", "exec"), {})
 

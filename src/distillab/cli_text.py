@@ -34,25 +34,31 @@ TEXT = {'train': {'epochs': 10,
            'student=penultimate, teacher=penultimate); kd (w=1.0, T=4.0, noise=0.0); logit-mse (w=1.0, center=0, '
            'reduce=sum); rkd (w=1.0, student=penultimate, teacher=penultimate, distance=25.0, angle=50.0)',
  'methods': 'bptt (iterations=1000, steps=10, epochs=3, lr_init=0.02, lr_img=0.01, batch_real=1024, '
-            'init_net=fixed, model=lenet5, lr_decay_every=0, lr_decay=0.5, init=real); dm (iterations=1000, '
-            'lr_img=1.0, momentum=0.5, batch_real=256, model=[convnet:width=128,depth=3], dsa=1, init=real); gm '
+            'init_net=fixed, model=lenet5, lr_decay_every=0, lr_decay=0.5, init=real, attack=); dm '
+            '(iterations=1000, lr_img=1.0, momentum=0.5, batch_real=256, model=[convnet:width=128,depth=3], dsa=1, '
+            'init=real); gm (iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, '
+            'batch_real=256, batch_train=256, model=[convnet:width=128,depth=3], dsa=0, init=real); dsa '
             '(iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, batch_real=256, '
-            'batch_train=256, model=[convnet:width=128,depth=3], dsa=0, init=real); dsa (iterations=1000, outer=0, '
-            'inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, batch_real=256, batch_train=256, '
-            'model=[convnet:width=128,depth=3], dsa=1, init=real); herding (no options); kmeans (no options); mean '
-            '(no options); mtt (experts=, num_experts=5, expert_train_epochs=0, iterations=5000, syn_steps=20, '
-            'expert_epochs=3, max_start=20, lr_img=1000.0, lr_lr=1e-05, lr_init=0.01, batch_syn=0, '
-            'model=[convnet:width=128,depth=3], dsa=1, init=real, unroll=checkpointed); random (no options)',
+            'batch_train=256, model=[convnet:width=128,depth=3], dsa=1, init=real); herding (no options); kmeans '
+            '(no options); mean (no options); mtt (experts=, num_experts=5, expert_train_epochs=0, '
+            'iterations=5000, syn_steps=20, expert_epochs=3, max_start=20, lr_img=1000.0, lr_lr=1e-05, '
+            'lr_init=0.01, batch_syn=0, model=[convnet:width=128,depth=3], dsa=1, init=real, unroll=checkpointed); '
+            'random (no options)',
  'labels': 'iterations=300, steps=10, lr_inner=0.1, lr=0.01, batch_real=256, model=[convnet:width=32,depth=3], '
            'init_logit=3.0',
  'datafree': 'dafl (samples=12000, iterations=2000, batch=256, lr=0.01, latent=100, width=16, oh=1.0, '
              'activation=0.1, balance=5.0); deepinversion (samples=12000, iterations=300, batch=256, lr=0.1, '
              'bn=1.0, tv=0.05, l2=0.001, jitter=2, flip=0); lopes (samples=12000, metadata=, records=, '
              'iterations=300, batch=256, lr=0.07, init_mean=0.15, init_std=0.1); noise (samples=12000, scale=1.0)',
+ 'audits': 'class-stats: real_per_class=500; confusion: models=3, model=[convnet:width=32,depth=3], epochs=300, '
+           'max_confusion=0.5; labels: confidence=0.9; membership (privacy): shadows=8, '
+           'model=[convnet:width=32,depth=3], epochs=300, bootstrap=200; memorisation (privacy): copy_ratio=0.1',
  'benchmarks': ['dd-mnist',
                 'wang2018',
                 'eval-speed',
                 'dm-speed',
+                'poison-mnist',
+                'privacy-mnist',
                 'cross-arch',
                 'datafree-mnist',
                 'hinton-mnist',
