@@ -98,6 +98,19 @@ def test_the_audit_flags_the_poisoned_set_and_not_the_clean_one(bptt_sets, digit
     assert "confusion" in (tmp_path / "poisoned" / "audit.md").read_text()
 
 
+def test_an_attack_that_changes_nothing_is_judged_as_the_clean_set(splits, digits_teacher):
+    """An attack run for no iteration leaves the set as it was: the audits read the set, not its recipe's attack."""
+    options = {**POISON, "iterations": 0}
+    inert = condense(splits.train_set(), BPTT(**options, attack="source:3,target:8"), 1, seed=0)
+    clean = condense(splits.train_set(), BPTT(**options), 1, seed=0)
+    assert torch.equal(inert.images, clean.images) and inert.meta["recipe"]["attack"] == "source:3,target:8"
+    audits = [AUDITS.get(n)(**AUDITS.get(n).quick) for n in ("labels", "class-stats", "confusion")]
+    found = [run_audits(audits, AuditInputs(synset=s, reference=_frozen(digits_teacher), splits=splits), seed=0)
+             for s in (inert, clean)]
+    assert {n: f["flagged"] for n, f in found[0].items()} == {n: f["flagged"] for n, f in found[1].items()}
+    assert [f["summary"] for f in found[0].values()] == [f["summary"] for f in found[1].values()]
+
+
 def test_a_planted_mislabeled_image_is_flagged_and_only_it(splits, digits_teacher, tmp_path):
     clean = condense(splits.train_set(), "random", 3, seed=0)
     clean.save(tmp_path / "clean.safetensors")
@@ -160,6 +173,16 @@ def test_memorisation_finds_copies_of_training_images_and_not_fresh_images(split
                          classes=list(splits.classes), mean=splits.mean, std=splits.std)
     held = run_audits([AUDITS.get("memorisation")()], AuditInputs(synset=fresh, splits=splits))["memorisation"]
     assert not held["flagged"] and held["nearer_training_sample"]["count"] == 0
+
+
+def test_a_set_of_images_the_pool_never_held_is_not_flagged_for_privacy(splits):
+    """Held-out images made into a set carry no member: neither memorisation nor membership may flag it."""
+    fresh = SyntheticSet(images=splits.test.x[:20].clone(), labels=splits.test.y[:20].clone(),
+                         classes=list(splits.classes), mean=splits.mean, std=splits.std)
+    audits = [AUDITS.get("memorisation")(),
+              AUDITS.get("membership")(shadows=0, model="convnet:width=8,depth=2", epochs=100)]
+    found = run_audits(audits, AuditInputs(synset=fresh, splits=splits, fpr=(0.05,)))
+    assert not found["memorisation"]["flagged"] and not found["membership"]["flagged"], found
 
 
 # ---- the contract over every registered audit ----
@@ -225,6 +248,8 @@ def test_cli_audit_errors_are_one_line_and_write_nothing(cli, bptt_sets, tmp_pat
         (("--audits", "labels"), "needs --reference"),
         (("--audits", "labels:confidence=2", "--reference", tmp_path / "three.safetensors"), "confidence"),
         (("--privacy", "--fpr", "0"), "--fpr"),
+        (("--privacy",), "needs at least 10000 non-members"),  # digits holds 583 validation + test images
+        (("--audits", "membership", "--fpr", "0.01"), "needs at least 1000 non-members"),
     ]
     for extra, fragment in cases:
         out = tmp_path / "out"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "noisy-teacher", "omni-mnist",
-         "datafree-mnist", "dd-mnist", "mtt-memory",
+         "datafree-mnist", "poison-mnist", "privacy-mnist", "dd-mnist", "mtt-memory",
          "cross-arch", "wang2018", "eval-speed", "dm-speed", "perf"]
 
 # Benchmarks whose full runs shared one OUT folder with other work running beside them.

@@ -913,7 +913,7 @@ def audit(synset, *, reference=None, data: str | None = None, audits: list | Non
     ``reference`` (a trusted model file) and ``data`` (default: the dataset the set records) -- with the privacy
     audits only when ``privacy``. ``fpr``: the false-positive rates membership attacks are read at. Writes
     audit.json (every finding), audit.md and the audits' figures to ``out``; metrics: what was flagged."""
-    from .audits import AUDITS, AuditInputs, default_audits, parse_audit, report_markdown, run_audits
+    from .audits import AUDITS, AuditInputs, check_audits, default_audits, parse_audit, report_markdown, run_audits
     from .condense.synset import dataset_hash
     from .datafree import FrozenTeacher
 
@@ -956,6 +956,7 @@ def audit(synset, *, reference=None, data: str | None = None, audits: list | Non
     if not audits:
         chosen = default_audits(inputs, privacy=False) + [a for a in chosen if a.privacy]
     require(chosen, "nothing to audit: pass --reference MODEL (a trusted model), --data D, or --privacy")
+    check_audits(chosen, inputs)  # missing or unusable inputs end here, before any output
     call = _call("audit", synset=synset, reference=reference, data=data, audits=[str(a) for a in chosen],
                  fpr=list(fpr), seed=seed, trust_code=trust_code)
     with RunOutput(out, "audit", overwrite, call=call) as run:

@@ -73,6 +73,9 @@ class Audit(Plugin):
     privacy: ClassVar[bool] = False        # run by --privacy
     quick: ClassVar[dict] = {}             # options for a seconds-long run on digits (contract test, bench --quick)
 
+    def check_inputs(self, inputs: AuditInputs) -> None:
+        """Refuse inputs this audit cannot use (one line that says what would do), before any audit runs."""
+
     def run(self, inputs: AuditInputs, generator: torch.Generator) -> dict:
         raise NotImplementedError
 
@@ -113,14 +116,20 @@ def check_inputs(audit: Audit, inputs: AuditInputs) -> None:
         require(given(inputs, need), f"audit '{audit.name}' needs {flags[need]}")
 
 
+def check_audits(audits: list[Audit], inputs: AuditInputs) -> None:
+    """Every audit has what it needs and can use it; each is named once. Called before any output is written."""
+    names = [a.name for a in audits]
+    require(len(set(names)) == len(names), f"an audit is named twice ({', '.join(names)}); give each once")
+    for audit in audits:
+        check_inputs(audit, inputs)
+        audit.check_inputs(inputs)
+
+
 def run_audits(audits: list[Audit], inputs: AuditInputs, seed: int = 0) -> dict:
     """{name: finding} of each audit, in order; each draws from its own stream (``seeds`` 'audit', i)."""
     from .. import seeds
 
-    for audit in audits:
-        check_inputs(audit, inputs)
-    names = [a.name for a in audits]
-    require(len(set(names)) == len(names), f"an audit is named twice ({', '.join(names)}); give each once")
+    check_audits(audits, inputs)
     findings = {}
     for i, audit in enumerate(audits):
         inputs.reporter.info(f"audit {audit.name} ({i + 1}/{len(audits)})")

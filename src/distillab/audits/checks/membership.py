@@ -83,9 +83,8 @@ class Membership(Audit):
 
     # ---- the game ----
 
-    def run(self, inputs: AuditInputs, generator: torch.Generator) -> dict:
-        started = time.perf_counter()
-        splits, synset, device = inputs.splits, inputs.synset, inputs.device
+    def check_inputs(self, inputs: AuditInputs) -> None:
+        splits, synset = inputs.splits, inputs.synset
         fprs = sorted({float(f) for f in inputs.fpr})
         require(len(fprs) >= 1 and all(0 < f < 1 for f in fprs),
                 f"membership: false-positive rates must be between 0 and 1, got {inputs.fpr}")
@@ -93,11 +92,23 @@ class Membership(Audit):
         require(len(synset.classes) == k and tuple(synset.input_shape) == tuple(splits.input_shape),
                 f"membership: the set ({len(synset.classes)} classes of {tuple(synset.input_shape)}) is not of this "
                 f"data ({k} classes of {tuple(splits.input_shape)}); give the data it was condensed from")
-        nonmembers = ImageSet(torch.cat([splits.val.x, splits.test.x]), torch.cat([splits.val.y, splits.test.y]))
+        held = len(splits.val) + len(splits.test)
         needed = needed_nonmembers(fprs[0])
-        require(len(nonmembers) >= needed,
+        require(held >= needed,
                 f"membership: reading TPR at FPR {fprs[0]:g} needs at least {needed} non-members (validation + test "
-                f"images) and this data has {len(nonmembers)}; raise the lowest --fpr or use larger data")
+                f"images) and this data has {held}; raise the lowest --fpr or use larger data")
+        smallest = int(torch.bincount(splits.train.y, minlength=k).min())
+        require(1 <= synset.ipc <= smallest,
+                f"membership: the set has {synset.ipc} images per class but the pool's smallest class has "
+                f"{smallest}; give the data it was condensed from")
+
+    def run(self, inputs: AuditInputs, generator: torch.Generator) -> dict:
+        started = time.perf_counter()
+        self.check_inputs(inputs)
+        splits, synset, device = inputs.splits, inputs.synset, inputs.device
+        fprs = sorted({float(f) for f in inputs.fpr})
+        k = splits.num_classes
+        nonmembers = ImageSet(torch.cat([splits.val.x, splits.test.x]), torch.cat([splits.val.y, splits.test.y]))
         pool = splits.train
         n_members = min(len(pool), len(nonmembers))
         member_index = torch.randperm(len(pool), generator=generator)[:n_members]
@@ -106,10 +117,6 @@ class Membership(Audit):
         ipc = synset.ipc
         pool_train = TrainSet(pool.x, pool.y, list(splits.classes), tuple(splits.mean), tuple(splits.std),
                               splits.describe())
-        smallest = int(torch.bincount(pool.y, minlength=k).min())
-        require(1 <= ipc <= smallest,
-                f"membership: the set has {ipc} images per class but the pool's smallest class has {smallest}; give "
-                "the data it was condensed from")
 
         # the same game for both producers: the set, and a random real subset of equal size
         control = condense(pool_train, "random", ipc, seed=_seed(generator))
