@@ -169,7 +169,7 @@ def test_memorisation_finds_copies_of_training_images_and_not_fresh_images(split
     pixels = data_mod.denormalise(copies.images[first["index"]:first["index"] + 1], copies.mean, copies.std)
     assert torch.allclose(full_train[first["train_index"]], pixels[0], atol=1e-5)
     # held-out images (never in the pool) made into a set: nearer the held-out side, no copy of a training image
-    fresh = SyntheticSet(images=splits.test.x[:20].clone(), labels=splits.test.y[:20].clone(),
+    fresh = SyntheticSet(images=splits.val.x[:20].clone(), labels=splits.val.y[:20].clone(),
                          classes=list(splits.classes), mean=splits.mean, std=splits.std)
     held = run_audits([AUDITS.get("memorisation")()], AuditInputs(synset=fresh, splits=splits))["memorisation"]
     assert not held["flagged"] and held["nearer_training_sample"]["count"] == 0

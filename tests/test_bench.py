@@ -121,6 +121,18 @@ def test_privacy_mnist_quick(bench_out):
     assert (bench_out / "work-quick" / "privacy-mnist" / "audit-dm-5" / "roc.png").exists()
 
 
+def test_teacher_service_quick(bench_out):
+    run_benchmark("teacher-service", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "teacher-service")
+    s = d["students"]
+    assert d["replay_identical"] and s["URL, cache replayed"]["teacher_queries"] == 0
+    assert s["URL"]["teacher_queries"] == s["URL, cache replayed"]["cache_hits"] == 1214  # each input asked once
+    assert abs(d["url_minus_local_accuracy"]) <= 0.01  # the same teacher's probabilities, through HTTP
+    assert s["URL with augmentation"]["queries_per_epoch"] > 0 and "live" in s["URL with augmentation"]["teacher_mode"]
+    assert [c["concurrency"] for c in d["load"]] == [1, 4, 16]
+    assert all(c["requests_per_second"] > 0 and 0 < c["p50_ms"] <= c["p99_ms"] for c in d["load"])
+
+
 def test_kd_speed_quick(bench_out):
     run_benchmark("kd-speed", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "kd-speed")
@@ -316,7 +328,8 @@ def test_unknown_benchmark(cli):
     assert_one_line_error(cli("bench", "imagenet-sota"), "unknown benchmark")
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
                                "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory",
-                               "noisy-teacher", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist"}
+                               "noisy-teacher", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist",
+                               "teacher-service"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):

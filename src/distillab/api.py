@@ -41,7 +41,7 @@ from .kd import (LOSSES, Distillation, Hinton, LossTerm, label_smoothing_warning
 from .kd.meter import dark_knowledge_report
 from .models import (MODEL_FORMAT, build_model, check_compatible, count_parameters, load_model, model_name,
                      save_model)
-from .outputs import RunOutput, peak_rss_mb
+from .outputs import RunOutput, default_out, peak_rss_mb
 from .pseudolabel import Mixing, PseudoLabelConfig
 from .registry import IMPORT_PREFIX
 from .reporting import Reporter, log_to_stderr
@@ -53,7 +53,7 @@ __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate
            "predict", "pseudolabel", "inspect_teacher", "condense_data", "export", "export_synset", "import_synset",
            "load", "resume",
            "data_fetch", "data_info", "register_loss", "register_method", "loss_help", "method_help",
-           "metadata", "distill_datafree", "datafree_help", "audit", "audit_help",
+           "metadata", "distill_datafree", "datafree_help", "audit", "audit_help", "serve",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
            "TrainConfig", "Protocol", "Hinton", "PseudoLabelConfig", "Mixing", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
@@ -197,7 +197,34 @@ def loss_terms(losses, temperature: float | None, alpha: float | None, student_t
     return Hinton(**{k: v for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None}).terms()
 
 
+def _service_teacher(url: str, token_file, query: dict, cache_path: Path, splits, cfg, extra_x, reporter):
+    """A teacher behind a URL and its answer cache; without augmentation every training input is asked once, up
+    front (the cache first). Returns (teacher, how, answers) -- ``answers`` counts what was paid for."""
+    from .kd.teachers import ServiceTeacher, table_of_service
+    from .service.client import AnswerCache, QueryOptions, ServiceAnswers, ServiceClient
+    from .service.tokens import read_token_file
+
+    require(extra_x is None, "--teacher-url with --pseudo is not supported; pseudo-label first, then distill")
+    options = QueryOptions(**{k: v for k, v in query.items() if v is not None}).check()
+    client = ServiceClient(url, read_token_file(token_file) if token_file else None, options)
+    info = client.info
+    require(tuple(info["input_shape"]) == tuple(splits.input_shape),
+            f"the teacher service at {url} takes inputs of shape {tuple(info['input_shape'])}, but {splits.spec} has "
+            f"{tuple(splits.input_shape)}")
+    require(len(info["classes"]) == splits.num_classes,
+            f"the teacher service at {url} predicts {len(info['classes'])} classes, but {splits.spec} has "
+            f"{splits.num_classes}")
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    answers = ServiceAnswers(client, AnswerCache(cache_path, info))
+    teacher = ServiceTeacher(answers, splits.mean, splits.std)
+    if cfg.augment in (None, "", "none"):
+        return table_of_service(teacher, splits.train.x, reporter), f"service {info['output']} (cached)", answers
+    return teacher, f"service {info['output']} (live: every augmented view is a query)", answers
+
+
 def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", *, teacher_outputs=None,
+            teacher_url: str | None = None, token_file=None, concurrency: int | None = None,
+            query_batch: int | None = None, query_cache=None, retries: int | None = None,
             temperature: float | None = None, alpha: float | None = None, losses: list | None = None,
             student_tap: str = "penultimate", teacher_tap: str = "penultimate", cache="auto", out=None,
             overwrite: bool = False, resume: bool = False, checkpoint_every: int = 1, val_size: int | None = None,
@@ -206,6 +233,10 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     """Distill ``teacher`` into a fresh ``student``.
 
     teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities.
+    teacher_url: a teacher service (``distillab serve``) instead: ``token_file`` holds its bearer token;
+    ``concurrency`` requests in flight, ``query_batch`` rows each, ``retries`` attempts after a failed one (5xx,
+    429, time-out, refused; exponential back-off from 0.5 s); answers are cached by input hash in
+    ``query_cache`` (default: OUT.queries.sqlite beside the run), so a repeated or resumed run asks nothing twice.
     losses: ``["kd:T=4,w=0.9", "ce:w=0.1"]`` (or LossTerm objects); default Hinton's
     ``alpha * T^2 * KL + (1 - alpha) * CE`` with ``temperature``/``alpha`` (``kd.Hinton``'s defaults).
     cache: "auto" caches the teacher's outputs when there is no augmentation (the teacher then costs nothing).
@@ -214,7 +245,10 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     """
     started = time.time()
     reporter = Reporter(quiet)
+    out = Path(out) if out else default_out("kd")
     call = _call("distill", data=data, teacher=teacher, student=student, teacher_outputs=teacher_outputs,
+                 teacher_url=teacher_url, token_file=token_file, concurrency=concurrency, query_batch=query_batch,
+                 query_cache=query_cache, retries=retries,
                  temperature=temperature, alpha=alpha, losses=losses, student_tap=student_tap,
                  teacher_tap=teacher_tap, cache=cache, val_size=val_size, split_seed=split_seed,
                  trust_code=trust_code, **_pseudo_call(pseudo, pseudo_ratio), **options)
@@ -225,8 +259,19 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     data, student = splits.spec, model_name(student)
     tap_paths = [p for t in terms for p in t.teacher_taps()]
     mix, pseudo_record = _pseudo_rows(pseudo, pseudo_ratio, splits, reporter)
-    source, teacher_meta, how = resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code,
-                                                reporter, extra_x=mix.rows.x if mix else None)
+    answers = None
+    if teacher_url is not None:
+        require(teacher is None and teacher_outputs is None,
+                "give one teacher: --teacher, --teacher-outputs or --teacher-url")
+        require(not tap_paths, "a teacher service gives only its outputs; feature losses need --teacher MODEL")
+        query_cache = Path(query_cache) if query_cache else out.with_name(out.name + ".queries.sqlite")
+        query = {"concurrency": concurrency, "query_batch": query_batch, "retries": retries}
+        source, how, answers = _service_teacher(teacher_url, token_file, query, query_cache,
+                                                splits, cfg, mix.rows.x if mix else None, reporter)
+        teacher_meta = None
+    else:
+        source, teacher_meta, how = resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache,
+                                                    trust_code, reporter, extra_x=mix.rows.x if mix else None)
     for message in label_smoothing_warnings(teacher_meta, terms, cfg.label_smoothing):
         reporter.warn(message)
     objective = Distillation(source, terms)
@@ -237,7 +282,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
         list(teacher) if isinstance(teacher, (list, tuple)) else [teacher])
     files = [f for f in files if isinstance(f, (str, Path))]
     teacher_desc = [final_path(f) for f in files] if len(files) > 1 else (
-        final_path(files[0]) if files else type(teacher).__name__)
+        final_path(files[0]) if files else teacher_url or type(teacher).__name__)
     recipe = {"command": "kd", "teacher": teacher_desc, "teacher_mode": how,
               "teacher_sha256": {final_path(f): file_sha256(f) for f in files},
               "losses": [t.describe() for t in terms], **cfg.as_dict(), **pseudo_record}
@@ -253,6 +298,13 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
         metrics = _final_metrics(net, splits, cfg, result, started)
         metrics["parameters"] = count_parameters(net)
         metrics["teacher_mode"] = how
+        if answers is not None:  # what the service cost: rows paid for, and what the cache saved
+            metrics.update(teacher_queries=answers.queried, teacher_requests=answers.client.requests,
+                           cache_hits=answers.hits, query_retries=answers.client.retried,
+                           query_seconds=round(answers.client.seconds, 2), query_cache=str(answers.cache.path))
+            if "live" in how:  # every augmented view is a query: the bill grows with the epochs
+                metrics["queries_per_epoch"] = round(answers.queried / max(1, cfg.epochs), 1)
+            answers.cache.close()
         if teacher_meta:  # a teacher loaded from a file: its own recorded accuracy, for comparison
             metrics["teacher_test_accuracy"] = (teacher_meta.get("metrics") or {}).get("test_accuracy")
         _save(run, net, student, splits, recipe, metrics)
@@ -988,6 +1040,32 @@ def audit_help() -> str:
 
     return "; ".join(f"{n}{' (privacy)' if AUDITS.get(n).privacy else ''}: {options_help(AUDITS.get(n))}"
                      for n in AUDITS.names())
+
+
+def serve(model, *, host: str | None = None, port: int | None = None, output: str | None = None, token_file=None,
+          max_batch: int | None = None, rate: float | None = None, noise: float | None = None,
+          round: int | None = None, seed: int | None = None, device: str = "cpu", block: bool = False,
+          quiet: bool = False, trust_code: bool = False):
+    """Serve a model file's outputs over HTTP (Starlette on uvicorn): ``GET /info`` (input shape, classes, the
+    normalisation a client applies -- never the weights), ``POST /predict`` (probabilities, ``topk:K`` or labels;
+    JSON or safetensors bodies), ``GET /health``, ``GET /metrics``. ``token_file``: bearer-token auth; ``max_batch``,
+    ``rate`` (requests per second): limits; ``noise``, ``round``: defences against extraction. Options left out take
+    ``service.server.ServeOptions``'s defaults (port 0: a free port). Returns a handle (``.url``, ``.stop()``), or
+    with ``block=True`` (the CLI) serves until SIGINT/SIGTERM."""
+    from .service.server import ServeOptions, serve_forever, start_service
+    from .service.tokens import read_token_file
+
+    net, meta = load_model(model, trust_code=trust_code)
+    given = {"host": host, "port": port, "output": output, "max_batch": max_batch, "rate": rate, "noise": noise,
+             "round": round, "seed": seed}
+    options = ServeOptions(**{k: v for k, v in given.items() if v is not None},
+                           token=read_token_file(token_file) if token_file else None)
+    options.check(len(meta["classes"]))
+    device = resolve_device(device)
+    if block:
+        serve_forever(net, meta, options, device=device, reporter=Reporter(quiet))
+        return None
+    return start_service(net, meta, options, device=device)
 
 
 MODEL_EXPORTS = (".pt2", ".ts", ".onnx")

@@ -155,6 +155,15 @@ def build_parser() -> Parser:
     p = sub.add_parser("kd", help="distill a teacher into a student")
     p.add_argument("--teacher", nargs="+", help="teacher model file(s); several form an averaged ensemble")
     p.add_argument("--teacher-outputs", help="a black box's outputs (.npz from 'distillab predict')")
+    p.add_argument("--teacher-url", help="a teacher service (distillab serve): http://HOST:PORT")
+    p.add_argument("--token-file", help="--teacher-url: a file holding the service's bearer token")
+    p.add_argument("--concurrency", type=int, help="--teacher-url: requests in flight at once (default 4)")
+    p.add_argument("--query-batch", type=int, help="--teacher-url: rows per request (default 256, at most the "
+                                                   "service's max batch)")
+    p.add_argument("--query-cache", help="--teacher-url: the answer cache, an SQLite file reused across runs "
+                                         "(default OUT.queries.sqlite beside the run)")
+    p.add_argument("--retries", type=int, help="--teacher-url: attempts after a failed request (5xx, 429, time-out, "
+                                               "refused), with exponential back-off from 0.5 s (default 5)")
     p.add_argument("--student", help="student model spec (see --model of 'distillab train --help')")
     p.add_argument("--chain", nargs="+", metavar="TEACHER SPEC",
                    help="teacher-assistant chain: TEACHER SPEC1 SPEC2 ...; each stage learns from the previous one")
@@ -309,6 +318,22 @@ def build_parser() -> Parser:
     _add_trust(p)
     _add_output(p)
 
+    p = sub.add_parser("serve", help="serve a model's probabilities (never its weights) over HTTP, for "
+                                     "'distillab kd --teacher-url'")
+    p.add_argument("model", help="model.safetensors")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
+    p.add_argument("--output", default="probs", help="what a client gets: probs, topk:K or label (default probs)")
+    p.add_argument("--token-file", help="a file holding a bearer token every request must carry")
+    p.add_argument("--max-batch", type=int, help="rows per request (default 1024)")
+    p.add_argument("--rate", type=float, help="requests per second allowed (default unlimited)")
+    p.add_argument("--noise", type=float, help="std of Gaussian noise on the log-probabilities (default 0)")
+    p.add_argument("--round", type=int, help="decimals the probabilities are rounded to (default: not rounded)")
+    p.add_argument("--seed", type=int, help="seed of the noise (default 0)")
+    p.add_argument("--device", default="cpu")
+    _add_trust(p)
+    _add_quiet(p)
+
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
     p.add_argument("model", help="model.safetensors")
     p.add_argument("--data")
@@ -401,7 +426,9 @@ EXAMPLES = {
     "kd": ["distillab kd --data digits --teacher runs/t/model.safetensors --student mlp:hidden=32",
            "distillab kd ... --loss kd:T=4,w=0.9 --loss ce:w=0.1 --loss rkd:distance=25,angle=50",
            "distillab kd --data mnist --chain T.safetensors mlp:hidden=300-300 mlp:hidden=30-30",
-           "distillab kd --data mnist --teacher-outputs api.npz --student mlp:hidden=800-800 --loss kd:T=4"],
+           "distillab kd --data mnist --teacher-outputs api.npz --student mlp:hidden=800-800 --loss kd:T=4",
+           "distillab kd --data mnist --teacher-url http://127.0.0.1:8000 --token-file token.txt --student "
+           "mlp:hidden=800-800 --concurrency 8 --query-cache mnist.queries.sqlite"],
     "inspect": ["distillab inspect runs/t/model.safetensors", "distillab inspect T.safetensors --data mnist"],
     "evaluate": ["distillab evaluate runs/kd-x/model.safetensors --data digits",
                  "distillab evaluate runs/condense-x/synset.safetensors --models convnet:width=128,depth=3 --runs 5 --dsa",
@@ -426,6 +453,8 @@ EXAMPLES = {
               "distillab audit synset.safetensors --data mnist --privacy --out runs/audit-dm",
               "distillab audit synset.safetensors --audits labels:confidence=0.8 confusion:models=5 "
               "--reference T.safetensors"],
+    "serve": ["distillab serve runs/teacher/model.safetensors --port 8000 --token-file token.txt",
+              "distillab serve T.safetensors --output topk:3 --round 3 --noise 0.1 --rate 50 --max-batch 512"],
     "data": ["distillab data fetch mnist", "distillab data info digits"],
     "demo": ["distillab demo --quick      # 20 seconds on scikit-learn's digits",
              "distillab demo --out runs/demo      # MNIST, minutes"],
@@ -499,12 +528,19 @@ def _cmd_kd(a):
         return chain(teacher=a.chain[0], students=a.chain[1:], from_all=a.chain_from_all, out=a.out,
                      overwrite=a.overwrite, **_kd_options(a)).metrics
     require(a.student, "kd needs --student SPEC (or --chain TEACHER SPEC1 SPEC2 ...)")
-    require(a.teacher or a.teacher_outputs, "kd needs --teacher MODEL.safetensors or --teacher-outputs FILE.npz")
-    require(not (a.teacher and a.teacher_outputs), "give --teacher or --teacher-outputs, not both")
+    require(a.teacher or a.teacher_outputs or a.teacher_url,
+            "kd needs --teacher MODEL.safetensors, --teacher-outputs FILE.npz or --teacher-url URL")
+    require(sum(map(bool, (a.teacher, a.teacher_outputs, a.teacher_url))) == 1,
+            "give one of --teacher, --teacher-outputs and --teacher-url")
+    service = {"teacher_url": a.teacher_url, "token_file": a.token_file, "concurrency": a.concurrency,
+               "query_batch": a.query_batch, "query_cache": a.query_cache, "retries": a.retries}
+    require(a.teacher_url or all(v is None for v in service.values()),
+            "--token-file, --concurrency, --query-batch, --query-cache and --retries go with --teacher-url")
     teacher = None
     if a.teacher:
         teacher = a.teacher[0] if len(a.teacher) == 1 else list(a.teacher)
-    kwargs = dict(teacher=teacher, student=a.student, teacher_outputs=a.teacher_outputs, **_kd_options(a))
+    kwargs = dict(teacher=teacher, student=a.student, teacher_outputs=a.teacher_outputs, **_kd_options(a),
+                  **({k: v for k, v in service.items() if v is not None} if a.teacher_url else {}))
     if a.seeds:
         return repeat_over_seeds(distill, a.seeds, out=a.out, overwrite=a.overwrite, command="kd", **kwargs).metrics
     return distill(out=a.out, overwrite=a.overwrite, **kwargs).metrics
@@ -598,6 +634,15 @@ def _cmd_audit(a):
     return audit(a.synset, reference=a.reference, data=a.data, audits=a.audits, privacy=a.privacy, fpr=a.fpr,
                  seed=a.seed, out=a.out, overwrite=a.overwrite, device=a.device, quiet=a.quiet,
                  trust_code=a.trust_code).metrics
+
+
+def _cmd_serve(a):
+    from .api import serve
+
+    serve(a.model, host=a.host, port=a.port, output=a.output, token_file=a.token_file, max_batch=a.max_batch,
+          rate=a.rate, noise=a.noise, round=a.round, seed=a.seed, device=a.device, block=True, quiet=a.quiet,
+          trust_code=a.trust_code)
+    return None
 
 
 def _cmd_predict(a):
@@ -727,7 +772,7 @@ COMMANDS = {"train": _cmd_train, "kd": _cmd_kd, "inspect": _cmd_inspect, "evalua
             "condense": _cmd_condense, "predict": _cmd_predict, "data": _cmd_data, "demo": _cmd_demo,
             "export": _cmd_export, "import-synset": _cmd_import_synset, "bench": _cmd_bench,
             "experts": _cmd_experts, "pseudolabel": _cmd_pseudolabel, "metadata": _cmd_metadata,
-            "datafree": _cmd_datafree, "audit": _cmd_audit}
+            "datafree": _cmd_datafree, "audit": _cmd_audit, "serve": _cmd_serve}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -70,7 +70,8 @@ TEXT = {'train': {'epochs': 10,
                 'noisy-teacher',
                 'mtt-memory',
                 'omni-mnist',
-                'perf']}
+                'perf',
+                'teacher-service']}
 
 MODELS = ("mlp:hidden=800-800[,dropout=0.5][,input_dropout=0.2]; convnet:width=128,depth=3,norm=instance|batch|layer|"
           "none,pool=avg|max (1-D for signals); lenet5[:norm=none|batch]; lenet5-half; resnet18[:width=64,norm=batch]; any of these "

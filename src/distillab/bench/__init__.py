@@ -5,7 +5,8 @@ the machine and the wall time. ``--quick`` runs the same code path on digits in 
 the full version is the one whose results go in docs/benchmarks.md. Teachers are trained once per OUT folder and
 reused by later benchmarks (OUT/teachers/). A new benchmark is a function registered with ``@benchmark(NAME)`` in
 the module of its family: ``kd.py`` (model distillation), ``dd.py`` (dataset distillation), ``datafree.py``
-(teaching without the data), ``omni.py`` (pseudo-labelling) or ``audits.py`` (poisoning, privacy).
+(teaching without the data), ``omni.py`` (pseudo-labelling), ``audits.py`` (poisoning, privacy) or ``service.py``
+(a teacher behind HTTP).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..errors import require
 from ..files import to_jsonable
 from ..outputs import peak_rss_mb
 from ..reporting import Reporter
-from . import audits, crossarch, datafree, dd, kd, mtt, omni, perf  # noqa: F401  (register their benchmarks)
+from . import audits, crossarch, datafree, dd, kd, mtt, omni, perf, service  # noqa: F401  (register their benchmarks)
 from .common import BENCHMARKS, Bench, machine
 
 __all__ = ["BENCHMARKS", "Bench", "run_benchmark"]

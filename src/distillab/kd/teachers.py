@@ -109,6 +109,52 @@ class CallableTeacher:
         return TeacherBatch(logits=probs.clamp_min(TINY).log(), kind="logprobs")
 
 
+class ServiceTeacher:
+    """A teacher behind an HTTP service (``distillab serve``): its probabilities (log-probs), top-k or labels (as
+    one-hot log-probs), for inputs normalised as the student sees them, re-normalised as the service asks;
+    answers come from the local cache when it has them (``service.ServiceAnswers``)."""
+
+    gives_features = False
+
+    def __init__(self, answers, mean_from, std_from):
+        from ..data import denormalise, normalise
+
+        self.answers = answers
+        info = answers.client.info
+        norm = info["normalisation"]
+        same = list(mean_from) == list(norm["mean"]) and list(std_from) == list(norm["std"])
+        self.to_service = (lambda x: x) if same else (
+            lambda x: normalise(denormalise(x, mean_from, std_from), norm["mean"], norm["std"]))
+        self.output = info["output"]
+        self.num_classes = len(info["classes"])
+        self.kind = "topk" if self.output.startswith("topk:") else "logprobs"
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, idx=None, on_rows=None) -> TeacherBatch:
+        rows = torch.from_numpy(self.answers(self.to_service(x.detach().cpu()), on_rows)).float().to(x.device)
+        if self.output == "probs":
+            return TeacherBatch(logits=rows.clamp_min(TINY).log(), kind="logprobs")
+        if self.output == "label":
+            onehot = F.one_hot(rows[:, 0].long(), self.num_classes).float()
+            return TeacherBatch(logits=onehot.clamp_min(TINY).log(), kind="logprobs")
+        k = rows.shape[1] // 2
+        return TeacherBatch(topk_index=rows[:, :k].long(), topk_logprob=rows[:, k:].clamp_min(TINY).log(), kind="topk")
+
+
+def table_of_service(teacher: ServiceTeacher, x: torch.Tensor, reporter: Reporter = SILENT,
+                     batch_size: int = 8192) -> TableTeacher:
+    """The service's answers for every (non-augmented) training input, asked once (the cache first); lookups then
+    cost nothing per epoch."""
+    bar = reporter.bar(len(x), "teacher service", unit="rows")
+    parts = [teacher(x[i:i + batch_size], on_rows=bar.update) for i in range(0, len(x), batch_size)]
+    bar.close()
+    rows = torch.arange(len(x))
+    if teacher.kind == "topk":
+        return TableTeacher(rows, topk_index=torch.cat([p.topk_index for p in parts]),
+                            topk_logprob=torch.cat([p.topk_logprob for p in parts]), kind="topk")
+    return TableTeacher(rows, logits=torch.cat([p.logits for p in parts]), kind="logprobs")
+
+
 @torch.no_grad()
 def cache_teacher(teacher: ModelTeacher, x: torch.Tensor, batch_size: int = 1000) -> TableTeacher:
     """Run the teacher once over the (non-augmented) training inputs; lookups then cost nothing per epoch."""

@@ -40,10 +40,12 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 @dataclass
 class Memorisation(Audit):
     """For each synthetic image: its distance to the nearest training image (the pool it was condensed from) and
-    to the nearest held-out image (validation and test). ``copy_ratio``: an image at most this fraction of its
-    held-out distance from a training image is a near copy (flagged). Because a bigger pool is nearer by chance,
-    the fair test draws as many training images as there are held-out ones: without memorisation, half of the
-    images are nearer that sample than the held-out set."""
+    to the nearest held-out image (the validation split: drawn from the same data as the pool, never read by a
+    condensation; the test split may come from elsewhere -- MNIST's are other writers -- which would bias the
+    comparison). ``copy_ratio``: an image at most this fraction of its held-out distance from a training image is
+    a near copy (flagged). Because a bigger pool is nearer by chance, the fair test draws as many training images
+    as there are held-out ones: without memorisation, half of the images are nearer that sample than the held-out
+    set."""
 
     needs = ("data",)
     privacy = True
@@ -54,7 +56,7 @@ class Memorisation(Audit):
 
     def run(self, inputs, generator):
         splits, synset = inputs.splits, inputs.synset
-        held = torch.cat([splits.val.x, splits.test.x])
+        held = splits.val.x
         pool = splits.train.x
         d_train, at = nearest(synset.images, pool)
         d_held, _ = nearest(synset.images, held)

@@ -1,0 +1,358 @@
+"""The client side of a teacher service (``distillab serve``): batched, concurrent queries with retries and
+back-off, a client-side rate limit, and a local answer cache keyed by a hash of each input, so that an interrupted
+or repeated run never pays for a query twice.
+
+Only the standard library speaks HTTP here (``urllib``); answers come back as safetensors bytes (never pickle) and
+are checked before use: a service that answers with the wrong shape, class count or non-probabilities ends the run
+with one line, and the answers already cached stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DistillabError, require
+
+SERVICE_FORMAT = "distillab.teacher-service"
+MAX_ANSWER_BYTES = 1 << 28  # an answer larger than this is not a batch of probabilities
+
+
+@dataclass
+class QueryOptions:
+    """How the client queries (the one place its defaults live)."""
+
+    concurrency: int = 4       # requests in flight at once
+    query_batch: int = 256     # rows per request (at most the service's max_batch)
+    rate: float = 0.0          # requests per second this client sends (0: as fast as the service allows)
+    timeout: float = 30.0      # seconds per request
+    retries: int = 5           # attempts after the first, on 5xx, 429, time-outs and refused connections
+    backoff: float = 0.5       # seconds before the first retry; doubled each time (at most 30 s)
+
+    def check(self) -> "QueryOptions":
+        require(self.concurrency >= 1, f"--concurrency must be at least 1, got {self.concurrency}")
+        require(self.query_batch >= 1, f"--query-batch must be at least 1, got {self.query_batch}")
+        require(self.rate >= 0, f"the query rate must be >= 0, got {self.rate}")
+        require(self.timeout > 0 and self.retries >= 0 and self.backoff >= 0,
+                "timeout must be > 0, retries and backoff >= 0")
+        return self
+
+
+class _Unavailable(Exception):
+    """A failure worth retrying (5xx, 429, time-out, refused connection)."""
+
+    def __init__(self, why: str, wait: float | None = None):
+        super().__init__(why)
+        self.wait = wait
+
+
+class RateLimit:
+    """At most ``rate`` request starts per second across threads (0: no limit)."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next)
+            self.next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+class ServiceClient:
+    """A teacher service at ``url``: ``info`` (checked), ``answer(x)`` for a batch of normalised inputs."""
+
+    def __init__(self, url: str, token: str | None = None, options: QueryOptions | None = None):
+        parsed = urllib.parse.urlparse(url)
+        require(parsed.scheme in ("http", "https") and parsed.netloc,
+                f"--teacher-url must be an http(s) URL like http://127.0.0.1:8000, got '{url}'")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.options = (options or QueryOptions()).check()
+        self.limit = RateLimit(self.options.rate)
+        self.requests = self.rows = self.retried = 0
+        self.seconds = 0.0
+        self._count = threading.Lock()
+        self.info = self._info()
+        self.batch = min(self.options.query_batch, int(self.info["max_batch"]))
+
+    # ---- HTTP ----
+
+    def _request(self, path: str, body: bytes | None = None) -> tuple[bytes, str]:
+        headers = {"Accept": "application/octet-stream, application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.url + path, data=body, headers=headers,
+                                         method="POST" if body is not None else "GET")
+        try:
+            with urllib.request.urlopen(request, timeout=self.options.timeout) as response:
+                data = response.read(MAX_ANSWER_BYTES + 1)
+                require(len(data) <= MAX_ANSWER_BYTES, f"the teacher service at {self.url} sent an answer larger "
+                                                       f"than {MAX_ANSWER_BYTES} bytes")
+                return data, response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            message = _error_text(e)
+            if e.code >= 500 or e.code == 429:
+                wait = e.headers.get("Retry-After") if e.headers else None
+                raise _Unavailable(f"HTTP {e.code}: {message}", _seconds(wait)) from None
+            if e.code == 401:
+                raise DistillabError(f"the teacher service at {self.url} refused the request (401: {message}); "
+                                     "pass --token-file with its token") from None
+            raise DistillabError(f"the teacher service at {self.url} refused the request (HTTP {e.code}: "
+                                 f"{message})") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise _Unavailable(_one_line(reason)) from None
+
+    def _with_retries(self, path: str, body: bytes | None = None) -> tuple[bytes, str]:
+        wait = self.options.backoff
+        for attempt in range(self.options.retries + 1):
+            self.limit.wait()
+            try:
+                return self._request(path, body)
+            except _Unavailable as e:
+                if attempt == self.options.retries:
+                    raise DistillabError(f"the teacher service at {self.url} did not answer ({e}) after "
+                                         f"{attempt + 1} attempts") from None
+                with self._count:
+                    self.retried += 1
+                time.sleep(min(30.0, max(wait, e.wait or 0.0)))
+                wait *= 2
+        raise AssertionError("unreachable")
+
+    # ---- the service's description ----
+
+    def _info(self) -> dict:
+        data, _ = self._with_retries("/info")
+        try:
+            info = json.loads(data)
+        except ValueError:
+            raise DistillabError(f"{self.url}/info did not answer with JSON; is this a distillab teacher service?") \
+                from None
+        require(isinstance(info, dict) and info.get("format") == SERVICE_FORMAT,
+                f"{self.url}/info does not describe a distillab teacher service")
+        shape, classes, norm = info.get("input_shape"), info.get("classes"), info.get("normalisation")
+        require(isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and 0 < d <= 4096 for d in shape),
+                f"{self.url}/info: input_shape must be [C, H, W], got {shape!r}"[:200])
+        require(isinstance(classes, list) and 2 <= len(classes) <= 100_000, f"{self.url}/info: bad classes")
+        require(isinstance(norm, dict) and all(isinstance(norm.get(k), list) and len(norm[k]) == shape[0]
+                                               and all(isinstance(v, (int, float)) for v in norm[k])
+                                               for k in ("mean", "std")) and all(v > 0 for v in norm["std"]),
+                f"{self.url}/info: normalisation must give a mean and std per channel")
+        output = info.get("output")
+        require(output in ("probs", "label") or (isinstance(output, str) and output.startswith("topk:")
+                                                  and output[5:].isdigit() and 1 <= int(output[5:]) < len(classes)),
+                f"{self.url}/info: unknown output '{output}'")
+        require(isinstance(info.get("max_batch"), int) and info["max_batch"] >= 1, f"{self.url}/info: bad max_batch")
+        return info
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.info["classes"])
+
+    @property
+    def output(self) -> str:
+        return self.info["output"]
+
+    def row_width(self) -> int:
+        """Numbers per cached answer row: K probabilities, k indices + k probabilities, or one label."""
+        if self.output == "probs":
+            return self.num_classes
+        if self.output == "label":
+            return 1
+        return 2 * int(self.output[5:])
+
+    # ---- answers ----
+
+    def answer(self, x: torch.Tensor) -> np.ndarray:
+        """One request for the normalised inputs ``x`` (N, C, H, W): (N, row_width()) float64 answer rows."""
+        from safetensors.torch import save
+
+        started = time.perf_counter()
+        data, kind = self._with_retries("/predict", save({"inputs": x.detach().float().cpu().contiguous()}))
+        rows = self._rows(data, kind, len(x))
+        with self._count:
+            self.requests += 1
+            self.rows += len(x)
+            self.seconds += time.perf_counter() - started
+        return rows
+
+    def _rows(self, data: bytes, kind: str, n: int) -> np.ndarray:
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        where = f"the teacher service at {self.url}"
+        try:
+            tensors = load(data) if "octet-stream" in kind else {k: torch.tensor(v) for k, v in json.loads(data).items()}
+        except (SafetensorError, ValueError, TypeError, RuntimeError):
+            raise DistillabError(f"{where} sent an answer that is neither safetensors nor JSON tensors") from None
+        k = self.num_classes
+        if self.output == "probs":
+            p = tensors.get("probs")
+            require(isinstance(p, torch.Tensor) and tuple(p.shape) == (n, k),
+                    f"{where} answered with probs of shape {tuple(p.shape) if isinstance(p, torch.Tensor) else None}, "
+                    f"expected ({n}, {k}): another model, or not probabilities")
+            p = p.double()
+            slack = 1e-2 + (k * 0.5 * 10.0 ** -int(self.info.get("round") or 0) if self.info.get("round") else 0.0)
+            require(bool(torch.isfinite(p).all() and (p >= 0).all() and ((p.sum(1) - 1).abs() < slack).all()),
+                    f"{where} answered with rows that are not probabilities")
+            return p.numpy()
+        if self.output == "label":
+            labels = tensors.get("labels")
+            require(isinstance(labels, torch.Tensor) and tuple(labels.shape) == (n,) and not labels.is_floating_point()
+                    and bool(((labels >= 0) & (labels < k)).all()), f"{where} answered with bad labels")
+            return labels.double().view(n, 1).numpy()
+        top = int(self.output[5:])
+        index, prob = tensors.get("topk_index"), tensors.get("topk_prob")
+        require(isinstance(index, torch.Tensor) and isinstance(prob, torch.Tensor)
+                and tuple(index.shape) == tuple(prob.shape) == (n, top) and not index.is_floating_point()
+                and bool(((index >= 0) & (index < k)).all()) and bool(torch.isfinite(prob).all())
+                and bool(((prob >= 0) & (prob.sum(1, keepdim=True) <= 1 + 1e-2 + top * 10.0 ** -int(
+                    self.info.get("round") or 8))).all()),
+                f"{where} answered with a bad top-{top} (expected indices and probabilities of shape ({n}, {top}))")
+        return torch.cat([index.double(), prob.double()], 1).numpy()
+
+
+def _error_text(e: urllib.error.HTTPError) -> str:
+    try:
+        body = e.read(4096)
+        return _one_line(json.loads(body).get("error", body.decode(errors="replace")))
+    except Exception:  # the error's own body may be anything; the status says enough
+        return _one_line(e.reason)
+
+
+def _seconds(value) -> float | None:
+    try:
+        return min(60.0, max(0.0, float(value)))
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The answer cache
+
+
+def input_keys(x: torch.Tensor) -> list[bytes]:
+    """A key per input row: the SHA-256 of its float32 bytes (as sent to the service)."""
+    arr = x.detach().float().cpu().contiguous().numpy()
+    return [hashlib.sha256(row.tobytes()).digest() for row in arr.reshape(len(arr), -1)]
+
+
+class AnswerCache:
+    """Answers by input hash in an SQLite file, for one service description (shape, classes, normalisation,
+    output): a cache made for another service is refused. Written after every request, so a killed run keeps
+    what it paid for."""
+
+    def __init__(self, path, info: dict):
+        self.path = Path(path)
+        fingerprint = json.dumps({k: info.get(k) for k in ("input_shape", "classes", "normalisation", "output",
+                                                           "noise", "round")}, sort_keys=True)
+        try:
+            self.db = sqlite3.connect(self.path, check_same_thread=False)
+            self.db.execute("CREATE TABLE IF NOT EXISTS service (fingerprint TEXT NOT NULL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, row BLOB NOT NULL)")
+            found = self.db.execute("SELECT fingerprint FROM service").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise DistillabError(f"{self.path} is not a query cache ({_one_line(e)}); give another --query-cache")\
+                from None
+        if not found:
+            self.db.execute("INSERT INTO service VALUES (?)", (fingerprint,))
+            self.db.commit()
+        else:
+            require(len(found) == 1 and found[0][0] == fingerprint,
+                    f"{self.path} caches answers of another teacher service (other classes, inputs or output); "
+                    "give another --query-cache")
+        self.lock = threading.Lock()
+
+    def get(self, keys: list[bytes], width: int) -> dict[bytes, np.ndarray]:
+        found = {}
+        with self.lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, row in self.db.execute(f"SELECT key, row FROM answers WHERE key IN ({marks})", chunk):
+                    value = np.frombuffer(row, dtype=np.float64)
+                    if len(value) == width and np.isfinite(value).all():  # a forged row is asked again
+                        found[bytes(key)] = value
+        return found
+
+    def put(self, keys: list[bytes], rows: np.ndarray) -> None:
+        with self.lock:
+            self.db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)",
+                                [(k, np.ascontiguousarray(r, dtype=np.float64).tobytes()) for k, r in zip(keys, rows)])
+            self.db.commit()
+
+    def __len__(self) -> int:
+        with self.lock:
+            return int(self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Answers for many rows
+
+
+class ServiceAnswers:
+    """Answer rows for any inputs: from the cache, else from the service (missing rows only, in batches of the
+    client's size, ``concurrency`` at once). ``queried`` counts the rows paid for, ``hits`` those the cache had."""
+
+    def __init__(self, client: ServiceClient, cache: AnswerCache):
+        self.client, self.cache = client, cache
+        self.width = client.row_width()
+        self.queried = self.hits = 0
+
+    def __call__(self, x: torch.Tensor, on_rows=None) -> np.ndarray:
+        keys = input_keys(x)
+        known = self.cache.get(keys, self.width)
+        self.hits += sum(k in known for k in keys)
+        missing, seen = [], set()
+        for i, k in enumerate(keys):
+            if k not in known and k not in seen:  # the same input twice is asked once
+                missing.append(i)
+                seen.add(k)
+        batches = [missing[s:s + self.client.batch] for s in range(0, len(missing), self.client.batch)]
+
+        def fetch(index):
+            rows = self.client.answer(x[index])
+            self.cache.put([keys[i] for i in index], rows)
+            return index, rows
+
+        if batches:
+            pool = ThreadPoolExecutor(min(self.client.options.concurrency, len(batches)))
+            try:
+                for future in as_completed([pool.submit(fetch, b) for b in batches]):
+                    index, rows = future.result()
+                    known.update({keys[i]: r for i, r in zip(index, rows)})
+                    self.queried += len(index)
+                    if on_rows:
+                        on_rows(len(index))
+            finally:  # on a failure the requests not yet sent are dropped; those in flight still reach the cache
+                pool.shutdown(wait=True, cancel_futures=True)
+        return np.stack([known[k] for k in keys]) if keys else np.zeros((0, self.width))

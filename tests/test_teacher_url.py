@@ -1,0 +1,218 @@
+"""Distilling from a teacher behind a URL (`distillab kd --teacher-url`, `distill(teacher_url=...)`) against a live
+`distillab serve` on 127.0.0.1: the student learns, the answer cache makes a repeated run free and identical, a
+server killed mid-run and restarted leaves the same student as an uninterrupted run, and a service that refuses,
+is down or answers wrongly ends in one line with the cache kept."""
+
+import sqlite3
+
+import pytest
+import torch
+from torch import nn
+
+from distillab import api
+from distillab.models import build_model, load_model
+from distillab.service.client import (AnswerCache, QueryOptions, RateLimit, ServiceAnswers, ServiceClient,
+                                      input_keys)
+from distillab.service.tokens import read_token_file
+from distillab.service.server import ServeOptions, start_service
+
+from conftest import assert_one_line_error
+
+KD = dict(data="digits", student="mlp:hidden=16", epochs=2, temperature=4.0, alpha=0.9, quiet=True)
+ROWS = DISTINCT = 1214  # digits' training split: each input is asked once
+
+
+@pytest.fixture(scope="module")
+def teacher_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("svc") / "teacher"
+    api.train(data="digits", model="mlp:hidden=32", epochs=5, lr=0.05, batch_size=64, out=out, quiet=True)
+    return out / "model.safetensors"
+
+
+@pytest.fixture
+def service(teacher_model):
+    handles = []
+
+    def start(path=teacher_model, model=None, meta=None, **options):
+        if model is None:
+            model, meta = load_model(path)
+        handle = start_service(model, meta, ServeOptions(**options))
+        handles.append(handle)
+        return handle
+
+    yield start
+    for h in handles:
+        h.stop()
+
+
+def _bytes(run):
+    return (run.out / "model.safetensors").read_bytes()
+
+
+def _same_weights(a, b) -> bool:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a.out / "model.safetensors"), load_file(b.out / "model.safetensors")
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_student_from_the_url_learns_and_a_repeated_run_is_free_and_identical(service, tmp_path):
+    url = service().url
+    first = api.distill(teacher_url=url, out=tmp_path / "a", query_cache=tmp_path / "q.sqlite", **KD)
+    assert first.metrics["test_accuracy"] > 0.5  # chance is 0.1
+    assert first.metrics["teacher_queries"] == DISTINCT and first.metrics["cache_hits"] == 0
+    assert first.metrics["teacher_requests"] == -(-DISTINCT // 256)  # batches of --query-batch 256
+    again = api.distill(teacher_url=url, out=tmp_path / "b", query_cache=tmp_path / "q.sqlite", **KD)
+    assert again.metrics["teacher_queries"] == 0 and again.metrics["cache_hits"] == ROWS
+    assert _bytes(again) == _bytes(first)
+
+
+def test_the_url_student_matches_the_one_from_local_probabilities(service, teacher_model, tmp_path):
+    probs = tmp_path / "probs.npz"
+    api.predict(teacher_model, "digits", output="probs", out=probs, quiet=True)
+    local = api.distill(teacher_outputs=probs, out=tmp_path / "local", **KD)
+    remote = api.distill(teacher_url=service().url, out=tmp_path / "remote", **KD)
+    assert abs(local.metrics["test_accuracy"] - remote.metrics["test_accuracy"]) <= 0.01
+    assert (tmp_path / "remote.queries.sqlite").exists()  # the default cache sits beside the run
+
+
+def test_a_server_killed_mid_run_and_restarted_gives_the_uninterrupted_student(service, tmp_path, monkeypatch):
+    whole = api.distill(teacher_url=service().url, out=tmp_path / "whole", query_batch=64, concurrency=1, **KD)
+    first = service()
+    calls = {"n": 0}
+    answer = ServiceClient.answer
+
+    def dying(self, x):
+        calls["n"] += 1
+        if calls["n"] == 6:  # the service dies after five answered requests
+            first.stop()
+        return answer(self, x)
+
+    monkeypatch.setattr(ServiceClient, "answer", dying)
+    with pytest.raises(Exception, match="did not answer"):
+        api.distill(teacher_url=first.url, out=tmp_path / "run", query_batch=64, concurrency=1, retries=1, **KD)
+    monkeypatch.setattr(ServiceClient, "answer", answer)
+    cache = tmp_path / "run.queries.sqlite"
+    assert sqlite3.connect(cache).execute("SELECT COUNT(*) FROM answers").fetchone()[0] == 5 * 64  # kept
+    second = service()  # restarted (on another port: the cache is keyed by the inputs, not the address)
+    resumed = api.distill(teacher_url=second.url, out=tmp_path / "run", query_batch=64, concurrency=1, **KD)
+    assert resumed.metrics["teacher_queries"] == DISTINCT - 5 * 64 and resumed.metrics["cache_hits"] >= 5 * 64
+    assert _same_weights(resumed, whole)  # the files differ only in the URL they record
+
+
+def test_with_augmentation_every_view_is_a_query(service, tmp_path):
+    run = api.distill(teacher_url=service().url, out=tmp_path / "aug", augment="shift:1", **KD)
+    assert run.metrics["teacher_queries"] > ROWS  # two epochs of new views
+    assert "live" in run.metrics["teacher_mode"] and run.metrics["queries_per_epoch"] > 800
+
+
+def test_topk_and_label_services_teach_too(service, tmp_path):
+    for output in ("topk:3", "label"):
+        run = api.distill(teacher_url=service(output=output).url, out=tmp_path / output.replace(":", ""), **KD)
+        assert run.metrics["test_accuracy"] > 0.3 and output in run.metrics["teacher_mode"]  # chance is 0.1
+
+
+# ---- refusals: one line, exit code 2, the cache kept ----
+
+
+def test_cli_kd_from_a_url_with_a_token(cli, service, tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    url = service(token="s3cret").url
+    args = ["kd", "--data", "digits", "--student", "mlp:hidden=16", "--epochs", "1", "--teacher-url", url]
+    assert_one_line_error(cli(*args, "--out", tmp_path / "no"), "401", "--token-file")
+    assert not (tmp_path / "no").exists()
+    r = cli(*args, "--token-file", tmp_path / "token", "--out", tmp_path / "yes")
+    assert r.code == 0, r.err
+    assert r.json["teacher_queries"] == DISTINCT
+    assert_one_line_error(cli(*args, "--teacher", "x.safetensors", "--out", tmp_path / "two"), "give one of")
+    assert_one_line_error(cli("kd", "--data", "digits", "--student", "mlp:hidden=16", "--teacher", "x.safetensors",
+                              "--concurrency", "2"), "go with --teacher-url")
+
+
+def test_a_service_that_is_down_is_one_line(cli, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = cli("kd", "--data", "digits", "--student", "mlp:hidden=16", "--teacher-url", f"http://127.0.0.1:{port}",
+            "--retries", "1", "--out", tmp_path / "down")
+    assert_one_line_error(r, "did not answer", "2 attempts")
+    assert_one_line_error(cli("kd", "--data", "digits", "--student", "mlp:hidden=16", "--teacher-url", "ftp://x",
+                              "--out", tmp_path / "ftp"), "http(s) URL")
+
+
+def test_a_service_of_another_model_is_refused(cli, service, tmp_path):
+    model = build_model("mlp:hidden=4", (1, 8, 8), 3, torch.Generator().manual_seed(0))
+    meta = {"input_shape": [1, 8, 8], "classes": ["a", "b", "c"], "normalisation": {"mean": [0.0], "std": [1.0]},
+            "spec": "mlp:hidden=4"}
+    r = cli("kd", "--data", "digits", "--student", "mlp:hidden=16", "--teacher-url",
+            service(model=model, meta=meta).url, "--out", tmp_path / "other")
+    assert_one_line_error(r, "predicts 3 classes")
+
+
+class NaNs(nn.Module):
+    def forward(self, x):
+        return torch.full((len(x), 10), float("nan"))
+
+
+def test_a_service_answering_nonsense_is_refused_and_the_cache_kept(cli, service, tmp_path):
+    meta = {"input_shape": [1, 8, 8], "classes": [str(i) for i in range(10)],
+            "normalisation": {"mean": [0.0], "std": [1.0]}, "spec": "nan"}
+    r = cli("kd", "--data", "digits", "--student", "mlp:hidden=16", "--teacher-url",
+            service(model=NaNs(), meta=meta).url, "--out", tmp_path / "nan")
+    assert_one_line_error(r, "not probabilities")
+    assert (tmp_path / "nan.queries.sqlite").exists() and not (tmp_path / "nan").exists()
+
+
+# ---- the pieces ----
+
+
+def test_the_cache_refuses_another_service_and_forged_rows(tmp_path):
+    info = {"input_shape": [1, 2, 2], "classes": ["a", "b"], "normalisation": {"mean": [0.0], "std": [1.0]},
+            "output": "probs"}
+    cache = AnswerCache(tmp_path / "c.sqlite", info)
+    x = torch.arange(8.0).view(2, 1, 2, 2)
+    keys = input_keys(x)
+    assert len(set(keys)) == 2 and input_keys(x.clone()) == keys
+    cache.put(keys, [[0.25, 0.75], [1.0, 0.0]])
+    assert cache.get(keys, 2)[keys[0]].tolist() == [0.25, 0.75] and len(cache) == 2
+    assert cache.get(keys, 3) == {}  # a row of the wrong width is asked again, not used
+    cache.close()
+    with pytest.raises(Exception, match="another teacher service"):
+        AnswerCache(tmp_path / "c.sqlite", {**info, "output": "label"})
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(Exception, match="not a query cache"):
+        AnswerCache(tmp_path / "junk.sqlite", info)
+
+
+def test_the_same_input_twice_is_asked_once(service, tmp_path):
+    client = ServiceClient(service().url)
+    answers = ServiceAnswers(client, AnswerCache(tmp_path / "c.sqlite", client.info))
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    rows = answers(torch.cat([x, x[:2]]))
+    assert answers.queried == 5 and client.rows == 5 and rows.shape == (7, 10)
+    assert (rows[5:] == rows[:2]).all() and abs(rows.sum(1) - 1).max() < 1e-5
+    assert answers(x[:3]).tolist() == rows[:3].tolist() and answers.queried == 5 and answers.hits == 3
+
+
+def test_rate_limit_spaces_requests():
+    import time
+
+    limit = RateLimit(20.0)
+    started = time.monotonic()
+    for _ in range(5):
+        limit.wait()
+    assert time.monotonic() - started >= 0.19  # 5 starts at 20 per second: 4 intervals of 50 ms
+    RateLimit(0).wait()  # no limit: returns at once
+
+
+def test_token_files_and_query_options_are_checked(tmp_path):
+    (tmp_path / "t").write_text("  abc \n")
+    assert read_token_file(tmp_path / "t") == "abc"
+    for content in ("", "two\nlines", "x" * 5000):
+        (tmp_path / "bad").write_text(content)
+        with pytest.raises(Exception, match="token"):
+            read_token_file(tmp_path / "bad")
+    with pytest.raises(Exception, match="--concurrency"):
+        QueryOptions(concurrency=0).check()
