@@ -142,13 +142,49 @@ def test_a_service_that_is_down_is_one_line(cli, tmp_path):
                               "--out", tmp_path / "ftp"), "http(s) URL")
 
 
-def test_a_service_of_another_model_is_refused(cli, service, tmp_path):
-    model = build_model("mlp:hidden=4", (1, 8, 8), 3, torch.Generator().manual_seed(0))
-    meta = {"input_shape": [1, 8, 8], "classes": ["a", "b", "c"], "normalisation": {"mean": [0.0], "std": [1.0]},
-            "spec": "mlp:hidden=4"}
+@pytest.mark.parametrize("shape, classes, fragment", [((1, 8, 8), 3, "predicts 3 classes"),
+                                                      ((1, 4, 4), 10, "takes inputs of shape (1, 4, 4)")])
+def test_a_service_of_another_model_is_refused(cli, service, tmp_path, shape, classes, fragment):
+    model = build_model("mlp:hidden=4", shape, classes, torch.Generator().manual_seed(0))
+    meta = {"input_shape": list(shape), "classes": [str(c) for c in range(classes)],
+            "normalisation": {"mean": [0.0], "std": [1.0]}, "spec": "mlp:hidden=4"}
     r = cli("kd", "--data", "digits", "--student", "mlp:hidden=16", "--teacher-url",
             service(model=model, meta=meta).url, "--out", tmp_path / "other")
-    assert_one_line_error(r, "predicts 3 classes")
+    assert_one_line_error(r, fragment)
+    assert not (tmp_path / "other").exists()
+
+
+def test_cli_serve_runs_until_sigterm(teacher_model, tmp_path):
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "distillab", "serve", str(teacher_model), "--port", str(port),
+                             "--output", "topk:2"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        info = None
+        for _ in range(300):  # up to 30 s to start
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=1) as r:
+                    info = json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert info and info["output"] == "topk:2" and info["input_shape"] == [1, 8, 8]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert f"serving at http://127.0.0.1:{port}" in proc.stderr.read()
+    finally:
+        proc.kill()
 
 
 class NaNs(nn.Module):
@@ -163,6 +199,42 @@ def test_a_service_answering_nonsense_is_refused_and_the_cache_kept(cli, service
             service(model=NaNs(), meta=meta).url, "--out", tmp_path / "nan")
     assert_one_line_error(r, "not probabilities")
     assert (tmp_path / "nan.queries.sqlite").exists() and not (tmp_path / "nan").exists()
+
+
+class Raises(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("the model broke")
+
+
+def test_a_failing_service_is_retried_then_one_line(cli, service, tmp_path):
+    meta = {"input_shape": [1, 8, 8], "classes": [str(i) for i in range(10)],
+            "normalisation": {"mean": [0.0], "std": [1.0]}, "spec": "broken"}
+    r = cli("kd", "--data", "digits", "--student", "mlp:hidden=16", "--teacher-url",
+            service(model=Raises(), meta=meta).url, "--retries", "1", "--out", tmp_path / "broken")
+    assert_one_line_error(r, "did not answer", "HTTP 500", "2 attempts")
+
+
+class MeanProbe(nn.Module):
+    """Class 0's logit is the mean of the input it receives: shows how the client normalised it."""
+
+    def forward(self, x):
+        return torch.nn.functional.pad(x.mean((1, 2, 3))[:, None], (0, 9))
+
+
+def test_inputs_reach_the_service_normalised_as_it_asks(service):
+    from distillab import data as data_mod
+    from distillab.kd.teachers import ServiceTeacher
+
+    meta = {"input_shape": [1, 8, 8], "classes": [str(i) for i in range(10)],
+            "normalisation": {"mean": [0.5], "std": [0.25]}, "spec": "probe"}
+    client = ServiceClient(service(model=MeanProbe(), meta=meta).url)
+    pixels = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    student_mean, student_std = (0.3,), (0.2,)
+    teacher = ServiceTeacher(ServiceAnswers(client, AnswerCache(":memory:", client.info)), student_mean, student_std)
+    got = teacher(data_mod.normalise(pixels, student_mean, student_std)).logits
+    seen = ((pixels - 0.5) / 0.25).mean((1, 2, 3))  # what the service must have been given
+    expected = torch.log_softmax(torch.nn.functional.pad(seen[:, None], (0, 9)), 1)
+    assert torch.allclose(got, expected, atol=1e-4)
 
 
 # ---- the pieces ----

@@ -162,6 +162,8 @@ def build_parser() -> Parser:
                                                    "service's max batch)")
     p.add_argument("--query-cache", help="--teacher-url: the answer cache, an SQLite file reused across runs "
                                          "(default OUT.queries.sqlite beside the run)")
+    p.add_argument("--query-rate", type=float, help="--teacher-url: at most this many requests per second "
+                                                    "(default: as fast as the service allows)")
     p.add_argument("--retries", type=int, help="--teacher-url: attempts after a failed request (5xx, 429, time-out, "
                                                "refused), with exponential back-off from 0.5 s (default 5)")
     p.add_argument("--student", help="student model spec (see --model of 'distillab train --help')")
@@ -533,9 +535,11 @@ def _cmd_kd(a):
     require(sum(map(bool, (a.teacher, a.teacher_outputs, a.teacher_url))) == 1,
             "give one of --teacher, --teacher-outputs and --teacher-url")
     service = {"teacher_url": a.teacher_url, "token_file": a.token_file, "concurrency": a.concurrency,
-               "query_batch": a.query_batch, "query_cache": a.query_cache, "retries": a.retries}
+               "query_batch": a.query_batch, "query_cache": a.query_cache, "retries": a.retries,
+               "query_rate": a.query_rate}
     require(a.teacher_url or all(v is None for v in service.values()),
-            "--token-file, --concurrency, --query-batch, --query-cache and --retries go with --teacher-url")
+            "--token-file, --concurrency, --query-batch, --query-cache, --query-rate and --retries go with "
+            "--teacher-url")
     teacher = None
     if a.teacher:
         teacher = a.teacher[0] if len(a.teacher) == 1 else list(a.teacher)
