@@ -3,6 +3,7 @@
 server killed mid-run and restarted leaves the same student as an uninterrupted run, and a service that refuses,
 is down or answers wrongly ends in one line with the cache kept."""
 
+import json
 import sqlite3
 
 import pytest
@@ -155,7 +156,6 @@ def test_a_service_of_another_model_is_refused(cli, service, tmp_path, shape, cl
 
 
 def test_cli_serve_runs_until_sigterm(teacher_model, tmp_path):
-    import json
     import os
     import signal
     import socket
@@ -288,3 +288,46 @@ def test_token_files_and_query_options_are_checked(tmp_path):
             read_token_file(tmp_path / "bad")
     with pytest.raises(Exception, match="--concurrency"):
         QueryOptions(concurrency=0).check()
+
+
+# ---- a hostile service: whatever it sends ends in one DistillabError ----
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from distillab.errors import DistillabError  # noqa: E402
+
+
+def _offline_client(output: str) -> ServiceClient:
+    client = object.__new__(ServiceClient)  # no connection: only the answer checks run
+    client.url, client.info = "http://test", {"classes": [str(i) for i in range(10)], "output": output, "round": 0}
+    return client
+
+
+JSONISH = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=5),
+                       lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                   max_size=3), max_leaves=20)
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=st.one_of(st.binary(max_size=300), JSONISH.map(lambda v: json.dumps(v).encode())),
+       kind=st.sampled_from(["application/octet-stream", "application/json"]),
+       output=st.sampled_from(["probs", "topk:3", "label"]))
+def test_any_answer_is_used_or_refused_in_one_line(body, kind, output):
+    try:
+        rows = _offline_client(output)._rows(body, kind, 2)
+    except DistillabError as e:
+        assert "\n" not in str(e)
+    else:
+        assert rows.shape[0] == 2
+
+
+def test_a_forged_safetensors_answer_is_refused():
+    from safetensors.torch import save
+
+    client = _offline_client("probs")
+    for tensors in ({"probs": torch.full((2, 10), 0.5)}, {"probs": torch.ones(2, 9) / 9},
+                    {"probs": torch.full((2, 10), float("nan"))}, {"logits": torch.zeros(2, 10)}):
+        with pytest.raises(DistillabError, match="probs|probabilities"):
+            client._rows(save(tensors), "application/octet-stream", 2)
+    good = torch.softmax(torch.randn(2, 10, generator=torch.Generator().manual_seed(0)), 1)
+    assert client._rows(save({"probs": good}), "application/octet-stream", 2).shape == (2, 10)

@@ -208,7 +208,7 @@ class ServiceClient:
         where = f"the teacher service at {self.url}"
         try:
             tensors = load(data) if "octet-stream" in kind else {k: torch.tensor(v) for k, v in json.loads(data).items()}
-        except (SafetensorError, ValueError, TypeError, RuntimeError):
+        except (SafetensorError, ValueError, TypeError, RuntimeError, AttributeError, OverflowError, RecursionError):
             raise DistillabError(f"{where} sent an answer that is neither safetensors nor JSON tensors") from None
         k = self.num_classes
         if self.output == "probs":
