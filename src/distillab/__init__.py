@@ -1,7 +1,7 @@
 """distillab: machine teaching in PyTorch -- model distillation and dataset distillation.
 
 The API in one place: ``train``, ``distill``, ``chain``, ``condense_data``, ``evaluate``, ``predict``,
-``pseudolabel``, ``metadata``, ``distill_datafree``, ``audit``, ``serve``,
+``pseudolabel``, ``metadata``, ``distill_datafree``, ``audit``, ``serve``, ``tune``,
 ``inspect_teacher``, ``load``; models as spec strings or ``nn.Module``s, data as spec strings, torch ``Dataset``s,
 ``DataLoader``s or tensors; plug-ins with ``register_loss`` (a ``LossTerm`` dataclass) and ``register_method`` (a
 ``Method`` dataclass) and ``register_audit`` (an ``Audit`` dataclass). See docs/design.md and docs/extending.md.
@@ -17,7 +17,7 @@ from .errors import DistillabError
 _WHERE = {
     "Result": "api", "chain": "api", "condense_data": "api", "distill": "api", "evaluate": "api",
     "evaluate_model": "api", "evaluate_synset": "api", "inspect_teacher": "api", "load": "api", "predict": "api",
-    "pseudolabel": "api", "metadata": "api", "distill_datafree": "api", "audit": "api", "serve": "api",
+    "pseudolabel": "api", "metadata": "api", "distill_datafree": "api", "audit": "api", "serve": "api", "tune": "api",
     "train": "api", "export": "api", "resume": "api", "tune_allocator": "speed",
     "Method": "condense", "SyntheticSet": "condense", "register_method": "condense",
     "LossInputs": "kd", "LossTerm": "kd", "register_loss": "kd", "Audit": "audits", "register_audit": "audits",

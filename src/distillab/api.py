@@ -53,7 +53,7 @@ __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate
            "predict", "pseudolabel", "inspect_teacher", "condense_data", "export", "export_synset", "import_synset",
            "load", "resume",
            "data_fetch", "data_info", "register_loss", "register_method", "loss_help", "method_help",
-           "metadata", "distill_datafree", "datafree_help", "audit", "audit_help", "serve",
+           "metadata", "distill_datafree", "datafree_help", "audit", "audit_help", "serve", "tune",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
            "TrainConfig", "Protocol", "Hinton", "PseudoLabelConfig", "Mixing", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
@@ -117,7 +117,8 @@ def _model_and_data(path, data: str | None, what: str, trust_code: bool):
 
 
 def _final_metrics(model, splits, cfg, fit_result, started) -> dict:
-    test_acc, test_err = accuracy(model, splits.test, cfg.device)
+    # inside a search (distillab tune) the test split is sealed: a trial has no test figures at all
+    test_acc, test_err = (None, None) if data_mod.is_test_sealed(splits) else accuracy(model, splits.test, cfg.device)
     val_acc, _ = accuracy(model, splits.val, cfg.device)
     return {"test_accuracy": test_acc, "test_errors": test_err, "test_size": len(splits.test),
             "val_accuracy": val_acc, "best_val_accuracy": fit_result.best_val_accuracy,
@@ -125,6 +126,12 @@ def _final_metrics(model, splits, cfg, fit_result, started) -> dict:
             "train_seconds": round(fit_result.seconds, 2), "peak_rss_mb": peak_rss_mb(),
             "precision": fit_result.precision,
             **({"precision_probe": fit_result.precision_probe} if fit_result.precision_probe else {})}
+
+
+def _test_line(metrics: dict) -> str:
+    if metrics.get("test_accuracy") is None:
+        return f"validation accuracy {metrics['val_accuracy']:.4f} (test split sealed)"
+    return f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors)"
 
 
 def _save(run: RunOutput, model, spec, splits, recipe, metrics):
@@ -162,7 +169,7 @@ def train(data: str = "digits", model: str = "mlp:hidden=100", *, pseudo=None, p
         metrics["parameters"] = count_parameters(net)
         _save(run, net, model, splits, {"command": "train", **cfg.as_dict(), **pseudo_record}, metrics)
         run.write_metrics(metrics)
-    reporter.info(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); "
+    reporter.info(f"{_test_line(metrics)}; "
                   f"wrote {final_path(run.final)}")
     return Result(metrics, run.final, net)
 
@@ -311,7 +318,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
             metrics["teacher_test_accuracy"] = (teacher_meta.get("metrics") or {}).get("test_accuracy")
         _save(run, net, student, splits, recipe, metrics)
         run.write_metrics(metrics)
-    reporter.info(f"test accuracy {metrics['test_accuracy']:.4f} ({metrics['test_errors']} errors); "
+    reporter.info(f"{_test_line(metrics)}; "
                   f"wrote {final_path(run.final)}")
     return Result(metrics, run.final, net)
 
@@ -379,6 +386,32 @@ def repeat_over_seeds(fn, seeds: list[int], *, out=None, overwrite: bool = False
                 metrics[key] = summarise([m[key] for m in results])
         run.write_metrics(metrics)
     return Result(metrics, run.final)
+
+
+def tune(command: str, grid: dict, *, seeds=(0, 1, 2), budget: float | None = None, out=None,
+         overwrite: bool = False, quiet: bool = False, **options) -> Result:
+    """A grid search for ``command`` (``train`` or ``kd``, i.e. ``train()`` / ``distill()``): ``grid`` maps option
+    names to the values to try (``{"lr": [0.01, 0.05], "temperature": [2, 4, 8]}``), ``options`` are the fixed ones.
+    Every trial is scored on the validation split with the test split sealed; the best point is re-run with each
+    of ``seeds`` and only then measured on the test set. ``budget``: minutes after which no new trial starts.
+    Writes OUT/trials.jsonl, OUT/trials.md, the runs, and metrics.json (best point, trials, final test figures)."""
+    from .tuning import search
+
+    functions = {"train": train, "kd": distill}
+    require(command in functions, f"tune runs train or kd, got '{command}'")
+    reporter = Reporter(quiet)
+    options = {**options, "quiet": True}
+    with RunOutput(out, "tune", overwrite) as run:
+        run.write_config({"command": "tune", "tuned": command, "grid": grid, "seeds": list(seeds),
+                          "budget_minutes": budget, "options": {k: v for k, v in options.items()
+                                                                if not callable(v) or isinstance(v, str)}})
+        result = search(functions[command], options, grid, run.dir, seeds=tuple(seeds), budget_minutes=budget,
+                        reporter=reporter)
+        run.write_metrics({"command": command, **result})
+    final = result["final"]["test_accuracy"]
+    reporter.info(f"tune {command}: best {result['best']} of {result['trials_run']} trials; test accuracy "
+                  f"{100 * final['mean']:.2f} +- {100 * final['std']:.2f}% over {len(seeds)} seeds")
+    return Result({"command": command, **result}, run.final)
 
 
 def inspect_teacher(model_path, data: str | None = None, *, temperatures=(1, 2, 4, 8, 20), top_pairs: int = 5,

@@ -336,6 +336,17 @@ def build_parser() -> Parser:
     _add_trust(p)
     _add_quiet(p)
 
+    p = sub.add_parser("tune", help="a grid search for train or kd: trials scored on the validation split with the "
+                                    "test split sealed, the best re-run with several seeds and only then measured")
+    p.add_argument("tuned", choices=["train", "kd"], help="the command to tune; its own flags follow (they are fixed)")
+    p.add_argument("--grid", action="append", metavar="FLAG=V1,V2,...",
+                   help="a flag of the command and the values to try, e.g. --grid lr=0.01,0.05 --grid temperature=2,4 "
+                        "(repeatable; every combination is a trial)")
+    p.add_argument("--budget", type=float, help="minutes after which no new trial starts (default: all trials)")
+    p.add_argument("--final-seeds", type=_seeds, default=[0, 1, 2],
+                   help="seeds of the best recipe's final runs, the only ones measured on the test set (default 0,1,2)")
+    _add_output(p)
+
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
     p.add_argument("model", help="model.safetensors")
     p.add_argument("--data")
@@ -457,6 +468,9 @@ EXAMPLES = {
               "--reference T.safetensors"],
     "serve": ["distillab serve runs/teacher/model.safetensors --port 8000 --token-file token.txt",
               "distillab serve T.safetensors --output topk:3 --round 3 --noise 0.1 --rate 50 --max-batch 512"],
+    "tune": ["distillab tune train --data digits --model mlp:hidden=64 --grid lr=0.01,0.05,0.1 --grid epochs=10,20",
+             "distillab tune kd --data mnist --teacher T.safetensors --student mlp:hidden=800-800 --grid "
+             "temperature=2,4,8 --grid lr=0.01,0.05 --budget 120 --final-seeds 0,1,2 --out runs/tune-kd"],
     "data": ["distillab data fetch mnist", "distillab data info digits"],
     "demo": ["distillab demo --quick      # 20 seconds on scikit-learn's digits",
              "distillab demo --out runs/demo      # MNIST, minutes"],
@@ -488,14 +502,18 @@ def _run_options(a) -> dict:
     return options
 
 
+def _train_kwargs(a) -> dict:
+    return dict(data=a.data, model=a.model, val_size=a.val_size, split_seed=a.split_seed, quiet=a.quiet,
+                **_train_options(a), **_run_options(a))
+
+
 def _cmd_train(a):
     from .api import repeat_over_seeds, train
 
     if a.resume:
         return _resumed(a, "train")
     require(a.model, "train needs --model SPEC, e.g. --model mlp:hidden=100")
-    kwargs = dict(data=a.data, model=a.model, val_size=a.val_size, split_seed=a.split_seed, quiet=a.quiet,
-                  **_train_options(a), **_run_options(a))
+    kwargs = _train_kwargs(a)
     if a.seeds:
         return repeat_over_seeds(train, a.seeds, out=a.out, overwrite=a.overwrite, command="train", **kwargs).metrics
     return train(out=a.out, overwrite=a.overwrite, **kwargs).metrics
@@ -515,6 +533,14 @@ def _kd_options(a) -> dict:
                 cache={"auto": "auto", "yes": True, "no": False}[a.cache_teacher], val_size=a.val_size,
                 split_seed=a.split_seed, quiet=a.quiet, trust_code=a.trust_code, **_parse_taps(a.tap),
                 **_train_options(a), **_run_options(a))
+
+
+def _kd_kwargs(a, service: dict) -> dict:
+    teacher = None
+    if a.teacher:
+        teacher = a.teacher[0] if len(a.teacher) == 1 else list(a.teacher)
+    return dict(teacher=teacher, student=a.student, teacher_outputs=a.teacher_outputs, **_kd_options(a),
+                **({k: v for k, v in service.items() if v is not None} if a.teacher_url else {}))
 
 
 def _cmd_kd(a):
@@ -540,11 +566,7 @@ def _cmd_kd(a):
     require(a.teacher_url or all(v is None for v in service.values()),
             "--token-file, --concurrency, --query-batch, --query-cache, --query-rate and --retries go with "
             "--teacher-url")
-    teacher = None
-    if a.teacher:
-        teacher = a.teacher[0] if len(a.teacher) == 1 else list(a.teacher)
-    kwargs = dict(teacher=teacher, student=a.student, teacher_outputs=a.teacher_outputs, **_kd_options(a),
-                  **({k: v for k, v in service.items() if v is not None} if a.teacher_url else {}))
+    kwargs = _kd_kwargs(a, service)
     if a.seeds:
         return repeat_over_seeds(distill, a.seeds, out=a.out, overwrite=a.overwrite, command="kd", **kwargs).metrics
     return distill(out=a.out, overwrite=a.overwrite, **kwargs).metrics
@@ -647,6 +669,58 @@ def _cmd_serve(a):
           rate=a.rate, noise=a.noise, round=a.round, seed=a.seed, device=a.device, block=True, quiet=a.quiet,
           trust_code=a.trust_code)
     return None
+
+
+# flags whose API keyword has another name
+GRID_KWARGS = {"loss": "losses", "cache_teacher": "cache"}
+
+
+def _cmd_tune(a):
+    from .api import tune
+
+    parser = build_parser()
+    command = parser.commands[a.tuned]
+    inner = _parse(parser, [a.tuned, *a.inner])
+    require(not inner.seeds, "tune runs its final seeds itself (--final-seeds); drop --seeds")
+    require(not getattr(inner, "resume", None) and not getattr(inner, "chain", None),
+            f"tune runs plain {a.tuned} runs: drop --resume and --chain")
+    require(a.grid, "tune needs at least one --grid FLAG=V1,V2, e.g. --grid lr=0.01,0.05")
+    if a.tuned == "kd":
+        require(inner.student and (inner.teacher or inner.teacher_outputs or inner.teacher_url),
+                "tune kd needs the kd flags: --teacher (or --teacher-outputs, --teacher-url) and --student")
+        base = _kd_kwargs(inner, {"teacher_url": inner.teacher_url, "token_file": inner.token_file,
+                                  "concurrency": inner.concurrency, "query_batch": inner.query_batch,
+                                  "query_cache": inner.query_cache, "retries": inner.retries,
+                                  "query_rate": inner.query_rate})
+    else:
+        require(inner.model, "tune train needs --model SPEC")
+        base = _train_kwargs(inner)
+    actions = {o: act for act in command._actions for o in act.option_strings}
+    grid = {}
+    for item in a.grid:
+        flag, eq, values = item.partition("=")
+        flag = "--" + flag.strip().lstrip("-").replace("_", "-")
+        require(eq and values, f"--grid takes FLAG=V1,V2,..., got '{item}'")
+        action = actions.get(flag)
+        require(action is not None and action.dest not in ("out", "overwrite", "seed", "seeds", "resume", "quiet"),
+                f"--grid {flag[2:]}: {a.tuned} has no such flag to tune (see 'distillab {a.tuned} --help')")
+        typed = []
+        for text in values.split(","):
+            try:
+                value = action.type(text) if action.type else text
+            except (ValueError, argparse.ArgumentTypeError):
+                raise DistillabError(f"--grid {flag[2:]}: '{text}' is not a valid value") from None
+            if action.choices and value not in action.choices:
+                raise DistillabError(f"--grid {flag[2:]}: '{text}' is not one of {', '.join(map(str, action.choices))}")
+            typed.append([value] if isinstance(action, argparse._AppendAction) else value)
+        key = GRID_KWARGS.get(action.dest, action.dest)
+        require(base.get(key) in (None, command.get_default(action.dest)) and key not in grid,
+                f"--grid {flag[2:]}: {flag} is also given as a fixed flag (or twice in the grid); give it in one place")
+        base.pop(key, None)  # the grid sets it
+        grid[key] = typed
+    base.pop("quiet", None)
+    return tune(a.tuned, grid, seeds=a.final_seeds, budget=a.budget, out=a.out, overwrite=a.overwrite,
+                quiet=a.quiet, **base).metrics
 
 
 def _cmd_predict(a):
@@ -776,7 +850,7 @@ COMMANDS = {"train": _cmd_train, "kd": _cmd_kd, "inspect": _cmd_inspect, "evalua
             "condense": _cmd_condense, "predict": _cmd_predict, "data": _cmd_data, "demo": _cmd_demo,
             "export": _cmd_export, "import-synset": _cmd_import_synset, "bench": _cmd_bench,
             "experts": _cmd_experts, "pseudolabel": _cmd_pseudolabel, "metadata": _cmd_metadata,
-            "datafree": _cmd_datafree, "audit": _cmd_audit, "serve": _cmd_serve}
+            "datafree": _cmd_datafree, "audit": _cmd_audit, "serve": _cmd_serve, "tune": _cmd_tune}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -823,6 +897,9 @@ def _parse(parser: Parser, argv):
     --version answer from here."""
     args, extra = parser.parse_known_args(argv)
     command = getattr(args, "command", None)
+    if command == "tune":  # the flags tune does not know are the tuned command's own
+        args.inner = extra
+        extra = []
     require(not extra, f"unrecognized arguments: {' '.join(extra)} (see 'distillab {command} --help')")
     if command == "run":
         style = (["--json"] if args.json else []) + (["--quiet"] if args.quiet else [])

@@ -8,6 +8,8 @@ Sources: ``mnist``, ``digits`` (scikit-learn's bundled 8x8 digits), ``npz:PATH``
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gzip
 import hashlib
 import io
@@ -218,6 +220,42 @@ def denormalise(x: torch.Tensor, mean, std) -> torch.Tensor:
     return x * s + m
 
 
+class SealedTest:
+    """The test split during a hyper-parameter search (``distillab tune``): its size is known, its images and labels
+    cannot be read, so no trial can be chosen by its test accuracy."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _sealed(self, *_):
+        raise DistillabError("the test split is sealed during a hyper-parameter search: trials are scored on the "
+                             "validation split, and only the chosen recipe's final runs are measured on the test set")
+
+    x = property(_sealed)
+    y = property(_sealed)
+    subset = _sealed
+
+
+_TEST_SEALED = contextvars.ContextVar("distillab_test_sealed", default=False)
+
+
+@contextlib.contextmanager
+def sealed_test_split():
+    """Inside this block, ``split`` hands out a ``SealedTest`` instead of the test split."""
+    token = _TEST_SEALED.set(True)
+    try:
+        yield
+    finally:
+        _TEST_SEALED.reset(token)
+
+
+def is_test_sealed(splits) -> bool:
+    return isinstance(splits.test, SealedTest)
+
+
 def default_val_size(n_train: int) -> int:
     """10% of the training data, at most 5,000 images (MNIST: 55,000 train / 5,000 validation)."""
     return min(5000, max(1, n_train // 10))
@@ -237,7 +275,7 @@ def split(ds: Dataset, val_size: int | None = None, seed: int = 0, mean=None, st
         return ImageSet(normalise(s.x, mean, std).contiguous(), s.y)
 
     return Splits(train=prep(ds.train.subset(train_index)), val=prep(ds.train.subset(val_index)),
-                  test=prep(ds.test), classes=list(ds.classes), input_shape=ds.input_shape, mean=mean,
+                  test=SealedTest(len(ds.test)) if _TEST_SEALED.get() else prep(ds.test), classes=list(ds.classes), input_shape=ds.input_shape, mean=mean,
                   std=std, spec=ds.spec, val_size=val_size, split_seed=seed, train_index=train_index)
 
 

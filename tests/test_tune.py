@@ -1,0 +1,110 @@
+"""distillab tune: a grid search scored on the validation split with the test split sealed -- no trial can read it,
+only the chosen recipe's final runs are measured -- with its trial table, budget and one-line errors."""
+
+import json
+
+import pytest
+
+from distillab import api, data as data_mod
+from distillab.errors import DistillabError
+from distillab.models import build_model
+from distillab.training import accuracy
+from distillab.tuning import grid_points, parse_grid_value, search
+
+from conftest import assert_one_line_error
+
+BASE = dict(data="digits", model="mlp:hidden=16", epochs=2, batch_size=64)
+
+
+def test_the_test_split_is_sealed_inside_a_search():
+    with data_mod.sealed_test_split():
+        splits = data_mod.split(data_mod.load("digits"))
+        assert len(splits.test) == 449 and data_mod.is_test_sealed(splits)
+        model = build_model("mlp:hidden=4", splits.input_shape, splits.num_classes)
+        with pytest.raises(DistillabError, match="sealed"):
+            accuracy(model, splits.test)
+        with pytest.raises(DistillabError, match="sealed"):
+            splits.test.y
+        run = api.train(**BASE, quiet=True, out=None)
+    assert run.metrics["test_accuracy"] is None and run.metrics["val_accuracy"] > 0
+    assert not data_mod.is_test_sealed(data_mod.split(data_mod.load("digits")))  # only inside the block
+
+
+def test_tune_reads_the_test_split_only_for_the_final_runs(tmp_path, monkeypatch):
+    made = []
+    split = data_mod.split
+
+    def spy(*args, **kwargs):  # every split the runs make, in order: sealed or not
+        splits = split(*args, **kwargs)
+        made.append("sealed" if data_mod.is_test_sealed(splits) else "open")
+        return splits
+
+    monkeypatch.setattr(data_mod, "split", spy)
+    r = api.tune("train", {"lr": [0.01, 0.1], "epochs": [1, 2]}, seeds=(0, 1), out=tmp_path / "t", quiet=True,
+                 **{k: v for k, v in BASE.items() if k != "epochs"})
+    assert made == ["sealed"] * 4 + ["open"] * 2
+    trials = [json.loads(line) for line in (tmp_path / "t" / "trials.jsonl").read_text().splitlines()]
+    assert [t["params"] for t in trials] == grid_points({"lr": [0.01, 0.1], "epochs": [1, 2]})
+    best = max(trials, key=lambda t: (t["val_accuracy"], -t["trial"]))
+    assert r.metrics["best"] == best["params"] and r.metrics["best_val_accuracy"] == best["val_accuracy"]
+    assert len(r.metrics["final"]["test_accuracy"]["runs"]) == 2
+    seed0 = json.loads((tmp_path / "t" / "final-seed-0" / "metrics.json").read_text())
+    assert seed0["val_accuracy"] == best["val_accuracy"]  # the best trial, run again at seed 0: the same run
+    trial_metrics = json.loads((tmp_path / "t" / f"trial-{best['trial']:03d}" / "metrics.json").read_text())
+    assert trial_metrics["test_accuracy"] is None
+    assert "(best)" in (tmp_path / "t" / "trials.md").read_text()
+
+
+def test_ties_go_to_the_earlier_trial_and_the_budget_stops_new_trials(tmp_path):
+    class Fixed:
+        def __init__(self, metrics):
+            self.metrics = metrics
+
+    calls = []
+
+    def run(out, **kw):
+        calls.append(kw)
+        return Fixed({"val_accuracy": 0.5, "test_accuracy": None if "seed" not in kw else 0.4, "test_errors": 1})
+
+    r = search(run, {}, {"a": [1, 2, 3]}, tmp_path / "s", seeds=(0,))
+    assert r["best"] == {"a": 1} and r["trials_run"] == 3
+    calls.clear()
+    r = search(run, {}, {"a": [1, 2, 3]}, tmp_path / "b", seeds=(0,), budget_minutes=1e-9)
+    assert r["trials_run"] == 1 and r["trials_skipped"] == 2 and len(calls) == 2  # one trial, one final run
+    with pytest.raises(DistillabError, match="measured the test split"):
+        search(lambda out, **kw: Fixed({"val_accuracy": 0.5, "test_accuracy": 0.9}), {}, {"a": [1]}, tmp_path / "c")
+
+
+def test_grid_values_and_points():
+    assert grid_points({"a": [1, 2], "b": ["x"]}) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]
+    assert [parse_grid_value(v) for v in ("3", "0.5", "relu", "nan")] == [3, 0.5, "relu", "nan"]
+    for bad in ({}, {"a": []}, {"a": [1, 1]}):
+        with pytest.raises(DistillabError):
+            grid_points(bad)
+
+
+def test_cli_tune_kd(cli, digits_teacher, tmp_path):
+    r = cli("tune", "kd", "--data", "digits", "--teacher", digits_teacher, "--student", "mlp:hidden=16",
+            "--epochs", "1", "--grid", "temperature=2,4", "--grid", "alpha=0.5,0.9", "--final-seeds", "0,1",
+            "--out", tmp_path / "kd")
+    assert r.code == 0, r.err
+    assert r.json["trials_run"] == 4 and set(r.json["best"]) == {"temperature", "alpha"}
+    assert r.json["best"]["temperature"] in (2.0, 4.0) and isinstance(r.json["best"]["temperature"], float)
+    config = json.loads((tmp_path / "kd" / "trial-000" / "metrics.json").read_text())
+    assert config["test_accuracy"] is None
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--grid", "nosuch=1,2"], "no such flag"),
+    (["--grid", "lr=abc"], "not a valid value"),
+    (["--grid", "optimizer=sgd,rmsprop"], "not one of"),
+    (["--lr", "0.1", "--grid", "lr=0.01,0.1"], "also given as a fixed flag"),
+    (["--seeds", "0,1", "--grid", "lr=0.1"], "drop --seeds"),
+    ([], "at least one --grid"),
+    (["--grid", "lr"], "FLAG=V1,V2"),
+])
+def test_cli_tune_errors_are_one_line(cli, tmp_path, args, fragment):
+    out = tmp_path / "o"
+    assert_one_line_error(cli("tune", "train", "--data", "digits", "--model", "mlp:hidden=8", *args, "--out", out),
+                          fragment)
+    assert not out.exists()
