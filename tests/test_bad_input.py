@@ -181,7 +181,7 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
     "bad tap": ([*KD, "--loss", "hint", "--tap", "middle"], "--tap takes"),
     "tap of no module": ([*KD, "--loss", "hint", "--tap", "student=no.such"], "no module"),
     "cache with augmentation": ([*KD, "--augment", "shift:1", "--cache-teacher", "yes"], "cannot cache"),
-    "teacher and outputs": ([*KD, "--teacher-outputs", "{logits_table}"], "not both"),
+    "teacher and outputs": ([*KD, "--teacher-outputs", "{logits_table}"], "give one of"),
     "index of 10^12": (["kd", "--teacher-outputs", "{index_huge}", "--student", "mlp", *FAST], "outside 0..1347"),
     "misaligned outputs": (["kd", "--teacher-outputs", "{misaligned}", "--student", "mlp", *FAST], "disagree"),
     "outputs of other data": (["kd", "--teacher-outputs", "{wrong_shape}", "--student", "mlp", *FAST], "expected"),
@@ -253,8 +253,23 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
     "data info of nothing": (["data", "info", "imagenet"], "unknown dataset"),
     "unknown benchmark": (["bench", "nope"], "unknown benchmark"),
     "zero workers": (["bench", "dd-mnist", "--quick", "--workers", "0"], "--workers"),
+    "audit a model file": (["audit", "{teacher}", "--privacy"], "expected 'distillab.synset'"),
+    "audit a corrupt file": (["audit", "{corrupt}", "--privacy"], ""),
+    "audit with an unknown audit": (["audit", "{corrupt}", "--audits", "nope"], "unknown audit 'nope'"),
+    "serve a corrupt model": (["serve", "{corrupt}", "--port", "0"], ""),
+    "serve a model naming code": (["serve", "{import}", "--port", "0"], "--trust-code"),
+    "serve a bad output": (["serve", "{teacher}", "--port", "0", "--output", "topk:99"], "topk"),
+    "serve a bad rate": (["serve", "{teacher}", "--port", "0", "--rate", "-1"], "rate"),
+    "serve a missing token file": (["serve", "{teacher}", "--port", "0", "--token-file", "/nonexistent/t"],
+                                   "token file"),
+    "kd from a bad url": (["kd", "--student", "mlp:hidden=4", *FAST, "--teacher-url", "file:///etc/passwd"],
+                          "http(s) URL"),
+    "kd url with zero concurrency": (["kd", "--student", "mlp:hidden=4", *FAST, "--teacher-url",
+                                      "http://127.0.0.1:1", "--concurrency", "0"], "--concurrency"),
+    "tune an unknown flag": (["tune", "train", "--model", "mlp:hidden=4", "--grid", "nope=1"], "no such flag"),
+    "tune without a grid": (["tune", "train", "--model", "mlp:hidden=4"], "--grid"),
 }
-WRITES = {"train", "kd", "evaluate", "condense", "experts"}
+WRITES = {"train", "kd", "evaluate", "condense", "experts", "audit", "tune"}
 
 
 def test_the_catalogue_is_large():

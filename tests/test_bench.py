@@ -133,6 +133,19 @@ def test_teacher_service_quick(bench_out):
     assert all(c["requests_per_second"] > 0 and 0 < c["p50_ms"] <= c["p99_ms"] for c in d["load"])
 
 
+def test_kd_losses_tuned_quick(bench_out):
+    run_benchmark("kd-losses-tuned", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "kd-losses-tuned")
+    for name in ("kl_T1", "kl_T4", "logit_mse"):
+        cell = d[name]
+        trials = cell["recipe_search"]["trials"]
+        assert [t["params"]["lr"] for t in trials] == [0.01, 0.1]  # the whole grid, in order, on validation
+        best = max(trials, key=lambda t: (t["val_accuracy"], -t["trial"]))
+        assert cell["chosen"] == best["params"] and "test_accuracy" not in best
+        assert len(cell["test_accuracy"]["runs"]) == 2
+    assert set(d["direction"]) == {"logit_mse_ge_kl_T4", "kl_T4_gt_kl_T1"}
+
+
 def test_kd_speed_quick(bench_out):
     run_benchmark("kd-speed", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "kd-speed")
@@ -329,7 +342,7 @@ def test_unknown_benchmark(cli):
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
                                "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory",
                                "noisy-teacher", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist",
-                               "teacher-service"}
+                               "teacher-service", "kd-losses-tuned"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):

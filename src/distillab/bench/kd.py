@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from .. import data as data_mod
-from ..api import distill, predict, train
+from ..api import distill, predict, train, tune
 from ..evaluation import summarise
 from ..files import read_meta
 from ..kd import Distillation, ModelTeacher, cache_teacher, hinton_losses, load_teacher_model
@@ -325,4 +326,54 @@ def bench_noisy_teacher(b: Bench) -> dict:
                                 "noise is drawn afresh for every batch from the run's seed"}
     result["markdown"] = table(["configuration", "losses", "test errors (mean +- std)", "test error (mean +- std)"],
                                rows)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# kd-losses-tuned: the direction claim with each loss at its own validated learning rate
+
+KD_TUNED_LOSSES = {"kl_T1": "kd:T=1", "kl_T4": "kd:T=4", "logit_mse": "logit-mse:reduce=mean"}
+
+
+def _kd_tuned_recipe(quick: bool, config: str) -> dict:
+    if quick:
+        return {"loss": KD_TUNED_LOSSES[config], "student": "mlp:hidden=32-32", "grid": {"lr": [0.01, 0.1]},
+                "options": dict(epochs=5, batch_size=64), "seeds": [0, 1], "teacher": "hinton-1200"}
+    return {"loss": KD_TUNED_LOSSES[config], "student": "mlp:hidden=300-300", "grid": {"lr": [0.01, 0.03, 0.1, 0.3]},
+            "options": dict(epochs=20, batch_size=128), "seeds": [0, 1, 2], "teacher": "hinton-1200"}
+
+
+def _kd_tuned_cell(out: Path, quick: bool, config: str) -> dict:
+    """One loss: its learning rate chosen by ``tune`` on the validation split, then measured over the seeds."""
+    b = Bench(out, quick)
+    r = _kd_tuned_recipe(quick, config)
+    started = time.time()
+    result = tune("kd", r["grid"], seeds=r["seeds"], out=b.run_dir("kd-losses-tuned", config), quiet=True,
+                  data=b.data, teacher=b.teacher(r["teacher"]), student=r["student"], losses=[r["loss"]],
+                  **r["options"]).metrics
+    return {"test_accuracy": result["final"]["test_accuracy"], "val_accuracy": result["final"]["val_accuracy"],
+            "chosen": result["best"],
+            "recipe_search": {"search": result["search"], "grid": result["grid"], "trials": result["trials"],
+                              "best_val_accuracy": result["best_val_accuracy"],
+                              "minutes": result["search_minutes"]},
+            "wall_seconds": round(time.time() - started, 1)}
+
+
+@benchmark("kd-losses-tuned")
+def bench_kd_losses_tuned(b: Bench) -> dict:
+    """Kim et al. 2021's direction (logit MSE >= KL at high T > KL at T=1) with each loss at the learning rate
+    `distillab tune` chose for it on the validation split; the test split is read only by the final seeds."""
+    b.teacher("hinton-1200")  # trained once here, before the cells share it
+    cells = [(c,) for c in KD_TUNED_LOSSES]
+    done = b.cells("kd-losses-tuned", _kd_tuned_cell, cells, recipe_of=lambda cell: _kd_tuned_recipe(b.quick, *cell))
+    result = {name: done[(name,)] for name in KD_TUNED_LOSSES}
+    acc = {name: r["test_accuracy"]["mean"] for name, r in result.items()}
+    result["direction"] = {"logit_mse_ge_kl_T4": acc["logit_mse"] >= acc["kl_T4"],
+                           "kl_T4_gt_kl_T1": acc["kl_T4"] > acc["kl_T1"]}
+    result["recipe"] = {c: _kd_tuned_recipe(b.quick, c) for c in KD_TUNED_LOSSES}
+    result["cells_total_seconds"] = cells_total_seconds(done)
+    rows = [(name, KD_TUNED_LOSSES[name], r["chosen"]["lr"], f"{100 * r['recipe_search']['best_val_accuracy']:.2f}",
+             pm(r["test_accuracy"], 100, "%")) for name, r in ((n, result[n]) for n in KD_TUNED_LOSSES)]
+    result["markdown"] = table(["configuration", "loss", "chosen lr", "validation % (seed 0)",
+                                "test accuracy (mean +- std over the final seeds)"], rows)
     return result
