@@ -267,3 +267,15 @@ def test_cli_audit_refuses_a_set_of_other_data_and_a_file_that_is_not_a_set(cli,
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     assert_one_line_error(cli("audit", tmp_path / "junk.safetensors", "--out", tmp_path / "o"))
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("forged, fragment", [({"val_size": 10**12}, "impossible for digits"),
+                                              ({"val_size": 7}, "not condensed from the training split"),
+                                              ({"data": "nosuchdata"}, "unknown dataset")])
+def test_a_set_with_forged_source_metadata_is_one_line(cli, splits, tmp_path, forged, fragment):
+    synset = condense(splits.train_set(), "random", 1, seed=0)
+    synset.meta["source"] = {**synset.meta["source"], **forged}
+    synset.save(tmp_path / "forged.safetensors")
+    assert_one_line_error(cli("audit", tmp_path / "forged.safetensors", "--audits", "memorisation",
+                              "--out", tmp_path / "o"), fragment)
+    assert not (tmp_path / "o").exists()

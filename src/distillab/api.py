@@ -1032,8 +1032,13 @@ def audit(synset, *, reference=None, data: str | None = None, audits: list | Non
                 f"{synset} holds {len(s.classes)} classes of shape {s.input_shape}, but {ds.spec} has "
                 f"{ds.num_classes} of shape {tuple(ds.input_shape)}; audit it against the data it was made from")
         same = recorded is not None
-        splits = data_mod.split(ds, val_size=source.get("val_size") if same else None,
-                                seed=source.get("split_seed", 0) if same else 0, mean=s.mean, std=s.std)
+        whole = lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None  # a file may be forged
+        recorded_val = whole(source.get("val_size")) if same else None
+        require(recorded_val is None or 0 < recorded_val < len(ds.train),
+                f"{synset} records a validation split of {recorded_val} images, impossible for {ds.spec}; the file "
+                "is corrupt or was made from other data")
+        splits = data_mod.split(ds, val_size=whole(source.get("val_size")) if same else None,
+                                seed=(whole(source.get("split_seed")) or 0) if same else 0, mean=s.mean, std=s.std)
         if same and isinstance(source.get("hash"), str):
             require(dataset_hash(splits.train_set()) == source["hash"],
                     f"{synset} was not condensed from the training split of {ds.spec} (its data hash differs); "
