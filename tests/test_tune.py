@@ -71,6 +71,16 @@ def test_ties_go_to_the_earlier_trial_and_the_budget_stops_new_trials(tmp_path):
     calls.clear()
     r = search(run, {}, {"a": [1, 2, 3]}, tmp_path / "b", seeds=(0,), budget_minutes=1e-9)
     assert r["trials_run"] == 1 and r["trials_skipped"] == 2 and len(calls) == 2  # one trial, one final run
+    def diverges(out, **kw):
+        if kw.get("a") == 2:
+            raise DistillabError("training diverged at epoch 1 (loss is not finite); lower --lr")
+        return run(out, **kw)
+
+    r = search(diverges, {}, {"a": [1, 2, 3]}, tmp_path / "d", seeds=(0,))
+    assert r["trials_run"] == 2 and r["trials"][1]["status"].startswith("failed: training diverged")
+    assert "failed" in (tmp_path / "d" / "trials.md").read_text()
+    with pytest.raises(DistillabError, match="every trial failed"):
+        search(lambda out, **kw: diverges(out, a=2), {}, {"a": [2]}, tmp_path / "e")
     with pytest.raises(DistillabError, match="measured the test split"):
         search(lambda out, **kw: Fixed({"val_accuracy": 0.5, "test_accuracy": 0.9}), {}, {"a": [1]}, tmp_path / "c")
 

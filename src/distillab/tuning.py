@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from .data import sealed_test_split
-from .errors import require
+from .errors import DistillabError, require
 from .evaluation import summarise
 from .files import to_jsonable
 from .reporting import SILENT, Reporter
@@ -60,8 +60,16 @@ def search(run: Callable, base: dict, grid: dict[str, list], out: Path, *, seeds
                 continue
             reporter.info(f"tune: trial {i + 1}/{len(points)} {point}")
             t0 = time.time()
-            with sealed_test_split():
-                metrics = run(out=out / f"trial-{i:03d}", **base, **point).metrics
+            try:
+                with sealed_test_split():
+                    metrics = run(out=out / f"trial-{i:03d}", **base, **point).metrics
+            except DistillabError as e:  # a point that fails (a rate that diverges) is a result, not the search's end
+                trial = {"trial": i, "params": point, "status": f"failed: {e}", "seconds": round(time.time() - t0, 1)}
+                trials.append(trial)
+                log.write(json.dumps(to_jsonable(trial)) + "\n")
+                log.flush()
+                reporter.info(f"tune: trial {i + 1} failed: {e}")
+                continue
             require(metrics.get("test_accuracy") is None, "a trial measured the test split; it must not")
             trial = {"trial": i, "params": point, "status": "done", SCORE: metrics[SCORE],
                      "seconds": round(time.time() - t0, 1)}
@@ -71,7 +79,7 @@ def search(run: Callable, base: dict, grid: dict[str, list], out: Path, *, seeds
     finally:
         log.close()
     done = [t for t in trials if t["status"] == "done"]
-    require(done, "the budget ran out before the first trial; raise --budget")
+    require(done, f"every trial failed (first: {trials[0]['status'][8:] if trials else 'none'}); widen the grid")
     best = max(done, key=lambda t: (t[SCORE], -t["trial"]))
     reporter.info(f"tune: best {best['params']} (validation accuracy {best[SCORE]:.4f}); final runs with seeds "
                   f"{', '.join(map(str, seeds))}")
