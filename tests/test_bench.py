@@ -57,6 +57,21 @@ def test_rkd_quick(bench_out):
     run_benchmark("rkd", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "rkd")
     assert {"ce", "ce+rkd", "ce+kd", "ce+kd+rkd"} <= set(d)
+    effect = d["rkd_effect"]["ce+rkd"]
+    assert effect["difference"] == pytest.approx(d["ce+rkd"]["mean"] - d["ce"]["mean"])
+    assert effect["seeds"] == [2, 2] and 0 <= effect["p"] <= 1
+
+
+def test_power_of_a_difference_by_hand():
+    from scipy import stats
+
+    from distillab.bench.common import difference_and_power
+
+    a, b = [0.90, 0.92, 0.91], [0.93, 0.95, 0.94]
+    e = difference_and_power(a, b)
+    assert e["difference"] == pytest.approx(0.03) and e["p"] == pytest.approx(stats.ttest_ind(b, a).pvalue)
+    # equal spreads (0.01): the smallest detectable difference is (t_.975 + t_.8, 4 df) * 0.01 * sqrt(2/3)
+    assert e["detectable_at_power_0.8"] == pytest.approx((2.7764 + 0.9410) * 0.01 * (2 / 3) ** 0.5, rel=1e-3)
 
 
 def test_omni_mnist_quick(bench_out):

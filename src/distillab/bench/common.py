@@ -213,6 +213,25 @@ def summary_of(runs: list[dict], key: str = "test_accuracy") -> dict:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def difference_and_power(a: list[float], b: list[float], alpha: float = 0.05, power: float = 0.8) -> dict:
+    """b minus a (two sets of runs, one per seed): the difference, Welch's t and its two-sided p, and the smallest
+    difference these seeds would detect with ``power`` at level ``alpha`` (pooled spread, t quantiles): what a null
+    result can and cannot rule out."""
+    from scipy import stats
+
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    va = sum((v - ma) ** 2 for v in a) / (na - 1)
+    vb = sum((v - mb) ** 2 for v in b) / (nb - 1)
+    df = na + nb - 2
+    welch = stats.ttest_ind(b, a, equal_var=False)
+    pooled = (((na - 1) * va + (nb - 1) * vb) / df) ** 0.5
+    detectable = (stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * pooled * (1 / na + 1 / nb) ** 0.5
+    return {"difference": mb - ma, "t": float(welch.statistic), "p": float(welch.pvalue), "seeds": [na, nb],
+            f"detectable_at_power_{power:g}": float(detectable)}
+
+
 def evaluate_file(model_path: Path, data: str) -> dict:
     m = evaluate_model(model_path, data, write=False).metrics
     return {"test_errors": m["test_errors"], "test_accuracy": m["test_accuracy"], "val_accuracy": m["val_accuracy"]}

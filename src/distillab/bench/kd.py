@@ -12,7 +12,7 @@ from ..files import read_meta
 from ..kd import Distillation, ModelTeacher, cache_teacher, hinton_losses, load_teacher_model
 from ..models import build_model
 from ..training import TrainConfig, fit
-from .common import (Bench, benchmark, cells_total_seconds, evaluate_file, figures_of, pm, quiet_warnings,
+from .common import (Bench, benchmark, cells_total_seconds, difference_and_power, evaluate_file, figures_of, pm, quiet_warnings,
                      summary_of, table, teacher_recipe)
 
 HINTON_PAPER = {"teacher": 67, "student_alone": 146, "student_kd": 74}
@@ -214,7 +214,14 @@ def bench_rkd(b: Bench) -> dict:
         rows.append((name, ", ".join(losses), pm(result[name], 100, "%")))
     result["recipe"] = {"teacher": str(teacher), "student": student, "student_options": s_opts, "seeds": seeds,
                         "taps": "penultimate (input of the final linear layer) on both sides"}
+    # Park et al.'s claim, CE+RKD > CE: the measured difference and the smallest one these seeds could detect
+    result["rkd_effect"] = {pair: difference_and_power(result[base]["runs"], result[pair]["runs"])
+                            for base, pair in (("ce", "ce+rkd"), ("ce+kd", "ce+kd+rkd"))}
     result["markdown"] = table(["losses", "terms", "test accuracy (mean +- std)"], rows)
+    result["markdown"] += "\n\n" + table(
+        ["RKD added to", "difference (points)", "Welch t", "p", "smallest difference detectable (80% power, 5%)"],
+        [(pair.replace("+rkd", ""), f"{100 * e['difference']:+.2f}", f"{e['t']:.2f}", f"{e['p']:.2f}",
+          f"{100 * e['detectable_at_power_0.8']:.2f}") for pair, e in result["rkd_effect"].items()])
     return result
 
 
