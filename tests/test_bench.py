@@ -161,6 +161,19 @@ def test_kd_losses_tuned_quick(bench_out):
     assert set(d["direction"]) == {"logit_mse_ge_kl_T4", "kl_T4_gt_kl_T1"}
 
 
+def test_takd_tuned_quick(bench_out):
+    run_benchmark("takd-tuned", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "takd-tuned")
+    assert set(d["students"]) == {f"{k}_{w}" for w in (8, 4) for k in ("alone", "direct", "via_ta")}
+    for key, cell in [("ta", d["assistant"])] + [(k, v) for k, v in d["students"].items() if "alone" not in k]:
+        trials = cell["recipe_search"]["trials"]
+        assert len(trials) == 4 and all("test_accuracy" not in t for t in trials)  # T x alpha, on validation
+        assert cell["chosen"] == max(trials, key=lambda t: (t["val_accuracy"], -t["trial"]))["params"]
+    config = yaml.safe_load((bench_out / "work-quick" / "takd-tuned" / "via_ta-8" / "final-seed-0" / "config.yaml")
+                            .read_text())
+    assert config["teacher"].endswith("takd-tuned/ta/final-seed-0/model.safetensors")  # taught by the assistant
+
+
 def test_kd_speed_quick(bench_out):
     run_benchmark("kd-speed", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "kd-speed")
@@ -357,7 +370,7 @@ def test_unknown_benchmark(cli):
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
                                "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory",
                                "noisy-teacher", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist",
-                               "teacher-service", "kd-losses-tuned"}
+                               "teacher-service", "kd-losses-tuned", "takd-tuned"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):

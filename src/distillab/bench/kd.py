@@ -384,3 +384,75 @@ def bench_kd_losses_tuned(b: Bench) -> dict:
     result["markdown"] = table(["configuration", "loss", "chosen lr", "validation % (seed 0)",
                                 "test accuracy (mean +- std over the final seeds)"], rows)
     return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# takd-tuned: the assistant's direction with T and alpha chosen per stage on the validation split
+
+TAKD_GRID = {"quick": {"temperature": [2.0, 4.0], "alpha": [0.5, 0.9]},
+             "full": {"temperature": [1.0, 2.0, 4.0], "alpha": [0.1, 0.5, 0.9]}}
+
+
+def _takd_tuned_recipe(quick: bool, stage: str, width: int = 0) -> dict:
+    if quick:
+        ta, opts, seeds = "mlp:hidden=64-64", dict(epochs=10, batch_size=64, lr=0.05), [0, 1]
+    else:
+        ta, opts, seeds = "mlp:hidden=300-300", dict(epochs=20, batch_size=128, lr=0.05), [0, 1, 2]
+    return {"stage": stage, "student": ta if stage == "ta" else f"mlp:hidden={width}-{width}", "assistant": ta,
+            "teacher": "hinton-1200", "grid": TAKD_GRID["quick" if quick else "full"], "options": opts,
+            "seeds": seeds}
+
+
+def _takd_tuned_cell(out: Path, quick: bool, stage: str, width: int = 0) -> dict:
+    """One stage: ``alone`` (CE, no search), ``ta`` (teacher -> assistant), ``direct`` (teacher -> student) or
+    ``via_ta`` (the tuned assistant's seed-0 model -> student); T and alpha chosen by ``tune`` on validation."""
+    b = Bench(out, quick)
+    r = _takd_tuned_recipe(quick, stage, width)
+    started = time.time()
+    if stage == "alone":
+        runs = [train(data=b.data, model=r["student"], seed=s, quiet=True, out=b.run_dir("takd-tuned", f"alone-{width}-{s}"),
+                      **r["options"]).metrics for s in r["seeds"]]
+        return {"test_accuracy": summary_of(runs), "val_accuracy": summary_of(runs, "val_accuracy"),
+                "wall_seconds": round(time.time() - started, 1)}
+    teacher = b.work / "takd-tuned" / "ta" / "final-seed-0" / "model.safetensors" if stage == "via_ta" \
+        else b.teacher(r["teacher"])
+    result = tune("kd", r["grid"], seeds=r["seeds"], quiet=True, out=b.run_dir("takd-tuned", f"{stage}-{width}"
+                  if width else stage), data=b.data, teacher=teacher, student=r["student"], **r["options"]).metrics
+    return {"test_accuracy": result["final"]["test_accuracy"], "val_accuracy": result["final"]["val_accuracy"],
+            "chosen": result["best"],
+            "recipe_search": {"search": result["search"], "grid": result["grid"], "trials": result["trials"],
+                              "best_val_accuracy": result["best_val_accuracy"], "minutes": result["search_minutes"]},
+            "wall_seconds": round(time.time() - started, 1)}
+
+
+@benchmark("takd-tuned")
+def bench_takd_tuned(b: Bench) -> dict:
+    """Mirzadeh et al. 2020's direction (via an assistant > direct KD > alone at a large gap) with T and alpha
+    chosen by `distillab tune` on the validation split for every stage; the test split is read only by the final
+    seeds. The assistant stage runs first: its seed-0 model teaches the via-assistant students."""
+    b.teacher("hinton-1200")
+    widths = [8, 4] if b.quick else [30, 10]
+    recipe_of = lambda cell: _takd_tuned_recipe(b.quick, *cell)  # noqa: E731
+    done = dict(b.cells("takd-tuned", _takd_tuned_cell, [("ta",)], recipe_of=recipe_of))
+    done.update(b.cells("takd-tuned", _takd_tuned_cell,
+                        [(kind, w) for w in widths for kind in ("alone", "direct", "via_ta")], recipe_of=recipe_of))
+    result = {"assistant": done[("ta",)], "students": {f"{kind}_{w}": done[(kind, w)] for w in widths
+                                                       for kind in ("alone", "direct", "via_ta")},
+              "recipe": {"ta": recipe_of(("ta",)), **{f"{k}_{w}": recipe_of((k, w)) for w in widths
+                                                         for k in ("alone", "direct", "via_ta")}},
+              "cells_total_seconds": cells_total_seconds(done)}
+    acc = {k: v["test_accuracy"]["mean"] for k, v in result["students"].items()}
+    result["direction"] = {w: {"via_ta_gt_direct": acc[f"via_ta_{w}"] > acc[f"direct_{w}"],
+                               "direct_gt_alone": acc[f"direct_{w}"] > acc[f"alone_{w}"]} for w in widths}
+    chosen = lambda c: f"T={c['temperature']:g}, alpha={c['alpha']:g}"  # noqa: E731
+    rows = []
+    for w in widths:
+        s = result["students"]
+        rows.append((f"{w}-{w}", pm(s[f"alone_{w}"]["test_accuracy"], 100, "%"),
+                     f"{pm(s[f'direct_{w}']['test_accuracy'], 100, '%')} ({chosen(s[f'direct_{w}']['chosen'])})",
+                     f"{pm(s[f'via_ta_{w}']['test_accuracy'], 100, '%')} ({chosen(s[f'via_ta_{w}']['chosen'])})"))
+    ta = result["assistant"]
+    result["markdown"] = table(["student", "alone (NOKD)", "KD from teacher (chosen)", "KD via assistant (chosen)"],
+                               rows) + (f"\n\nAssistant {recipe_of(('ta',))['student']}: "
+                                        f"{pm(ta['test_accuracy'], 100, '%')} ({chosen(ta['chosen'])}).")
+    return result
