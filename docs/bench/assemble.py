@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["hinton-mnist", "ls-teacher", "kd-losses", "kd-losses-tuned", "takd", "rkd", "kd-speed", "noisy-teacher",
+ORDER = ["hinton-mnist", "ls-teacher", "kd-losses", "kd-losses-tuned", "takd", "takd-tuned", "rkd", "kd-speed", "noisy-teacher",
          "teacher-service", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist", "dd-mnist", "mtt-memory",
          "cross-arch", "wang2018", "eval-speed", "dm-speed", "perf"]
 
