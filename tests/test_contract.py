@@ -9,7 +9,7 @@ import torch
 
 from distillab import data
 from distillab.condense import DM, METHODS, Method, SyntheticSet, condense, register_method
-from distillab.data import TrainSet
+from distillab.data import ImageSet, TrainSet
 from distillab.errors import DistillabError
 from distillab.evaluation import Protocol, evaluate_images
 from distillab.kd import LOSSES, LossTerm, register_loss
@@ -149,3 +149,17 @@ def test_dm_siamese_augmentation_shares_one_draw_per_class():
     condense(train, DM(iterations=3, batch_real=1, model="convnet:width=8,depth=2", init="noise"), 1, seed=0,
              progress=lambda it, loss: plain.append(loss))
     assert min(plain) > 1e-3  # the check can fail: sets that differ from the real images give a positive loss
+
+
+def test_the_protocol_gives_dropout_its_own_stream():
+    """A model with dropout trained by the evaluation protocol neither reads nor moves the global RNG."""
+    from distillab.testing import _global_rng_set_to
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, 8, 8, generator=g), torch.arange(40) % 4
+    proto = Protocol(epochs=3, runs=2, models=("mlp:hidden=16,dropout=0.5",))
+    results = []
+    for state in (1, 2):
+        with _global_rng_set_to(state):
+            results.append(evaluate_images(x, y, ImageSet(x, y), proto, seed=0, num_classes=4))
+    assert results[0]["mlp:hidden=16,dropout=0.5"]["runs"] == results[1]["mlp:hidden=16,dropout=0.5"]["runs"]

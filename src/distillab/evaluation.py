@@ -26,7 +26,7 @@ from .checkpoint import Checkpoints, loop_running
 from .data import ImageSet
 from .dsa import DSA
 from .errors import require
-from .models import build_model, stateful_layers
+from .models import Dropout, build_model, set_dropout_generator, stateful_layers
 from .reporting import SILENT, Reporter
 from .training import accuracy, is_soft, soft_cross_entropy
 
@@ -97,6 +97,11 @@ def train_sequential(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
     """The plain eager loop, one model after another (the reference and the fallback)."""
     n = len(x)
     for model in models:
+        if any(isinstance(m, Dropout) and m.generator is None for m in model.modules()):
+            # dropout draws from a stream of the protocol's generator, never the global RNG (only such models
+            # consume the extra draw, so every other model's results stay as they were)
+            seed = int(torch.randint(2 ** 62, (1,), generator=g))
+            set_dropout_generator(model, torch.Generator(device=x.device).manual_seed(seed))
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=proto.lr, momentum=proto.momentum, weight_decay=proto.weight_decay)
         for epoch in range(proto.epochs):
