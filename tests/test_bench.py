@@ -174,6 +174,15 @@ def test_takd_tuned_quick(bench_out):
     assert config["teacher"].endswith("takd-tuned/ta/final-seed-0/model.safetensors")  # taught by the assistant
 
 
+def test_wang2018_budget_quick(bench_out):
+    run_benchmark("wang2018-budget", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "wang2018-budget")
+    assert [p["iterations"] for p in d["curve"]] == [5, 10]  # one run per budget, shown in order
+    assert {n: r["bptt"]["iterations"] for n, r in d["recipe"].items()} == {"10": 10, "5": 5}
+    assert all(0 <= p["test_accuracy"] <= 1 for p in d["curve"])
+    assert (bench_out / "work-quick" / "wang2018-budget" / "cells" / "fixed-5.safetensors").exists()
+
+
 def test_kd_speed_quick(bench_out):
     run_benchmark("kd-speed", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "kd-speed")
@@ -370,7 +379,7 @@ def test_unknown_benchmark(cli):
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
                                "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory",
                                "noisy-teacher", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist",
-                               "teacher-service", "kd-losses-tuned", "takd-tuned"}
+                               "teacher-service", "kd-losses-tuned", "takd-tuned", "wang2018-budget"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):
