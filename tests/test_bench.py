@@ -1,6 +1,7 @@
 """The --quick form of every benchmark: same code path as the full runs, on digits, in seconds."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,6 +182,51 @@ def test_wang2018_budget_quick(bench_out):
     assert {n: r["bptt"]["iterations"] for n, r in d["recipe"].items()} == {"10": 10, "5": 5}
     assert all(0 <= p["test_accuracy"] <= 1 for p in d["curve"])
     assert (bench_out / "work-quick" / "wang2018-budget" / "cells" / "fixed-5.safetensors").exists()
+
+
+def test_hinton_mnist_tuned_quick(bench_out):
+    run_benchmark("hinton-mnist-tuned", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "hinton-mnist-tuned")
+    teacher, student = d["teacher"], d["student_kd"]
+    for cell, n in ((teacher, 4), (student, 2)):
+        trials = cell["recipe_search"]["trials"]
+        assert len(trials) == n and all("test_accuracy" not in t for t in trials)  # the grid, on validation only
+        assert cell["chosen"] == max(trials, key=lambda t: (t["val_accuracy"], -t["trial"]))["params"]
+        assert len(cell["test_errors"]["runs"]) == 2
+    ensemble = teacher["ensemble"]
+    assert ensemble["members_test_errors"] == teacher["test_errors"]["runs"]  # the final seeds are the members
+    work = bench_out / "work-quick" / "hinton-mnist-tuned"
+    config = yaml.safe_load((work / "student" / "final-seed-1" / "config.yaml").read_text())
+    assert [Path(t).parent.name for t in config["teacher"]] == ["final-seed-0", "final-seed-1"]
+    assert config["losses"][0]["T"] == student["chosen"]["temperature"]
+    kd = json.loads((work / "student" / "final-seed-0" / "metrics.json").read_text())
+    assert kd["teacher_mode"].startswith("ensemble of 2") and "teacher_test_accuracy" not in kd
+    assert [round((1 - a) * 449) for a in kd["teacher_members_test_accuracy"]] == ensemble["members_test_errors"]
+    # the ensemble's figure, computed another way: the mean of the members' probabilities from `distillab predict`
+    import numpy as np
+    from distillab.api import predict
+    probs = [np.load(predict(work / "teacher" / f"final-seed-{s}" / "model.safetensors", "digits", split="test",
+                             out=bench_out / f"p{s}.npz", overwrite=True, quiet=True)["out"])["probs"] for s in (0, 1)]
+    labels = np.load(bench_out / "p0.npz")["labels"]
+    assert int(((probs[0] + probs[1]).argmax(1) != labels).sum()) == ensemble["test_errors"]
+
+
+def test_dm_budget_quick(bench_out):
+    from distillab.bench.dd import _dm_budget_path, _dm_budget_recipe, dd_splits
+    from distillab.bench.common import Bench
+    from distillab.condense import DM, SyntheticSet, condense
+
+    run_benchmark("dm-budget", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "dm-budget")
+    assert [p["iterations"] for p in d["curve"]] == [2, 4, 8]
+    seconds = [p["condense_seconds"] for p in d["curve"]]
+    assert seconds == sorted(seconds) and all(len(p["accuracy"]["runs"]) == 2 for p in d["curve"])
+    # the images after 4 iterations of the long run are those a 4-iteration run ends with
+    r = _dm_budget_recipe(True)
+    short = condense(dd_splits(Bench(bench_out, True)).train_set(), DM(**{**r["config"], "iterations": 4}), r["ipc"])
+    kept = SyntheticSet.load(_dm_budget_path(bench_out, True, 4))
+    assert torch.equal(short.images, kept.images)
+    assert not torch.equal(kept.images, SyntheticSet.load(_dm_budget_path(bench_out, True, 8)).images)
 
 
 def test_kd_speed_quick(bench_out):
@@ -379,7 +425,8 @@ def test_unknown_benchmark(cli):
     assert set(BENCHMARKS) == {"hinton-mnist", "ls-teacher", "kd-losses", "takd", "rkd", "kd-speed", "dd-mnist",
                                "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory",
                                "noisy-teacher", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist",
-                               "teacher-service", "kd-losses-tuned", "takd-tuned", "wang2018-budget"}
+                               "teacher-service", "kd-losses-tuned", "takd-tuned", "wang2018-budget",
+                               "hinton-mnist-tuned", "dm-budget"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):

@@ -118,3 +118,65 @@ def test_cli_tune_errors_are_one_line(cli, tmp_path, args, fragment):
     assert_one_line_error(cli("tune", "train", "--data", "digits", "--model", "mlp:hidden=8", *args, "--out", out),
                           fragment)
     assert not out.exists()
+
+
+CONDENSE = dict(data="digits", method="dm", ipc=1, iterations=2, model="convnet:width=4,depth=1", batch_real=8)
+SCORER = api.Protocol(epochs=3, runs=1, models=("mlp:hidden=8",))
+
+
+def test_tune_condense_scores_trials_on_validation_and_measures_only_the_final_sets(tmp_path, monkeypatch):
+    from distillab import evaluation
+
+    scored = []
+    evaluate_images = evaluation.evaluate_images
+
+    def spy(x, targets, test, proto, **kw):  # which split each set's models are measured on, and how many models
+        scored.append(("val" if len(test) == 134 else "test" if len(test) == 449 else len(test), proto.runs,
+                       kw["seed"]))
+        return evaluate_images(x, targets, test, proto, **kw)
+
+    monkeypatch.setattr(api, "evaluate_images", spy)
+    r = api.tune("condense", {"lr_img": [0.1, 1.0]}, seeds=(0, 1), out=tmp_path / "c", quiet=True,
+                 protocol=SCORER, final_runs=2, **CONDENSE)
+    assert scored == [("val", 1, 0), ("val", 1, 0), ("test", 2, 0), ("test", 2, 1)]  # a final seed: its own models
+    trials = [json.loads(line) for line in (tmp_path / "c" / "trials.jsonl").read_text().splitlines()]
+    best = max(trials, key=lambda t: (t["val_accuracy"], -t["trial"]))
+    assert r.metrics["best"] == best["params"]
+    trial = json.loads((tmp_path / "c" / f"trial-{best['trial']:03d}" / "scores.json").read_text())
+    assert trial["scored_on"] == "validation" and trial["test_accuracy"] is None
+    assert trial["condense"]["method"] == "dm" and trial["val_accuracy"] == best["val_accuracy"]
+    final = json.loads((tmp_path / "c" / "final-seed-1" / "scores.json").read_text())
+    assert final["scored_on"] == "test" and final["val_accuracy"] is None and final["protocol"]["runs"] == 2
+    assert r.metrics["final"]["test_accuracy"]["runs"][1] == final["test_accuracy"]
+    from distillab.condense import SyntheticSet  # the seed reaches condense; the chosen rate too
+    sets = [SyntheticSet.load(tmp_path / "c" / f"final-seed-{s}" / "condense" / "synset.safetensors") for s in (0, 1)]
+    assert sets[0].meta["recipe"]["seed"] == 0 and sets[1].meta["recipe"]["seed"] == 1
+    assert sets[0].meta["recipe"]["lr_img"] == best["params"]["lr_img"]
+
+
+def test_cli_tune_condense(cli, tmp_path):
+    r = cli("tune", "condense", "--data", "digits", "--method", "dm", "--ipc", "1", "--iterations", "2",
+            "--model", "convnet:width=4,depth=1", "--batch-real", "8", "--grid", "lr_img=0.1,1",
+            "--eval-models", "mlp:hidden=8", "--eval-epochs", "3", "--eval-runs", "1", "--final-runs", "2",
+            "--final-seeds", "0", "--out", tmp_path / "c")
+    assert r.code == 0, r.err
+    assert r.json["trials_run"] == 2 and r.json["best"]["lr_img"] in (0.1, 1.0)
+    scores = json.loads((tmp_path / "c" / "final-seed-0" / "scores.json").read_text())
+    assert scores["protocol"]["runs"] == 2 and scores["protocol"]["epochs"] == 3
+    assert list(scores["models"]) == ["mlp:hidden=8"]
+    trial = json.loads((tmp_path / "c" / "trial-000" / "scores.json").read_text())
+    assert trial["protocol"]["runs"] == 1
+
+
+@pytest.mark.parametrize("command, args, fragment", [
+    ("train", ["--model", "mlp:hidden=8", "--eval-runs", "2", "--grid", "lr=0.1"], "drop them"),
+    ("condense", ["--method", "dm", "--ipc", "1", "--seed", "3", "--grid", "lr_img=0.1"], "drop --seeds / --seed"),
+    ("condense", ["--grid", "lr_img=0.1"], "needs --method NAME and --ipc N"),
+    ("condense", ["--method", "dm", "--ipc", "1", "--dry-run", "--grid", "lr_img=0.1"], "drop --resume"),
+    ("condense", ["--method", "dm", "--ipc", "1", "--grid", "lr_img=0.1", "--eval-dsa", "--eval-augment", "dc"],
+     "pick one"),
+])
+def test_cli_tune_condense_errors_are_one_line(cli, tmp_path, command, args, fragment):
+    out = tmp_path / "o"
+    assert_one_line_error(cli("tune", command, "--data", "digits", *args, "--out", out), fragment)
+    assert not out.exists()

@@ -314,7 +314,10 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
             if "live" in how:  # every augmented view is a query: the bill grows with the epochs
                 metrics["queries_per_epoch"] = round(answers.queried / max(1, cfg.epochs), 1)
             answers.cache.close()
-        if teacher_meta:  # a teacher loaded from a file: its own recorded accuracy, for comparison
+        if teacher_meta and len(files) > 1:  # an ensemble: each member's recorded accuracy (not the average's)
+            metrics["teacher_members_test_accuracy"] = [(read_meta(f).get("metrics") or {}).get("test_accuracy")
+                                                        for f in files]
+        elif teacher_meta:  # a teacher loaded from a file: its own recorded accuracy, for comparison
             metrics["teacher_test_accuracy"] = (teacher_meta.get("metrics") or {}).get("test_accuracy")
         _save(run, net, student, splits, recipe, metrics)
         run.write_metrics(metrics)
@@ -390,15 +393,17 @@ def repeat_over_seeds(fn, seeds: list[int], *, out=None, overwrite: bool = False
 
 def tune(command: str, grid: dict, *, seeds=(0, 1, 2), budget: float | None = None, out=None,
          overwrite: bool = False, quiet: bool = False, **options) -> Result:
-    """A grid search for ``command`` (``train`` or ``kd``, i.e. ``train()`` / ``distill()``): ``grid`` maps option
-    names to the values to try (``{"lr": [0.01, 0.05], "temperature": [2, 4, 8]}``), ``options`` are the fixed ones.
+    """A grid search for ``command`` (``train``, ``kd`` or ``condense``, i.e. ``train()`` / ``distill()`` /
+    ``condense_scored()``): ``grid`` maps option names to the values to try (``{"lr": [0.01, 0.05],
+    "temperature": [2, 4, 8]}``, for condense the method's shorthands such as ``lr_img``), ``options`` are the fixed
+    ones (for condense also ``protocol``, the models that score a set, and ``final_runs``).
     Every trial is scored on the validation split with the test split sealed; the best point is re-run with each
     of ``seeds`` and only then measured on the test set. ``budget``: minutes after which no new trial starts.
     Writes OUT/trials.jsonl, OUT/trials.md, the runs, and metrics.json (best point, trials, final test figures)."""
     from .tuning import search
 
-    functions = {"train": train, "kd": distill}
-    require(command in functions, f"tune runs train or kd, got '{command}'")
+    functions = {"train": train, "kd": distill, "condense": condense_scored}
+    require(command in functions, f"tune runs train, kd or condense, got '{command}'")
     reporter = Reporter(quiet)
     options = {**options, "quiet": True}
     with RunOutput(out, "tune", overwrite) as run:
@@ -790,6 +795,33 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
     reporter.info(f"condensed {data} with {method.name} to {ipc} images per class in {seconds:.1f} s; "
                   f"wrote {final_path(run.final)}")
     return Result(metrics, run.final)
+
+
+def condense_scored(data: str = "digits", method="dm", ipc: int = 10, *, out, protocol: Protocol = Protocol(),
+                    final_runs: int | None = None, seed: int = 0, val_size: int | None = None, split_seed: int = 0,
+                    **options) -> Result:
+    """One run of ``tune condense``: condense (OUT/condense, as ``condense_data``), then train the protocol's models
+    on the set and score it. While the test split is sealed (a trial of the search) the models are measured on the
+    validation split; otherwise (a final run) on the test split, with ``final_runs`` models per spec (default: the
+    protocol's). The score is the mean over the protocol's model specs; OUT/scores.json keeps every figure."""
+    out = Path(out)
+    made = condense_data(data, method, ipc, seed=seed, val_size=val_size, split_seed=split_seed, out=out / "condense",
+                         **{"quiet": True, **options})
+    synset = SyntheticSet.load(out / "condense" / "synset.safetensors")
+    splits = load_splits(data, val_size, split_seed, mean=synset.mean, std=synset.std)
+    sealed = data_mod.is_test_sealed(splits)
+    proto = protocol if sealed or final_runs is None else dataclasses.replace(protocol, runs=final_runs)
+    scored_on = splits.val if sealed else splits.test
+    targets = synset.labels if synset.label_logits is None else synset.targets()
+    results = evaluate_images(synset.images, targets, scored_on, proto.check(), seed=seed,
+                              num_classes=splits.num_classes)
+    score = float(np.mean([r["mean"] for r in results.values()]))
+    metrics = {"val_accuracy": score if sealed else None, "test_accuracy": None if sealed else score,
+               "test_errors": None if sealed else round((1 - score) * len(splits.test), 1),
+               "scored_on": "validation" if sealed else "test", "models": results,
+               "protocol": dataclasses.asdict(proto), "condense": made.metrics}
+    (out / "scores.json").write_text(json.dumps(to_jsonable(metrics), indent=1) + "\n")
+    return Result(metrics, out)
 
 
 def condense_estimate(data: str = "digits", method="dm", ipc: int = 10, *, labels="hard", seed: int = 0,

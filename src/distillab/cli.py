@@ -336,15 +336,25 @@ def build_parser() -> Parser:
     _add_trust(p)
     _add_quiet(p)
 
-    p = sub.add_parser("tune", help="a grid search for train or kd: trials scored on the validation split with the "
-                                    "test split sealed, the best re-run with several seeds and only then measured")
-    p.add_argument("tuned", choices=["train", "kd"], help="the command to tune; its own flags follow (they are fixed)")
+    p = sub.add_parser("tune", help="a grid search for train, kd or condense: trials scored on the validation split "
+                                    "with the test split sealed, the best re-run with several seeds and only then "
+                                    "measured")
+    p.add_argument("tuned", choices=["train", "kd", "condense"],
+                   help="the command to tune; its own flags follow (they are fixed)")
     p.add_argument("--grid", action="append", metavar="FLAG=V1,V2,...",
                    help="a flag of the command and the values to try, e.g. --grid lr=0.01,0.05 --grid temperature=2,4 "
                         "(repeatable; every combination is a trial)")
     p.add_argument("--budget", type=float, help="minutes after which no new trial starts (default: all trials)")
     p.add_argument("--final-seeds", type=_seeds, default=[0, 1, 2],
                    help="seeds of the best recipe's final runs, the only ones measured on the test set (default 0,1,2)")
+    g = p.add_argument_group("tune condense: how a set is scored (fresh models trained on it by the protocol of "
+                             "'distillab evaluate'; trials on the validation split, final runs on the test split)")
+    g.add_argument("--eval-models", nargs="+", help=f"model specs ({_default(Protocol, 'models')})")
+    g.add_argument("--eval-runs", type=int, help="models per spec in a trial (default 2: enough to rank recipes)")
+    g.add_argument("--eval-epochs", type=int, help=_default(Protocol, "epochs"))
+    g.add_argument("--eval-dsa", action="store_true", default=None, help="DSA while training the models")
+    g.add_argument("--eval-augment", help="none, or dc (the reference's augmentation; not with --eval-dsa)")
+    g.add_argument("--final-runs", type=int, help=f"models per spec in a final run ({_default(Protocol, 'runs')})")
     _add_output(p)
 
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
@@ -681,9 +691,15 @@ def _cmd_tune(a):
     parser = build_parser()
     command = parser.commands[a.tuned]
     inner = _parse(parser, [a.tuned, *a.inner])
-    require(not inner.seeds, "tune runs its final seeds itself (--final-seeds); drop --seeds")
-    require(not getattr(inner, "resume", None) and not getattr(inner, "chain", None),
-            f"tune runs plain {a.tuned} runs: drop --resume and --chain")
+    require(not getattr(inner, "seeds", None) and (a.tuned != "condense" or inner.seed == 0),
+            "tune runs its final seeds itself (--final-seeds); drop --seeds / --seed")
+    scoring = {k: getattr(a, k) for k in ("eval_models", "eval_runs", "eval_epochs", "eval_dsa", "eval_augment",
+                                          "final_runs") if getattr(a, k) is not None}
+    require(a.tuned == "condense" or not scoring,
+            "--eval-* and --final-runs say how tune condense scores a set; tune train and kd score by validation "
+            "accuracy: drop them")
+    require(not getattr(inner, "resume", None) and not getattr(inner, "chain", None)
+            and not getattr(inner, "dry_run", None), f"tune runs plain {a.tuned} runs: drop --resume, --chain, --dry-run")
     require(a.grid, "tune needs at least one --grid FLAG=V1,V2, e.g. --grid lr=0.01,0.05")
     if a.tuned == "kd":
         require(inner.student and (inner.teacher or inner.teacher_outputs or inner.teacher_url),
@@ -692,6 +708,19 @@ def _cmd_tune(a):
                                   "concurrency": inner.concurrency, "query_batch": inner.query_batch,
                                   "query_cache": inner.query_cache, "retries": inner.retries,
                                   "query_rate": inner.query_rate})
+    elif a.tuned == "condense":
+        require(inner.method and inner.ipc is not None, "tune condense needs --method NAME and --ipc N")
+        from .api import Protocol
+        from .tuning import CONDENSE_TRIAL_RUNS
+
+        protocol = {"runs": CONDENSE_TRIAL_RUNS, **{k[5:]: v for k, v in scoring.items() if k.startswith("eval_")}}
+        if "models" in protocol:
+            protocol["models"] = tuple(protocol["models"])
+        base = {"data": inner.data, "method": inner.method, "ipc": inner.ipc, "labels": inner.labels,
+                "val_size": inner.val_size, "split_seed": inner.split_seed, "device": inner.device,
+                "trust_code": inner.trust_code, "protocol": Protocol(**protocol).check(), "final_runs": a.final_runs,
+                **{k: getattr(inner, k) for k in ("model", "iterations", "init", "lr_img", "batch_real", "init_net",
+                                                   "bptt_steps", "bptt_epochs", "dsa") if getattr(inner, k) is not None}}
     else:
         require(inner.model, "tune train needs --model SPEC")
         base = _train_kwargs(inner)

@@ -10,6 +10,7 @@ import torch
 from .. import data as data_mod
 from .. import seeds
 from ..condense import BPTT, DM, METHODS, Method, SyntheticSet, condense, relabel
+from ..condense.method import Progress
 from ..condense.labels import Teacher
 from ..condense.methods.bptt import train_with_schedule
 from ..evaluation import Protocol, evaluate_images, summarise
@@ -412,4 +413,85 @@ def bench_dm_speed(b: Bench) -> dict:
         "reference_seconds_per_iteration": 2.4}
     result["markdown"] = table(["model", "real per class", "s / iteration", "iterations / s", "peak RSS MB"], [
         (cfg.model, cfg.batch_real, result["seconds_per_iteration"], result["iterations_per_second"], result["peak_rss_mb"])])
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# dm-budget: DM's accuracy against its iteration count (issue 16's budget curve for dd-mnist's DM IPC-10 row)
+
+DM_BUDGET = {"quick": dict(points=[2, 4, 8], ipc=2, runs=2),
+             "full": dict(points=[300, 600, 1200, 2400], ipc=10, runs=3)}
+DM_PAPER_ITERATIONS = 20000
+
+
+class ImageSnapshots(Progress):
+    """A method's progress hook that keeps a copy of the images (``live["images"]``) after each chosen number of
+    iterations. DM's image rate is constant and no draw depends on the run's length, so the images after N
+    iterations of one long run are those an N-iteration run ends with: one run gives the whole budget curve."""
+
+    def __init__(self, at: list[int]):
+        super().__init__()
+        self.at, self.images, self.seconds = set(at), {}, {}
+        self.started = time.perf_counter()
+
+    def __call__(self, iteration: int, loss: float, live: dict | None = None) -> None:
+        if iteration + 1 in self.at:
+            self.images[iteration + 1] = live["images"].detach().cpu().clone()
+            self.seconds[iteration + 1] = round(time.perf_counter() - self.started, 1)
+
+
+def _dm_budget_recipe(quick: bool) -> dict:
+    kind = "quick" if quick else "full"
+    r = DM_BUDGET[kind]
+    protocol = _dd_mnist_recipe(quick)
+    method = dd_mnist_method(quick, "dm", r["ipc"])
+    return {**r, "seed": 0, "config": {**option_values(method), "iterations": max(r["points"])},
+            "protocol": {"eval_spec": protocol["eval_spec"], "runs": r["runs"], "epochs": protocol["epochs"],
+                         "dsa": True}}
+
+
+def _dm_budget_path(out: Path, quick: bool, iterations: int) -> Path:
+    return Bench(out, quick).work / "dm-budget" / f"dm-{iterations}.safetensors"
+
+
+def _dm_budget_cell(out: Path, quick: bool, stage: str, iterations: int = 0) -> dict:
+    """``condense``: one DM run to the largest budget, its images kept at every point; ``eval``: the protocol on the
+    set after ``iterations``."""
+    b = Bench(out, quick)
+    r = _dm_budget_recipe(quick)
+    splits = dd_splits(b)
+    train = splits.train_set()
+    t0 = time.time()
+    if stage == "condense":
+        snapshots = ImageSnapshots(r["points"])
+        DM(**r["config"]).run(train.counted(), r["ipc"], seeds.generator(r["seed"]), snapshots)
+        for n, images in snapshots.images.items():
+            SyntheticSet.class_major(train, images, r["ipc"], meta={"method": "dm", "iterations": n}).save(
+                _dm_budget_path(out, quick, n))
+        return {"condense_seconds": {str(n): s for n, s in snapshots.seconds.items()},
+                "wall_seconds": round(time.time() - t0, 1)}
+    synset = SyntheticSet.load(_dm_budget_path(out, quick, iterations))
+    p = r["protocol"]
+    e = dd_eval(splits, synset, [p["eval_spec"]], p["runs"], p["epochs"], dsa=p["dsa"])[p["eval_spec"]]
+    return {"mean": e["mean"], "std": e["std"], "runs": e["runs"], "wall_seconds": round(time.time() - t0, 1)}
+
+
+@benchmark("dm-budget")
+def bench_dm_budget(b: Bench) -> dict:
+    """DM at IPC 10 on MNIST (dd-mnist's recipe) after 300 / 600 / 1,200 / 2,400 iterations of one run, each set
+    evaluated by dd-mnist's protocol: the budget curve toward the paper's 20,000 iterations."""
+    r = _dm_budget_recipe(b.quick)
+    recipe_of = lambda cell: {**r, "cell": list(cell)}  # noqa: E731
+    made = b.cells("dm-budget", _dm_budget_cell, [("condense",)], recipe_of=recipe_of)[("condense",)]
+    done = b.cells("dm-budget", _dm_budget_cell, [("eval", n) for n in r["points"]], recipe_of=recipe_of)
+    curve = [{"iterations": n, "accuracy": done[("eval", n)], "condense_seconds": made["condense_seconds"][str(n)]}
+             for n in r["points"]]
+    result = {"curve": curve, "ipc": r["ipc"], "recipe": r, "published": DD_MNIST_PUBLISHED["dm"]["10"],
+              "paper_iterations": DM_PAPER_ITERATIONS, "target": 97.0,
+              "cells_total_seconds": cells_total_seconds({**done, ("condense",): made})}
+    if not b.quick:
+        result["target_met"] = max(c["accuracy"]["mean"] for c in curve) >= 0.97
+    rows = [(f"{c['iterations']:,}", pm(c["accuracy"], 100, ""), f"{c['condense_seconds'] / 60:.1f}") for c in curve]
+    rows.append((f"{DM_PAPER_ITERATIONS:,} (paper)", DD_MNIST_PUBLISHED["dm"]["10"], "-"))
+    result["markdown"] = table(["iterations", "test accuracy % (mean +- std)", "condense minutes"], rows)
     return result

@@ -60,6 +60,103 @@ def bench_hinton_mnist(b: Bench) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# hinton-mnist-tuned: a teacher recipe and the distillation temperature chosen on the validation split
+
+def _hinton_tuned_recipe(quick: bool, stage: str) -> dict:
+    """``teacher``: the 1200-1200 dropout net's regularisers searched on validation, the chosen recipe trained with
+    three seeds, and those three teachers averaged (an ensemble of the final seeds); ``student``: the 800-800 net
+    distilled from that ensemble, its temperature searched on validation."""
+    if quick:
+        teacher = {"grid": {"model": ["mlp:hidden=128-128,dropout=0.3", "mlp:hidden=128-128,dropout=0.3,input_dropout=0.2"],
+                            "weight_decay": [0.0, 5e-4]},
+                   "options": dict(epochs=10, augment="shift:1", lr=0.05, batch_size=64), "seeds": [0, 1]}
+        student = {"student": "mlp:hidden=32-32", "grid": {"temperature": [4.0, 20.0]},
+                   "options": dict(epochs=10, lr=0.03, batch_size=64, alpha=0.9), "seeds": [0, 1]}
+    else:
+        teacher = {"grid": {"model": ["mlp:hidden=1200-1200,dropout=0.5",
+                                      "mlp:hidden=1200-1200,dropout=0.5,input_dropout=0.2"],
+                            "weight_decay": [0.0, 5e-4]},
+                   "options": dict(epochs=30, augment="shift:2", lr=0.05, batch_size=128), "seeds": [0, 1, 2]}
+        # lr 0.03 and 40 + 20 epochs: hinton-mnist's distillation schedule (T^2-scaled gradients diverged at 0.05)
+        student = {"student": "mlp:hidden=800-800", "grid": {"temperature": [4.0, 20.0]},
+                   "options": dict(epochs=60, lr=0.03, batch_size=128, weight_decay=0.0, alpha=0.9),
+                   "seeds": [0, 1, 2]}
+    return {"stage": stage, "teacher": teacher, **({"student": student} if stage == "student" else {})}
+
+
+def ensemble_figures(paths: list[Path], data: str) -> dict:
+    """Test errors and validation accuracy of the average of several models' probabilities (each model evaluated on
+    the split it was trained with)."""
+    import torch
+
+    from ..api import evaluate_model, load_splits
+    from ..training import predict_logits
+
+    runs = [evaluate_model(p, data, write=False) for p in paths]
+    meta = read_meta(paths[0])
+    norm = meta["normalisation"]
+    splits = load_splits(data, (meta.get("data") or {}).get("val_size"), (meta.get("data") or {}).get("split_seed", 0),
+                         norm["mean"], norm["std"])
+    figures = {"members_test_errors": [r.metrics["test_errors"] for r in runs]}
+    for name, part in (("test", splits.test), ("val", splits.val)):
+        probs = torch.stack([predict_logits(r.model, part.x).softmax(1) for r in runs]).mean(0)
+        errors = int((probs.argmax(1) != part.y).sum())
+        figures[f"{name}_errors"], figures[f"{name}_accuracy"] = errors, 1 - errors / len(part.y)
+    return figures
+
+
+def _hinton_tuned_cell(out: Path, quick: bool, stage: str) -> dict:
+    b = Bench(out, quick)
+    r = _hinton_tuned_recipe(quick, stage)
+    started = time.time()
+    folder = b.work / "hinton-mnist-tuned"
+    if stage == "teacher":
+        t = r["teacher"]
+        result = tune("train", t["grid"], seeds=t["seeds"], quiet=True, out=b.run_dir("hinton-mnist-tuned", "teacher"),
+                      data=b.data, **t["options"]).metrics
+        members = [folder / "teacher" / f"final-seed-{s}" / "model.safetensors" for s in t["seeds"]]
+        extra = {"ensemble": ensemble_figures(members, b.data)}
+    else:
+        s = r["student"]
+        members = [folder / "teacher" / f"final-seed-{seed}" / "model.safetensors" for seed in r["teacher"]["seeds"]]
+        result = tune("kd", s["grid"], seeds=s["seeds"], quiet=True, out=b.run_dir("hinton-mnist-tuned", "student"),
+                      data=b.data, teacher=members, student=s["student"], **s["options"]).metrics
+        extra = {}
+    return {"test_errors": result["final"]["test_errors"], "test_accuracy": result["final"]["test_accuracy"],
+            "val_accuracy": result["final"]["val_accuracy"], "chosen": result["best"], **extra,
+            "recipe_search": {"search": result["search"], "grid": result["grid"], "trials": result["trials"],
+                              "best_val_accuracy": result["best_val_accuracy"], "minutes": result["search_minutes"]},
+            "wall_seconds": round(time.time() - started, 1)}
+
+
+@benchmark("hinton-mnist-tuned")
+def bench_hinton_mnist_tuned(b: Bench) -> dict:
+    """Hinton et al. 2015's MNIST row with validated recipes: the teacher's regularisers chosen on validation, its
+    three final seeds averaged as the teacher, and the 800-800 student's temperature chosen on validation; the test
+    split is read only by the final runs."""
+    recipe_of = lambda cell: _hinton_tuned_recipe(b.quick, *cell)  # noqa: E731
+    done = dict(b.cells("hinton-mnist-tuned", _hinton_tuned_cell, [("teacher",)], recipe_of=recipe_of))
+    done.update(b.cells("hinton-mnist-tuned", _hinton_tuned_cell, [("student",)], recipe_of=recipe_of))
+    teacher, student = done[("teacher",)], done[("student",)]
+    result = {"teacher": teacher, "student_kd": student, "paper_test_errors": HINTON_PAPER,
+              "target_student_kd_errors": 74, "stretch_student_kd_errors": 65,
+              "recipe": {"teacher": recipe_of(("teacher",))["teacher"], "student": recipe_of(("student",))["student"],
+                         "kd": "alpha T^2 KL(T) + (1 - alpha) CE, transfer set = the training split without jitter "
+                               "(cached ensemble outputs)"},
+              "cells_total_seconds": cells_total_seconds(done)}
+    if not b.quick:
+        result["target_met"] = student["test_errors"]["mean"] <= 74
+    chosen_t = ", ".join(f"{k}={v}" for k, v in teacher["chosen"].items())
+    n = len(recipe_of(("teacher",))["teacher"]["seeds"])
+    rows = [(f"teacher, chosen: {chosen_t} ({n} final seeds)", pm(teacher["test_errors"], digits=1), "-"),
+            (f"teacher ensemble (mean probability of the {n})", teacher["ensemble"]["test_errors"], HINTON_PAPER["teacher"]),
+            (f"student `{recipe_of(('student',))['student']['student']}` distilled from the ensemble, chosen "
+             f"T={student['chosen']['temperature']:g}", pm(student["test_errors"], digits=1), HINTON_PAPER["student_kd"])]
+    result["markdown"] = table(["model", "test errors (ours, mean +- std)", "test errors (paper)"], rows)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
 # ls-teacher
 
 
