@@ -178,10 +178,17 @@ def test_takd_tuned_quick(bench_out):
 def test_wang2018_budget_quick(bench_out):
     run_benchmark("wang2018-budget", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "wang2018-budget")
-    assert [p["iterations"] for p in d["curve"]] == [5, 10]  # one run per budget, shown in order
-    assert {n: r["bptt"]["iterations"] for n, r in d["recipe"].items()} == {"10": 10, "5": 5}
-    assert all(0 <= p["test_accuracy"] <= 1 for p in d["curve"])
-    assert (bench_out / "work-quick" / "wang2018-budget" / "cells" / "fixed-5.safetensors").exists()
+    for setting in ("fixed", "random"):
+        assert [p["iterations"] for p in d["curves"][setting]] == [5, 10]  # one run per budget, shown in order
+    assert {n: r["bptt"]["iterations"] for n, r in d["recipe"].items()} == {"fixed-10": 10, "fixed-5": 5,
+                                                                            "random-10": 10, "random-5": 5}
+    from distillab.bench.dd import _wang2018_recipe
+    full = _wang2018_recipe(False, "random", 2000)  # the full form: the rate halved every fifth of each run
+    assert (full["bptt"].lr_decay_every, full["bptt"].steps, full["ipc"], full["runs"]) == (400, 10, 10, 50)
+    assert all(0 <= p["test_accuracy"] <= 1 for p in d["curves"]["fixed"])
+    assert all(len(p["test_accuracy"]["runs"]) == 2 for p in d["curves"]["random"])  # fresh nets, as in wang2018
+    cells = bench_out / "work-quick" / "wang2018-budget" / "cells"
+    assert (cells / "fixed-5.safetensors").exists() and (cells / "random-10.safetensors").exists()
 
 
 def test_hinton_mnist_tuned_quick(bench_out):

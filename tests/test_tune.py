@@ -180,3 +180,25 @@ def test_cli_tune_condense_errors_are_one_line(cli, tmp_path, command, args, fra
     out = tmp_path / "o"
     assert_one_line_error(cli("tune", command, "--data", "digits", *args, "--out", out), fragment)
     assert not out.exists()
+
+
+def test_tune_condense_as_made_scores_bptt_sets_by_their_learned_schedule(cli, tmp_path, monkeypatch):
+    from distillab.condense.methods import bptt
+
+    trained = []
+    schedule = bptt.train_with_schedule
+
+    def spy(*args, **kw):
+        trained.append(kw.get("init_state") is None)
+        return schedule(*args, **kw)
+
+    monkeypatch.setattr(bptt, "train_with_schedule", spy)
+    r = cli("tune", "condense", "--data", "digits", "--method", "bptt:steps=2,epochs=1,batch_real=32", "--ipc", "1",
+            "--iterations", "2", "--model", "mlp:hidden=8", "--init-net", "random", "--grid", "lr_img=0.01,0.1",
+            "--eval-as-made", "--eval-runs", "3", "--final-runs", "4", "--final-seeds", "0", "--out", tmp_path / "b")
+    assert r.code == 0, r.err
+    assert trained == [True] * (3 + 3 + 4)  # fresh nets trained with each set's learned rates, not the protocol
+    final = json.loads((tmp_path / "b" / "final-seed-0" / "scores.json").read_text())
+    assert list(final["models"]) == ["as made"] and len(final["models"]["as made"]["runs"]) == 4
+    assert_one_line_error(cli("tune", "condense", "--data", "digits", "--method", "dm", "--ipc", "1", "--grid",
+                              "lr_img=0.1,1", "--eval-as-made", "--out", tmp_path / "r"), "score it by the protocol")

@@ -404,6 +404,11 @@ def tune(command: str, grid: dict, *, seeds=(0, 1, 2), budget: float | None = No
 
     functions = {"train": train, "kd": distill, "condense": condense_scored}
     require(command in functions, f"tune runs train, kd or condense, got '{command}'")
+    if command == "condense" and options.get("as_made"):  # refused before any trial runs
+        made_by = type(method_from(options.get("method", "dm"), trust_code=options.get("trust_code", False)))
+        require(made_by.models_as_made.__func__ is not Method.models_as_made.__func__,
+                f"--eval-as-made: a {made_by.name} set is not made by training a model in a known way; score it by "
+                "the protocol instead")
     reporter = Reporter(quiet)
     options = {**options, "quiet": True}
     with RunOutput(out, "tune", overwrite) as run:
@@ -798,12 +803,14 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
 
 
 def condense_scored(data: str = "digits", method="dm", ipc: int = 10, *, out, protocol: Protocol = Protocol(),
-                    final_runs: int | None = None, seed: int = 0, val_size: int | None = None, split_seed: int = 0,
-                    **options) -> Result:
+                    final_runs: int | None = None, as_made: bool = False, seed: int = 0, val_size: int | None = None,
+                    split_seed: int = 0, **options) -> Result:
     """One run of ``tune condense``: condense (OUT/condense, as ``condense_data``), then train the protocol's models
     on the set and score it. While the test split is sealed (a trial of the search) the models are measured on the
     validation split; otherwise (a final run) on the test split, with ``final_runs`` models per spec (default: the
-    protocol's). The score is the mean over the protocol's model specs; OUT/scores.json keeps every figure."""
+    protocol's). The score is the mean over the protocol's model specs; OUT/scores.json keeps every figure.
+    ``as_made``: score by the models trained the way the set was made instead (bptt: its learned schedule, from
+    its stored init or ``protocol.runs`` fresh ones), as Wang et al. 2018 evaluate."""
     out = Path(out)
     made = condense_data(data, method, ipc, seed=seed, val_size=val_size, split_seed=split_seed, out=out / "condense",
                          **{"quiet": True, **options})
@@ -813,8 +820,14 @@ def condense_scored(data: str = "digits", method="dm", ipc: int = 10, *, out, pr
     proto = protocol if sealed or final_runs is None else dataclasses.replace(protocol, runs=final_runs)
     scored_on = splits.val if sealed else splits.test
     targets = synset.labels if synset.label_logits is None else synset.targets()
-    results = evaluate_images(synset.images, targets, scored_on, proto.check(), seed=seed,
-                              num_classes=splits.num_classes)
+    if as_made:
+        made_by = METHODS.get(synset.meta["method"])
+        results = {"as made": made_by.as_made(synset, scored_on, runs=proto.runs, seed=seed) if made_by else None}
+        require(results["as made"] is not None, f"--eval-as-made: a {synset.meta['method']} set is not made by "
+                                                "training a model in a known way; score it by the protocol instead")
+    else:
+        results = evaluate_images(synset.images, targets, scored_on, proto.check(), seed=seed,
+                                  num_classes=splits.num_classes)
     score = float(np.mean([r["mean"] for r in results.values()]))
     metrics = {"val_accuracy": score if sealed else None, "test_accuracy": None if sealed else score,
                "test_errors": None if sealed else round((1 - score) * len(splits.test), 1),

@@ -355,6 +355,9 @@ def build_parser() -> Parser:
     g.add_argument("--eval-dsa", action="store_true", default=None, help="DSA while training the models")
     g.add_argument("--eval-augment", help="none, or dc (the reference's augmentation; not with --eval-dsa)")
     g.add_argument("--final-runs", type=int, help=f"models per spec in a final run ({_default(Protocol, 'runs')})")
+    g.add_argument("--eval-as-made", action="store_true", default=None,
+                   help="score by the models trained the way the set was made (bptt: its learned schedule), not by "
+                        "the protocol's")
     _add_output(p)
 
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
@@ -694,7 +697,7 @@ def _cmd_tune(a):
     require(not getattr(inner, "seeds", None) and (a.tuned != "condense" or inner.seed == 0),
             "tune runs its final seeds itself (--final-seeds); drop --seeds / --seed")
     scoring = {k: getattr(a, k) for k in ("eval_models", "eval_runs", "eval_epochs", "eval_dsa", "eval_augment",
-                                          "final_runs") if getattr(a, k) is not None}
+                                          "final_runs", "eval_as_made") if getattr(a, k) is not None}
     require(a.tuned == "condense" or not scoring,
             "--eval-* and --final-runs say how tune condense scores a set; tune train and kd score by validation "
             "accuracy: drop them")
@@ -713,12 +716,14 @@ def _cmd_tune(a):
         from .api import Protocol
         from .tuning import CONDENSE_TRIAL_RUNS
 
-        protocol = {"runs": CONDENSE_TRIAL_RUNS, **{k[5:]: v for k, v in scoring.items() if k.startswith("eval_")}}
+        protocol = {"runs": CONDENSE_TRIAL_RUNS, **{k[5:]: v for k, v in scoring.items()
+                                                    if k.startswith("eval_") and k != "eval_as_made"}}
         if "models" in protocol:
             protocol["models"] = tuple(protocol["models"])
         base = {"data": inner.data, "method": inner.method, "ipc": inner.ipc, "labels": inner.labels,
                 "val_size": inner.val_size, "split_seed": inner.split_seed, "device": inner.device,
                 "trust_code": inner.trust_code, "protocol": Protocol(**protocol).check(), "final_runs": a.final_runs,
+                "as_made": bool(a.eval_as_made),
                 **{k: getattr(inner, k) for k in ("model", "iterations", "init", "lr_img", "batch_real", "init_net",
                                                    "bptt_steps", "bptt_epochs", "dsa") if getattr(inner, k) is not None}}
     else:
