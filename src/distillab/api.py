@@ -396,7 +396,8 @@ def tune(command: str, grid: dict, *, seeds=(0, 1, 2), budget: float | None = No
     """A grid search for ``command`` (``train``, ``kd`` or ``condense``, i.e. ``train()`` / ``distill()`` /
     ``condense_scored()``): ``grid`` maps option names to the values to try (``{"lr": [0.01, 0.05],
     "temperature": [2, 4, 8]}``, for condense the method's shorthands such as ``lr_img``), ``options`` are the fixed
-    ones (for condense also ``protocol``, the models that score a set, and ``final_runs``).
+    ones (for condense also ``protocol``, the models that score a set -- a Protocol, or a dict of its options with
+    ``runs`` defaulting to ``tuning.CONDENSE_TRIAL_RUNS`` -- ``final_runs`` and ``as_made``).
     Every trial is scored on the validation split with the test split sealed; the best point is re-run with each
     of ``seeds`` and only then measured on the test set. ``budget``: minutes after which no new trial starts.
     Writes OUT/trials.jsonl, OUT/trials.md, the runs, and metrics.json (best point, trials, final test figures)."""
@@ -404,6 +405,10 @@ def tune(command: str, grid: dict, *, seeds=(0, 1, 2), budget: float | None = No
 
     functions = {"train": train, "kd": distill, "condense": condense_scored}
     require(command in functions, f"tune runs train, kd or condense, got '{command}'")
+    if command == "condense" and isinstance(options.get("protocol"), dict):  # the options given, from the CLI
+        from .tuning import CONDENSE_TRIAL_RUNS
+
+        options["protocol"] = Protocol(**{"runs": CONDENSE_TRIAL_RUNS, **options["protocol"]}).check()
     if command == "condense" and options.get("as_made"):  # refused before any trial runs
         made_by = type(method_from(options.get("method", "dm"), trust_code=options.get("trust_code", False)))
         require(made_by.models_as_made.__func__ is not Method.models_as_made.__func__,

@@ -713,16 +713,12 @@ def _cmd_tune(a):
                                   "query_rate": inner.query_rate})
     elif a.tuned == "condense":
         require(inner.method and inner.ipc is not None, "tune condense needs --method NAME and --ipc N")
-        from .api import Protocol
-        from .tuning import CONDENSE_TRIAL_RUNS
-
-        protocol = {"runs": CONDENSE_TRIAL_RUNS, **{k[5:]: v for k, v in scoring.items()
-                                                    if k.startswith("eval_") and k != "eval_as_made"}}
+        protocol = {k[5:]: v for k, v in scoring.items() if k.startswith("eval_") and k != "eval_as_made"}
         if "models" in protocol:
             protocol["models"] = tuple(protocol["models"])
         base = {"data": inner.data, "method": inner.method, "ipc": inner.ipc, "labels": inner.labels,
                 "val_size": inner.val_size, "split_seed": inner.split_seed, "device": inner.device,
-                "trust_code": inner.trust_code, "protocol": Protocol(**protocol).check(), "final_runs": a.final_runs,
+                "trust_code": inner.trust_code, "protocol": protocol, "final_runs": a.final_runs,
                 "as_made": bool(a.eval_as_made),
                 **{k: getattr(inner, k) for k in ("model", "iterations", "init", "lr_img", "batch_real", "init_net",
                                                    "bptt_steps", "bptt_epochs", "dsa") if getattr(inner, k) is not None}}
