@@ -294,3 +294,46 @@ def test_a_full_or_read_only_disk_ends_in_one_line_and_leaves_nothing(cli, tmp_p
     assert r.code == 2 and r.err.startswith("distillab: error: ") and len(r.err.strip().splitlines()) == 1, r.err
     assert os.strerror(getattr(errno, errno_name)) in r.err
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.partial").exists()
+
+
+def test_loops_without_a_checkpoint_stop_at_their_next_step_when_asked(monkeypatch):
+    """A benchmark cell or a library call keeps no checkpoint: a signal must still stop it at a step boundary
+    (before this, it ran to the loop's end -- a whole evaluation -- and only then stopped)."""
+    from distillab import data, evaluation
+    from distillab.condense import DM, condense
+    from distillab.models import build_model
+    from distillab.training import TrainConfig, fit
+
+    splits = data.split(data.load("digits"))
+    steps = []
+    trained = evaluation.train_sequential
+
+    def first_model_then_signal(models, *args, **kwargs):
+        steps.append("model")
+        out = trained(models, *args, **kwargs)
+        monkeypatch.setitem(checkpoint._STOP, "requested", True)  # as SIGTERM during the first model would
+        return out
+
+    monkeypatch.setattr(evaluation, "train_sequential", first_model_then_signal)
+    with pytest.raises(checkpoint.Interrupted):
+        evaluation.evaluate_images(splits.train.x[:40], splits.train.y[:40], splits.test,
+                                   evaluation.Protocol(epochs=1, runs=3, models=("mlp:hidden=4",)))
+    assert steps == ["model"] and not checkpoint._STOP["requested"]  # stopped after one model of three
+
+    def signal_at(n):
+        def on(*_):
+            steps.append("step")
+            if len(steps) == n:
+                monkeypatch.setitem(checkpoint._STOP, "requested", True)
+        return on
+
+    steps.clear()
+    with pytest.raises(checkpoint.Interrupted):
+        condense(splits.train_set(), DM(iterations=20, batch_real=8, model="convnet:width=4,depth=1"), 1,
+                 progress=signal_at(2))
+    assert len(steps) == 2
+    steps.clear()
+    net = build_model("mlp:hidden=4", splits.input_shape, splits.num_classes)
+    with pytest.raises(checkpoint.Interrupted):
+        fit(net, splits, TrainConfig(epochs=3, batch_size=64), on_step=signal_at(3))
+    assert len(steps) == 3

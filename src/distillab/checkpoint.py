@@ -126,6 +126,13 @@ def stop_requested() -> bool:
     return _STOP["requested"]
 
 
+def stop_if_requested() -> None:
+    """At a step boundary of a loop that keeps no checkpoint (a library call, a benchmark cell): stop there when a
+    signal asked, instead of running to the loop's end; there is nothing to save."""
+    if _STOP["requested"]:
+        raise Interrupted()
+
+
 @contextlib.contextmanager
 def loop_running():
     """Marks a loop that checks ``stop_requested()`` at its step boundaries: a signal then waits for it. A stop

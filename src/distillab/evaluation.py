@@ -22,7 +22,7 @@ from torch import nn
 
 from . import distributed, seeds
 from .augmentation import DCAugment
-from .checkpoint import Checkpoints, loop_running
+from .checkpoint import Checkpoints, loop_running, stop_if_requested
 from .data import ImageSet
 from .dsa import DSA
 from .errors import require
@@ -223,6 +223,8 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
                 if checkpoints:
                     saved["accuracies"][spec], saved["generators"][spec] = list(accs), g
                     checkpoints.after(len(accs), lambda: saved)
+                else:
+                    stop_if_requested()
             results[spec] = {**summarise(accs), "vectorised": use_vmap,
                              "seconds": round(time.perf_counter() - started, 2)}
             reporter.info(f"evaluate {spec}: {100 * results[spec]['mean']:.2f} +- {100 * results[spec]['std']:.2f}% "

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import distributed, seeds
 from .augmentation import Augmenter
-from .checkpoint import Checkpoints, loop_running, pack, restore, unpack
+from .checkpoint import Checkpoints, loop_running, pack, restore, stop_if_requested, unpack
 from .data import ImageSet, PseudoRows, Splits
 from .errors import DistillabError, require
 from .models import set_dropout_generator
@@ -384,6 +384,8 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
                 bar.update(1)
                 if checkpoints:
                     checkpoints.save_and_stop_if_requested(lambda: state(epoch, b + 1, order, sums))
+                else:
+                    stop_if_requested()
             first_batch = 0
             val_acc, _ = accuracy(model, splits.val, device)
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],

@@ -26,7 +26,7 @@ import torch
 
 from .. import seeds
 from .._version import __version__
-from ..checkpoint import Checkpoints, loop_running, restore
+from ..checkpoint import Checkpoints, loop_running, restore, stop_if_requested
 from ..data import ReadLog, TrainSet
 from ..errors import require
 from ..memory import PeakMemory
@@ -65,6 +65,8 @@ class Progress:
         if self.checkpoints and live is not None:
             self.checkpoints.after(iteration + 1, lambda: {"live": live, "iteration": iteration + 1, **self.keep,
                                                            **self._reads()})
+        else:
+            stop_if_requested()
 
     def _reads(self) -> dict:
         return {"reads": {"draws": self.reads.draws, "seen": self.reads.seen}} if self.reads is not None else {}
