@@ -187,6 +187,37 @@ def test_cli_serve_runs_until_sigterm(teacher_model, tmp_path):
         proc.kill()
 
 
+def test_a_signal_as_the_service_starts_stops_it_cleanly(teacher_model, monkeypatch):
+    """The race behind a flaky run: a SIGTERM that comes as soon as the service answers, before serve_forever had
+    put its handlers in, fell to the default handler (exit 143 instead of a clean stop)."""
+    import os
+    import signal
+
+    from distillab.service import server
+
+    model, meta = load_model(teacher_model)
+    real_start = server.start_service
+
+    def start_then_signal(*args, **kwargs):
+        handle = real_start(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered before start_service returns
+        return handle
+
+    class Fell(Exception):
+        pass
+
+    def fell_through(signum, frame):
+        raise Fell()
+
+    before = signal.signal(signal.SIGTERM, fell_through)  # what a missing handler would meet, without killing pytest
+    try:
+        monkeypatch.setattr(server, "start_service", start_then_signal)
+        server.serve_forever(model, meta, ServeOptions(port=0))  # returns: the service stopped on the signal
+        assert signal.getsignal(signal.SIGTERM) is fell_through  # and its handlers were taken out again
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 class NaNs(nn.Module):
     def forward(self, x):
         return torch.full((len(x), 10), float("nan"))

@@ -511,18 +511,25 @@ def serve_forever(model: nn.Module, meta: dict, options: ServeOptions, device: s
                   reporter: Reporter | None = None) -> None:
     """Serve ``model`` until SIGINT or SIGTERM, then shut down cleanly and return (``distillab serve``)."""
     reporter = reporter or SILENT
-    handle = start_service(model, meta, options, device)
     stop_asked = threading.Event()
-    previous = {}
+    previous, started = {}, []
+    # the handlers go in before the service starts: a signal that comes once it answers must find them
     if threading.current_thread() is threading.main_thread():  # only the main thread may set signal handlers
 
         def on_signal(signum, frame):
-            if stop_asked.is_set():  # a second Ctrl-C: do not wait for in-flight requests
-                handle._server.force_exit = True
+            if stop_asked.is_set() and started:  # a second Ctrl-C: do not wait for in-flight requests
+                started[0]._server.force_exit = True
             stop_asked.set()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
+    try:
+        handle = start_service(model, meta, options, device)
+    except BaseException:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        raise
+    started.append(handle)
     try:
         shown = {k: v for k, v in asdict(options).items() if k not in ("token", "host", "port")}
         reporter.info(f"serving at {handle.url} ({', '.join(f'{k} {v}' for k, v in shown.items())}"
