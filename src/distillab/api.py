@@ -824,13 +824,13 @@ def condense_scored(data: str = "digits", method="dm", ipc: int = 10, *, out, pr
     sealed = data_mod.is_test_sealed(splits)
     proto = protocol if sealed or final_runs is None else dataclasses.replace(protocol, runs=final_runs)
     scored_on = splits.val if sealed else splits.test
-    targets = synset.labels if synset.label_logits is None else synset.targets()
     if as_made:
         made_by = METHODS.get(synset.meta["method"])
         results = {"as made": made_by.as_made(synset, scored_on, runs=proto.runs, seed=seed) if made_by else None}
         require(results["as made"] is not None, f"--eval-as-made: a {synset.meta['method']} set is not made by "
                                                 "training a model in a known way; score it by the protocol instead")
     else:
+        targets = synset.labels if synset.label_logits is None else synset.targets()
         results = evaluate_images(synset.images, targets, scored_on, proto.check(), seed=seed,
                                   num_classes=splits.num_classes)
     score = float(np.mean([r["mean"] for r in results.values()]))

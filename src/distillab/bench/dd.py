@@ -479,9 +479,9 @@ def _dm_budget_cell(out: Path, quick: bool, stage: str, iterations: int = 0) -> 
     b = Bench(out, quick)
     r = _dm_budget_recipe(quick)
     splits = dd_splits(b)
-    train = splits.train_set()
     t0 = time.time()
     if stage == "condense":
+        train = splits.train_set()
         snapshots = ImageSnapshots(r["points"])
         DM(**r["config"]).run(train.counted(), r["ipc"], seeds.generator(r["seed"]), snapshots)
         for n, images in snapshots.images.items():

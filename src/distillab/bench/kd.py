@@ -9,7 +9,7 @@ from .. import data as data_mod
 from ..api import distill, predict, train, tune
 from ..evaluation import summarise
 from ..files import read_meta
-from ..kd import Distillation, ModelTeacher, cache_teacher, hinton_losses, load_teacher_model
+from ..kd import Distillation, EnsembleTeacher, ModelTeacher, cache_teacher, hinton_losses, load_teacher_model
 from ..models import build_model
 from ..training import TrainConfig, fit
 from .common import (Bench, benchmark, cells_total_seconds, difference_and_power, evaluate_file, figures_of, pm, quiet_warnings,
@@ -85,22 +85,19 @@ def _hinton_tuned_recipe(quick: bool, stage: str) -> dict:
 
 
 def ensemble_figures(paths: list[Path], data: str) -> dict:
-    """Test errors and validation accuracy of the average of several models' probabilities (each model evaluated on
-    the split it was trained with)."""
-    import torch
-
+    """Test errors and validation accuracy of the average of several models' probabilities -- the EnsembleTeacher
+    a student of ``distill(teacher=paths)`` learns from -- on the splits the first model was trained with."""
     from ..api import evaluate_model, load_splits
-    from ..training import predict_logits
 
     runs = [evaluate_model(p, data, write=False) for p in paths]
+    ensemble = EnsembleTeacher([ModelTeacher(r.model) for r in runs])
     meta = read_meta(paths[0])
     norm = meta["normalisation"]
     splits = load_splits(data, (meta.get("data") or {}).get("val_size"), (meta.get("data") or {}).get("split_seed", 0),
                          norm["mean"], norm["std"])
     figures = {"members_test_errors": [r.metrics["test_errors"] for r in runs]}
     for name, part in (("test", splits.test), ("val", splits.val)):
-        probs = torch.stack([predict_logits(r.model, part.x).softmax(1) for r in runs]).mean(0)
-        errors = int((probs.argmax(1) != part.y).sum())
+        errors = int((ensemble(part.x).logits.argmax(1) != part.y).sum())
         figures[f"{name}_errors"], figures[f"{name}_accuracy"] = errors, 1 - errors / len(part.y)
     return figures
 
