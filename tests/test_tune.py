@@ -175,6 +175,9 @@ def test_cli_tune_condense(cli, tmp_path):
     ("condense", ["--method", "dm", "--ipc", "1", "--dry-run", "--grid", "lr_img=0.1"], "drop --resume"),
     ("condense", ["--method", "dm", "--ipc", "1", "--grid", "lr_img=0.1", "--eval-dsa", "--eval-augment", "dc"],
      "pick one"),
+    ("condense", ["--method", "dm", "--ipc", "1", "--grid", "lr_img=0.1", "--final-runs", "0"], "at least 1"),
+    ("condense", ["--method", "dm", "--ipc", "1", "--grid", "lr_img=0.1", "--eval-models", "nosuch"],
+     "unknown model 'nosuch'"),
 ])
 def test_cli_tune_condense_errors_are_one_line(cli, tmp_path, command, args, fragment):
     out = tmp_path / "o"
@@ -202,3 +205,16 @@ def test_tune_condense_as_made_scores_bptt_sets_by_their_learned_schedule(cli, t
     assert list(final["models"]) == ["as made"] and len(final["models"]["as made"]["runs"]) == 4
     assert_one_line_error(cli("tune", "condense", "--data", "digits", "--method", "dm", "--ipc", "1", "--grid",
                               "lr_img=0.1,1", "--eval-as-made", "--out", tmp_path / "r"), "score it by the protocol")
+
+
+def test_tune_condense_refuses_bad_scoring_options_before_any_trial(monkeypatch, cli, tmp_path):
+    from distillab import tuning
+
+    ran = []
+    real = tuning.search
+    monkeypatch.setattr(tuning, "search", lambda *a, **k: ran.append(1) or real(*a, **k))
+    for extra in (["--final-runs", "0"], ["--eval-models", "nosuch"]):
+        r = cli("tune", "condense", "--data", "digits", "--method", "dm", "--ipc", "1", "--iterations", "1",
+                "--grid", "lr_img=0.1", *extra, "--out", tmp_path / "o")
+        assert r.code == 2 and not (tmp_path / "o").exists()
+    assert ran == []  # refused up front, not after a search's worth of condensing

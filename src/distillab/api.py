@@ -409,6 +409,13 @@ def tune(command: str, grid: dict, *, seeds=(0, 1, 2), budget: float | None = No
         from .tuning import CONDENSE_TRIAL_RUNS
 
         options["protocol"] = Protocol(**{"runs": CONDENSE_TRIAL_RUNS, **options["protocol"]}).check()
+    if command == "condense":  # the scoring options fail before any trial runs, not after the search
+        scorer = options.get("protocol", Protocol())
+        if options.get("final_runs") is not None:
+            dataclasses.replace(scorer, runs=options["final_runs"]).check()
+        ds = data_mod.load(options.get("data", "digits"))
+        for spec in scorer.models:
+            build_model(spec, ds.input_shape, ds.num_classes)
     if command == "condense" and options.get("as_made"):  # refused before any trial runs
         made_by = type(method_from(options.get("method", "dm"), trust_code=options.get("trust_code", False)))
         require(made_by.models_as_made.__func__ is not Method.models_as_made.__func__,
