@@ -357,6 +357,19 @@ def test_wang2018_full_recipes_are_the_papers_settings():
     assert (fixed["ipc"], fixed["bptt"].steps, fixed["bptt"].epochs, fixed["bptt"].init_net) == (1, 1, 3, "fixed")
     assert (rand["ipc"], rand["bptt"].steps, rand["bptt"].epochs, rand["bptt"].init_net) == (10, 10, 3, "random")
     assert all(r["bptt"].model == "lenet5:init=xavier" and r["bptt"].batch_real == 1024 for r in (fixed, rand))
+    # the reference halves its rate every 40 passes (2,150 iterations); a shorter run halves it every fifth of itself
+    assert [_wang2018_recipe(False, "fixed", n)["bptt"].lr_decay_every for n in (500, 5000, 21500)] == [100, 1000, 2150]
+
+
+def test_wang2018_image_rates_are_the_validated_ones():
+    """Each setting's image rate is the best trial *by validation* of its recorded search: a rate picked by its test
+    figure, or a search record that does not back the recipe, fails here."""
+    from distillab.bench.dd import WANG2018_RECIPE_SEARCH, _wang2018_recipe
+    for setting, search in WANG2018_RECIPE_SEARCH.items():
+        best = max(search["trials"], key=lambda t: t["val_accuracy"])
+        assert search["chosen"] == {"lr_img": best["lr_img"]}
+        assert _wang2018_recipe(False, setting)["bptt"].lr_img == best["lr_img"]
+        assert "test" not in " ".join(search["trials"][0])  # trials carry validation scores only
 
 
 def test_eval_speed_quick(bench_out):

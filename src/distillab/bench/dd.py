@@ -272,13 +272,46 @@ def dd_mnist_result(quick: bool, done: dict, best: str | None) -> dict:
     return result
 
 
+# The searches that chose each setting's Adam rate on the images (the one option searched): `distillab tune condense`
+# runs, every trial scored on the validation split (the test split sealed), the known or 20 fresh LeNets trained
+# with the set's learned rates (--eval-as-made). Kept here as the record of those runs, with their commands; the
+# benchmark's own cells measure the chosen recipe on the test split.
+WANG2018_RECIPE_SEARCH = {
+    "fixed": {
+        "command": "distillab tune condense --data mnist --method bptt:steps=1,epochs=3,batch_real=1024,init_net=fixed,"
+                   "model=[lenet5:init=xavier],lr_decay_every=400,lr_decay=0.5,init=noise --ipc 1 --iterations 2000 "
+                   "--grid lr_img=0.003,0.01,0.03 --eval-as-made --final-runs 1 (then --grid lr_img=0.1,0.3, the "
+                   "grid's edge widened; stopped before its final runs)",
+        "search": "grid", "iterations": 2000, "scored_by": "the known network, trained with the set's learned rates",
+        "trials": [{"lr_img": 0.003, "val_accuracy": 0.5352}, {"lr_img": 0.01, "val_accuracy": 0.8158},
+                   {"lr_img": 0.03, "val_accuracy": 0.863}, {"lr_img": 0.1, "val_accuracy": 0.859},
+                   {"lr_img": 0.3, "val_accuracy": 0.833}],
+        "chosen": {"lr_img": 0.03},
+        "final_test_accuracy": {"seeds": [0, 1, 2], "runs": [0.8752, 0.8729, 0.8461]}},
+    "random": {
+        "command": "distillab tune condense --data mnist --method bptt:steps=10,epochs=3,batch_real=1024,"
+                   "init_net=random,model=[lenet5:init=xavier],lr_decay_every=200,lr_decay=0.5,init=noise --ipc 10 "
+                   "--iterations 1000 --grid lr_img=0.003,0.01,0.03 --eval-as-made --eval-runs 20 --final-runs 50",
+        "search": "grid", "iterations": 1000, "scored_by": "20 fresh LeNets, trained with the set's learned rates",
+        "trials": [{"lr_img": 0.003, "val_accuracy": 0.563}, {"lr_img": 0.01, "val_accuracy": 0.7264},
+                   {"lr_img": 0.03, "val_accuracy": 0.699}],
+        "chosen": {"lr_img": 0.01},
+        "final_test_accuracy": {"seeds": [0, 1, 2], "runs": [0.734, 0.7265, 0.7484]}},
+}
+
+
+WANG2018_DECAY_EVERY = 2150  # the reference halves its rate every 40 passes over MNIST at 1,024 images per iteration
+
+
 def _wang2018_recipe(quick: bool, setting: str, iterations: int | None = None) -> dict:
-    """The paper's two MNIST settings (reference defaults: Xavier LeNet, Adam 0.01, real batch 1,024).
+    """The paper's two MNIST settings (reference defaults: Xavier LeNet, real batch 1,024; the Adam rate on the
+    images chosen on validation, WANG2018_RECIPE_SEARCH: 0.03 fixed, 0.01 random, the reference's).
 
     fixed: one known initialisation, 10 images (1 per class) used by every step, 1 step x 3 epochs (the reference's
     ``--distill_steps 1`` run); random: a fresh initialisation per iteration, 100 images, 10 steps x 3 epochs with
     each step its own 10 images. The reference trains for 400 passes over MNIST (~23,000 iterations), halving the
-    rate every 40; our CPU budget is a fraction of that, halved every fifth of the run.
+    rate every 40 (~2,150 iterations); our shorter runs halve it every fifth of the run, never less often than the
+    reference does, so a 21,500-iteration run is the reference's schedule.
     """
     fixed = setting == "fixed"
     if quick:
@@ -287,7 +320,8 @@ def _wang2018_recipe(quick: bool, setting: str, iterations: int | None = None) -
         return {"ipc": 1 if fixed else 5, "runs": 2, "bptt": cfg}
     iterations = iterations or (5000 if fixed else 3000)
     cfg = BPTT(iterations=iterations, steps=1 if fixed else 10, epochs=3, batch_real=1024, init_net=setting,
-               model="lenet5:init=xavier", lr_decay_every=iterations // 5, lr_decay=0.5, init="noise")
+               model="lenet5:init=xavier", lr_decay_every=min(iterations // 5, WANG2018_DECAY_EVERY), lr_decay=0.5, init="noise",
+               lr_img=WANG2018_RECIPE_SEARCH[setting]["chosen"]["lr_img"])
     return {"ipc": 1 if fixed else 10, "runs": 1 if fixed else 50, "bptt": cfg}
 
 
@@ -331,7 +365,7 @@ def bench_wang2018(b: Bench) -> dict:
     result = {"fixed_init": {**fixed, "paper": 0.938},
               "random_init": {**rand, "paper": {"mean": 0.795, "std": 0.081}},
               "recipe": {s: _wang2018_recipe(b.quick, s) for s in ("fixed", "random")},
-              "cells_total_seconds": cells_total_seconds(done)}
+              "recipe_search": WANG2018_RECIPE_SEARCH, "cells_total_seconds": cells_total_seconds(done)}
     if not b.quick:
         result["target_met"] = {"fixed_init": fixed["test_accuracy"] >= 0.938, "random_init": rand["mean"] >= 0.795}
     rows = [("fixed init, 10 images", f"{100 * fixed['init_accuracy']:.1f}% -> {100 * fixed['test_accuracy']:.1f}%",
@@ -345,14 +379,14 @@ def bench_wang2018(b: Bench) -> dict:
 # outer iterations per setting, the longest first (two workers balance); the random setting unrolls 10 steps per
 # epoch, about 10x a fixed iteration's cost
 WANG2018_BUDGETS = {"quick": {"fixed": [10, 5], "random": [10, 5]},
-                    "full": {"fixed": [4000, 2000, 1000, 500], "random": [2000, 1000, 500]}}
+                    "full": {"fixed": [21500, 4000, 2000, 1000, 500], "random": [2000, 1000, 500]}}
 WANG2018_PAPER = {"fixed": "93.8", "random": "79.5 +- 8.1 (200 nets)"}
 
 
 @benchmark("wang2018-budget")
 def bench_wang2018_budget(b: Bench) -> dict:
     """Both wang2018 settings at several outer-iteration budgets (each its own run, its Adam rate halved every fifth
-    of it): the curves the paper's ~23,000 iterations would extend. Fixed: the known net's test accuracy; random:
+    of it, or as the reference does if that is more often): the curves the paper's ~23,000 iterations would extend. Fixed: the known net's test accuracy; random:
     fresh LeNets the set never saw (mean +- std)."""
     budgets = WANG2018_BUDGETS["quick" if b.quick else "full"]
     cells = [(setting, n) for setting, ns in budgets.items() for n in ns]
@@ -369,6 +403,7 @@ def bench_wang2018_budget(b: Bench) -> dict:
     result = {"curves": curves, "paper": {"iterations": "about 23,000 (400 passes over MNIST at 1,024 per iteration)",
                                           "fixed": 0.938, "random": {"mean": 0.795, "std": 0.081}},
               "recipe": {f"{s}-{n}": _wang2018_recipe(b.quick, s, n) for s, n in cells},
+              "recipe_search": WANG2018_RECIPE_SEARCH,
               "cells_total_seconds": cells_total_seconds({c: done[c] for c in cells if c in done})}
 
     def shown(p):
