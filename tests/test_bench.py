@@ -361,15 +361,19 @@ def test_wang2018_full_recipes_are_the_papers_settings():
     assert [_wang2018_recipe(False, "fixed", n)["bptt"].lr_decay_every for n in (500, 5000, 21500)] == [100, 1000, 2150]
 
 
-def test_wang2018_image_rates_are_the_validated_ones():
-    """Each setting's image rate is the best trial *by validation* of its recorded search: a rate picked by its test
-    figure, or a search record that does not back the recipe, fails here."""
-    from distillab.bench.dd import WANG2018_RECIPE_SEARCH, _wang2018_recipe
-    for setting, search in WANG2018_RECIPE_SEARCH.items():
+def test_searched_dd_recipes_are_the_validated_ones():
+    """Each searched image rate (wang2018's settings, dd-mnist's DM at IPC 10) is the best trial *by validation* of
+    its recorded search, and the benchmark runs with it: a rate picked by its test figure, or a search record that
+    does not back the recipe, fails here."""
+    from distillab.bench.dd import DD_MNIST_RECIPE_SEARCH, WANG2018_RECIPE_SEARCH, _wang2018_recipe, dd_mnist_method
+    used = {("wang2018", s): _wang2018_recipe(False, s)["bptt"].lr_img for s in WANG2018_RECIPE_SEARCH}
+    used[("dd-mnist", "dm")] = dd_mnist_method(False, "dm", DD_MNIST_RECIPE_SEARCH["dm"]["ipc"]).lr_img
+    searches = {("wang2018", s): v for s, v in WANG2018_RECIPE_SEARCH.items()}
+    searches[("dd-mnist", "dm")] = DD_MNIST_RECIPE_SEARCH["dm"]
+    for key, search in searches.items():
         best = max(search["trials"], key=lambda t: t["val_accuracy"])
-        assert search["chosen"] == {"lr_img": best["lr_img"]}
-        assert _wang2018_recipe(False, setting)["bptt"].lr_img == best["lr_img"]
-        assert "test" not in " ".join(search["trials"][0])  # trials carry validation scores only
+        assert search["chosen"] == {"lr_img": best["lr_img"]} and used[key] == best["lr_img"], key
+        assert all(set(t) == {"lr_img", "val_accuracy"} for t in search["trials"])  # validation scores only
 
 
 def test_eval_speed_quick(bench_out):
