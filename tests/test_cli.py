@@ -20,6 +20,9 @@ def test_train_writes_outputs(cli, tmp_path):
     for key in ("test_accuracy", "test_errors", "val_accuracy", "wall_seconds", "peak_rss_mb"):
         assert key in metrics
     assert 0.5 < metrics["test_accuracy"] <= 1 and metrics["test_errors"] == round((1 - metrics["test_accuracy"]) * 449)
+    import torch  # what the bits depend on beyond options and seeds: the software and the thread count
+    assert (metrics["environment"]["torch"], metrics["environment"]["torch_threads"]) == (torch.__version__,
+                                                                                         torch.get_num_threads())
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["epoch"] == 1
     config = yaml.safe_load((out / "config.yaml").read_text())

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
+import platform
 import resource
 import shutil
 import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from . import distributed
+from ._version import __version__
 from .checkpoint import Checkpoints, Interrupted
 from .errors import DistillabError, require
 from .files import to_jsonable
@@ -32,6 +36,14 @@ def default_out(command: str) -> Path:
         i += 1
         path = base.with_name(f"{base.name}-{i}")
     return path
+
+
+def environment() -> dict:
+    """What a run's bits depend on beyond its options and seeds: the software, and the thread count, which sets the
+    order of float sums (the same run at 1 and 2 threads drifts apart within tens of optimisation steps)."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "distillab": __version__}
 
 
 def peak_rss_mb() -> float:
@@ -255,5 +267,5 @@ class RunOutput:
 
     def write_metrics(self, metrics: dict) -> None:
         with open(self.path("metrics.json"), "w") as f:
-            json.dump(to_jsonable(metrics), f, indent=2)
+            json.dump(to_jsonable({**metrics, "environment": environment()}), f, indent=2)
             f.write("\n")

@@ -19,10 +19,10 @@ import torch
 
 from ..errors import require
 from ..files import to_jsonable
-from ..outputs import peak_rss_mb
+from ..outputs import environment, peak_rss_mb
 from ..reporting import Reporter
 from . import audits, crossarch, datafree, dd, kd, mtt, omni, perf, service  # noqa: F401  (register their benchmarks)
-from .common import BENCHMARKS, Bench, machine
+from .common import BENCHMARKS, Bench
 
 __all__ = ["BENCHMARKS", "Bench", "run_benchmark"]
 
@@ -42,7 +42,7 @@ def run_benchmark(name: str, quick: bool = False, out=None, quiet: bool = False,
     result = BENCHMARKS[name](b)
     markdown = result.pop("markdown")
     result = {"benchmark": name, "quick": quick, **result, "wall_seconds": round(time.time() - started, 1),
-              "peak_rss_mb": peak_rss_mb(), "machine": machine(),
+              "peak_rss_mb": peak_rss_mb(), "machine": environment(),
               "command": "distillab bench " + name + (" --quick" if quick else "")
               + (f" --workers {workers}" if workers > 1 else "")
               + (" --cells " + " ".join(f"'{c}'" for c in cells) if cells else "") + f" --out {out}"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import platform
 import shutil
 import warnings
 from contextlib import contextmanager
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from .._version import __version__
 from ..api import evaluate_model, train
 from ..errors import require
 from ..evaluation import summarise
@@ -61,12 +59,6 @@ TEACHERS = {
 
 def teacher_recipe(key: str, quick: bool) -> dict:
     return dict(TEACHERS[key]["quick" if quick else "full"])
-
-
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "distillab": __version__}
 
 
 class Bench:
