@@ -45,7 +45,9 @@ DD_MNIST_RECIPE_SEARCH = {
         "scored_by": "2 ConvNet-3 (width 128) models per trial, 300 epochs with DSA",
         "trials": [{"lr_img": 1.0, "val_accuracy": 0.9498}, {"lr_img": 3.0, "val_accuracy": 0.9539},
                    {"lr_img": 10.0, "val_accuracy": 0.9552}],
-        "chosen": {"lr_img": 10.0}},
+        "chosen": {"lr_img": 10.0},
+        # per seed, the mean of 3 models (the tune run's final runs, 300 iterations)
+        "final_test_accuracy": {"seeds": [0, 1, 2], "runs": [0.9557, 0.958, 0.9617]}},
 }
 
 # Each method's options in dd-mnist where they differ from its defaults (full) or from its quick options (quick);
