@@ -319,8 +319,6 @@ WANG2018_RECIPE_SEARCH = {
         "chosen": {"lr_img": 0.01},
         "final_test_accuracy": {"seeds": [0, 1, 2], "runs": [0.734, 0.7265, 0.7484]}},
 }
-
-
 WANG2018_DECAY_EVERY = 2150  # the reference halves its rate every 40 passes over MNIST at 1,024 images per iteration
 
 
@@ -341,8 +339,8 @@ def _wang2018_recipe(quick: bool, setting: str, iterations: int | None = None) -
         return {"ipc": 1 if fixed else 5, "runs": 2, "bptt": cfg}
     iterations = iterations or (5000 if fixed else 3000)
     cfg = BPTT(iterations=iterations, steps=1 if fixed else 10, epochs=3, batch_real=1024, init_net=setting,
-               model="lenet5:init=xavier", lr_decay_every=min(iterations // 5, WANG2018_DECAY_EVERY), lr_decay=0.5, init="noise",
-               lr_img=WANG2018_RECIPE_SEARCH[setting]["chosen"]["lr_img"])
+               model="lenet5:init=xavier", lr_decay_every=min(iterations // 5, WANG2018_DECAY_EVERY), lr_decay=0.5,
+               init="noise", lr_img=WANG2018_RECIPE_SEARCH[setting]["chosen"]["lr_img"])
     return {"ipc": 1 if fixed else 10, "runs": 1 if fixed else 50, "bptt": cfg}
 
 
@@ -407,8 +405,8 @@ WANG2018_PAPER = {"fixed": "93.8", "random": "79.5 +- 8.1 (200 nets)"}
 @benchmark("wang2018-budget")
 def bench_wang2018_budget(b: Bench) -> dict:
     """Both wang2018 settings at several outer-iteration budgets (each its own run, its Adam rate halved every fifth
-    of it, or as the reference does if that is more often): the curves the paper's ~23,000 iterations would extend. Fixed: the known net's test accuracy; random:
-    fresh LeNets the set never saw (mean +- std)."""
+    of it, or as the reference does if that is more often): the curves the paper's ~23,000 iterations would extend.
+    Fixed: the known net's test accuracy; random: fresh LeNets the set never saw (mean +- std)."""
     budgets = WANG2018_BUDGETS["quick" if b.quick else "full"]
     cells = [(setting, n) for setting, ns in budgets.items() for n in ns]
     done = b.cells("wang2018-budget", _wang2018_cell, cells,
