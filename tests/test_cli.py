@@ -20,9 +20,6 @@ def test_train_writes_outputs(cli, tmp_path):
     for key in ("test_accuracy", "test_errors", "val_accuracy", "wall_seconds", "peak_rss_mb"):
         assert key in metrics
     assert 0.5 < metrics["test_accuracy"] <= 1 and metrics["test_errors"] == round((1 - metrics["test_accuracy"]) * 449)
-    import torch  # what the bits depend on beyond options and seeds: the software and the thread count
-    assert (metrics["environment"]["torch"], metrics["environment"]["torch_threads"]) == (torch.__version__,
-                                                                                         torch.get_num_threads())
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["epoch"] == 1
     config = yaml.safe_load((out / "config.yaml").read_text())
@@ -30,6 +27,19 @@ def test_train_writes_outputs(cli, tmp_path):
     assert (out / "model.safetensors").exists()
     assert r.json["test_accuracy"] == metrics["test_accuracy"]
     assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_metrics_record_the_software_and_the_thread_count(cli, tmp_path):
+    """What a run's bits depend on beyond its options and seeds (the thread count orders float sums)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # a count no default would guess
+    try:
+        assert cli("train", "--data", "digits", "--model", "mlp:hidden=8", *FAST, "--out", tmp_path / "r").code == 0
+    finally:
+        torch.set_num_threads(threads)
+    env = json.loads((tmp_path / "r" / "metrics.json").read_text())["environment"]
+    assert (env["torch"], env["torch_threads"]) == (torch.__version__, threads + 1)
 
 
 def test_same_seed_same_result(cli, tmp_path):
