@@ -405,22 +405,22 @@ def tune(command: str, grid: dict, *, seeds=(0, 1, 2), budget: float | None = No
 
     functions = {"train": train, "kd": distill, "condense": condense_scored}
     require(command in functions, f"tune runs train, kd or condense, got '{command}'")
-    if command == "condense" and isinstance(options.get("protocol"), dict):  # the options given, from the CLI
-        from .tuning import CONDENSE_TRIAL_RUNS
-
-        options["protocol"] = Protocol(**{"runs": CONDENSE_TRIAL_RUNS, **options["protocol"]}).check()
     if command == "condense":  # the scoring options fail before any trial runs, not after the search
+        if isinstance(options.get("protocol"), dict):  # the options given, from the CLI
+            from .tuning import CONDENSE_TRIAL_RUNS
+
+            options["protocol"] = Protocol(**{"runs": CONDENSE_TRIAL_RUNS, **options["protocol"]}).check()
         scorer = options.get("protocol", Protocol())
         if options.get("final_runs") is not None:
             dataclasses.replace(scorer, runs=options["final_runs"]).check()
         ds = data_mod.load(options.get("data", "digits"))
         for spec in scorer.models:
             build_model(spec, ds.input_shape, ds.num_classes)
-    if command == "condense" and options.get("as_made"):  # refused before any trial runs
-        made_by = type(method_from(options.get("method", "dm"), trust_code=options.get("trust_code", False)))
-        require(made_by.models_as_made.__func__ is not Method.models_as_made.__func__,
-                f"--eval-as-made: a {made_by.name} set is not made by training a model in a known way; score it by "
-                "the protocol instead")
+        if options.get("as_made"):
+            made_by = type(method_from(options.get("method", "dm"), trust_code=options.get("trust_code", False)))
+            require(made_by.models_as_made.__func__ is not Method.models_as_made.__func__,
+                    f"--eval-as-made: a {made_by.name} set is not made by training a model in a known way; score it "
+                    "by the protocol instead")
     reporter = Reporter(quiet)
     options = {**options, "quiet": True}
     with RunOutput(out, "tune", overwrite) as run:
