@@ -427,6 +427,23 @@ def test_cross_arch_quick(bench_out):
     assert (bench_out / "cross-arch.md").read_text().count("\n| ") == len(methods) + 1  # header + one per set
 
 
+def test_cross_arch_rows_spread_over_runs_condense_only_the_sets_they_need(tmp_path):
+    """`bench cross-arch --cells 'dm-*'` condenses dm's set and evaluates its row; the dsa and mtt sets (an hour
+    each at full size) wait for the run that selects their cells, and the partial matrix shows finished rows only."""
+    run_benchmark("cross-arch", quick=True, out=tmp_path, quiet=True, cells=("dm-mlp",))
+    d = _load(tmp_path, "cross-arch")
+    assert set(d["sets"]) == {"dm"} and d["sets"]["dm"]["from"] == "condensed"
+    assert [p.name for p in (tmp_path / "work-quick" / "cross-arch" / "sets").iterdir()] == ["dm-2.safetensors"]
+    assert set(d["cells"]) == {"dm"} and set(d["cells"]["dm"]) == {"mlp"}
+    assert d["matrix"]["rows"] == [] and d["heatmap"] is None and len(d["cells_not_run"]) == 3 * 5 - 1
+    first = d["cells"]["dm"]["mlp"]
+    run_benchmark("cross-arch", quick=True, out=tmp_path, quiet=True, cells=("dm-*",))
+    d = _load(tmp_path, "cross-arch")
+    assert d["matrix"]["rows"] == ["dm IPC 2"] and len(d["matrix"]["mean"][0]) == 5 and d["heatmap"]
+    assert d["cells"]["dm"]["mlp"] == first  # kept from the first run, not run again
+    assert set(d["sets"]) == {"dm"} and len(d["cells_not_run"]) == 2 * 5
+
+
 def test_mtt_memory_quick(bench_out):
     """Trajectory matching's memory against its unrolled steps: the full unroll (every step's graph kept) grows
     visibly with syn_steps, the checkpointed one (the default) stays flat beside it; time grows with the steps."""

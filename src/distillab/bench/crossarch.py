@@ -21,7 +21,7 @@ from ..errors import DistillabError, require
 from ..figures import plot_matrix
 from ..files import read_meta, to_jsonable
 from ..specs import option_values
-from .common import Bench, benchmark, cells_total_seconds
+from .common import Bench, benchmark, cell_name, cells_total_seconds
 from .dd import _dd_mnist_experts_cell, _experts_dir, dd_eval, dd_mnist_method, dd_splits
 
 CROSS_ARCH_METHODS = ("dm", "dsa", "mtt")
@@ -91,14 +91,17 @@ def _set_file(b: Bench, method: str, source_hash: str) -> tuple[str, Path] | Non
                 None)
 
 
-def _make_sets(b: Bench, methods: list[str]) -> dict:
-    """Each method's set: reused when a kept file has the same recipe, else condensed (as dd-mnist does) and kept."""
+def _make_sets(b: Bench, methods: list[str], make: list[str]) -> dict:
+    """Each method's set: reused when a kept file has the same recipe, else condensed (as dd-mnist does) and kept
+    -- condensed only for the methods in ``make``; the others without a kept set are left out."""
     ipc = _recipe(b.quick)["ipc"]
     train = dd_splits(b).train_set()
     source_hash = dataset_hash(train)
     sets = {}
     for method in methods:
         found = _set_file(b, method, source_hash)
+        if found is None and method not in make:
+            continue
         if found is None:
             b.reporter.info(f"cross-arch: condensing {method} at IPC {ipc}")
             t0 = time.time()
@@ -151,27 +154,32 @@ def bench_cross_arch(b: Bench) -> dict:
     methods = cross_arch_methods()
     require(methods, f"cross-arch needs one of {', '.join(CROSS_ARCH_METHODS)} registered")
     missing = [m for m in CROSS_ARCH_METHODS if m not in methods]
-    sets = _make_sets(b, methods)
     archs = list(r["models"])
-    cells = [(m, a) for m in methods for a in archs]
+    # with --cells (rows spread over several runs) only the sets the selected cells need are condensed here
+    sets = _make_sets(b, methods, make=[m for m in methods if any(b.selected((m, a)) for a in archs)])
+    cells = [(m, a) for m in methods if m in sets for a in archs]
     protocol = {"runs": r["runs"], "epochs": r["epochs"], "dsa": r["dsa"], "seed": 0}
 
     def recipe_of(cell):  # the set's bits, the model and the protocol: a set condensed again runs its cells again
         return {"set_content_sha256": sets[cell[0]]["content_sha256"], "model": r["models"][cell[1]], **protocol}
 
-    done = b.cells("cross-arch", _cross_arch_cell, cells, recipe_of=recipe_of)
-    paths = [b.out / sets[m]["file"] for m in methods]
+    done = b.cells("cross-arch", _cross_arch_cell, cells, recipe_of=recipe_of, partial_ok=True)
+    rows = [m for m in methods if all((m, a) in done for a in archs)]  # a partial run shows its finished rows
+    not_run = [cell_name((m, a)) for m in methods for a in archs if (m, a) not in done]
+    paths = [b.out / sets[m]["file"] for m in rows]
     columns = [r["models"][a] for a in archs]
     matrix = {"rows": synset_labels(paths, [SyntheticSet.load(p) for p in paths]), "columns": columns,
-              "mean": [[done[(m, a)]["mean"] for a in archs] for m in methods],
-              "std": [[done[(m, a)]["std"] for a in archs] for m in methods]}
+              "mean": [[done[(m, a)]["mean"] for a in archs] for m in rows],
+              "std": [[done[(m, a)]["std"] for a in archs] for m in rows]}
     heatmap = b.out / "cross-arch.png"
-    plot_matrix(matrix, heatmap, f"cross-arch{' (quick)' if b.quick else ''}: {b.data}, test accuracy (%), mean ± "
-                                 f"std of {r['runs']} runs, {r['epochs']} epochs with DSA")
-    return {"methods": methods, "methods_not_registered": missing,
-            "note": (f"{', '.join(missing)} not registered here: its row is missing" if missing else
-                     "every method registered"),
+    if rows:
+        plot_matrix(matrix, heatmap, f"cross-arch{' (quick)' if b.quick else ''}: {b.data}, test accuracy (%), "
+                                     f"mean ± std of {r['runs']} runs, {r['epochs']} epochs with DSA")
+    note = f"{', '.join(missing)} not registered here: its row is missing" if missing else "every method registered"
+    if not_run:
+        note += f"; partial run: {len(not_run)} cells not run yet ({', '.join(not_run)}), their rows left out"
+    return {"methods": methods, "methods_not_registered": missing, "note": note, "cells_not_run": not_run,
             "ipc": r["ipc"], "data": b.data, "architectures": dict(r["models"]), "protocol": protocol, "sets": sets,
-            "cells": {m: {a: done[(m, a)] for a in archs} for m in methods}, "matrix": matrix,
-            "heatmap": heatmap.name, "cells_total_seconds": cells_total_seconds(done),
-            "markdown": matrix_markdown(matrix)}
+            "cells": {m: {a: done[(m, a)] for a in archs if (m, a) in done} for m in methods if m in sets},
+            "matrix": matrix, "heatmap": heatmap.name if rows else None,
+            "cells_total_seconds": cells_total_seconds(done), "markdown": matrix_markdown(matrix)}
