@@ -208,6 +208,49 @@ def test_condense_resumes_to_the_same_set(tmp_path, stop_after, method):
     same_run(tmp_path / "reference", tmp_path / "resumed")
 
 
+def test_a_resumed_condensation_counts_the_seconds_before_its_stop(tmp_path, stop_after, monkeypatch):
+    """The budget's condense_seconds cover the whole run: the stopped part (to its checkpoint) and the resumed
+    one. The stopped part runs on a clock that moves 1,000 s per reading, so its count dwarfs the resumed part."""
+    import types
+
+    from distillab.condense import method as method_module
+
+    fast = {"t": 0.0}
+
+    def perf_counter():
+        fast["t"] += 1000.0
+        return fast["t"]
+
+    kwargs = dict(data="digits", method="dm:iterations=12,batch_real=16,model=[convnet:width=8,depth=2]", ipc=2,
+                  checkpoint_every=4)
+    monkeypatch.setattr(method_module, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    stop_after(7)
+    with pytest.raises(checkpoint.Interrupted):
+        api.condense_data(out=tmp_path / "resumed", quiet=True, **kwargs)
+    saved = checkpoint.Checkpoints(tmp_path / ".resumed.partial/checkpoints/condense.safetensors").load()
+    assert saved["iteration"] == 7 and saved["seconds"] >= 1000  # a stop request checkpoints where it stops
+    monkeypatch.setattr(method_module, "time", time)
+    stop_after(0)
+    seconds = api.resume(tmp_path / "resumed").metrics["condense_seconds"]
+    assert saved["seconds"] < seconds < saved["seconds"] + 60
+
+
+@pytest.mark.parametrize("forged", ["soon", -5.0, float("inf"), True, 5.0])
+def test_a_checkpoint_with_forged_seconds_is_refused_in_one_line(tmp_path, stop_after, forged):
+    kwargs = dict(data="digits", method="dm:iterations=6,batch_real=16,model=[convnet:width=4,depth=2]", ipc=2)
+    stop_after(3)
+    with pytest.raises(checkpoint.Interrupted):
+        api.condense_data(out=tmp_path / "run", quiet=True, **kwargs)
+    saved = checkpoint.Checkpoints(tmp_path / ".run.partial/checkpoints/condense.safetensors")
+    saved.save({**saved.load(), "seconds": forged})
+    stop_after(0)
+    if forged == 5.0:  # the same file with a true count resumes: what is refused is the forged value
+        assert api.resume(tmp_path / "run").metrics["condense_seconds"] >= 5.0
+        return
+    with pytest.raises(DistillabError, match="seconds"):
+        api.resume(tmp_path / "run")
+
+
 def test_condense_resumes_inside_the_label_loop(tmp_path, stop_after):
     kwargs = dict(data="digits", method="dm:iterations=4,batch_real=16,model=[convnet:width=4,depth=2]", ipc=2,
                   labels="learn:iterations=8,steps=2,batch_real=32,model=[mlp:hidden=8]", checkpoint_every=3)

@@ -4,6 +4,7 @@ recipes (written once here), the registry of benchmarks and the table helpers.""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import shutil
@@ -14,10 +15,14 @@ from pathlib import Path
 import torch
 
 from ..api import evaluate_model, train
+from ..checkpoint import Checkpoints
+from ..condense import condense
+from ..condense.synset import dataset_hash
 from ..errors import require
 from ..evaluation import summarise
 from ..files import to_jsonable
 from ..reporting import SILENT, Reporter
+from ..specs import option_values
 
 BENCHMARKS: dict = {}
 
@@ -113,6 +118,23 @@ class Bench:
                     results[cell] = future.result()
                     self.reporter.info(f"{name}: cell {'-'.join(map(str, cell))} done ({i}/{len(todo)} in order)")
         return {cell: r for cell, r in results.items() if r is not None}
+
+    def condense(self, train, method, ipc: int, seed: int = 0):
+        """``condense()`` with a checkpoint in work/checkpoints named by all the set depends on (method, options,
+        IPC, seed, training data): a cell stopped part-way (a killed process, a session's end) resumes from its
+        last checkpoint on the next run, to the same bits at the same thread count, its condense_seconds
+        counting both parts. At most ~100 checkpoints a run; the checkpoint goes once the set is made."""
+        made_of = {"method": method.name, "ipc": ipc, "seed": seed, **option_values(method),
+                   "data": dataset_hash(train)}
+        key = hashlib.sha256(json.dumps(to_jsonable(made_of), sort_keys=True).encode()).hexdigest()[:16]
+        path = self.work / "checkpoints" / f"{method.name}-{ipc}-{key}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            self.reporter.info(f"resuming {method.name} at IPC {ipc} from {path}")
+        synset = condense(train, method, ipc, seed=seed,
+                          checkpoints=Checkpoints(path, every=max(1, method.iterations_total // 100)))
+        path.unlink(missing_ok=True)
+        return synset
 
     def selected(self, cell: tuple) -> bool:
         """Whether ``--cells`` lets this cell run (every cell without it)."""

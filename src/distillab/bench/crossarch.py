@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..api import matrix_markdown, synset_labels
-from ..condense import METHODS, SyntheticSet, condense
+from ..condense import METHODS, SyntheticSet
 from ..condense.synset import SYNSET_FORMAT, dataset_hash
 from ..errors import DistillabError, require
 from ..figures import plot_matrix
@@ -105,7 +105,7 @@ def _make_sets(b: Bench, methods: list[str], make: list[str]) -> dict:
         if found is None:
             b.reporter.info(f"cross-arch: condensing {method} at IPC {ipc}")
             t0 = time.time()
-            synset = condense(train, _method(b, method, ipc), ipc, seed=0)
+            synset = b.condense(train, _method(b, method, ipc), ipc, seed=0)
             path = _candidates(b, method, ipc)[1][1]
             path.parent.mkdir(parents=True, exist_ok=True)
             synset.save(path)  # written atomically: a killed run never leaves half a set to reuse

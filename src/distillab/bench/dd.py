@@ -180,7 +180,7 @@ def _dd_mnist_cell(out: Path, quick: bool, method: str, ipc: int = 0, labels: st
                 made_with.get(k) == v for k, v in option_values(cfg).items()):
             synset = kept
     if synset is None:
-        synset = condense(splits.train_set(), cfg, ipc, seed=0)
+        synset = b.condense(splits.train_set(), cfg, ipc, seed=0)  # resumable: a cell may outlast a session
         if labels == "hard" and augment == "dsa":
             synset.save(hard_path)
     if labels != "hard":

@@ -35,6 +35,24 @@ from ..specs import Plugin, option_values
 from .labels import Labels, parse_labels
 from .synset import SyntheticSet, dataset_hash
 
+class RunClock:
+    """Seconds a condensing run has taken, across resumes: a checkpoint keeps the count at its save, and a resumed
+    run counts on from there (the work after the last checkpoint of a stopped run is not counted: it is done
+    again)."""
+
+    def __init__(self):
+        self.before, self.started = 0.0, time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def resume_from(self, saved: dict) -> None:
+        seconds = saved.get("seconds", 0.0)
+        require(isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 <= seconds < 1e9,
+                "the checkpoint's seconds are not a count of seconds; start the run again with --overwrite")
+        self.before = float(seconds)
+
+
 class Progress:
     """What ``condense()`` hands a method's ``run``: ``progress(iteration, loss, live)`` reports an iteration and
     keeps the loop resumable; ``start = progress.restore(live)`` puts a saved state back into the live objects
@@ -43,8 +61,9 @@ class Progress:
     (read back with ``saved()``); ``reads``: the training set's read log, saved and restored with the loop."""
 
     def __init__(self, report: Callable[[int, float], None] | None = None, checkpoints: Checkpoints | None = None,
-                 keep: dict | None = None, reads: ReadLog | None = None):
+                 keep: dict | None = None, reads: ReadLog | None = None, clock: RunClock | None = None):
         self.report, self.checkpoints, self.keep, self.reads = report, checkpoints, keep or {}, reads
+        self.clock = clock
 
     def saved(self) -> dict | None:
         return self.checkpoints.load() if self.checkpoints else None
@@ -54,6 +73,8 @@ class Progress:
         if saved is None:
             return 0
         restore(live, saved["live"])
+        if self.clock is not None:
+            self.clock.resume_from(saved)
         if self.reads is not None and isinstance(saved.get("reads"), dict):
             self.reads.draws = int(saved["reads"]["draws"])
             self.reads.seen.copy_(saved["reads"]["seen"])
@@ -64,12 +85,15 @@ class Progress:
             self.report(iteration, loss)
         if self.checkpoints and live is not None:
             self.checkpoints.after(iteration + 1, lambda: {"live": live, "iteration": iteration + 1, **self.keep,
-                                                           **self._reads()})
+                                                           **self._reads(), **self._seconds()})
         else:
             stop_if_requested()
 
     def _reads(self) -> dict:
         return {"reads": {"draws": self.reads.draws, "seen": self.reads.seen}} if self.reads is not None else {}
+
+    def _seconds(self) -> dict:
+        return {"seconds": self.clock()} if self.clock is not None else {}
 
 
 @dataclass
@@ -164,27 +188,27 @@ def condense(train: TrainSet, method: Method | str, ipc: int, *, seed: int = 0, 
     method.check_data(train)
     labels.check_data(train, trust_code)
     label_checkpoints = checkpoints.sibling("labels") if checkpoints else None
-    started = time.perf_counter()
+    clock = RunClock()
     with PeakMemory(train.device) as peak, loop_running():
         resumed = label_checkpoints.load() if label_checkpoints else None
         if resumed is not None:  # the method had finished: its set was kept with the label loop
             synset = _synset_from_tree(train, resumed["synset"])
         else:
             synset = method.run(train, ipc, seeds.generator(seed), Progress(progress, checkpoints,
-                                                                            reads=train.reads))
+                                                                            reads=train.reads, clock=clock))
             _check_made(method, synset, train, ipc)
         offset = method.iterations_total
         report = (lambda it, loss: progress(offset + it, loss)) if progress else None
         synset = labels.apply(train, synset, seeds.generator(seed, "labels"),
                               Progress(report, label_checkpoints, keep={"synset": _synset_tree(synset)},
-                                       reads=train.reads), trust_code=trust_code)
+                                       reads=train.reads, clock=clock), trust_code=trust_code)
     synset.images = synset.images.detach().float().cpu().contiguous()
     synset.labels = synset.labels.cpu()
     synset.lrs = synset.lrs.detach().cpu() if synset.lrs is not None else None
     synset.label_logits = synset.label_logits.detach().float().cpu() if synset.label_logits is not None else None
     if synset.init_state is not None:
         synset.init_state = {k: v.detach().cpu() for k, v in synset.init_state.items()}
-    seconds = round(time.perf_counter() - started, 2)
+    seconds = round(clock(), 2)  # across resumes
     synset.meta = {"method": method.name, "recipe": {"method": method.name, "ipc": ipc, "seed": seed,
                                                      **option_values(method), "labels": labels.describe()},
                    "source": {**train.source, "hash": dataset_hash(train)}, "labels": str(labels),
