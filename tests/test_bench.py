@@ -306,6 +306,14 @@ def test_dd_mnist_quick(bench_out):
     again = _load(bench_out, "dd-mnist")["cells"]["random-1"]
     assert again["mean"] == cells["random-1"]["mean"] and again["runs"] == cells["random-1"]["runs"]
 
+    # mtt's cells run after its experts, yet compete for the best other method like every other method's
+    kept_mtt = json.loads((folder / "mtt-2-hard-dsa.json").read_text())
+    kept_mtt["result"]["mean"] = 0.999
+    (folder / "mtt-2-hard-dsa.json").write_text(json.dumps(kept_mtt))
+    run_benchmark("dd-mnist", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "dd-mnist")
+    assert d["learned_labels"]["best_other_method"] == "mtt" and {"mtt-1-learn", "mtt-2-learn"} <= set(d["cells"])
+
 
 def test_bench_cells_runs_only_the_named_cells(tmp_path):
     run_benchmark("dd-mnist", quick=True, out=tmp_path, quiet=True, cells=("random-1-hard-*",))
