@@ -51,11 +51,16 @@ def main(bench_out: Path) -> None:
             shutil.copy(js, HERE / f"{name}.json")
             (HERE / f"{name}.md").write_text(md.read_text())
             shutil.rmtree(HERE / f"{name}-cells", ignore_errors=True)  # the partial run's cells are superseded
+            figure = json.loads(js.read_text()).get("heatmap")
+            if figure and (bench_out / figure).is_file():  # a benchmark's figure (cross-arch's heatmap) beside it
+                shutil.copy(bench_out / figure, HERE / f"{name}.png")
         js, md = HERE / f"{name}.json", HERE / f"{name}.md"
         if js.exists() and md.exists():
             d = json.loads(js.read_text())
             m = d["machine"]
             out.append(table_of(md.read_text()) + "\n")
+            if d.get("heatmap") and (HERE / f"{name}.png").is_file():
+                out.append(f"![{name}](bench/{name}.png)\n")
             shared = name in SHARED_OUT
             out.append(f"Command: `OMP_NUM_THREADS={m['torch_threads']} {d['command']}`"
                        + (" (one OUT folder for all, so teachers were trained once and reused; beside other work)"
