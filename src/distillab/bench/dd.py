@@ -65,8 +65,9 @@ DD_MNIST_OPTIONS = {
                           init_net="random"),
              # gradient matching costs ~outer x (2 + double-backward) passes per iteration plus (outer - 1) x inner
              # training steps (outer/inner by IPC, the reference's): at IPC 1 200 iterations took 532 s on one
-             # shared core; at IPC 10 (10/50) an iteration took 3.7 min (dsa) to 6 min (gm), so the 40 below run
-             # ~2.5 h -- longer than a session; the cells resume from their checkpoints (Bench.condense)
+             # shared core; at IPC 10 (10/50) an iteration took 3.3-3.7 min beside one other process (dsa and gm;
+             # gm 6 min beside two), so the 40 below run ~2.5 h -- longer than a session; the cells resume from
+             # their checkpoints (Bench.condense)
              "gm": dict(iterations=200, batch_real=64, model="convnet:width=128,depth=3"),
              "dsa": dict(iterations=200, batch_real=64, model="convnet:width=128,depth=3"),
              # trajectory matching on the experts of the "experts" cell (DD_MNIST_EXPERTS); lr_img chosen on the

@@ -35,6 +35,7 @@ from ..specs import Plugin, option_values
 from .labels import Labels, parse_labels
 from .synset import SyntheticSet, dataset_hash
 
+
 class RunClock:
     """Seconds a condensing run has taken, across resumes: a checkpoint keeps the count at its save, and a resumed
     run counts on from there (the work after the last checkpoint of a stopped run is not counted: it is done
