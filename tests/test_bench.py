@@ -469,6 +469,14 @@ def test_a_dd_cell_stopped_while_condensing_resumes_from_its_checkpoint_to_the_s
     assert torch.equal(made[0].images, made[1].images) and resumed["runs"] == reference["runs"]
     assert not kept[0].exists()
 
+    # a damaged checkpoint in its place is refused, naming the file to delete; no set is written
+    kept[0].write_bytes(b"\xff" * 64)
+    made_set = _hard_set_path(tmp_path / "stopped", True, "dm", 1)
+    made_set.unlink()
+    with pytest.raises(DistillabError, match=f"{kept[0].name}.*delete it to condense dm at IPC 1"):
+        _dd_mnist_cell(tmp_path / "stopped", True, "dm", 1)
+    assert not made_set.exists()
+
 
 def test_cross_arch_rows_spread_over_runs_condense_only_the_sets_they_need(tmp_path):
     """`bench cross-arch --cells 'dm-*'` condenses dm's set and evaluates its row; the dsa and mtt sets (an hour

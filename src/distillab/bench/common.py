@@ -18,7 +18,7 @@ from ..api import evaluate_model, train
 from ..checkpoint import Checkpoints
 from ..condense import condense
 from ..condense.synset import dataset_hash
-from ..errors import require
+from ..errors import DistillabError, require
 from ..evaluation import summarise
 from ..files import to_jsonable
 from ..reporting import SILENT, Reporter
@@ -130,6 +130,10 @@ class Bench:
         path = self.work / "checkpoints" / f"{method.name}-{ipc}-{key}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
+            try:  # a damaged or forged checkpoint: say which file to delete to start the set again
+                Checkpoints(path).load()
+            except DistillabError as e:
+                raise DistillabError(f"{e}; delete it to condense {method.name} at IPC {ipc} from the start") from None
             self.reporter.info(f"resuming {method.name} at IPC {ipc} from {path}")
         synset = condense(train, method, ipc, seed=seed,
                           checkpoints=Checkpoints(path, every=max(1, method.iterations_total // 100)))
