@@ -70,6 +70,29 @@ def test_dm_reduces_matching_loss_and_is_seeded(splits):
     assert not torch.equal(s.images, start.images)  # initialised from real images, then moved
 
 
+def test_dm_clamp_keeps_pixels_in_the_real_range(splits):
+    train = splits.train_set()
+    low, high = train.x.min(), train.x.max()
+    recipe = dict(iterations=6, batch_real=32, model="convnet:width=8,depth=2", lr_img=300.0)
+    free = condense(train, DM(**recipe), 2, seed=0)
+    assert free.images.min() < low - 0.1 or free.images.max() > high + 0.1  # the rate pushes pixels out
+    kept = condense(train, DM(**recipe, clamp=True), 2, seed=0)
+    assert kept.images.min() >= low and kept.images.max() <= high
+    one = {**recipe, "iterations": 1}  # after one step: the unclamped step, then each pixel clamped, no more
+    assert torch.equal(condense(train, DM(**one, clamp=True), 2, seed=0).images,
+                       condense(train, DM(**one), 2, seed=0).images.clamp(low, high))
+    assert kept.meta["recipe"]["clamp"] is True and free.meta["recipe"]["clamp"] is False
+
+
+def test_dm_clamp_range_is_per_channel():
+    from distillab.condense.methods.dm import pixel_range
+    x = torch.stack([torch.linspace(-1, 1, 48), torch.linspace(0, 5, 48), torch.linspace(-3, 0, 48)]).view(3, 3, 4, 4)
+    colour = data.TrainSet(x.transpose(0, 1).contiguous(), torch.tensor([0, 1, 0]), ["a", "b"], (0.0,) * 3,
+                           (1.0,) * 3, {})
+    low, high = pixel_range(colour)
+    assert low.flatten().tolist() == [-1, 0, -3] and high.flatten().tolist() == [1, 5, 0]
+
+
 def test_synset_file_roundtrip_and_exports(tmp_path, splits):
     s = condense(splits.train_set(), "kmeans", 2)
     s.save(tmp_path / "synset.safetensors")

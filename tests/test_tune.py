@@ -168,7 +168,38 @@ def test_cli_tune_condense(cli, tmp_path):
     assert trial["protocol"]["runs"] == 1
 
 
+def test_cli_tune_condense_grids_options_of_the_method(cli, tmp_path):
+    from distillab.condense import SyntheticSet
+
+    r = cli("tune", "condense", "--data", "digits", "--method", "dm:batch_real=8", "--ipc", "1", "--iterations", "2",
+            "--model", "convnet:width=4,depth=1", "--grid", "momentum=0,0.9", "--grid", "clamp=0,1",
+            "--eval-models", "mlp:hidden=8", "--eval-epochs", "2", "--eval-runs", "1", "--final-runs", "1",
+            "--final-seeds", "0", "--out", tmp_path / "c")
+    assert r.code == 0, r.err
+    assert r.json["grid"] == {"method": ["dm:batch_real=8,momentum=0,clamp=0", "dm:batch_real=8,momentum=0,clamp=1",
+                                         "dm:batch_real=8,momentum=0.9,clamp=0",
+                                         "dm:batch_real=8,momentum=0.9,clamp=1"]}
+    made = [SyntheticSet.load(tmp_path / "c" / f"trial-00{i}" / "condense" / "synset.safetensors").meta["recipe"]
+            for i in range(4)]
+    assert [(m["momentum"], m["clamp"], m["batch_real"], m["iterations"]) for m in made] == [
+        (0.0, False, 8, 2), (0.0, True, 8, 2), (0.9, False, 8, 2), (0.9, True, 8, 2)]
+
+
+# a mutant that lets a bad grid through then runs two-second trials, not the default recipe
+FAST = ["--iterations", "1", "--batch-real", "8", "--model", "convnet:width=4,depth=1",
+        "--eval-models", "mlp:hidden=8", "--eval-epochs", "1"]
+
+
 @pytest.mark.parametrize("command, args, fragment", [
+    ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "nosuch=1,2"], "dm no such option"),
+    ("condense", ["--method", "dm:momentum=0.5", "--ipc", "1", *FAST, "--grid", "momentum=0.1,0.9"],
+     "--method dm:momentum=0.5 also sets it"),
+    ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "momentum=0.1,2"], "momentum must be in [0, 1)"),
+    ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "clamp=maybe"], "clamp must be 1 or 0"),
+    ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "momentum=0.1", "--grid", "momentum=0.2"], "twice"),
+    ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "momentum=0.1", "--grid", "method=dm,random"],
+     "give it in one place"),
+    ("condense", ["--method", "import:os:system", "--ipc", "1", *FAST, "--grid", "momentum=0.1"], "trust"),
     ("train", ["--model", "mlp:hidden=8", "--eval-runs", "2", "--grid", "lr=0.1"], "drop them"),
     ("condense", ["--method", "dm", "--ipc", "1", "--seed", "3", "--grid", "lr_img=0.1"], "drop --seeds / --seed"),
     ("condense", ["--grid", "lr_img=0.1"], "needs --method NAME and --ipc N"),

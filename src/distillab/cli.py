@@ -343,7 +343,8 @@ def build_parser() -> Parser:
                    help="the command to tune; its own flags follow (they are fixed)")
     p.add_argument("--grid", action="append", metavar="FLAG=V1,V2,...",
                    help="a flag of the command and the values to try, e.g. --grid lr=0.01,0.05 --grid temperature=2,4 "
-                        "(repeatable; every combination is a trial)")
+                        "(repeatable; every combination is a trial); for condense also an option of the method, "
+                        "e.g. --method dm --grid momentum=0.5,0.9")
     p.add_argument("--budget", type=float, help="minutes after which no new trial starts (default: all trials)")
     p.add_argument("--final-seeds", type=_seeds, default=[0, 1, 2],
                    help="seeds of the best recipe's final runs, the only ones measured on the test set (default 0,1,2)")
@@ -688,6 +689,33 @@ def _cmd_serve(a):
 GRID_KWARGS = {"loss": "losses", "cache_teacher": "cache"}
 
 
+def _method_option_names(inner) -> set[str]:
+    """The options of the method --method names (empty when it names none)."""
+    from .condense import METHODS
+    from .specs import option_fields
+
+    if not inner.method:
+        return set()
+    name, _ = METHODS.split(inner.method)
+    return set(option_fields(METHODS.resolve(name, trust_code=inner.trust_code)))
+
+
+def _method_specs(inner, method_grid: dict[str, list[str]]) -> list[str]:
+    """One --method spec per combination of the gridded options, each checked before any trial runs."""
+    from .condense import METHODS
+    from .tuning import grid_points
+
+    _, explicit = METHODS.split(inner.method)
+    clash = sorted(set(method_grid) & set(explicit))
+    require(not clash, f"--grid {', '.join(clash)}: --method {inner.method} also sets it; give it in one place")
+    specs = []
+    for point in grid_points(method_grid):
+        spec = inner.method.strip() + ("," if explicit else ":") + ",".join(f"{k}={v}" for k, v in point.items())
+        METHODS.parse(spec, trust_code=inner.trust_code)  # a bad value is a one-line error now, not mid-search
+        specs.append(spec)
+    return specs
+
+
 def _cmd_tune(a):
     from .api import tune
 
@@ -726,14 +754,21 @@ def _cmd_tune(a):
         require(inner.model, "tune train needs --model SPEC")
         base = _train_kwargs(inner)
     actions = {o: act for act in command._actions for o in act.option_strings}
-    grid = {}
+    method_options = _method_option_names(inner) if a.tuned == "condense" else set()
+    grid, method_grid = {}, {}
     for item in a.grid:
         flag, eq, values = item.partition("=")
         flag = "--" + flag.strip().lstrip("-").replace("_", "-")
         require(eq and values, f"--grid takes FLAG=V1,V2,..., got '{item}'")
         action = actions.get(flag)
+        option = flag[2:].replace("-", "_")
+        if action is None and option in method_options:  # an option of the method without a flag of its own
+            require(option not in method_grid, f"--grid {option} is given twice; give it once")
+            method_grid[option] = values.split(",")
+            continue
         require(action is not None and action.dest not in ("out", "overwrite", "seed", "seeds", "resume", "quiet"),
-                f"--grid {flag[2:]}: {a.tuned} has no such flag to tune (see 'distillab {a.tuned} --help')")
+                f"--grid {flag[2:]}: {a.tuned} has no such flag to tune (see 'distillab {a.tuned} --help')"
+                + (f" and --method {inner.method} no such option" if a.tuned == "condense" else ""))
         typed = []
         for text in values.split(","):
             try:
@@ -748,6 +783,9 @@ def _cmd_tune(a):
                 f"--grid {flag[2:]}: {flag} is also given as a fixed flag (or twice in the grid); give it in one place")
         base.pop(key, None)  # the grid sets it
         grid[key] = typed
+    if method_grid:
+        grid = {"method": _method_specs(inner, method_grid), **grid}
+        base.pop("method")
     base.pop("quiet", None)
     return tune(a.tuned, grid, seeds=a.final_seeds, budget=a.budget, out=a.out, overwrite=a.overwrite,
                 quiet=a.quiet, **base).metrics
