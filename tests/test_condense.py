@@ -76,12 +76,15 @@ def test_dm_clamp_keeps_pixels_in_the_real_range(splits):
     recipe = dict(iterations=6, batch_real=32, model="convnet:width=8,depth=2", lr_img=300.0)
     free = condense(train, DM(**recipe), 2, seed=0)
     assert free.images.min() < low - 0.1 or free.images.max() > high + 0.1  # the rate pushes pixels out
-    kept = condense(train, DM(**recipe, clamp=True), 2, seed=0)
-    assert kept.images.min() >= low and kept.images.max() <= high
+    stepped = condense(train, DM(**recipe, clamp="step"), 2, seed=0)
+    assert stepped.images.min() >= low and stepped.images.max() <= high
     one = {**recipe, "iterations": 1}  # after one step: the unclamped step, then each pixel clamped, no more
-    assert torch.equal(condense(train, DM(**one, clamp=True), 2, seed=0).images,
+    assert torch.equal(condense(train, DM(**one, clamp="step"), 2, seed=0).images,
                        condense(train, DM(**one), 2, seed=0).images.clamp(low, high))
-    assert kept.meta["recipe"]["clamp"] is True and free.meta["recipe"]["clamp"] is False
+    # clamped once at the end: the unclamped run's images, clamped; clamping every step takes another path
+    ended = condense(train, DM(**recipe, clamp="end"), 2, seed=0)
+    assert torch.equal(ended.images, free.images.clamp(low, high)) and not torch.equal(ended.images, stepped.images)
+    assert [s.meta["recipe"]["clamp"] for s in (free, stepped, ended)] == ["none", "step", "end"]
 
 
 def test_dm_clamp_range_is_per_channel():

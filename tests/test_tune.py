@@ -172,17 +172,17 @@ def test_cli_tune_condense_grids_options_of_the_method(cli, tmp_path):
     from distillab.condense import SyntheticSet
 
     r = cli("tune", "condense", "--data", "digits", "--method", "dm:batch_real=8", "--ipc", "1", "--iterations", "2",
-            "--model", "convnet:width=4,depth=1", "--grid", "momentum=0,0.9", "--grid", "clamp=0,1",
+            "--model", "convnet:width=4,depth=1", "--grid", "momentum=0,0.9", "--grid", "clamp=none,end",
             "--eval-models", "mlp:hidden=8", "--eval-epochs", "2", "--eval-runs", "1", "--final-runs", "1",
             "--final-seeds", "0", "--out", tmp_path / "c")
     assert r.code == 0, r.err
-    assert r.json["grid"] == {"method": ["dm:batch_real=8,momentum=0,clamp=0", "dm:batch_real=8,momentum=0,clamp=1",
-                                         "dm:batch_real=8,momentum=0.9,clamp=0",
-                                         "dm:batch_real=8,momentum=0.9,clamp=1"]}
+    assert r.json["grid"] == {"method": ["dm:batch_real=8,momentum=0,clamp=none", "dm:batch_real=8,momentum=0,clamp=end",
+                                         "dm:batch_real=8,momentum=0.9,clamp=none",
+                                         "dm:batch_real=8,momentum=0.9,clamp=end"]}
     made = [SyntheticSet.load(tmp_path / "c" / f"trial-00{i}" / "condense" / "synset.safetensors").meta["recipe"]
             for i in range(4)]
     assert [(m["momentum"], m["clamp"], m["batch_real"], m["iterations"]) for m in made] == [
-        (0.0, False, 8, 2), (0.0, True, 8, 2), (0.9, False, 8, 2), (0.9, True, 8, 2)]
+        (0.0, "none", 8, 2), (0.0, "end", 8, 2), (0.9, "none", 8, 2), (0.9, "end", 8, 2)]
 
 
 # a mutant that lets a bad grid through then runs two-second trials, not the default recipe
@@ -195,7 +195,7 @@ FAST = ["--iterations", "1", "--batch-real", "8", "--model", "convnet:width=4,de
     ("condense", ["--method", "dm:momentum=0.5", "--ipc", "1", *FAST, "--grid", "momentum=0.1,0.9"],
      "--method dm:momentum=0.5 also sets it"),
     ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "momentum=0.1,2"], "momentum must be in [0, 1)"),
-    ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "clamp=maybe"], "clamp must be 1 or 0"),
+    ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "clamp=maybe"], "clamp must be one of none, step, end"),
     ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "momentum=0.1", "--grid", "momentum=0.2"], "twice"),
     ("condense", ["--method", "dm", "--ipc", "1", *FAST, "--grid", "momentum=0.1", "--grid", "method=dm,random"],
      "give it in one place"),

@@ -344,7 +344,7 @@ def build_parser() -> Parser:
     p.add_argument("--grid", action="append", metavar="FLAG=V1,V2,...",
                    help="a flag of the command and the values to try, e.g. --grid lr=0.01,0.05 --grid temperature=2,4 "
                         "(repeatable; every combination is a trial); for condense also an option of the method, "
-                        "e.g. --method dm --grid momentum=0.5,0.9")
+                        "e.g. --method dm --grid momentum=0.5,0.9 --grid clamp=none,end")
     p.add_argument("--budget", type=float, help="minutes after which no new trial starts (default: all trials)")
     p.add_argument("--final-seeds", type=_seeds, default=[0, 1, 2],
                    help="seeds of the best recipe's final runs, the only ones measured on the test set (default 0,1,2)")

@@ -36,7 +36,7 @@ TEXT = {'train': {'epochs': 10,
  'methods': 'bptt (iterations=1000, steps=10, epochs=3, lr_init=0.02, lr_img=0.01, batch_real=1024, '
             'init_net=fixed, model=lenet5, lr_decay_every=0, lr_decay=0.5, init=real, attack=); dm '
             '(iterations=1000, lr_img=1.0, momentum=0.5, batch_real=256, model=[convnet:width=128,depth=3], dsa=1, '
-            'init=real, clamp=0); gm (iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, '
+            'init=real, clamp=none); gm (iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, '
             'batch_real=256, batch_train=256, model=[convnet:width=128,depth=3], dsa=0, init=real); dsa '
             '(iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, batch_real=256, '
             'batch_train=256, model=[convnet:width=128,depth=3], dsa=1, init=real); herding (no options); kmeans '

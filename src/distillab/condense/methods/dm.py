@@ -34,10 +34,10 @@ class DM(Method):
     model: str = "convnet:width=128,depth=3"
     dsa: bool = True
     init: Literal["real", "noise"] = "real"
-    # Keep every channel's pixels within the range the real training images span, after each step. Off by default,
-    # as in the reference; unclamped DM images leave that range far (88% of an MNIST IPC-10 set's pixels), which
-    # batch-norm networks such as ResNet-18 trained on them do not survive (docs/benchmarks.md, cross-arch).
-    clamp: bool = False
+    # Clamp each channel's pixels to the range the real training images span: after every step, once at the end,
+    # or never (the reference). Unclamped DM images leave that range far (88% of an MNIST IPC-10 set's pixels),
+    # which batch-norm networks such as ResNet-18 trained on them do not survive (docs/benchmarks.md, cross-arch).
+    clamp: Literal["none", "step", "end"] = "none"
 
     def check(self) -> None:
         require(self.iterations >= 1, f"dm iterations must be at least 1, got {self.iterations}")
@@ -96,7 +96,7 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
     by_class = train.class_indices()
     live = {"images": syn, "optimizer": opt, "generator": g}
     progress = on_iteration if isinstance(on_iteration, Progress) else Progress(on_iteration)
-    low, high = pixel_range(train) if cfg.clamp else (None, None)
+    low, high = pixel_range(train)
     for it in range(progress.restore(live), cfg.iterations):
         net = build_model(cfg.model, train.input_shape, k, g).to(train.device).eval()  # this iteration's embedding
         for p in net.parameters():
@@ -124,11 +124,12 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if cfg.clamp:
+        if cfg.clamp == "step":
             with torch.no_grad():
                 syn.copy_(torch.maximum(torch.minimum(syn, high), low))
         progress(it, float(loss.detach()), live)
-    return syn.detach()
+    out = syn.detach()
+    return torch.maximum(torch.minimum(out, high), low) if cfg.clamp == "end" else out
 
 
 def pixel_range(train: TrainSet) -> tuple[torch.Tensor, torch.Tensor]:
