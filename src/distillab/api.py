@@ -54,6 +54,7 @@ __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate
            "load", "resume",
            "data_fetch", "data_info", "register_loss", "register_method", "loss_help", "method_help",
            "metadata", "distill_datafree", "datafree_help", "audit", "audit_help", "serve", "tune",
+           "method_options_of", "method_grid_specs",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
            "TrainConfig", "Protocol", "Hinton", "PseudoLabelConfig", "Mixing", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
@@ -749,6 +750,30 @@ def _with_shorthands(registry, method, shorthands: dict | None, keys: dict, what
 def method_from(method, shorthands: dict | None = None, *, trust_code: bool = True) -> Method:
     """A Method from a spec string (or a Method), with the old per-method flags applied as its options."""
     return _with_shorthands(METHODS, method, shorthands, METHOD_SHORTHANDS, "condense", trust_code)
+
+
+def method_options_of(method: str | None, *, trust_code: bool = False) -> list[str]:
+    """The option names of the method a ``NAME[:key=value,...]`` spec names (none for no spec)."""
+    if not method:
+        return []
+    name, _ = METHODS.split(method)
+    return list(option_fields(METHODS.resolve(name, trust_code=trust_code)))
+
+
+def method_grid_specs(method: str, grid: dict[str, list[str]], *, trust_code: bool = False) -> list[str]:
+    """One method spec per combination of ``grid`` (option -> values as typed), added to ``method``'s own options:
+    how ``tune condense`` searches an option that has no flag. Each spec is checked before any trial runs."""
+    from .tuning import grid_points
+
+    _, explicit = METHODS.split(method)
+    clash = sorted(set(grid) & set(explicit))
+    require(not clash, f"--grid {', '.join(clash)}: --method {method} also sets it; give it in one place")
+    specs = []
+    for point in grid_points(grid):
+        spec = method.strip() + ("," if explicit else ":") + ",".join(f"{k}={v}" for k, v in point.items())
+        METHODS.parse(spec, trust_code=trust_code)  # a bad value is a one-line error now, not mid-search
+        specs.append(spec)
+    return specs
 
 
 def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="hard", seed: int = 0,

@@ -689,35 +689,8 @@ def _cmd_serve(a):
 GRID_KWARGS = {"loss": "losses", "cache_teacher": "cache"}
 
 
-def _method_option_names(inner) -> set[str]:
-    """The options of the method --method names (empty when it names none)."""
-    from .condense import METHODS
-    from .specs import option_fields
-
-    if not inner.method:
-        return set()
-    name, _ = METHODS.split(inner.method)
-    return set(option_fields(METHODS.resolve(name, trust_code=inner.trust_code)))
-
-
-def _method_specs(inner, method_grid: dict[str, list[str]]) -> list[str]:
-    """One --method spec per combination of the gridded options, each checked before any trial runs."""
-    from .condense import METHODS
-    from .tuning import grid_points
-
-    _, explicit = METHODS.split(inner.method)
-    clash = sorted(set(method_grid) & set(explicit))
-    require(not clash, f"--grid {', '.join(clash)}: --method {inner.method} also sets it; give it in one place")
-    specs = []
-    for point in grid_points(method_grid):
-        spec = inner.method.strip() + ("," if explicit else ":") + ",".join(f"{k}={v}" for k, v in point.items())
-        METHODS.parse(spec, trust_code=inner.trust_code)  # a bad value is a one-line error now, not mid-search
-        specs.append(spec)
-    return specs
-
-
 def _cmd_tune(a):
-    from .api import tune
+    from .api import method_grid_specs, method_options_of, tune
 
     parser = build_parser()
     command = parser.commands[a.tuned]
@@ -754,7 +727,7 @@ def _cmd_tune(a):
         require(inner.model, "tune train needs --model SPEC")
         base = _train_kwargs(inner)
     actions = {o: act for act in command._actions for o in act.option_strings}
-    method_options = _method_option_names(inner) if a.tuned == "condense" else set()
+    method_options = set(method_options_of(inner.method, trust_code=inner.trust_code) if a.tuned == "condense" else ())
     grid, method_grid = {}, {}
     for item in a.grid:
         flag, eq, values = item.partition("=")
@@ -784,7 +757,7 @@ def _cmd_tune(a):
         base.pop(key, None)  # the grid sets it
         grid[key] = typed
     if method_grid:
-        grid = {"method": _method_specs(inner, method_grid), **grid}
+        grid = {"method": method_grid_specs(inner.method, method_grid, trust_code=inner.trust_code), **grid}
         base.pop("method")
     base.pop("quiet", None)
     return tune(a.tuned, grid, seeds=a.final_seeds, budget=a.budget, out=a.out, overwrite=a.overwrite,
