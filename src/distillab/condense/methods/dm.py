@@ -127,10 +127,10 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
         opt.step()
         if cfg.clamp == "step":
             with torch.no_grad():
-                syn.copy_(torch.maximum(torch.minimum(syn, high), low))
+                syn.clamp_(low, high)
         progress(it, float(loss.detach()), live)
     out = syn.detach()
-    return torch.maximum(torch.minimum(out, high), low) if cfg.clamp == "end" else out
+    return out.clamp(low, high) if cfg.clamp == "end" else out
 
 
 def pixel_range(train: TrainSet) -> tuple[torch.Tensor, torch.Tensor]:
