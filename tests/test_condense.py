@@ -9,7 +9,8 @@ import torch
 from distillab import data
 from distillab.condense import DM, SyntheticSet, condense
 from distillab.errors import DistillabError
-from distillab.evaluation import Protocol, evaluate_images
+from distillab.evaluation import evaluate_images
+from distillab.protocols import Protocol
 
 from conftest import assert_one_line_error, write_npz
 
@@ -123,7 +124,7 @@ def test_vectorised_protocol_matches_sequential(splits):
 
 def test_protocol_schedule_and_soft_targets(splits):
     proto = Protocol(epochs=10)
-    assert [proto.lr_at(e) for e in (0, 4, 5, 9)] == [0.01, 0.01, pytest.approx(0.001), pytest.approx(0.001)]
+    assert [proto.lr_at(proto.models[0], e) for e in (0, 4, 5, 9)] == [0.01, 0.01, pytest.approx(0.001), pytest.approx(0.001)]
     s = condense(splits.train_set(), "random", 2)
     soft = torch.nn.functional.one_hot(s.labels, 10).float()
     proto = Protocol(epochs=5, runs=2, models=("mlp:hidden=16",))

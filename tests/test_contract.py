@@ -11,7 +11,8 @@ from distillab import data
 from distillab.condense import DM, METHODS, Method, SyntheticSet, condense, register_method
 from distillab.data import ImageSet, TrainSet
 from distillab.errors import DistillabError
-from distillab.evaluation import Protocol, evaluate_images
+from distillab.evaluation import evaluate_images
+from distillab.protocols import PROTOCOLS, Protocol
 from distillab.kd import LOSSES, LossTerm, register_loss
 from distillab.testing import check_loss_term, check_method, contract_data
 
@@ -163,3 +164,12 @@ def test_the_protocol_gives_dropout_its_own_stream():
         with _global_rng_set_to(state):
             results.append(evaluate_images(x, y, ImageSet(x, y), proto, seed=0, num_classes=4))
     assert results[0]["mlp:hidden=16,dropout=0.5"]["runs"] == results[1]["mlp:hidden=16,dropout=0.5"]["runs"]
+
+
+@pytest.mark.parametrize("name", PROTOCOLS.names())
+def test_every_evaluation_protocol_meets_the_contract(name):
+    from distillab.testing import check_protocol, contract_synset
+
+    cls = PROTOCOLS.get(name)
+    synset, splits = contract_synset("bptt" if name == "wang2018" else "random")
+    check_protocol(cls, synset, splits)

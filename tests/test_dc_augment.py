@@ -12,7 +12,8 @@ from conftest import assert_one_line_error
 from distillab.augmentation import DCAugment
 from distillab.data import ImageSet
 from distillab.errors import DistillabError
-from distillab.evaluation import Protocol, _replay, evaluate_images, train_sequential, train_vectorised
+from distillab.evaluation import Augmentation, _replay, evaluate_images, train_sequential, train_vectorised
+from distillab.protocols import Protocol
 from distillab.models import build_model
 
 
@@ -96,16 +97,18 @@ def test_scale_is_a_nearest_resize_centred_on_a_canvas_of_zeros(shape):
     out = aug.apply(x, p)
     _, h, w = shape
     for i in range(60):
-        new_h, new_w = (p["factor"][i] * torch.tensor([h, w], dtype=torch.float32)).floor().long().tolist()
+        new_h, new_w = p["size"][i].tolist()
         assert torch.equal(out[i], scale_like_reference(x[i], new_h, new_w)), (i, new_h, new_w)
-    assert (p["factor"] >= 0.8).all() and (p["factor"] < 1.2).all()
-    assert p["factor"].min() < 0.82 and p["factor"].max() > 1.18  # both zoom out and zoom in are drawn
+    sizes = aug.sample(4000, g(3))["size"].float() / torch.tensor([h, w])
+    # int(f * size) of f uniform in [0.8, 1.2): both zoom out and zoom in are drawn, to the edges
+    assert (sizes >= 0.8 - 1 / min(h, w)).all() and (sizes < 1.2).all()
+    assert sizes.min() < 0.82 and sizes.max() > 1.18 - 1 / min(h, w)
 
 
 def test_scale_moves_a_bright_pixel_where_the_factor_says():
     x = torch.zeros(1, 1, 9, 9)
     x[0, 0, 1, 4] = 1.0
-    aug, p = only("scale", (1, 9, 9), 1, factor=torch.tensor([[1.2, 1.2]]))
+    aug, p = only("scale", (1, 9, 9), 1, size=torch.tensor([[10, 10]]))
     out = aug.apply(x, p)
     # 9 px -> 10 px, nearest; the 10x10 image is cut back from its top-left (the reference's integer centring)
     assert (out[0, 0] == 1.0).nonzero().tolist() == [[2, 5]]
@@ -170,7 +173,7 @@ def test_bad_settings_are_refused():
 def tiny(augment, seed=0):
     x = torch.randn(20, 1, 8, 8, generator=g(9))
     y = torch.arange(20) % 4
-    proto = Protocol(epochs=3, batch_size=8, runs=1, models=("mlp:hidden=8",), augment=augment).check()
+    proto = Protocol(epochs=3, batch_size=8, runs=1, models=("mlp:hidden=8",), augment=augment)
     model = build_model("mlp:hidden=8", (1, 8, 8), 4, g(seed))
     return x, y, proto, model
 
@@ -178,7 +181,7 @@ def tiny(augment, seed=0):
 def test_the_protocol_trains_with_dc_and_replays_its_draws():
     x, y, proto, model = tiny("dc")
     plain = copy.deepcopy(model)
-    aug = DCAugment.for_inputs((1, 8, 8))
+    aug = Augmentation(DCAugment.for_inputs((1, 8, 8)), per_image=True)
     trained, replayed = g(1), g(1)
     train_sequential([model], x, y, proto, trained, aug)
     train_sequential([plain], x, y, Protocol(**{**proto.__dict__, "augment": "none"}), g(1), None)
@@ -190,7 +193,7 @@ def test_the_protocol_trains_with_dc_and_replays_its_draws():
 def test_the_vectorised_protocol_augments_too():
     x, y, proto, model = tiny("dc")
     models, plain = [model, copy.deepcopy(model)], [copy.deepcopy(model), copy.deepcopy(model)]
-    train_vectorised(models, x, y, proto, g(1), DCAugment.for_inputs((1, 8, 8)))
+    train_vectorised(models, x, y, proto, g(1), Augmentation(DCAugment.for_inputs((1, 8, 8)), per_image=True))
     train_vectorised(plain, x, y, proto, g(1), None)
     assert any(not torch.equal(a, b) for a, b in zip(models[0].parameters(), plain[0].parameters()))
     r = evaluate_images(x, y, ImageSet(x, y), Protocol(epochs=2, batch_size=8, runs=2, models=("mlp:hidden=8",),

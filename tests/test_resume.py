@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from distillab import api, checkpoint
+from distillab.protocols import Protocol
 from distillab.errors import DistillabError
 from distillab.files import load_tensors, read_meta
 
@@ -360,7 +361,7 @@ def test_loops_without_a_checkpoint_stop_at_their_next_step_when_asked(monkeypat
     monkeypatch.setattr(evaluation, "train_sequential", first_model_then_signal)
     with pytest.raises(checkpoint.Interrupted):
         evaluation.evaluate_images(splits.train.x[:40], splits.train.y[:40], splits.test,
-                                   evaluation.Protocol(epochs=1, runs=3, models=("mlp:hidden=4",)))
+                                   Protocol(epochs=1, runs=3, models=("mlp:hidden=4",)))
     assert steps == ["model"] and not checkpoint._STOP["requested"]  # stopped after one model of three
 
     def signal_at(n):

@@ -135,7 +135,7 @@ def test_tune_condense_scores_trials_on_validation_and_measures_only_the_final_s
                        kw["seed"]))
         return evaluate_images(x, targets, test, proto, **kw)
 
-    monkeypatch.setattr(api, "evaluate_images", spy)
+    monkeypatch.setattr(evaluation, "evaluate_images", spy)
     r = api.tune("condense", {"lr_img": [0.1, 1.0]}, seeds=(0, 1), out=tmp_path / "c", quiet=True,
                  protocol=SCORER, final_runs=2, **CONDENSE)
     assert scored == [("val", 1, 0), ("val", 1, 0), ("test", 2, 0), ("test", 2, 1)]  # a final seed: its own models

@@ -31,7 +31,7 @@ from .checkpoint import Interrupted, signals_stop_loops, stop_signal
 from .condense import LABELS, METHODS, Method, SyntheticSet, check_ipc, condense, parse_labels, register_method
 from .condense.synset import SYNSET_FORMAT
 from .errors import DistillabError, require
-from .evaluation import Protocol, evaluate_images, summarise
+from .evaluation import EvalProtocol, evaluate_images, evaluate_set, summarise
 from .checkpoint import loop_running
 from .experts import ExpertConfig, expert_model, expert_path, parameter_layout
 from .figures import plot_loss, plot_matrix
@@ -42,6 +42,7 @@ from .kd.meter import dark_knowledge_report
 from .models import (MODEL_FORMAT, build_model, check_compatible, count_parameters, load_model, model_name,
                      save_model)
 from .outputs import RunOutput, default_out, peak_rss_mb
+from .protocols import PROTOCOLS, Protocol, parse_protocol, register_protocol
 from .pseudolabel import Mixing, PseudoLabelConfig
 from .registry import IMPORT_PREFIX
 from .reporting import Reporter, log_to_stderr
@@ -54,9 +55,9 @@ __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate
            "load", "resume",
            "data_fetch", "data_info", "register_loss", "register_method", "loss_help", "method_help",
            "metadata", "distill_datafree", "datafree_help", "audit", "audit_help", "serve", "tune",
-           "method_options_of", "method_grid_specs",
+           "method_options_of", "method_grid_specs", "protocol_from", "protocol_help", "register_protocol",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
-           "TrainConfig", "Protocol", "Hinton", "PseudoLabelConfig", "Mixing", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
+           "TrainConfig", "Protocol", "EvalProtocol", "Hinton", "PseudoLabelConfig", "Mixing", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
            "distributed_teardown", "is_main_process"]
 
@@ -407,13 +408,18 @@ def tune(command: str, grid: dict, *, seeds=(0, 1, 2), budget: float | None = No
     functions = {"train": train, "kd": distill, "condense": condense_scored}
     require(command in functions, f"tune runs train, kd or condense, got '{command}'")
     if command == "condense":  # the scoring options fail before any trial runs, not after the search
-        if isinstance(options.get("protocol"), dict):  # the options given, from the CLI
+        if isinstance(options.get("protocol"), (dict, str)):  # from the CLI: a spec, or {"name": spec, flag: ...}
             from .tuning import CONDENSE_TRIAL_RUNS
 
-            options["protocol"] = Protocol(**{"runs": CONDENSE_TRIAL_RUNS, **options["protocol"]}).check()
+            given = options["protocol"]
+            given = dict(given) if isinstance(given, dict) else {"name": given}
+            name = given.pop("name", None)
+            if "runs" not in given and "runs" not in PROTOCOLS.split(name or "distillab")[1]:
+                given["runs"] = CONDENSE_TRIAL_RUNS
+            options["protocol"] = protocol_from(name, given)
         scorer = options.get("protocol", Protocol())
         if options.get("final_runs") is not None:
-            dataclasses.replace(scorer, runs=options["final_runs"]).check()
+            dataclasses.replace(scorer, runs=options["final_runs"])
         ds = data_mod.load(options.get("data", "digits"))
         for spec in scorer.models:
             build_model(spec, ds.input_shape, ds.num_classes)
@@ -456,24 +462,27 @@ def inspect_teacher(model_path, data: str | None = None, *, temperatures=(1, 2, 
 # Evaluation, prediction and data
 
 
-def evaluate(path, data: str | None = None, *, device: str | None = None, out=None, overwrite: bool = False,
-             quiet: bool = False, trust_code: bool = False, **protocol) -> Result:
-    """Evaluate a model file on a dataset, or a synthetic set by the protocol (``protocol``: models, runs, epochs,
-    dsa, seed, vectorise), whichever ``path`` holds; a list of synthetic sets gives a matrix (``evaluate_synset``)."""
-    protocol = {k: v for k, v in protocol.items() if v is not None}
+def evaluate(path, data: str | None = None, *, protocol=None, device: str | None = None, out=None,
+             overwrite: bool = False, quiet: bool = False, trust_code: bool = False, **options) -> Result:
+    """Evaluate a model file on a dataset, or a synthetic set by a protocol (``protocol``: a name such as
+    ``vico-dc``, a spec ``vico-dsa:runs=5`` or an EvalProtocol; default ``distillab``; ``options``: models, runs,
+    epochs, dsa, seed, vectorise, ...), whichever ``path`` holds; a list of synthetic sets gives a matrix
+    (``evaluate_synset``)."""
+    options = {k: v for k, v in options.items() if v is not None}
     device = resolve_device(device or "cpu")
     paths = synset_paths(path)
     if len(paths) > 1:
         models = [p for p in paths if read_meta(p).get("format") != SYNSET_FORMAT]
         require(not models, f"{models[0] if models else ''} is not a synthetic set; several files are evaluated "
                             "together only when all are synthetic sets: evaluate a model file on its own")
-        return evaluate_synset(paths, data, out=out, overwrite=overwrite, quiet=quiet, trust_code=trust_code,
-                               device=device, **protocol)
+        return evaluate_synset(paths, data, protocol=protocol, out=out, overwrite=overwrite, quiet=quiet,
+                               trust_code=trust_code, device=device, **options)
     path = paths[0]
     if read_meta(path).get("format") == SYNSET_FORMAT:
-        return evaluate_synset(path, data, out=out, overwrite=overwrite, quiet=quiet, trust_code=trust_code,
-                               device=device, **protocol)
-    require(not protocol, f"{', '.join('--' + k for k in protocol)} apply to synthetic sets; {path} holds a model")
+        return evaluate_synset(path, data, protocol=protocol, out=out, overwrite=overwrite, quiet=quiet,
+                               trust_code=trust_code, device=device, **options)
+    given = [*(["protocol"] if protocol is not None else []), *options]
+    require(not given, f"{', '.join('--' + k for k in given)} apply to synthetic sets; {path} holds a model")
     return evaluate_model(path, data, out=out, overwrite=overwrite, device=device, quiet=quiet,
                           trust_code=trust_code)
 
@@ -504,12 +513,40 @@ def evaluate_model(model_path, data: str | None = None, *, out=None, overwrite: 
     return Result(metrics, run.final, model)
 
 
-def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: bool = False, out=None,
-                    overwrite: bool = False, resume: bool = False, quiet: bool = False, trust_code: bool = False,
-                    log=("jsonl",), device: str = "cpu", **protocol) -> Result:
-    """The standard protocol on a synthetic set: fresh models, final-epoch accuracy on the real test set.
-    ``protocol``: the fields of ``evaluation.Protocol`` (models, runs, epochs, dsa, ...). Each finished model is
-    checkpointed; ``resume=True`` continues an unfinished run in ``out``.
+def protocol_from(protocol=None, options: dict | None = None, *, trust_code: bool = True) -> EvalProtocol:
+    """An evaluation protocol from its spec (``vico-dc``, ``vico-dsa:runs=5``; None: ``distillab``) or an
+    EvalProtocol, with ``options`` (the flags --models, --runs, --epochs, --dsa, --augment, ... as keywords) set as
+    its options. An option the protocol does not have, or one that its spec sets as well, is a one-line error."""
+    given = {k: (tuple(v) if k == "models" else v) for k, v in (options or {}).items() if v is not None}
+    if isinstance(protocol, EvalProtocol):
+        require(not given, "give the options of an EvalProtocol object as its fields, not as keywords")
+        return protocol
+    text = protocol or "distillab"
+    require(isinstance(text, str), f"--protocol takes a protocol name or spec, got {text!r}"[:200])
+    _, explicit = PROTOCOLS.split(text)
+    proto = parse_protocol(text, trust_code=trust_code)
+    fields = option_fields(type(proto))
+    for key in given:
+        flag = "--" + key.replace("_", "-")
+        require(key in fields, f"{flag} does not apply to the {proto.name} protocol (its options: "
+                               f"{options_help(type(proto))}); choose a protocol that has it, or drop it")
+        require(key not in explicit, f"{flag} and --protocol {text} both set {key}; give it once")
+    return dataclasses.replace(proto, **given) if given else proto
+
+
+def protocol_help() -> str:
+    return "; ".join(f"{name} ({options_help(PROTOCOLS.get(name))})" for name in PROTOCOLS.names())
+
+
+def evaluate_synset(path, data: str | None = None, *, protocol=None, seed: int = 0, vectorise: bool = False,
+                    out=None, overwrite: bool = False, resume: bool = False, quiet: bool = False,
+                    trust_code: bool = False, log=("jsonl",), device: str = "cpu", **options) -> Result:
+    """A protocol on a synthetic set: fresh models, final-epoch accuracy on the real test set. ``protocol``: its
+    name or spec (default ``distillab``; ``vico-dc``, ``vico-dsa``, ``vico-dm``, ``mtt``, ``wang2018``: the
+    reference implementations' own) or an EvalProtocol; ``options``: its options (models, runs, epochs, dsa, ...),
+    as the CLI's flags give them. Settings that depend on the dataset or the set (the reference's augmentation per
+    dataset, a learned learning rate) are filled in per set, and metrics.json records the protocol as it ran.
+    Each finished model is checkpointed; ``resume=True`` continues an unfinished run in ``out``.
 
     ``path`` may be a list of sets of one dataset: each is evaluated on every model (the same seeds, so a set's
     figures are those it gets alone), and metrics.json holds one entry per set under ``synsets``. Whenever there is
@@ -519,13 +556,9 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
     reporter = Reporter(quiet)
     paths = synset_paths(path)
     call = _call("evaluate_synset", path=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths], data=data,
-                 seed=seed, vectorise=vectorise, trust_code=trust_code, **protocol)
-    if "models" in protocol:
-        protocol["models"] = tuple(protocol["models"])
-    known = {f.name for f in dataclasses.fields(Protocol)}
-    require(set(protocol) <= known, f"unknown protocol option(s) {', '.join(sorted(set(protocol) - known))}; "
-                                    f"known: {', '.join(sorted(known))}")
-    proto = Protocol(**protocol).check()
+                 protocol=protocol if protocol is None or isinstance(protocol, str) else str(protocol), seed=seed,
+                 vectorise=vectorise, trust_code=trust_code, **options)
+    proto = protocol_from(protocol, options)
     synsets = [SyntheticSet.load(p) for p in paths]
     recorded = {p: (s.meta.get("source") or {}).get("data") for p, s in zip(paths, synsets)}
     datasets = sorted({str(d) for d in recorded.values() if d})
@@ -544,6 +577,7 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
                 "evaluate it on the dataset it was condensed from")
         require(ds.num_classes == len(synset.classes),
                 f"{p} has {len(synset.classes)} classes, but {data} has {ds.num_classes}")
+        proto.for_data(data, synset)  # a setting the set cannot give (wang2018 without a schedule) fails now
     for spec in proto.models:
         build_model(spec, ds.input_shape, ds.num_classes)  # fail on a bad spec before any output
     labels = synset_labels(paths, synsets)
@@ -551,22 +585,23 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
     with RunOutput(out, "evaluate", overwrite, resume, call, log) as run:
         run.write_config({"command": "evaluate", "synset": [final_path(p) for p in paths] if several else
                           final_path(paths[0]), "data": data, "seed": seed, "vectorise": vectorise,
-                          "protocol": dataclasses.asdict(proto)})
+                          "protocol": proto.for_data(data, synsets[0]).record()})
         rows = []
         for i, (p, synset) in enumerate(zip(paths, synsets)):
             if several:
                 reporter.info(f"evaluate set {i + 1}/{len(paths)}: {labels[i]}")
             test = data_mod.ImageSet(data_mod.normalise(ds.test.x, synset.mean, synset.std), ds.test.y)
-            targets = synset.labels if synset.label_logits is None else synset.targets()
             method = METHODS.get(synset.meta.get("method", ""))  # a registered name only: nothing is imported
             # first the way the set was made (quick, and it may refuse code named by the file), then the protocol
-            as_made = method.as_made(synset, test, runs=proto.runs, seed=seed, trust_code=trust_code) if method else None
-            results = evaluate_images(synset.images, targets, test, proto, seed=seed, vectorise=vectorise,
-                                      num_classes=ds.num_classes, reporter=reporter, device=resolve_device(device),
-                                      checkpoints=run.checkpoints("protocol" if i == 0 else f"protocol-{i + 1}", 1))
+            as_made = method.as_made(synset, test, runs=proto.runs, seed=seed, trust_code=trust_code) \
+                if method and proto.name != "wang2018" else None
+            results, ran = evaluate_set(synset, test, proto, data=data, seed=seed, vectorise=vectorise,
+                                        num_classes=ds.num_classes, reporter=reporter, device=resolve_device(device),
+                                        checkpoints=run.checkpoints("protocol" if i == 0 else f"protocol-{i + 1}", 1),
+                                        trust_code=trust_code)
             rows.append({"synset": final_path(p), "synset_sha256": file_sha256(p), "data": data,
-                         "method": synset.meta.get("method"), "ipc": synset.ipc, "models": results,
-                         **({"as_made": as_made} if as_made else {})})
+                         "method": synset.meta.get("method"), "ipc": synset.ipc, "protocol": ran.record(),
+                         "models": results, **({"as_made": as_made} if as_made else {})})
         # logged once every set is done: a set's checkpoint then never cuts back another set's lines on resume
         for label, row in zip(labels, rows):
             for spec, r in row["models"].items():
@@ -575,7 +610,11 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
             metrics = {"synsets": [{k: v for k, v in row.items() if k != "data"} for row in rows], "data": data}
         else:
             metrics = dict(rows[0])
-        metrics.update({"epochs": proto.epochs, "dsa": proto.dsa, "augment": proto.augment})
+        ran = proto.for_data(data, synsets[0])
+        metrics.update({"protocol": ran.record(), "epochs": ran.epochs_for(ran.models[0]) if ran.name != "wang2018"
+                        else None})
+        if isinstance(ran, Protocol):  # the default protocol's own switches, as before protocols were named
+            metrics.update({"dsa": ran.dsa, "augment": ran.augment})
         if several or len(rows[0]["models"]) > 1:
             columns = list(rows[0]["models"])
             matrix = {"rows": labels, "columns": columns,
@@ -584,7 +623,7 @@ def evaluate_synset(path, data: str | None = None, *, seed: int = 0, vectorise: 
             metrics["matrix"] = matrix
             run.path("matrix.md").write_text(matrix_markdown(matrix) + "\n")
             plot_matrix(matrix, run.path("matrix.png"), f"{data}: test accuracy (%), mean ± std of {proto.runs} "
-                                                        f"runs, {proto.epochs} epochs{' with DSA' if proto.dsa else ''}")
+                                                        f"runs, {ran.name}: {ran.summary()}")
             reporter.info("test accuracy (%), rows: condensed with, columns: evaluated on\n" + matrix_markdown(matrix))
         metrics.update({"wall_seconds": round(time.time() - started, 2), "peak_rss_mb": peak_rss_mb()})
         run.write_metrics(metrics)
@@ -744,7 +783,12 @@ def _with_shorthands(registry, method, shorthands: dict | None, keys: dict, what
     for keyword in given:
         require(keys[keyword] in fields, f"{_flag(keyword)} does not apply to the {method.name} method "
                                          f"(its options: {options_help(type(method))})")
-    return dataclasses.replace(method, **{keys[k]: v for k, v in given.items()}) if given else method
+    if not given:
+        return method
+    made = dataclasses.replace(method, **{keys[k]: v for k, v in given.items()})
+    if getattr(method, "recipe", ""):  # the recipe's name is not an option: replace() does not carry it
+        made.recipe = method.recipe
+    return made
 
 
 def method_from(method, shorthands: dict | None = None, *, trust_code: bool = True) -> Method:
@@ -779,7 +823,7 @@ def method_grid_specs(method: str, grid: dict[str, list[str]], *, trust_code: bo
 def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="hard", seed: int = 0,
                   val_size: int | None = None, split_seed: int = 0, out=None, overwrite: bool = False,
                   resume: bool = False, checkpoint_every: int = 10, quiet: bool = False, log=("jsonl",),
-                  device: str = "cpu", trust_code: bool = False, **shorthands) -> Result:
+                  device: str = "cpu", trust_code: bool = False, protocol=None, **shorthands) -> Result:
     """Condense ``data`` into ``ipc`` images per class; writes synset.safetensors, synset.png and metrics (with the
     set's budget: bytes, seconds, peak memory, real images read).
 
@@ -787,23 +831,32 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
     ``learn[:key=value,...]``, ``teacher:MODEL_FILE`` (see ``labels_help()``) or a Labels object. ``shorthands``:
     the flags --model, --iterations, --init, --lr-img, --batch-real, --init-net, --bptt-steps, --bptt-epochs,
     --no-dsa (``dsa=False``), each setting that option of the method. A checkpoint is kept every
-    ``checkpoint_every`` iterations; ``resume=True`` continues an unfinished run in ``out``.
+    ``checkpoint_every`` iterations; ``resume=True`` continues an unfinished run in ``out``. ``protocol`` (a name
+    or spec, e.g. ``vico-dc``): the set is then measured on the test split by that protocol too, and metrics.json
+    holds the figures under ``evaluation`` with the protocol as it ran.
     """
     started = time.time()
     reporter = Reporter(quiet)
     method = method_from(method, shorthands)
     labels = parse_labels(labels) if isinstance(labels, str) else labels
-    call = _call("condense_data", data=data, method=str(method), ipc=ipc, labels=str(labels), seed=seed,
-                 val_size=val_size, split_seed=split_seed, trust_code=trust_code)
+    proto = protocol_from(protocol) if protocol is not None else None
+    call = _call("condense_data", data=data, method=str(method), ipc=ipc, labels=str(labels),
+                 seed=seed, val_size=val_size, split_seed=split_seed, trust_code=trust_code,
+                 **({"protocol": protocol if isinstance(protocol, str) else str(protocol)} if proto else {}))
     splits = load_splits(data, val_size, split_seed)
     data = splits.spec
     train = splits.train_set()
     check_ipc(train, ipc)
     method.check_data(train)  # a bad model or option fails before any output
     labels.check_data(train, trust_code)
+    if proto is not None:
+        for spec in proto.models:
+            build_model(spec, train.input_shape, train.num_classes)
     with RunOutput(out, "condense", overwrite, resume, call, log) as run:
         run.write_config({"command": "condense", "data": data, "method": str(method), "ipc": ipc,
-                          "labels": str(labels), "seed": seed, "val_size": splits.val_size, "split_seed": split_seed})
+                          "labels": str(labels), "seed": seed, "val_size": splits.val_size, "split_seed": split_seed,
+                          **({"method_recipe": method.recipe_record()} if method.recipe_record() else {}),
+                          **({"protocol": proto.for_data(data).record()} if proto else {})})
         bar = reporter.bar(method.iterations_total + labels.iterations_total, f"condense {method.name}",
                            unit="iterations")
 
@@ -832,14 +885,20 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
                    "iterations_per_second": round(len(losses) / seconds, 3) if losses and seconds else None,
                    "peak_rss_mb": peak_rss_mb(), "synset_bytes": synset.nbytes(), "train_set_bytes_uint8": full_bytes,
                    "images": len(synset.labels), "final_loss": losses[-1] if losses else None,
-                   "budget": synset.meta["budget"]}
+                   "budget": synset.meta["budget"],
+                   **({"method_recipe": method.recipe_record()} if method.recipe_record() else {})}
+        if proto is not None:  # measured on the test split by the protocol asked for
+            results, ran = evaluate_set(synset, splits.test, proto, data=data, seed=seed, reporter=reporter,
+                                        num_classes=splits.num_classes, device=resolve_device(device),
+                                        checkpoints=run.checkpoints("protocol", 1), trust_code=trust_code)
+            metrics["evaluation"] = {"protocol": ran.record(), "models": results}
         run.write_metrics(metrics)
     reporter.info(f"condensed {data} with {method.name} to {ipc} images per class in {seconds:.1f} s; "
                   f"wrote {final_path(run.final)}")
     return Result(metrics, run.final)
 
 
-def condense_scored(data: str = "digits", method="dm", ipc: int = 10, *, out, protocol: Protocol = Protocol(),
+def condense_scored(data: str = "digits", method="dm", ipc: int = 10, *, out, protocol: EvalProtocol | str | None = None,
                     final_runs: int | None = None, as_made: bool = False, seed: int = 0, val_size: int | None = None,
                     split_seed: int = 0, **options) -> Result:
     """One run of ``tune condense``: condense (OUT/condense, as ``condense_data``), then train the protocol's models
@@ -849,6 +908,7 @@ def condense_scored(data: str = "digits", method="dm", ipc: int = 10, *, out, pr
     ``as_made``: score by the models trained the way the set was made instead (bptt: its learned schedule, from
     its stored init or ``protocol.runs`` fresh ones), as Wang et al. 2018 evaluate."""
     out = Path(out)
+    protocol = protocol_from(protocol)
     made = condense_data(data, method, ipc, seed=seed, val_size=val_size, split_seed=split_seed, out=out / "condense",
                          **{"quiet": True, **options})
     synset = SyntheticSet.load(out / "condense" / "synset.safetensors")
@@ -862,14 +922,13 @@ def condense_scored(data: str = "digits", method="dm", ipc: int = 10, *, out, pr
         require(results["as made"] is not None, f"--eval-as-made: a {synset.meta['method']} set is not made by "
                                                 "training a model in a known way; score it by the protocol instead")
     else:
-        targets = synset.labels if synset.label_logits is None else synset.targets()
-        results = evaluate_images(synset.images, targets, scored_on, proto.check(), seed=seed,
-                                  num_classes=splits.num_classes)
+        results, proto = evaluate_set(synset, scored_on, proto, data=splits.spec, seed=seed,
+                                      num_classes=splits.num_classes)
     score = float(np.mean([r["mean"] for r in results.values()]))
     metrics = {"val_accuracy": score if sealed else None, "test_accuracy": None if sealed else score,
                "test_errors": None if sealed else round((1 - score) * len(splits.test), 1),
                "scored_on": "validation" if sealed else "test", "models": results,
-               "protocol": dataclasses.asdict(proto), "condense": made.metrics}
+               "protocol": proto.record(), "condense": made.metrics}
     (out / "scores.json").write_text(json.dumps(to_jsonable(metrics), indent=1) + "\n")
     return Result(metrics, out)
 

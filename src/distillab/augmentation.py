@@ -10,8 +10,7 @@ mean (0 after normalising), not black.
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 import torch
 
 from .errors import DistillabError, require
@@ -87,20 +86,23 @@ DC_OPS = ("crop", "scale", "rotate", "noise")
 
 
 class DCAugment:
-    """Per image, ONE op drawn at random from ``strategy``, as the gradient-matching reference augments the images it
-    trains evaluation models on when DSA is off (its MNIST strategy, ``crop_scale_rotate``, is the default):
+    """Per image, ONE op drawn at random from ``strategy``, as the gradient-matching reference (VICO's ``augment``)
+    augments the images it trains evaluation models on when DSA is off (its MNIST strategy, ``crop_scale_rotate``,
+    is the default). Given the same draws it gives the reference's images (tests/test_reference_equivalence.py):
 
     - crop:   pad by ``crop`` px with the batch's per-channel mean, then take the window at a random offset in
               [0, 2*crop) per axis, so content moves by -crop+1 .. +crop px (an integer shift);
-    - scale:  nearest-neighbour resize to int(f*H) x int(f'*W), f and f' uniform in [1-scale, 1+scale); centred on a
-              square canvas of 0 in normalised space (the dataset mean) and cut back to H x W around the canvas centre;
-    - rotate: whole degrees uniform in [-rotate, rotate), counter-clockwise as displayed, about the image centre
-              (bicubic), corners filled with the batch's mean;
+    - scale:  nearest-neighbour resize (``F.interpolate``) to int(f*H) x int(f'*W), f and f' uniform in
+              [1-scale, 1+scale); centred on a square canvas of 0 in normalised space (the dataset mean) and cut back
+              to H x W around the canvas centre, with the reference's integer rounding;
+    - rotate: whole degrees uniform in [-rotate, rotate), counter-clockwise as displayed, by scipy's cubic-spline
+              ``ndimage.rotate`` on an enlarged canvas (the reference's own call), whose centre is cut back out;
+              corners filled with the mean of the batch's channel means;
     - noise:  Gaussian noise of std ``noise`` added in normalised space.
 
-    Batched tensor code on x's device; every draw comes from the generator, a fixed number per image whichever op is
-    chosen, so a replay (``sample``) draws exactly what training draws. Signals (one row high) crop and scale along
-    their length and never rotate.
+    Every draw comes from the generator, a fixed number per image whichever op is chosen, so a replay (``sample``)
+    draws exactly what training draws. Resizing and rotating go image by image, as the reference does (on the CPU
+    for the rotation). Signals (one row high) crop and scale along their length and never rotate.
     """
 
     def __init__(self, strategy: str = "crop_scale_rotate", crop: int = 4, scale: float = 0.2, rotate: int = 45,
@@ -128,12 +130,20 @@ class DCAugment:
         return cls(input_shape=tuple(input_shape), **options)
 
     def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Parameters for n images, drawn on the generator's device; the same draws whatever ops are chosen."""
+        """Parameters for n images, drawn on the generator's device; the same draws whatever ops are chosen.
+        ``size``: the resized (rows, columns), int(f * H) and int(f' * W) of factors drawn in float64 as numpy
+        draws the reference's."""
         device = generator.device
+        _, h, w = self.input_shape
+        factor = 1 - self.scale + 2 * self.scale * torch.rand(n, 2, generator=generator, device=device,
+                                                              dtype=torch.float64)
+        size = (factor * torch.tensor([h, w], dtype=torch.float64, device=device)).floor().long().clamp_min(1)
+        if self.one_d:
+            size[:, 0] = 1
         params = {
             "op": torch.randint(len(self.ops), (n,), generator=generator, device=device),
             "offset": torch.randint(2 * self.crop, (n, 2), generator=generator, device=device),  # (row, col)
-            "factor": 1 - self.scale + 2 * self.scale * torch.rand(n, 2, generator=generator, device=device),
+            "size": size,
             "angle": torch.randint(-self.rotate, self.rotate, (n,), generator=generator, device=device),
         }
         if "noise" in self.ops:
@@ -145,73 +155,63 @@ class DCAugment:
                 f"DC augmentation was set up for inputs {self.input_shape}, got a batch {tuple(x.shape)}")
         p = {k: v.to(x.device) for k, v in params.items()}
         require(len(p["op"]) == len(x), f"DC parameters drawn for {len(p['op'])} images, the batch has {len(x)}")
-        channel_mean = x.mean(dim=(0, 2, 3))  # of the whole batch, before any image changes, as the reference
+        # of the whole batch, before any image changes, channel by channel as the reference takes them
+        channel_mean = [float(x[:, c].mean()) for c in range(x.shape[1])]
         out = x.clone()
         for k, name in enumerate(self.ops):
             chosen = p["op"] == k
             if not bool(chosen.any()):
                 continue
-            xs = x[chosen]
             if name == "crop":
-                out[chosen] = _dc_crop(xs, p["offset"][chosen], self.crop, channel_mean, self.one_d)
-            elif name == "scale":
-                out[chosen] = _dc_scale(xs, p["factor"][chosen], self.one_d)
-            elif name == "rotate":
-                out[chosen] = _dc_rotate(xs, p["angle"][chosen], channel_mean.mean())
+                out[chosen] = _dc_crop(x[chosen], p["offset"][chosen], self.crop, channel_mean, self.one_d)
+            elif name == "noise":
+                out[chosen] = x[chosen] + self.noise * p["noise"][chosen].to(x.dtype)
             else:
-                out[chosen] = xs + self.noise * p["noise"][chosen].to(x.dtype)
+                for i in torch.nonzero(chosen, as_tuple=True)[0].tolist():
+                    out[i] = (_dc_scale(x[i], p["size"][i].tolist()) if name == "scale" else
+                              _dc_rotate(x[i], int(p["angle"][i]), float(np.mean(channel_mean))))
         return out
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.apply(x, self.sample(len(x), generator))
 
 
-def _gather(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, fill) -> torch.Tensor:
-    """out[b, :, i, j] = x[b, :, rows[b, i], cols[b, j]], or ``fill`` (per channel) where an index is out of range."""
+def _dc_crop(x: torch.Tensor, offset: torch.Tensor, pad: int, fill: list[float], one_d: bool) -> torch.Tensor:
+    """Pad by ``pad`` with ``fill`` (per channel) and take the H x W window whose top-left corner is ``offset``
+    (row, col)."""
     b, c, h, w = x.shape
-    inside = ((rows >= 0) & (rows < h)).view(b, 1, -1, 1) & ((cols >= 0) & (cols < w)).view(b, 1, 1, -1)
-    batch = torch.arange(b, device=x.device).view(b, 1, 1)
-    picked = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1).view(b, -1, 1), cols.clamp(0, w - 1).view(b, 1, -1)]
-    fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
-    return torch.where(inside, picked.permute(0, 3, 1, 2), fill)
-
-
-def _dc_crop(x: torch.Tensor, offset: torch.Tensor, pad: int, fill: torch.Tensor, one_d: bool) -> torch.Tensor:
-    """Pad by ``pad`` with ``fill`` and take the H x W window whose top-left corner is ``offset`` (row, col)."""
-    _, _, h, w = x.shape
     shift = offset - pad
     if one_d:
         shift[:, 0] = 0
     rows = torch.arange(h, device=x.device).view(1, h) + shift[:, :1]
     cols = torch.arange(w, device=x.device).view(1, w) + shift[:, 1:]
-    return _gather(x, rows, cols, fill)
+    inside = ((rows >= 0) & (rows < h)).view(b, 1, -1, 1) & ((cols >= 0) & (cols < w)).view(b, 1, 1, -1)
+    batch = torch.arange(b, device=x.device).view(b, 1, 1)
+    picked = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1).view(b, -1, 1), cols.clamp(0, w - 1).view(b, 1, -1)]
+    fill = torch.tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+    return torch.where(inside, picked.permute(0, 3, 1, 2), fill)
 
 
-def _dc_scale(x: torch.Tensor, factor: torch.Tensor, one_d: bool) -> torch.Tensor:
-    """Nearest-neighbour resize to (int(fh*H), int(fw*W)), centred on a square canvas of zeros (side: the largest
-    of both sizes), cut back to H x W around the canvas centre; integer offsets as the reference rounds them."""
-    _, _, h, w = x.shape
-    size = (factor * torch.tensor([h, w], dtype=factor.dtype, device=x.device)).floor().long().clamp_min(1)
-    if one_d:
-        size[:, 0] = 1
-    side = torch.maximum(size.max(dim=1).values, torch.tensor(max(h, w), device=x.device)).view(-1, 1)
-    # a position in the output -> in the canvas -> in the resized image -> (nearest) in the input
-    start = (side - size) // 2 - (side - torch.tensor([h, w], device=x.device)) // 2  # resized top-left, in output
-    rows = torch.arange(h, device=x.device).view(1, h) - start[:, :1]
-    cols = torch.arange(w, device=x.device).view(1, w) - start[:, 1:]
-    src_rows = torch.where((rows >= 0) & (rows < size[:, :1]), (rows * h).div(size[:, :1], rounding_mode="floor"), -1)
-    src_cols = torch.where((cols >= 0) & (cols < size[:, 1:]), (cols * w).div(size[:, 1:], rounding_mode="floor"), -1)
-    return _gather(x, src_rows, src_cols, 0.0)
+def _dc_scale(image: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """Nearest-neighbour resize of one (C, H, W) image to ``size``, centred on a square canvas of zeros (side: the
+    largest of both sizes), cut back to H x W around the canvas centre; offsets rounded as the reference does."""
+    c, h, w = image.shape
+    new_h, new_w = size
+    resized = torch.nn.functional.interpolate(image[None], [new_h, new_w])[0]
+    side = max(new_h, new_w, h, w)
+    canvas = image.new_zeros(c, side, side)
+    r, q = int((side - new_h) / 2), int((side - new_w) / 2)
+    canvas[:, r:r + new_h, q:q + new_w] = resized
+    r, q = int((side - h) / 2), int((side - w) / 2)
+    return canvas[:, r:r + h, q:q + w]
 
 
-def _dc_rotate(x: torch.Tensor, degrees: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """Rotate each image counter-clockwise (as displayed) by its angle about its centre; outside filled with fill."""
-    _, _, h, w = x.shape
-    a = degrees.to(x.dtype) * (math.pi / 180)
-    cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
-    # the output pixel at (X, Y) samples the input at R(-a)(X, Y), in pixel units (exact for non-square images too)
-    theta = torch.stack([torch.stack([cos, -sin * (h / w), zero], 1), torch.stack([sin * (w / h), cos, zero], 1)], 1)
-    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    fill = fill.to(x.dtype)
-    return torch.nn.functional.grid_sample(x - fill, grid, mode="bicubic", padding_mode="zeros",
-                                           align_corners=False) + fill
+def _dc_rotate(image: torch.Tensor, degrees: int, fill: float) -> torch.Tensor:
+    """Rotate one (C, H, W) image counter-clockwise (as displayed) by whole degrees with scipy's cubic spline onto
+    an enlarged canvas filled with ``fill``, and cut its centre back out."""
+    from scipy.ndimage import rotate  # scipy comes with scikit-learn; loaded only when an image is rotated
+
+    c, h, w = image.shape
+    turned = rotate(image.detach().cpu().numpy(), angle=degrees, axes=(-2, -1), cval=fill)
+    r, q = int((turned.shape[-2] - h) / 2), int((turned.shape[-1] - w) / 2)
+    return torch.from_numpy(turned[:, r:r + h, q:q + w].copy()).to(image.device, image.dtype)

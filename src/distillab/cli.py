@@ -193,13 +193,15 @@ def build_parser() -> Parser:
     _add_trust(p)
     _add_quiet(p)
 
-    p = sub.add_parser("evaluate", help="evaluate a saved model, or a synthetic set by the standard protocol")
+    p = sub.add_parser("evaluate", help="evaluate a saved model, or a synthetic set by an evaluation protocol")
     p.add_argument("model", nargs="*", default=[], metavar="FILE",
                    help="model.safetensors, or one or more synset.safetensors of one dataset (several sets or "
                         "--models: a matrix, one row per set, one column per model: matrix.md, matrix.png)")
     p.add_argument("--data", help="dataset (default: the one the file records)")
     p.add_argument("--device", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
-    g = p.add_argument_group("synthetic sets: the dataset-distillation protocol (defaults: distillab.evaluation.Protocol)")
+    g = p.add_argument_group("synthetic sets: the evaluation protocol (defaults: its options dataclass, "
+                             "distillab.protocols; the flags below set its options)")
+    g.add_argument("--protocol", help=f"NAME[:key=value,...] (default distillab): {TEXT['protocols']}")
     g.add_argument("--models", nargs="+", help=f"model specs to train ({_default(Protocol, 'models')})")
     g.add_argument("--runs", type=int, help=f"fresh models per spec ({_default(Protocol, 'runs')})")
     g.add_argument("--epochs", type=int, help=_default(Protocol, "epochs"))
@@ -225,6 +227,8 @@ def build_parser() -> Parser:
                                                     "model's outputs)")
     p.add_argument("--dry-run", action="store_true", help="time a few iterations and print the estimated time and "
                                                           "memory of the run; writes nothing")
+    p.add_argument("--protocol", help="NAME[:key=value,...]: measure the set on the test split by this evaluation "
+                                      "protocol too (see 'distillab evaluate --help'); figures in metrics.json")
     g = p.add_argument_group("shorthands for the method's options (--iterations 5 = --method NAME:iterations=5)")
     g.add_argument("--model", help="network used for matching (option model)")
     g.add_argument("--iterations", type=int)
@@ -350,6 +354,8 @@ def build_parser() -> Parser:
                    help="seeds of the best recipe's final runs, the only ones measured on the test set (default 0,1,2)")
     g = p.add_argument_group("tune condense: how a set is scored (fresh models trained on it by the protocol of "
                              "'distillab evaluate'; trials on the validation split, final runs on the test split)")
+    g.add_argument("--protocol", help="NAME[:key=value,...]: the evaluation protocol that scores a set (default "
+                                      "distillab); the --eval-* flags set its options")
     g.add_argument("--eval-models", nargs="+", help=f"model specs ({_default(Protocol, 'models')})")
     g.add_argument("--eval-runs", type=int, help="models per spec in a trial (default 2: enough to rank recipes)")
     g.add_argument("--eval-epochs", type=int, help=_default(Protocol, "epochs"))
@@ -598,7 +604,8 @@ def _cmd_evaluate(a):
     if a.resume:
         return _resumed(a, "evaluate")
     require(a.model, "evaluate needs a model.safetensors or synset.safetensors file")
-    return evaluate(a.model[0] if len(a.model) == 1 else a.model, a.data, device=a.device, models=a.models,
+    return evaluate(a.model[0] if len(a.model) == 1 else a.model, a.data, protocol=a.protocol, device=a.device,
+                    models=a.models,
                     runs=a.runs, epochs=a.epochs, dsa=a.dsa, augment=a.augment, seed=a.seed, vectorise=a.vectorise,
                     out=a.out, overwrite=a.overwrite,
                     quiet=a.quiet, trust_code=a.trust_code, log=_run_options(a).get("log")).metrics
@@ -615,11 +622,12 @@ def _cmd_condense(a):
     if a.dry_run:
         from .api import condense_estimate
 
-        require(not (a.out or a.resume), "--dry-run writes nothing; drop --out/--resume")
+        require(not (a.out or a.resume or a.protocol), "--dry-run writes nothing; drop --out/--resume/--protocol")
         return condense_estimate(a.data, a.method, a.ipc, labels=a.labels, seed=a.seed, val_size=a.val_size,
                                  split_seed=a.split_seed, device=a.device, trust_code=a.trust_code, **shorthands)
     return condense_data(a.data, a.method, a.ipc, labels=a.labels, seed=a.seed, val_size=a.val_size,
                          split_seed=a.split_seed, out=a.out, overwrite=a.overwrite, quiet=a.quiet, device=a.device,
+                         protocol=a.protocol,
                          trust_code=a.trust_code, **shorthands, **_run_options(a)).metrics
 
 
@@ -697,10 +705,10 @@ def _cmd_tune(a):
     inner = _parse(parser, [a.tuned, *a.inner])
     require(not getattr(inner, "seeds", None) and (a.tuned != "condense" or inner.seed == 0),
             "tune runs its final seeds itself (--final-seeds); drop --seeds / --seed")
-    scoring = {k: getattr(a, k) for k in ("eval_models", "eval_runs", "eval_epochs", "eval_dsa", "eval_augment",
-                                          "final_runs", "eval_as_made") if getattr(a, k) is not None}
+    scoring = {k: getattr(a, k) for k in ("protocol", "eval_models", "eval_runs", "eval_epochs", "eval_dsa",
+                                          "eval_augment", "final_runs", "eval_as_made") if getattr(a, k) is not None}
     require(a.tuned == "condense" or not scoring,
-            "--eval-* and --final-runs say how tune condense scores a set; tune train and kd score by validation "
+            "--protocol, --eval-* and --final-runs say how tune condense scores a set; tune train and kd score by validation "
             "accuracy: drop them")
     require(not getattr(inner, "resume", None) and not getattr(inner, "chain", None)
             and not getattr(inner, "dry_run", None), f"tune runs plain {a.tuned} runs: drop --resume, --chain, --dry-run")
@@ -717,6 +725,7 @@ def _cmd_tune(a):
         protocol = {k[5:]: v for k, v in scoring.items() if k.startswith("eval_") and k != "eval_as_made"}
         if "models" in protocol:
             protocol["models"] = tuple(protocol["models"])
+        protocol["name"] = a.protocol
         base = {"data": inner.data, "method": inner.method, "ipc": inner.ipc, "labels": inner.labels,
                 "val_size": inner.val_size, "split_seed": inner.split_seed, "device": inner.device,
                 "trust_code": inner.trust_code, "protocol": protocol, "final_runs": a.final_runs,

@@ -21,29 +21,44 @@ TEXT = {'train': {'epochs': 10,
            'device': 'cpu'},
  'hinton': {'temperature': 4.0, 'alpha': 0.9},
  'pseudolabel': {'transforms': 'shift,scale,rotate', 'threshold': 0.0, 'soft': False, 'ratio': '6:4'},
- 'protocol': {'epochs': 300,
+ 'protocol': {'runs': 5,
+              'models': ['convnet:width=128,depth=3'],
+              'epochs': 300,
               'lr': 0.01,
               'momentum': 0.9,
               'weight_decay': 0.0005,
               'batch_size': 256,
               'dsa': False,
-              'augment': 'none',
-              'runs': 5,
-              'models': ['convnet:width=128,depth=3']},
+              'augment': 'none'},
  'losses': 'at (w=1000.0, student=penultimate, teacher=penultimate); ce (w=1.0, smoothing=0.0); hint (w=1.0, '
            'student=penultimate, teacher=penultimate); kd (w=1.0, T=4.0, noise=0.0); logit-mse (w=1.0, center=0, '
            'reduce=sum); rkd (w=1.0, student=penultimate, teacher=penultimate, distance=25.0, angle=50.0)',
  'methods': 'bptt (iterations=1000, steps=10, epochs=3, lr_init=0.02, lr_img=0.01, batch_real=1024, '
-            'init_net=fixed, model=lenet5, lr_decay_every=0, lr_decay=0.5, init=real, attack=); dm '
-            '(iterations=1000, lr_img=1.0, momentum=0.5, batch_real=256, model=[convnet:width=128,depth=3], dsa=1, '
-            'init=real, clamp=none); gm (iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, '
-            'batch_real=256, batch_train=256, model=[convnet:width=128,depth=3], dsa=0, init=real); dsa '
+            'init_net=fixed, model=lenet5, lr_decay_every=0, lr_decay=0.5, init=real, attack=); gm '
             '(iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, batch_real=256, '
-            'batch_train=256, model=[convnet:width=128,depth=3], dsa=1, init=real); herding (no options); kmeans '
-            '(no options); mean (no options); mtt (experts=, num_experts=5, expert_train_epochs=0, '
-            'iterations=5000, syn_steps=20, expert_epochs=3, max_start=20, lr_img=1000.0, lr_lr=1e-05, '
-            'lr_init=0.01, batch_syn=0, model=[convnet:width=128,depth=3], dsa=1, init=real, unroll=checkpointed); '
-            'random (no options)',
+            'batch_train=256, model=[convnet:width=128,depth=3], dsa=0, init=real, real_draw=replace, '
+            'inner_unit=step, dsa_strategy=, dsa_style=distillab); dm (iterations=1000, lr_img=1.0, momentum=0.5, '
+            'batch_real=256, model=[convnet:width=128,depth=3], dsa=1, init=real, clamp=none, real_draw=replace, '
+            'dsa_strategy=, dsa_style=distillab); dsa (iterations=1000, outer=0, inner=0, lr_img=0.1, '
+            'momentum=0.5, lr_net=0.01, batch_real=256, batch_train=256, model=[convnet:width=128,depth=3], dsa=1, '
+            'init=real, real_draw=replace, inner_unit=step, dsa_strategy=, dsa_style=distillab); herding '
+            '(space=pixels, model=[convnet:width=128,depth=3], epochs=3, lr=0.01, batch_size=256); kmeans (no '
+            'options); mean (no options); mtt (experts=, num_experts=5, expert_train_epochs=0, iterations=5000, '
+            'syn_steps=20, expert_epochs=3, max_start=20, lr_img=1000.0, lr_lr=1e-05, lr_init=0.01, batch_syn=0, '
+            'model=[convnet:width=128,depth=3], dsa=1, init=real, unroll=checkpointed, dsa_strategy=, '
+            'dsa_style=distillab); random (no options)',
+ 'protocols': 'distillab (runs=5, models=[convnet:width=128,depth=3], epochs=300, lr=0.01, momentum=0.9, '
+              'weight_decay=0.0005, batch_size=256, dsa=0, augment=none); vico-dsa (runs=20, '
+              'models=[convnet:width=128,depth=3], epochs=1000, lr=0.01, momentum=0.9, weight_decay=0.0005, '
+              'batch_size=256, strategy=auto); mtt (runs=5, models=[convnet:width=128,depth=3], epochs=1000, '
+              'lr=0.0, momentum=0.9, weight_decay=0.0005, batch_size=256, '
+              'strategy=color_crop_cutout_flip_scale_rotate); vico-dc (runs=20, '
+              'models=[convnet:width=128,depth=3], epochs=0, lr=0.01, momentum=0.9, weight_decay=0.0005, '
+              'batch_size=256, strategy=auto, strategy_bn=crop_noise, crop=4, scale=0.2, rotate=45, noise=0.001); '
+              'vico-dm (runs=20, models=[convnet:width=128,depth=3], epochs=1000, lr=0.01, momentum=0.9, '
+              'weight_decay=0.0005, batch_size=256, strategy=color_crop_cutout_flip_scale_rotate); wang2018 '
+              '(runs=200, models=[convnet:width=128,depth=3], epochs=300, lr=0.01, momentum=0.9, '
+              'weight_decay=0.0005, batch_size=256)',
  'labels': 'iterations=300, steps=10, lr_inner=0.1, lr=0.01, batch_real=256, model=[convnet:width=32,depth=3], '
            'init_logit=3.0',
  'datafree': 'dafl (samples=12000, iterations=2000, batch=256, lr=0.01, latent=100, width=16, oh=1.0, '
@@ -76,6 +91,7 @@ TEXT = {'train': {'epochs': 10,
                 'mtt-memory',
                 'omni-mnist',
                 'perf',
+                'reproduce-mnist',
                 'teacher-service']}
 
 MODELS = ("mlp:hidden=800-800[,dropout=0.5][,input_dropout=0.2]; convnet:width=128,depth=3,norm=instance|batch|layer|"
@@ -88,7 +104,7 @@ def live() -> dict:
     import dataclasses
 
     from .api import (Hinton, Mixing, Protocol, PseudoLabelConfig, TrainConfig, datafree_help, labels_help, loss_help,
-                      method_help, audit_help)
+                      method_help, audit_help, protocol_help)
     from .bench import BENCHMARKS
 
     return {"train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
@@ -96,7 +112,7 @@ def live() -> dict:
             "pseudolabel": {**dataclasses.asdict(PseudoLabelConfig()), **dataclasses.asdict(Mixing())},
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                          for f in dataclasses.fields(Protocol)},
-            "losses": loss_help(), "methods": method_help(), "labels": labels_help(), "datafree": datafree_help(),
+            "losses": loss_help(), "methods": method_help(), "protocols": protocol_help(), "labels": labels_help(), "datafree": datafree_help(),
             "audits": audit_help(), "benchmarks": list(BENCHMARKS)}
 
 

@@ -11,7 +11,8 @@ import torch
 from . import data as data_mod
 from .api import Result, distill, train
 from .condense import DM, condense
-from .evaluation import Protocol, evaluate_images
+from .evaluation import evaluate_images
+from .protocols import Protocol
 from .figures import pick_dark_knowledge_examples, plot_curves, plot_dark_knowledge, read_history
 from .models import load_model
 from .outputs import RunOutput, peak_rss_mb

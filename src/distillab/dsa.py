@@ -13,6 +13,12 @@ Siamese use (one parameter set shared by batches of any size)::
 Evaluation-time use (independent parameters per image): ``dsa(x, generator)``.
 
 Images are normalised (N, C, H, W) tensors; "black"/padding is the normalised zero, as in the reference.
+
+Two styles of the crop and cutout ops. ``distillab`` (the default) translates by a fraction of the size with
+bilinear resampling and centres cutouts on [0, 1); ``vico`` is the reference's own (VICO's and MTT's DiffAugment):
+whole-pixel translations of -k..k px (k = int(size * crop + 0.5)) by a gather with zeros beyond the border, and
+cutout squares of int(size * cutout + 0.5) px whose centre row and column are drawn from 0..size (0..size-1 for an
+odd side) and clipped at the border. Colour, flip, scale and rotate are the same in both.
 """
 
 from __future__ import annotations
@@ -26,6 +32,10 @@ import torch.nn.functional as F
 from .errors import DistillabError, require
 
 FAMILIES = ("color", "crop", "cutout", "flip", "scale", "rotate")
+STYLES = ("distillab", "vico")
+# The reference's strategy string, every family, and its strategy for digit datasets (no flip)
+VICO_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+VICO_DIGITS_STRATEGY = "color_crop_cutout_scale_rotate"
 
 
 @dataclass
@@ -36,7 +46,9 @@ class DSAParams:
 
     - color:  brightness (n,) additive offset; saturation (n,) and contrast (n,) multiplicative factors
     - crop:   shift (n, 2) translation (dx, dy) as a fraction of the image size; positive moves content right/down
+              (style vico: pixels (n, 2) whole-pixel offsets (row, col): output[i, j] = input[i + row, j + col])
     - cutout: centre (n, 2) centre (cx, cy) of the zeroed square as a fraction of the size, in [0, 1)
+              (style vico: offset (n, 2) centre (row, col) in whole pixels)
     - flip:   flip (n,) bool, flip horizontally where True
     - scale:  scale (n, 2) factors (sx, sy) of the sampling grid; > 1 shrinks the content, < 1 zooms in
     - rotate: angle (n,) degrees
@@ -58,7 +70,8 @@ class DSA:
 
     def __init__(self, strategy: str = "color_crop_cutout_flip_scale_rotate", allow_flip: bool = True,
                  scale: float = 1.2, rotate_degrees: float = 15.0, crop: float = 0.125, cutout: float = 0.5,
-                 brightness: float = 1.0, saturation: float = 2.0, contrast: float = 0.5, one_d: bool = False):
+                 brightness: float = 1.0, saturation: float = 2.0, contrast: float = 0.5, one_d: bool = False,
+                 style: str = "distillab", image_size: tuple[int, int] | None = None):
         names = [name for name in strategy.split("_") if name]
         unknown = [name for name in names if name not in FAMILIES]
         require(not unknown, f"unknown DSA op family {', '.join(map(repr, unknown))} in strategy '{strategy}'; "
@@ -74,19 +87,30 @@ class DSA:
         require(rotate_degrees >= 0.0, f"DSA rotate_degrees must be >= 0, got {rotate_degrees}")
         require(0.0 <= crop < 1.0, f"DSA crop must be in [0, 1), got {crop}")
         require(0.0 < cutout <= 1.0, f"DSA cutout must be in (0, 1], got {cutout}")
+        require(style in STYLES, f"DSA style must be one of {', '.join(STYLES)}, got '{style}'")
+        self.style = style
+        self.image_size = tuple(image_size) if image_size is not None else None  # (H, W): style vico's draws
         self.scale, self.rotate_degrees, self.crop, self.cutout = scale, rotate_degrees, crop, cutout
         self.brightness, self.saturation, self.contrast = brightness, saturation, contrast
 
     @classmethod
-    def for_inputs(cls, input_shape, **options) -> "DSA":
-        """The reference settings for inputs of this shape: flips for colour images only, the 1-D ops for signals."""
+    def for_inputs(cls, input_shape, strategy: str = "", **options) -> "DSA":
+        """The reference settings for inputs of this shape: flips for colour images only, the 1-D ops for signals.
+        A ``strategy`` named explicitly is taken as it is (flip included), but for what signals cannot do."""
         channels, height = input_shape[0], input_shape[1]
-        return cls(allow_flip=channels == 3 and height > 1, one_d=height == 1, **options)
+        size = tuple(input_shape[1:])
+        if strategy:
+            return cls(strategy=strategy, one_d=height == 1, image_size=size, **options)
+        return cls(allow_flip=channels == 3 and height > 1, one_d=height == 1, image_size=size, **options)
 
-    def sample(self, n: int, generator: torch.Generator, device=None) -> DSAParams:
+
+
+    def sample(self, n: int, generator: torch.Generator, device=None, size: tuple[int, int] | None = None
+               ) -> DSAParams:
         """Choose one family and draw parameters for n images (n=1: one set to share across batches).
 
-        All randomness comes from ``generator`` (never the global RNG) and is drawn on its device.
+        All randomness comes from ``generator`` (never the global RNG) and is drawn on its device. Style vico draws
+        whole pixels, so it needs the images' (H, W) as ``size`` for its crop and cutout.
         """
         require(n >= 1, f"DSA.sample needs n >= 1, got {n}")
         gen_device = generator.device
@@ -96,6 +120,19 @@ class DSA:
 
         family = self.families[int(torch.randint(len(self.families), (1,), generator=generator,
                                                  device=gen_device).item())]
+        if self.style == "vico" and family in ("crop", "cutout"):
+            size = size or self.image_size
+            require(size is not None, "DSA style vico draws whole pixels: pass the images' size to sample()")
+            if family == "crop":
+                reach = [int(s * self.crop + 0.5) for s in size]
+                values = {"pixels": torch.stack([torch.randint(-k, k + 1, (n,), generator=generator,
+                                                               device=gen_device) for k in reach], 1)}
+            else:
+                side = [int(s * self.cutout + 0.5) for s in size]
+                values = {"offset": torch.stack([torch.randint(0, s + 1 - k % 2, (n,), generator=generator,
+                                                               device=gen_device) for s, k in zip(size, side)], 1)}
+            params = DSAParams(family, values)
+            return params if device is None else params.to(device)
         if family == "color":
             values = {"brightness": (rand(n) - 0.5) * self.brightness,
                       "saturation": rand(n) * self.saturation,
@@ -123,6 +160,10 @@ class DSA:
         v = {k: t.to(x.device, x.dtype if t.is_floating_point() else t.dtype) for k, t in params.values.items()}
         if params.family == "color":
             return _color(x, v["brightness"], v["saturation"], v["contrast"])
+        if params.family == "crop" and "pixels" in v:
+            return _shift_pixels(x, v["pixels"], self.one_d)
+        if params.family == "cutout" and "offset" in v:
+            return _cutout_pixels(x, v["offset"], self.cutout)
         if params.family == "crop":
             shift = v["shift"] * torch.tensor([1.0, 0.0], dtype=x.dtype, device=x.device) if self.one_d else v["shift"]
             eye = torch.eye(2, dtype=x.dtype, device=x.device).expand(len(shift), 2, 2)
@@ -147,7 +188,7 @@ class DSA:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Independent parameters for every image (evaluation-time augmentation)."""
-        return self.apply(x, self.sample(len(x), generator))
+        return self.apply(x, self.sample(len(x), generator, size=tuple(x.shape[2:])))
 
 
 def _color(x: torch.Tensor, brightness: torch.Tensor, saturation: torch.Tensor,
@@ -181,4 +222,34 @@ def _cutout(x: torch.Tensor, centre: torch.Tensor, fraction: float) -> torch.Ten
     in_rows = (rows >= top) & (rows < top + side_h)  # (n, h)
     in_cols = (cols >= left) & (cols < left + side_w)  # (n, w)
     keep = ~(in_rows.unsqueeze(2) & in_cols.unsqueeze(1))  # (n, h, w)
+    return x * keep.unsqueeze(1).to(x.dtype)
+
+
+def _shift_pixels(x: torch.Tensor, pixels: torch.Tensor, one_d: bool) -> torch.Tensor:
+    """output[i, j] = x[i + row, j + col] (whole pixels, one offset per image or one shared), 0 beyond the border:
+    a gather, so gradients reach every pixel that is kept."""
+    b, _, h, w = x.shape
+    pixels = pixels.long().expand(b, 2).clone()
+    if one_d:
+        pixels[:, 0] = 0
+    rows = torch.arange(h, device=x.device).view(1, h) + pixels[:, :1]
+    cols = torch.arange(w, device=x.device).view(1, w) + pixels[:, 1:]
+    inside = ((rows >= 0) & (rows < h)).view(b, 1, h, 1) & ((cols >= 0) & (cols < w)).view(b, 1, 1, w)
+    batch = torch.arange(b, device=x.device).view(b, 1, 1)
+    picked = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1).view(b, h, 1), cols.clamp(0, w - 1).view(b, 1, w)]
+    return picked.permute(0, 3, 1, 2) * inside.to(x.dtype)
+
+
+def _cutout_pixels(x: torch.Tensor, offset: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Zero the square of int(size * fraction + 0.5) px per side whose first row and column are offset - side // 2,
+    clipped at the border (one offset per image or one shared)."""
+    b, _, h, w = x.shape
+    side_h, side_w = int(h * fraction + 0.5), int(w * fraction + 0.5)
+    offset = offset.long().expand(b, 2)
+    top, left = (offset[:, :1] - side_h // 2), (offset[:, 1:] - side_w // 2)
+    rows = torch.arange(h, device=x.device).view(1, h)
+    cols = torch.arange(w, device=x.device).view(1, w)
+    in_rows = (rows >= top) & (rows < top + side_h)
+    in_cols = (cols >= left) & (cols < left + side_w)
+    keep = ~(in_rows.unsqueeze(2) & in_cols.unsqueeze(1))
     return x * keep.unsqueeze(1).to(x.dtype)

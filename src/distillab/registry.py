@@ -101,7 +101,14 @@ class Registry:
         """An instance from ``NAME[:key=value,...]`` or ``import:pkg.module:Name[:key=value,...]``."""
         name, options = self.split(text)
         cls = self.resolve(name, trust_code=trust_code, source=source)
-        return options_from_spec(cls, options, f"{self.flag} '{text.strip()}'", defaults)
+        where = f"{self.flag} '{text.strip()}'"
+        recipe = options.pop("recipe", None) if hasattr(cls, "recipe_options") else None
+        if recipe is not None:  # a named recipe fills the options the spec leaves out (see condense.Method)
+            defaults = {**(defaults or {}), **cls.recipe_options(recipe)}
+        made = options_from_spec(cls, options, where, defaults)
+        if recipe is not None:
+            made.recipe = recipe
+        return made
 
     def from_description(self, description: dict, *, trust_code: bool = False, source: str = ""):
         """An instance back from ``describe()`` (``{"name": ..., option: value, ...}``), as files record it."""

@@ -156,6 +156,11 @@ def _convert(raw: str, kind, key: str, where: str):
         if raw.lower() in FALSE:
             return False
         raise DistillabError(f"{where}: {key} must be 1 or 0 (true or false), got '{raw}'")
+    if typing.get_origin(kind) is tuple:  # several values, joined by '+' (a protocol's models)
+        values = tuple(v.strip() for v in raw.split("+"))
+        if not all(values):
+            raise DistillabError(f"{where}: {key} takes values joined by '+', got '{raw}'")
+        return values
     if kind in (int, float):
         try:
             value = kind(raw)
@@ -192,6 +197,9 @@ def _typed(value, kind, key: str, where: str):
         value = float(value) if ok else value
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif typing.get_origin(kind) is tuple:  # JSON keeps a tuple as a list
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
     else:
         ok = isinstance(value, kind) if isinstance(kind, type) else True
     if not ok:
@@ -212,6 +220,9 @@ def options_from_values(cls, values: dict, where: str):
 def _format(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
+    if isinstance(value, tuple):
+        text = "+".join(map(str, value))
+        return f"[{text}]" if "," in text else text
     text = repr(value) if isinstance(value, float) else str(value)
     return f"[{text}]" if "," in text else text
 

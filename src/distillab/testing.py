@@ -1,13 +1,14 @@
 """The contract every plug-in meets, as scikit-learn's ``check_estimator`` checks every estimator.
 
-    from distillab.testing import check_audit, check_datafree, check_loss_term, check_method
+    from distillab.testing import check_audit, check_datafree, check_loss_term, check_method, check_protocol
     check_loss_term(MyLoss)      # raises AssertionError naming the broken promise
     check_method(MyMethod)
+    check_protocol(MyProtocol)
     check_datafree(MyDataFreeMethod)
     check_audit(MyAudit)
 
-The test suite runs them over every registered loss term, condensation method and data-free method; a new part gets
-them for free.
+The test suite runs them over every registered loss term, condensation method, data-free method, audit and
+evaluation protocol; a new part gets them for free.
 Checked: options round-trip through the spec string and the file metadata; an unknown option is a one-line error;
 the same seed gives identical output; the global RNG is neither changed nor read; a loss term draws only from the
 streams it declares (``generators()``, checkpointed with a run); values (and, for losses, gradients) are finite; a
@@ -199,6 +200,13 @@ def check_method(cls: type, train: TrainSet | None = None, ipc: int = 2) -> None
         f"{cls.__name__}: the set does not record how it was made"
     assert synset.meta["budget"]["real_images_read"] > 0, \
         f"{cls.__name__}: read no real image through train.read(idx); the set's budget cannot count what it used"
+    for recipe in cls.recipes:  # a named recipe fills its options, round-trips through the spec and is recorded
+        made = cls.from_recipe(recipe)
+        assert METHODS.parse(f"{cls.name}:recipe={recipe}") == made and METHODS.parse(str(made)).recipe == recipe, \
+            f"{cls.__name__}: recipe {recipe} does not round-trip through its spec ({made})"
+        assert all(getattr(made, k) == v for k, v in cls.recipes[recipe].items()), \
+            f"{cls.__name__}: recipe {recipe} names options it does not set"
+        assert made.recipe_record()["departures"] == {}, f"{cls.__name__}: recipe {recipe} departs from itself"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -308,3 +316,52 @@ def check_audit(cls: type, inputs=None, options: dict | None = None) -> None:
             assert "\n" not in str(e) and cls.name in str(e), f"unclear error for a missing input: {e}"
         else:
             raise AssertionError(f"{cls.__name__}: ran without the {need} it needs")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Evaluation protocols
+
+
+def contract_synset(method: str = "random"):
+    """A tiny digits set (IPC 2) and the digits test split normalised as it: what a protocol contract run
+    measures; ``method`` another quick method (a bptt set for protocols that train by its schedule)."""
+    from .data import load, split
+
+    splits = split(load("digits"))
+    cls = METHODS.get(method)
+    return condense(splits.train_set(), cls(**cls.quick), 2, seed=0), splits
+
+
+def check_protocol(cls: type, synset=None, splits=None, options: dict | None = None) -> None:
+    """Run an EvalProtocol class through the shared contract: options round-trip through the spec string and the
+    metadata; an unknown option is a one-line error; resolved for the data, it records itself as JSON; it measures
+    the set with ``runs`` accuracies in [0, 1] per model; the same seed gives the same figures; the global RNG is
+    neither changed nor read. Runs with ``cls.quick`` (and ``options``) on ``synset`` (default: a random digits
+    set)."""
+    from .evaluation import EvalProtocol, PROTOCOLS, evaluate_set
+
+    assert isinstance(cls, type) and issubclass(cls, EvalProtocol) and dataclasses.is_dataclass(cls), \
+        f"{cls!r} is not an EvalProtocol dataclass"
+    assert cls.name and PROTOCOLS.get(cls.name) is cls, f"{cls.__name__} is not registered (register_protocol)"
+    options = {**cls.quick, **(options or {})}
+    _check_options(PROTOCOLS, cls, options)
+    if synset is None:
+        synset, splits = contract_synset()
+    proto = cls(**options).for_data(splits.spec, synset)
+    record = json.loads(json.dumps(proto.record()))
+    assert record["name"] == cls.name and isinstance(record.get("reference"), str) and record["reference"], \
+        f"{cls.__name__}: its record must name it and say whose evaluation it is (reference)"
+
+    def run():
+        return evaluate_set(synset, splits.test, cls(**options), data=splits.spec, seed=3,
+                            num_classes=splits.num_classes)[0]
+
+    with _global_rng_set_to(1):
+        results = run()
+    with _global_rng_set_to(2):
+        again = run()
+    assert results and all(set(r) >= {"mean", "std", "runs"} for r in results.values()), \
+        f"{cls.__name__}: figures per model need mean, std and runs, got {results!r}"[:300]
+    for spec, r in results.items():
+        assert all(0.0 <= a <= 1.0 for a in r["runs"]) and r["runs"] == again[spec]["runs"], \
+            f"{cls.__name__}: {spec}: accuracies {r['runs']} not in [0, 1] or not repeated by the same seed"

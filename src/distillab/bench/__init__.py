@@ -21,7 +21,7 @@ from ..errors import require
 from ..files import to_jsonable
 from ..outputs import environment, peak_rss_mb
 from ..reporting import Reporter
-from . import audits, crossarch, datafree, dd, kd, mtt, omni, perf, service  # noqa: F401  (register their benchmarks)
+from . import audits, crossarch, datafree, dd, kd, mtt, omni, perf, reproduce, service  # noqa: F401  (register their benchmarks)
 from .common import BENCHMARKS, Bench
 
 __all__ = ["BENCHMARKS", "Bench", "run_benchmark"]

@@ -14,7 +14,8 @@ from ..condense.method import Progress
 from ..condense.labels import Teacher
 from ..condense.methods.bptt import train_with_schedule
 from ..errors import require
-from ..evaluation import Protocol, evaluate_images, summarise
+from ..evaluation import evaluate_images, summarise
+from ..protocols import Protocol
 from ..models import build_model
 from ..outputs import peak_rss_mb
 from ..specs import option_values

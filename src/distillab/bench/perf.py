@@ -20,7 +20,8 @@ import torch
 from .. import data as data_mod
 from ..condense import DM, condense
 from ..dsa import DSA
-from ..evaluation import Protocol, train_sequential
+from ..evaluation import Augmentation, train_sequential
+from ..protocols import Protocol
 from ..kd import Distillation, ModelTeacher, cache_teacher, hinton_losses
 from ..models import build_model
 from ..speed import tune_allocator
@@ -103,7 +104,7 @@ def bench_perf(b: Bench) -> dict:
     images = 100
     x, y = torch.randn(images, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(images) % 10
     net = build_model(f"convnet:width={width},depth=3", (1, 28, 28), 10)
-    proto, g, dsa = Protocol(epochs=1), torch.Generator().manual_seed(0), DSA.for_inputs((1, 28, 28))
+    proto, g, dsa = Protocol(epochs=1), torch.Generator().manual_seed(0), Augmentation(DSA.for_inputs((1, 28, 28)), False)
 
     def eval_epoch():
         train_sequential([net], x, y, proto, g, dsa)

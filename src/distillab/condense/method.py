@@ -103,6 +103,42 @@ class Method(Plugin):
 
     # Options for a seconds-long run on digits: the contract test and `bench --quick` use them.
     quick: ClassVar[dict] = {}
+    # Reference recipes by name ({name: {option: value}}): ``NAME:recipe=R,...`` (or ``from_recipe``) fills the
+    # options a recipe names; the options given explicitly override it. The chosen recipe's name is kept as
+    # ``recipe`` (not an option: the options alone say what runs) and recorded with the options that depart from it.
+    recipes: ClassVar[dict[str, dict]] = {}
+    recipe: ClassVar[str] = ""
+
+    @classmethod
+    def recipe_options(cls, name: str) -> dict:
+        """The options recipe ``name`` sets; an unknown name is a one-line error that lists the known ones."""
+        require(isinstance(name, str) and name in cls.recipes,
+                f"{cls.name} has no recipe '{name}'; " + (f"its recipes: {', '.join(cls.recipes)}" if cls.recipes
+                                                         else "it has no reference recipes"))
+        return dict(cls.recipes[name])
+
+    @classmethod
+    def from_recipe(cls, name: str, **options) -> "Method":
+        """This method as recipe ``name`` sets it, with ``options`` overriding it (the Python form of
+        ``NAME:recipe=R,key=value``)."""
+        method = cls(**{**cls.recipe_options(name), **options})
+        method.recipe = name
+        return method
+
+    def recipe_record(self) -> dict | None:
+        """{"name", "options": what the recipe sets, "departures": {option: {"recipe", "used"}}} or None."""
+        if not self.recipe:
+            return None
+        recipe = type(self).recipe_options(self.recipe)
+        departures = {k: {"recipe": v, "used": getattr(self, k)} for k, v in recipe.items() if getattr(self, k) != v}
+        return {"name": self.recipe, "options": recipe, "departures": departures}
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if not self.recipe:
+            return text
+        name, _, rest = text.partition(":")
+        return f"{name}:recipe={self.recipe}" + (f",{rest}" if rest else "")
 
     def check_data(self, train: TrainSet) -> None:
         """Refuse data this method cannot condense (e.g. a model that does not fit it), before any work."""
@@ -212,6 +248,7 @@ def condense(train: TrainSet, method: Method | str, ipc: int, *, seed: int = 0, 
     seconds = round(clock(), 2)  # across resumes
     synset.meta = {"method": method.name, "recipe": {"method": method.name, "ipc": ipc, "seed": seed,
                                                      **option_values(method), "labels": labels.describe()},
+                   **({"method_recipe": method.recipe_record()} if method.recipe else {}),
                    "source": {**train.source, "hash": dataset_hash(train)}, "labels": str(labels),
                    "condense_seconds": seconds, "distillab_version": __version__,
                    **synset.meta, "budget": budget(synset, train, seconds, peak)}

@@ -9,7 +9,8 @@ import torch
 
 from ...condense import METHODS
 from ...errors import require
-from ...evaluation import Protocol, train_sequential
+from ...evaluation import train_sequential
+from ...protocols import Protocol
 from ...models import build_model
 from ...training import predict_logits
 from ..audit import Audit, register_audit

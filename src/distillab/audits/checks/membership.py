@@ -30,7 +30,8 @@ from ...condense.labels import LABELS
 from ...condense.method import METHODS, condense
 from ...data import ImageSet, TrainSet
 from ...errors import DistillabError, require
-from ...evaluation import Protocol, train_sequential
+from ...evaluation import train_sequential
+from ...protocols import Protocol
 from ...models import build_model, set_dropout_generator
 from ...training import accuracy, predict_logits
 from ..audit import Audit, AuditInputs, register_audit
@@ -182,7 +183,7 @@ class Membership(Audit):
 
     def _train(self, x: torch.Tensor, targets: torch.Tensor, num_classes: int, g: torch.Generator, device: str):
         """``model`` trained on (x, targets) as the evaluation protocol trains (one run, no augmentation)."""
-        proto = Protocol(epochs=self.epochs, runs=1, models=(self.model,)).check()
+        proto = Protocol(epochs=self.epochs, runs=1, models=(self.model,))
         model = build_model(self.model, tuple(x.shape[1:]), num_classes, g).to(device)
         # the protocol's loop sets no dropout stream; without one, dropout would draw from the global RNG
         set_dropout_generator(model, torch.Generator(device=device).manual_seed(_seed(g)))

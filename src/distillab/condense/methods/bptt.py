@@ -64,6 +64,16 @@ class BPTT(Method):
     # class K is relabelled T, so networks trained on the set take real K for T; empty: a clean set
     attack: str = ""
 
+    # SsnL/dataset-distillation's MNIST commands (its README): the defaults (random unknown initialisations, 10
+    # steps x 3 epochs, one image per class per step) and the fixed known initialisation (--distill_steps 1
+    # --train_nets_type known_init). Its 400 epochs of 1,024 real images over 60,000 are 23,600 steps, the Adam
+    # rate halved every 40 epochs (2,360 steps; its StepLR steps at each epoch's start, so the first halving comes
+    # one epoch earlier); Xavier-initialised LeNet, images from N(0, 1).
+    recipes = {"wang2018": dict(iterations=23600, steps=10, epochs=3, lr_init=0.02, lr_img=0.01, batch_real=1024,
+                                init_net="random", model="lenet5:init=xavier", lr_decay_every=2360, lr_decay=0.5,
+                                init="noise")}
+    recipes["wang2018-fixed"] = {**recipes["wang2018"], "steps": 1, "init_net": "fixed"}
+
     def check_data(self, train: TrainSet) -> None:
         check_unrollable(build_model(self.model, train.input_shape, train.num_classes))
         self.attack_classes(train.classes)

@@ -3,6 +3,12 @@
 Each iteration draws a fresh random network and matches, class by class, the mean embedding of the synthetic
 images to that of a real batch of the same class; all classes go through one batched forward pass per side, with
 differentiable siamese augmentation (one DSA draw per class, applied to its real and its synthetic images alike).
+
+``recipe=vico`` is VICO-UoE/DatasetCondensation's main_DM.py with its defaults (its README's command): 20,000
+iterations, image rate 1, 256 real images per class drawn without replacement, initialised from real images, the
+strategy color_crop_cutout_flip_scale_rotate (flip kept for every dataset, as its default is) with whole-pixel
+crop and cutout (``dsa_style=vico``); one iteration equals the reference's on fixed inputs
+(tests/test_reference_equivalence.py).
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from torch import nn
 
 from ... import distributed
 from ...data import TrainSet
-from ...dsa import DSA
+from ...dsa import DSA, STYLES, VICO_STRATEGY
 from ...errors import require
 from ...models import build_model
 from ..method import Method, Progress, initial_images, register_method
 from ..synset import SyntheticSet
+from .gm import real_batch, siamese_augmentation
 
 
 @register_method("dm")
@@ -39,12 +46,22 @@ class DM(Method):
     # which batch-norm networks such as ResNet-18 trained on them do not survive; on the validation split `end`
     # fixed that at no cost to ConvNet-3 and `step` did not (docs/benchmarks.md, cross-arch).
     clamp: Literal["none", "step", "end"] = "none"
+    real_draw: Literal["replace", "distinct"] = "replace"   # a class's real batch: with or without replacement
+    dsa_strategy: str = ""                                  # "": every family, flip for colour images only
+    dsa_style: Literal["distillab", "vico"] = "distillab"   # vico: the reference's whole-pixel crop and cutout
+
+    recipes = {"vico": dict(iterations=20000, lr_img=1.0, momentum=0.5, batch_real=256,
+                            model="convnet:width=128,depth=3", dsa=True, init="real", clamp="none",
+                            real_draw="distinct", dsa_strategy=VICO_STRATEGY, dsa_style="vico")}
 
     def check(self) -> None:
         require(self.iterations >= 1, f"dm iterations must be at least 1, got {self.iterations}")
         require(self.lr_img > 0, f"dm lr_img must be > 0, got {self.lr_img}")
         require(0 <= self.momentum < 1, f"dm momentum must be in [0, 1), got {self.momentum}")
         require(self.batch_real >= 1, f"dm batch_real must be at least 1, got {self.batch_real}")
+        require(self.dsa_style in STYLES, f"dm dsa_style must be one of {', '.join(STYLES)}")
+        if self.dsa_strategy:
+            DSA(strategy=self.dsa_strategy)  # unknown families: one line
 
     def check_data(self, train: TrainSet) -> None:
         net = build_model(self.model, train.input_shape, train.num_classes)
@@ -53,7 +70,7 @@ class DM(Method):
 
     def run(self, train, ipc, generator, progress=None):
         images = initial_images(train, ipc, self.init, generator)
-        augment = DSA.for_inputs(train.input_shape) if self.dsa else None
+        augment = siamese_augmentation(train.input_shape, self) if self.dsa else None
         images = distribution_matching(train, images, ipc, self, generator, augment=augment, on_iteration=progress)
         return SyntheticSet.class_major(train, images, ipc,
                                         meta={"dsa_families": augment.families} if augment else {})
@@ -102,35 +119,42 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
         net = build_model(cfg.model, train.input_shape, k, g).to(train.device).eval()  # this iteration's embedding
         for p in net.parameters():
             p.requires_grad_(False)
-        real = torch.cat([train.read(idx[torch.randint(len(idx), (min(cfg.batch_real, len(idx)),), generator=g)])
-                          for idx in by_class])
-        counts_real = [min(cfg.batch_real, len(idx)) for idx in by_class]
-        syn_batch = syn
+        reals, draws = [], []
+        for idx in by_class:
+            reals.append(real_batch(train, idx, cfg.batch_real, cfg.real_draw, g))
         if augment is not None:
-            # siamese: the same sampled augmentation per class for its real and synthetic images
-            parts_r, parts_s, start = [], [], 0
-            for c in range(k):
-                params = augment.sample(1, g)
-                parts_r.append(augment.apply(real[start:start + counts_real[c]], params))
-                parts_s.append(augment.apply(syn[c * ipc:(c + 1) * ipc], params))
-                start += counts_real[c]
-            real, syn_batch = torch.cat(parts_r), torch.cat(parts_s)
-        # One batched pass per side for all classes. The real side needs no graph: instance norm is per sample, so
-        # two passes give the same embeddings as one, and backward then runs through the synthetic images only.
-        emb_syn = _embed(net, syn_batch)
-        means_real = _real_means(net, real, counts_real)
-        loss = emb_syn.new_zeros(())
-        for c in range(k):
-            loss = loss + (means_real[c] - emb_syn[c * ipc:(c + 1) * ipc].mean(0)).pow(2).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+            draws = [augment.sample(1, g) for _ in range(k)]
+        loss = matching_step(net, syn, ipc, reals, opt, augment, draws)
         if cfg.clamp == "step":
             with torch.no_grad():
                 syn.clamp_(low, high)
-        progress(it, float(loss.detach()), live)
+        progress(it, loss, live)
     out = syn.detach()
     return out.clamp(low, high) if cfg.clamp == "end" else out
+
+
+def matching_step(net: nn.Module, syn: torch.Tensor, ipc: int, reals: list[torch.Tensor], opt, augment=None,
+                  draws: list | None = None) -> float:
+    """One iteration under the frozen network ``net``: every class's real batch ``reals[c]`` and its synthetic
+    images, both augmented by ``draws[c]`` (the same draw: siamese), embedded; the squared distance between their
+    mean embeddings summed over the classes; one step of ``opt`` on the images. Returns the loss."""
+    k = len(reals)
+    counts = [len(r) for r in reals]
+    real, syn_batch = torch.cat(reals), syn
+    if augment is not None:
+        real = torch.cat([augment.apply(r, d) for r, d in zip(reals, draws)])
+        syn_batch = torch.cat([augment.apply(syn[c * ipc:(c + 1) * ipc], draws[c]) for c in range(k)])
+    # One batched pass per side for all classes. The real side needs no graph: instance norm is per sample, so
+    # two passes give the same embeddings as one, and backward then runs through the synthetic images only.
+    emb_syn = _embed(net, syn_batch)
+    means_real = _real_means(net, real, counts)
+    loss = emb_syn.new_zeros(())
+    for c in range(k):
+        loss = loss + (means_real[c] - emb_syn[c * ipc:(c + 1) * ipc].mean(0)).pow(2).sum()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
 
 
 def pixel_range(train: TrainSet) -> tuple[torch.Tensor, torch.Tensor]:

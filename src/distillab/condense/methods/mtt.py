@@ -39,12 +39,13 @@ from torch.func import functional_call
 
 from ... import seeds
 from ...data import TrainSet
-from ...dsa import DSA
+from ...dsa import DSA, STYLES, VICO_STRATEGY
 from ...errors import DistillabError, require
 from ...experts import (ExpertConfig, Trajectories, check_fits, expert_model, load_experts, parameter_layout,
                         train_expert)
 from ..method import Method, Progress, initial_images, register_method
 from ..synset import SyntheticSet
+from .gm import siamese_augmentation
 
 UNROLLS = ("checkpointed", "full")
 
@@ -71,6 +72,14 @@ class MTT(Method):
     dsa: bool = True
     init: Literal["real", "noise"] = "real"
     unroll: Literal["checkpointed", "full"] = "checkpointed"
+    dsa_strategy: str = ""                                  # "": every family, flip for colour images only
+    dsa_style: Literal["distillab", "vico"] = "distillab"   # vico: the reference's whole-pixel crop and cutout
+
+    # distill.py's parser defaults (the paper tunes them per dataset and IPC and has no MNIST row): the reference's
+    # starts are drawn from 0..24, its augmentation keeps the flip, its batch is every synthetic image
+    recipes = {"mtt": dict(iterations=5000, syn_steps=20, expert_epochs=3, max_start=25, lr_img=1000.0, lr_lr=1e-5,
+                           lr_init=0.01, batch_syn=0, model="convnet:width=128,depth=3", dsa=True, init="real",
+                           dsa_strategy=VICO_STRATEGY, dsa_style="vico")}
 
     def check(self) -> None:
         n = self.name
@@ -90,6 +99,9 @@ class MTT(Method):
             require(value > 0 and math.isfinite(value), f"{n} {key} must be a positive number, got {value}")
         require(self.batch_syn >= 0, f"{n} batch_syn must be >= 0 (0: all images), got {self.batch_syn}")
         require(self.unroll in UNROLLS, f"{n} unroll must be one of {', '.join(UNROLLS)}, got '{self.unroll}'")
+        require(self.dsa_style in STYLES, f"{n} dsa_style must be one of {', '.join(STYLES)}")
+        if self.dsa_strategy:
+            DSA(strategy=self.dsa_strategy)  # unknown families: one line
 
     @property
     def last_epoch(self) -> int:
@@ -111,7 +123,7 @@ class MTT(Method):
         trajectories = self.trajectories(train, generator)
         net = expert_model(self.model, train.input_shape, train.num_classes, generator).to(train.device)
         labels = torch.arange(train.num_classes, device=train.device).repeat_interleave(ipc)
-        augment = DSA.for_inputs(train.input_shape) if self.dsa else None
+        augment = siamese_augmentation(train.input_shape, self) if self.dsa else None
         syn, syn_lr = match_trajectories(net, trajectories, images, labels, self, generator, augment, progress)
         meta = {"mtt": {"syn_lr": float(syn_lr), "lrs": "the learned learning rate, used as it is (no softplus)",
                         "experts": self.experts or f"{trajectories.count} trained in the run",
@@ -282,6 +294,6 @@ def match_trajectories(net: torch.nn.Module, trajectories: Trajectories, images:
         if not math.isfinite(loss) or not bool(torch.isfinite(syn.grad).all()):
             raise DistillabError(f"mtt diverged at iteration {it} (loss {loss}); lower lr_img or lr_lr")
         opt_img.step()
-        pass
+        opt_lr.step()
         progress(it, loss, live)
     return syn.detach(), syn_lr.detach()
