@@ -101,7 +101,8 @@ def test_the_checkpointed_unroll_gives_the_full_unrolls_loss_and_gradients():
 
 def test_the_learning_rate_is_learned_and_stored_with_the_set(train, folder, tmp_path):
     synset = condense(train, MTT(experts=str(folder), **TINY), 2, seed=0)
-    assert synset.lrs.shape == (1,) and float(synset.lrs[0]) != TINY.get("lr_init", 0.01)
+    # moved from its start by more than float32 rounding (the start is 0.01 in float32: 0.009999999776)
+    assert synset.lrs.shape == (1,) and abs(float(synset.lrs[0]) - TINY.get("lr_init", 0.01)) > 1e-6
     assert synset.meta["mtt"]["syn_lr"] == float(synset.lrs[0]) and synset.meta["mtt"]["expert_count"] == 2
     synset.save(tmp_path / "s.safetensors")
     assert torch.equal(SyntheticSet.load(tmp_path / "s.safetensors").lrs, synset.lrs)

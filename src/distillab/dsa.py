@@ -179,8 +179,8 @@ class DSA:
                 sy = torch.ones_like(sy)
             zero = torch.zeros_like(sx)
             return _warp(x, torch.stack([torch.stack([sx, zero, zero], 1), torch.stack([zero, sy, zero], 1)], 1))
-        if params.family == "rotate":
-            a = v["angle"] * (math.pi / 180)
+        if params.family == "rotate":  # (style vico: degrees to radians in the reference's order of operations)
+            a = v["angle"] / 180 * math.pi if self.style == "vico" else v["angle"] * (math.pi / 180)
             cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros_like(a)
             # Rotation in normalised coordinates (as in the reference; exact for square images).
             return _warp(x, torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1))
@@ -227,17 +227,17 @@ def _cutout(x: torch.Tensor, centre: torch.Tensor, fraction: float) -> torch.Ten
 
 def _shift_pixels(x: torch.Tensor, pixels: torch.Tensor, one_d: bool) -> torch.Tensor:
     """output[i, j] = x[i + row, j + col] (whole pixels, one offset per image or one shared), 0 beyond the border:
-    a gather, so gradients reach every pixel that is kept."""
+    a gather from x framed by one pixel of zeros, indices clamped into the frame -- which also gives the result the
+    reference's memory layout (channels last), so its convolutions round as the reference's do."""
     b, _, h, w = x.shape
     pixels = pixels.long().expand(b, 2).clone()
     if one_d:
         pixels[:, 0] = 0
-    rows = torch.arange(h, device=x.device).view(1, h) + pixels[:, :1]
-    cols = torch.arange(w, device=x.device).view(1, w) + pixels[:, 1:]
-    inside = ((rows >= 0) & (rows < h)).view(b, 1, h, 1) & ((cols >= 0) & (cols < w)).view(b, 1, 1, w)
+    framed = F.pad(x, (1, 1, 1, 1))
+    rows = (torch.arange(h, device=x.device).view(1, h) + pixels[:, :1] + 1).clamp(0, h + 1)
+    cols = (torch.arange(w, device=x.device).view(1, w) + pixels[:, 1:] + 1).clamp(0, w + 1)
     batch = torch.arange(b, device=x.device).view(b, 1, 1)
-    picked = x.permute(0, 2, 3, 1)[batch, rows.clamp(0, h - 1).view(b, h, 1), cols.clamp(0, w - 1).view(b, 1, w)]
-    return picked.permute(0, 3, 1, 2) * inside.to(x.dtype)
+    return framed.permute(0, 2, 3, 1)[batch, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2)
 
 
 def _cutout_pixels(x: torch.Tensor, offset: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -205,20 +205,29 @@ def bptt_distill(train: TrainSet, images: torch.Tensor, labels: torch.Tensor, cf
             model = build_model(cfg.model, train.input_shape, k, generator).to(train.device)
             params0 = _params_of(model)
         pick = torch.randperm(n_real, generator=generator)[:batch_real]
-        params = unroll(model, params0, syn, labels, raw_lrs, cfg.steps, create_graph=True, num_classes=k)
-        logits = functional_call(model, {**params, **dict(model.named_buffers())}, (train.read(pick),))
-        loss = F.cross_entropy(logits, real_labels[pick])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        loss = unrolled_step(model, params0, syn, labels, raw_lrs, cfg.steps, train.read(pick), real_labels[pick],
+                             opt, k)
         if cfg.lr_decay_every and (it + 1) % cfg.lr_decay_every == 0:
             for group in opt.param_groups:
                 group["lr"] *= cfg.lr_decay
-        value = float(loss.detach())
+        value = loss
         if not math.isfinite(value):
             raise DistillabError(f"BPTT diverged at iteration {it} (loss {value}); lower lr_img or lr_init")
         progress(it, value, live)
     return syn.detach(), raw_lrs.detach(), init_state
+
+
+def unrolled_step(model: nn.Module, params0: dict, syn: torch.Tensor, labels: torch.Tensor, raw_lrs: torch.Tensor,
+                  steps: int, real_x: torch.Tensor, real_y: torch.Tensor, opt, num_classes: int) -> float:
+    """One iteration: train from ``params0`` on the synthetic set by its schedule (differentiably), score the
+    result on the real batch, and take one step of ``opt`` on the images and the raw rates. Returns the loss."""
+    params = unroll(model, params0, syn, labels, raw_lrs, steps, create_graph=True, num_classes=num_classes)
+    logits = functional_call(model, {**params, **dict(model.named_buffers())}, (real_x,))
+    loss = F.cross_entropy(logits, real_y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
 
 
 # --------------------------------------------------------------------------------------------------------------
