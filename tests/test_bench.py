@@ -518,7 +518,7 @@ def test_unknown_benchmark(cli):
                                "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory",
                                "noisy-teacher", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist",
                                "teacher-service", "kd-losses-tuned", "takd-tuned", "wang2018-budget",
-                               "hinton-mnist-tuned", "dm-budget"}
+                               "hinton-mnist-tuned", "dm-budget", "reproduce-mnist"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):

@@ -262,7 +262,7 @@ def test_trajectory_matching_iterations_equal_the_references(unroll):
         opt_img.step()
         opt_lr.step()
         assert_close(syn, t[f"it{it}.syn"], 1e-5, f"images after iteration {it}")
-        assert float(syn_lr) == pytest.approx(float(t[f"it{it}.syn_lr"]), rel=1e-6)
+        assert float(syn_lr.detach()) == pytest.approx(float(t[f"it{it}.syn_lr"]), rel=1e-6)
     assert torch.allclose(torch.tensor(losses, dtype=torch.float64), t["losses"], rtol=1e-5, atol=0)
 
 

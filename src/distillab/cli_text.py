@@ -29,7 +29,8 @@ TEXT = {'train': {'epochs': 10,
               'weight_decay': 0.0005,
               'batch_size': 256,
               'dsa': False,
-              'augment': 'none'},
+              'augment': 'none',
+              'dsa_draw': 'batch'},
  'losses': 'at (w=1000.0, student=penultimate, teacher=penultimate); ce (w=1.0, smoothing=0.0); hint (w=1.0, '
            'student=penultimate, teacher=penultimate); kd (w=1.0, T=4.0, noise=0.0); logit-mse (w=1.0, center=0, '
            'reduce=sum); rkd (w=1.0, student=penultimate, teacher=penultimate, distance=25.0, angle=50.0)',
@@ -48,16 +49,16 @@ TEXT = {'train': {'epochs': 10,
             'model=[convnet:width=128,depth=3], dsa=1, init=real, unroll=checkpointed, dsa_strategy=, '
             'dsa_style=distillab); random (no options)',
  'protocols': 'distillab (runs=5, models=[convnet:width=128,depth=3], epochs=300, lr=0.01, momentum=0.9, '
-              'weight_decay=0.0005, batch_size=256, dsa=0, augment=none); vico-dsa (runs=20, '
+              'weight_decay=0.0005, batch_size=256, dsa=0, augment=none, dsa_draw=batch); vico-dsa (runs=20, '
               'models=[convnet:width=128,depth=3], epochs=1000, lr=0.01, momentum=0.9, weight_decay=0.0005, '
-              'batch_size=256, strategy=auto); mtt (runs=5, models=[convnet:width=128,depth=3], epochs=1000, '
-              'lr=0.0, momentum=0.9, weight_decay=0.0005, batch_size=256, '
-              'strategy=color_crop_cutout_flip_scale_rotate); vico-dc (runs=20, '
+              'batch_size=256, strategy=auto, style=vico); mtt (runs=5, models=[convnet:width=128,depth=3], '
+              'epochs=1000, lr=0.0, momentum=0.9, weight_decay=0.0005, batch_size=256, '
+              'strategy=color_crop_cutout_flip_scale_rotate, style=vico); vico-dc (runs=20, '
               'models=[convnet:width=128,depth=3], epochs=0, lr=0.01, momentum=0.9, weight_decay=0.0005, '
               'batch_size=256, strategy=auto, strategy_bn=crop_noise, crop=4, scale=0.2, rotate=45, noise=0.001); '
               'vico-dm (runs=20, models=[convnet:width=128,depth=3], epochs=1000, lr=0.01, momentum=0.9, '
-              'weight_decay=0.0005, batch_size=256, strategy=color_crop_cutout_flip_scale_rotate); wang2018 '
-              '(runs=200, models=[convnet:width=128,depth=3], epochs=300, lr=0.01, momentum=0.9, '
+              'weight_decay=0.0005, batch_size=256, strategy=color_crop_cutout_flip_scale_rotate, style=vico); '
+              'wang2018 (runs=200, models=[convnet:width=128,depth=3], epochs=300, lr=0.01, momentum=0.9, '
               'weight_decay=0.0005, batch_size=256)',
  'labels': 'iterations=300, steps=10, lr_inner=0.1, lr=0.01, batch_real=256, model=[convnet:width=32,depth=3], '
            'init_logit=3.0',

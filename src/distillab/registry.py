@@ -77,7 +77,8 @@ class Registry:
                 raise untrusted_code_error(self.kind, name, source or "this input")
             cls = import_object(name, self.kind)
             require(isinstance(cls, type) and issubclass(cls, self.base),
-                    f"{name} is not a {self.kind} (a subclass of distillab's {self.base.__name__})")
+                    f"{name} is not {'an' if self.kind[0] in 'aeiou' else 'a'} {self.kind} (a subclass of distillab's "
+                    f"{self.base.__name__})")
             if not getattr(cls, "name", ""):
                 cls.name = name
             return cls

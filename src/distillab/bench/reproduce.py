@@ -28,6 +28,7 @@ from .. import seeds
 from ..checkpoint import Checkpoints, loop_running
 from ..condense import METHODS, SyntheticSet, condense
 from ..condense.method import Progress, RunClock
+from ..errors import DistillabError
 from ..evaluation import evaluate_set
 from ..protocols import parse_protocol
 from ..specs import option_values
@@ -79,8 +80,12 @@ RUNS = {"quick": {"final": 1, "point": 1, "distillab": 1, "random_subsets": 2},
 DISTILLAB_BESIDE = "distillab:dsa=1,epochs=300"
 # The DSA residual: one set (dsa at IPC 1) by the variants that separate the reference's DSA evaluation from
 # distillab's: whole-pixel vs fractional crops, per-image vs per-batch draws, the reference's schedule.
-RESIDUAL_VARIANTS = {"vico-dsa": "vico-dsa", "distillab-1000": "distillab:dsa=1,epochs=1000",
-                     "distillab-300": "distillab:dsa=1,epochs=300"}
+# Each variant changes one thing from the one before it: the reference's (A), its crop made fractional (B),
+# distillab's schedule instead of the reference's (C), DSA drawn per batch instead of per image (D: distillab's
+# protocol at 1000 epochs), 300 epochs (E: dd-mnist's protocol).
+RESIDUAL_VARIANTS = {"A-reference": "vico-dsa", "B-fractional-crop": "vico-dsa:style=distillab",
+                     "C-distillab-schedule": "distillab:dsa=1,epochs=1000,dsa_draw=image",
+                     "D-per-batch-draws": "distillab:dsa=1,epochs=1000", "E-300-epochs": "distillab:dsa=1,epochs=300"}
 # GPU compute is not measured here (no GPU lent); the estimate assumes this share of an A100's fp32 peak
 GPU_ASSUMED_FLOPS = 0.3 * 19.5e12
 
@@ -161,6 +166,12 @@ def _condense_cell(out: Path, quick: bool, name: str, ipc: int) -> dict:
         key = f"{name}-{ipc}-{'-'.join(map(str, points))}"
         path = b.work / "checkpoints" / f"reproduce-{key}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            try:  # a damaged or forged checkpoint: say which file to delete to start the set again
+                Checkpoints(path).load()
+            except DistillabError as e:
+                raise DistillabError(f"{e}; delete it to condense {name} at IPC {ipc} from the start") from None
+            b.reporter.info(f"resuming {name} at IPC {ipc} from {path}")
         progress = Snapshots(b, train, name, ipc, points, method,
                              Checkpoints(path, every=max(1, min(points) // 10)))
         method.check()
@@ -303,17 +314,20 @@ def reproduce_cells(quick: bool) -> tuple[list[tuple], list[tuple], list[tuple]]
 
 
 def _recipe_of(b: Bench):
+    """What a cell's result depends on (a kept cell whose recipe changed runs again): a condense or probe cell
+    its method's options and budget points, an evaluation also the models it trains."""
     def recipe(cell):
         name = cell[0]
-        base = {"cell": list(cell), "runs": RUNS[_kind(b)], "beside": DISTILLAB_BESIDE}
+        evaluation = {"runs": RUNS[_kind(b)], "beside": DISTILLAB_BESIDE}
         if name in ("random", "herding", "dsa-residual"):
-            return base
+            return {"cell": list(cell), **evaluation}
         ipc, stage = cell[1], cell[2]
         if stage == "probe":
-            return {**base, "count": PROBES[_kind(b)][(name, ipc)], "recipe": PROBE_RECIPES.get((name, ipc))}
+            return {"cell": list(cell), "count": PROBES[_kind(b)][(name, ipc)],
+                    "recipe": PROBE_RECIPES.get((name, ipc))}
         method = _method(b, name, ipc, iterations=max(REPRODUCE_POINTS[_kind(b)][(name, ipc)]))
-        return {**base, "options": option_values(method), "points": REPRODUCE_POINTS[_kind(b)][(name, ipc)],
-                "protocol": REFERENCE_CELLS[name]["protocol"]}
+        made = {"cell": list(cell), "options": option_values(method), "points": REPRODUCE_POINTS[_kind(b)][(name, ipc)]}
+        return made if stage == "condense" else {**made, **evaluation, "protocol": REFERENCE_CELLS[name]["protocol"]}
     return recipe
 
 
@@ -337,6 +351,8 @@ def bench_reproduce_mnist(b: Bench) -> dict:
     kind = _kind(b)
 
     def verdict(key: str, mean: float, basis: bool, published) -> str:
+        if b.quick:
+            return "- (quick: digits)"
         if not basis:
             return "not comparable (fewer iterations than the reference)"
         if key == "random":

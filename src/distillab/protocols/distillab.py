@@ -7,6 +7,7 @@ protocols change their epochs, augmentation and draws by dataset and method (doc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ..augmentation import DCAugment
 from ..dsa import DSA
@@ -24,6 +25,7 @@ class Protocol(EvalProtocol):
 
     dsa: bool = False
     augment: str = "none"
+    dsa_draw: Literal["batch", "image"] = "batch"  # DSA parameters shared by a batch, or drawn per image
 
     reference = ("distillab: E passes, the rate x0.1 from epoch E//2+1 on (one optimiser), DSA drawn once per "
                  "batch with fractional-pixel crops, or the reference's DC augmentation per image")
@@ -41,7 +43,7 @@ class Protocol(EvalProtocol):
 
     def augmentation(self, input_shape, spec):
         if self.dsa:
-            return Augmentation(DSA.for_inputs(input_shape), per_image=False)
+            return Augmentation(DSA.for_inputs(input_shape), per_image=self.dsa_draw == "image")
         if self.augment == "dc":
             return Augmentation(DCAugment.for_inputs(input_shape), per_image=True)
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 from ..dsa import DSA, VICO_DIGITS_STRATEGY, VICO_STRATEGY
 from ..errors import DistillabError
@@ -23,6 +24,8 @@ class VicoDSA(ReferenceSchedule, EvalProtocol):
     runs: int = 20
     epochs: int = 1000
     strategy: str = "auto"   # auto: color_crop_cutout_scale_rotate for digits, else all six families
+    # the reference's whole-pixel crop and cutout; distillab: its fractional ones (to measure what the crop does)
+    style: Literal["vico", "distillab"] = "vico"
 
     reference = "VICO-UoE/DatasetCondensation main.py + utils.py (commit 53f63a6): evaluate_synset, DiffAugment"
     quick = {"runs": 1, "epochs": 2, "models": ("convnet:width=4,depth=2",), "strategy": VICO_DIGITS_STRATEGY}
@@ -44,7 +47,7 @@ class VicoDSA(ReferenceSchedule, EvalProtocol):
         if self.strategy == "auto":
             raise DistillabError(f"the {self.name} protocol's augmentation depends on the dataset: resolve it with "
                                  "for_data(data) first (the API does)")
-        return Augmentation(DSA.for_inputs(input_shape, strategy=self.strategy, style="vico"), per_image=True)
+        return Augmentation(DSA.for_inputs(input_shape, strategy=self.strategy, style=self.style), per_image=True)
 
     def summary(self, spec: str | None = None) -> str:
         return f"{self.epochs} epochs (+1 pass), DSA {self.strategy} per image"
