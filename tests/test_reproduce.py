@@ -240,3 +240,22 @@ def test_a_reproduce_condense_cell_stopped_part_way_resumes_to_the_same_sets(tmp
         assert torch.equal(a.images, b.images), n
     assert resumed["points"] == whole["points"]
     assert not list((tmp_path / "stopped" / "work-quick" / "checkpoints").iterdir())
+
+
+def test_tune_condense_scores_by_a_named_protocol(cli, tmp_path):
+    """tune's --protocol picks the protocol that scores each trial's set (on the validation split) and the final
+    runs (on the test split); --eval-* set its options, and a clash ends in one line before any trial."""
+    common = ["tune", "condense", "--data", "digits", "--method", "dm", "--ipc", "1", "--iterations", "2",
+              "--model", "convnet:width=4,depth=1", "--batch-real", "8", "--grid", "lr_img=0.1,1", "--final-seeds",
+              "0", "--eval-runs", "1", "--final-runs", "1", "--eval-models", "mlp:hidden=8", "--quiet"]
+    r = cli(*common, "--protocol", "vico-dc:epochs=2,strategy=crop_scale_rotate", "--out", tmp_path / "t")
+    assert r.code == 0, r.err
+    scores = [json.loads(p.read_text()) for p in sorted((tmp_path / "t").rglob("scores.json"))]
+    assert len(scores) == 3 and all(s["protocol"]["name"] == "vico-dc" for s in scores)
+    assert all(s["protocol"]["strategy"] == "crop_scale_rotate" and s["protocol"]["epochs"] == 2 for s in scores)
+    assert sorted(s["scored_on"] for s in scores) == ["test", "validation", "validation"]
+    assert_one_line_error(cli(*common, "--protocol", "vico-dsa", "--eval-dsa", "--out", tmp_path / "x"),
+                          "--dsa does not apply to the vico-dsa protocol")
+    assert_one_line_error(cli(*common, "--protocol", "vico-dc:runs=2", "--out", tmp_path / "y"),
+                          "both set runs")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
