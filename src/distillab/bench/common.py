@@ -128,17 +128,22 @@ class Bench:
                    "data": dataset_hash(train)}
         key = hashlib.sha256(json.dumps(to_jsonable(made_of), sort_keys=True).encode()).hexdigest()[:16]
         path = self.work / "checkpoints" / f"{method.name}-{ipc}-{key}.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            try:  # a damaged or forged checkpoint: say which file to delete to start the set again
-                Checkpoints(path).load()
-            except DistillabError as e:
-                raise DistillabError(f"{e}; delete it to condense {method.name} at IPC {ipc} from the start") from None
-            self.reporter.info(f"resuming {method.name} at IPC {ipc} from {path}")
+        self.resumable(path, method.name, ipc)
         synset = condense(train, method, ipc, seed=seed,
                           checkpoints=Checkpoints(path, every=max(1, method.iterations_total // 100)))
         path.unlink(missing_ok=True)
         return synset
+
+    def resumable(self, path: Path, name: str, ipc: int) -> None:
+        """Make the checkpoint's folder; a checkpoint kept there is read first, and a damaged or forged one is
+        refused in one line that names the file to delete to start the set again."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            try:
+                Checkpoints(path).load()
+            except DistillabError as e:
+                raise DistillabError(f"{e}; delete it to condense {name} at IPC {ipc} from the start") from None
+            self.reporter.info(f"resuming {name} at IPC {ipc} from {path}")
 
     def selected(self, cell: tuple) -> bool:
         """Whether ``--cells`` lets this cell run (every cell without it)."""

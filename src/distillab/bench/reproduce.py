@@ -28,7 +28,6 @@ from .. import seeds
 from ..checkpoint import Checkpoints, loop_running
 from ..condense import METHODS, SyntheticSet, condense
 from ..condense.method import Progress, RunClock
-from ..errors import DistillabError
 from ..evaluation import evaluate_set
 from ..protocols import parse_protocol
 from ..specs import option_values
@@ -165,13 +164,7 @@ def _condense_cell(out: Path, quick: bool, name: str, ipc: int) -> dict:
     else:
         key = f"{name}-{ipc}-{'-'.join(map(str, points))}"
         path = b.work / "checkpoints" / f"reproduce-{key}.safetensors"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            try:  # a damaged or forged checkpoint: say which file to delete to start the set again
-                Checkpoints(path).load()
-            except DistillabError as e:
-                raise DistillabError(f"{e}; delete it to condense {name} at IPC {ipc} from the start") from None
-            b.reporter.info(f"resuming {name} at IPC {ipc} from {path}")
+        b.resumable(path, name, ipc)
         progress = Snapshots(b, train, name, ipc, points, method,
                              Checkpoints(path, every=max(1, min(points) // 10)))
         method.check()
