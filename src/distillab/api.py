@@ -31,7 +31,7 @@ from .checkpoint import Interrupted, signals_stop_loops, stop_signal
 from .condense import LABELS, METHODS, Method, SyntheticSet, check_ipc, condense, parse_labels, register_method
 from .condense.synset import SYNSET_FORMAT
 from .errors import DistillabError, require
-from .evaluation import EvalProtocol, evaluate_images, evaluate_set, summarise
+from .evaluation import EvalProtocol, evaluate_set, summarise
 from .checkpoint import loop_running
 from .experts import ExpertConfig, expert_model, expert_path, parameter_layout
 from .figures import plot_loss, plot_matrix
