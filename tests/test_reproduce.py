@@ -259,3 +259,22 @@ def test_tune_condense_scores_by_a_named_protocol(cli, tmp_path):
     assert_one_line_error(cli(*common, "--protocol", "vico-dc:runs=2", "--out", tmp_path / "y"),
                           "both set runs")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_the_dd_benchmarks_take_another_protocol_and_keep_its_cells_apart(tmp_path, cli):
+    from distillab.bench import run_benchmark
+
+    own = run_benchmark("dm-budget", quick=True, out=tmp_path, quiet=True)
+    vico = run_benchmark("dm-budget", quick=True, out=tmp_path, quiet=True, protocol="vico-dsa")
+    assert vico["protocol"].startswith("vico-dsa:") and "--protocol 'vico-dsa" in vico["command"]
+    assert own["curve"][0]["accuracy"]["runs"] != vico["curve"][0]["accuracy"]["runs"]  # another training
+    folders = sorted(p.name for p in (tmp_path / "work-quick" / "dm-budget").iterdir())
+    assert folders[0] == "cells" and folders[1].startswith("cells-vico-dsa")
+    again = run_benchmark("dm-budget", quick=True, out=tmp_path, quiet=True)  # its own cells kept, not rerun
+    assert again["curve"] == own["curve"]
+    assert_one_line_error(cli("bench", "reproduce-mnist", "--quick", "--protocol", "vico-dsa", "--out",
+                              tmp_path / "r"), "has no evaluation protocol to replace")
+    assert_one_line_error(cli("bench", "dm-budget", "--quick", "--protocol", "nope", "--out", tmp_path / "s"),
+                          "unknown evaluation protocol")
+    assert_one_line_error(cli("bench", "dm-budget", "--quick", "--protocol", "import:os:path", "--out",
+                              tmp_path / "t"), "--trust-code")

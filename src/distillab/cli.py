@@ -437,6 +437,8 @@ def build_parser() -> Parser:
                         "in OUT/work, so a rerun resumes")
     p.add_argument("--resume", metavar="OUT", help="the same as --out OUT: a benchmark keeps its finished cells and "
                                                    "teachers there and takes them up again")
+    p.add_argument("--protocol", help="dd-mnist, cross-arch, dm-budget: measure their sets by this evaluation "
+                                      "protocol instead of their own (e.g. vico-dsa); those cells are kept apart")
     p.add_argument("--cells", nargs="+", metavar="PATTERN", default=(),
                    help="run only the cells whose names match (dd-mnist, e.g. 'dm-10-*' 'random-*-dc'); the table "
                         "shows these and the cells kept in OUT from earlier runs")
@@ -819,7 +821,7 @@ def _cmd_bench(a):
 
     require(not (a.resume and a.out and a.resume != a.out), "give --resume OUT or --out OUT, not both")
     return run_benchmark(a.name, quick=a.quick, out=a.resume or a.out, quiet=a.quiet, workers=a.workers,
-                         cells=tuple(a.cells))
+                         cells=tuple(a.cells), protocol=a.protocol)
 
 
 RECIPE_MAX_BYTES = 256 * 1024

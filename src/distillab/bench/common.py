@@ -27,13 +27,27 @@ from ..specs import option_values
 BENCHMARKS: dict = {}
 
 
-def benchmark(name: str):
+def benchmark(name: str, *, protocols: bool = False):
     """Register ``fn(b: Bench) -> dict`` as ``distillab bench NAME``; the dict holds the figures and a
-    ``markdown`` table."""
+    ``markdown`` table. ``protocols``: the benchmark measures its sets by an evaluation protocol that
+    ``bench --protocol`` may replace (its cells then take ``protocol=SPEC``)."""
     def decorate(fn):
+        fn.takes_protocol = protocols
         BENCHMARKS[name] = fn
         return fn
     return decorate
+
+
+def bench_protocol(spec: str, quick: bool, **options):
+    """The evaluation protocol ``spec`` with ``options`` (the benchmark's runs and models); in quick form with its
+    class's quick settings too (seconds on digits)."""
+    import dataclasses
+
+    from ..protocols import parse_protocol
+
+    proto = parse_protocol(spec, trust_code=False)
+    quick_options = {k: v for k, v in type(proto).quick.items() if k not in options} if quick else {}
+    return dataclasses.replace(proto, **quick_options, **options)
 
 
 # The teachers the KD benchmarks learn from, by key: {"quick": options on digits, "full": options on MNIST}
@@ -69,10 +83,13 @@ def teacher_recipe(key: str, quick: bool) -> dict:
 class Bench:
     """Shared plumbing: a work folder, reusable teachers, resumable cells, quiet runs."""
 
-    def __init__(self, out: Path, quick: bool, workers: int = 1, reporter: Reporter = SILENT, only: tuple = ()):
+    def __init__(self, out: Path, quick: bool, workers: int = 1, reporter: Reporter = SILENT, only: tuple = (),
+                 protocol: str | None = None):
         require(workers >= 1, f"--workers must be at least 1, got {workers}")
         self.out, self.quick, self.workers, self.reporter = Path(out), quick, workers, reporter
         self.only = tuple(only)  # fnmatch patterns of the cells to run (empty: all)
+        # bench --protocol: the evaluation protocol that replaces the benchmark's own (checked now: one line)
+        self.protocol = str(bench_protocol(protocol, quick)) if protocol else None
         self.work = self.out / ("work-quick" if quick else "work")
         self.work.mkdir(parents=True, exist_ok=True)
 
@@ -87,8 +104,12 @@ class Bench:
         given order. With ``only`` (``bench --cells PATTERN``) just the matching missing cells run; the others
         are left out of the result, which only a benchmark that reports partial tables (``partial_ok``) accepts.
         """
-        folder = self.work / name / "cells"
+        # cells measured by another protocol are kept apart (the sets they measure are shared)
+        folder = self.work / name / ("cells" if not self.protocol else f"cells-{protocol_slug(self.protocol)}")
         folder.mkdir(parents=True, exist_ok=True)
+        if self.protocol:
+            plain = recipe_of
+            recipe_of = lambda cell: {**plain(cell), "protocol": self.protocol}  # noqa: E731
 
         def path(cell):
             return folder / (cell_name(cell) + ".json")
@@ -103,7 +124,7 @@ class Bench:
         if todo and self.workers == 1:
             for i, cell in enumerate(todo, 1):
                 self.reporter.info(f"{name}: cell {i}/{len(todo)} {'-'.join(map(str, cell))}")
-                results[cell] = _run_cell(fn, self.out, self.quick, cell, path(cell), recipe_of(cell))
+                results[cell] = _run_cell(fn, self.out, self.quick, cell, path(cell), recipe_of(cell), self.protocol)
         elif todo:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -112,8 +133,8 @@ class Bench:
             threads = max(1, cpus // workers)
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_worker_setup, initargs=(threads,)) as pool:
-                futures = {cell: pool.submit(_run_cell, fn, self.out, self.quick, cell, path(cell), recipe_of(cell))
-                           for cell in todo}
+                futures = {cell: pool.submit(_run_cell, fn, self.out, self.quick, cell, path(cell), recipe_of(cell),
+                                             self.protocol) for cell in todo}
                 for i, (cell, future) in enumerate(futures.items(), 1):
                     results[cell] = future.result()
                     self.reporter.info(f"{name}: cell {'-'.join(map(str, cell))} done ({i}/{len(todo)} in order)")
@@ -199,7 +220,12 @@ def _kept_result(path: Path, recipe: dict) -> dict | None:
     return None
 
 
-def _run_cell(fn, out: Path, quick: bool, cell: tuple, path: Path, recipe: dict) -> dict:
+def protocol_slug(spec: str) -> str:
+    """A protocol spec as a folder name."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in spec)[:120]
+
+
+def _run_cell(fn, out: Path, quick: bool, cell: tuple, path: Path, recipe: dict, protocol: str | None = None) -> dict:
     """Run one cell and keep its result at once (in the worker), whole or not at all.
 
     A cell that another process (a second run on the same OUT) finished meanwhile is not run again.
@@ -207,7 +233,7 @@ def _run_cell(fn, out: Path, quick: bool, cell: tuple, path: Path, recipe: dict)
     kept = _kept_result(path, recipe)
     if kept is not None:
         return kept
-    result = fn(out, quick, *cell)
+    result = fn(out, quick, *cell, **({"protocol": protocol} if protocol else {}))
     tmp = path.with_suffix(".partial")
     tmp.write_text(json.dumps(to_jsonable({"recipe": recipe, "result": result}), indent=2) + "\n")
     tmp.replace(path)

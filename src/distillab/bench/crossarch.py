@@ -131,7 +131,7 @@ def _content_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _cross_arch_cell(out: Path, quick: bool, method: str, arch: str) -> dict:
+def _cross_arch_cell(out: Path, quick: bool, method: str, arch: str, protocol: str | None = None) -> dict:
     """One (set, architecture) cell: the protocol's fresh models of ``arch`` trained on ``method``'s set."""
     b = Bench(out, quick)
     r = _recipe(quick)
@@ -141,12 +141,13 @@ def _cross_arch_cell(out: Path, quick: bool, method: str, arch: str) -> dict:
         raise DistillabError(f"cross-arch: the {method} set is gone; run the benchmark again to condense it")
     spec = r["models"][arch]
     t0 = time.time()
-    e = dd_eval(splits, SyntheticSet.load(found[1]), [spec], r["runs"], r["epochs"], dsa=r["dsa"])[spec]
+    e = dd_eval(splits, SyntheticSet.load(found[1]), [spec], r["runs"], r["epochs"], dsa=r["dsa"], protocol=protocol,
+                quick=quick)[spec]
     return {"mean": e["mean"], "std": e["std"], "runs": e["runs"], "wall_seconds": round(time.time() - t0, 1),
             "content_sha256": _content_sha256(found[1]), "torch_threads": torch.get_num_threads()}
 
 
-@benchmark("cross-arch")
+@benchmark("cross-arch", protocols=True)
 def bench_cross_arch(b: Bench) -> dict:
     """The IPC-10 sets of dm, dsa and mtt, each evaluated on ConvNet-3, ConvNet-3 with batch norm, an MLP, LeNet-5
     and a ResNet-18 (rows: condensed with, columns: evaluated on)."""

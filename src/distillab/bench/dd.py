@@ -14,21 +14,27 @@ from ..condense.method import Progress
 from ..condense.labels import Teacher
 from ..condense.methods.bptt import train_with_schedule
 from ..errors import require
-from ..evaluation import evaluate_images, summarise
+from ..evaluation import evaluate_images, evaluate_set, summarise
 from ..protocols import Protocol
 from ..models import build_model
 from ..outputs import peak_rss_mb
 from ..specs import option_values
 from ..training import accuracy
-from .common import Bench, benchmark, cells_total_seconds, pm, table, teacher_recipe
+from .common import Bench, bench_protocol, benchmark, cells_total_seconds, pm, table, teacher_recipe
 
 
 def dd_splits(b: Bench) -> data_mod.Splits:
     return data_mod.split(data_mod.load(b.data))
 
 
-def dd_eval(splits, synset, specs, runs, epochs, dsa: bool, vectorise=False, augment: str = "none") -> dict:
-    """The protocol on a synthetic set: {spec: {mean, std, runs, ...}}."""
+def dd_eval(splits, synset, specs, runs, epochs, dsa: bool, vectorise=False, augment: str = "none",
+            protocol: str | None = None, quick: bool = False) -> dict:
+    """distillab's protocol on a synthetic set (or ``protocol``, a spec that replaces it, with these runs and
+    models): {spec: {mean, std, runs, ...}}."""
+    if protocol:
+        proto = bench_protocol(protocol, quick, runs=runs, models=tuple(specs))
+        return evaluate_set(synset, splits.test, proto, data=splits.spec, seed=0, num_classes=splits.num_classes,
+                            vectorise=vectorise)[0]
     targets = synset.labels if synset.label_logits is None else synset.targets()
     return evaluate_images(synset.images, targets, splits.test,
                            Protocol(epochs=epochs, dsa=dsa, augment=augment, runs=runs, models=tuple(specs)), seed=0,
@@ -169,14 +175,14 @@ def _dd_mnist_experts_cell(out: Path, quick: bool, method: str) -> dict:
             "folder": "dd-mnist/experts"}
 
 
-def _dd_mnist_cell(out: Path, quick: bool, method: str, ipc: int = 0, labels: str = "hard", augment: str = "dsa") -> dict:
+def _dd_mnist_cell(out: Path, quick: bool, method: str, ipc: int = 0, labels: str = "hard", augment: str = "dsa",
+                   protocol: str | None = None) -> dict:
     """One cell of dd-mnist: condense (or, for learned labels, relabel the cell's hard-label set, condensing it
     first when no run kept it), keep the set, evaluate it by the protocol."""
     if method == "experts":
-        return _dd_mnist_experts_cell(out, quick, method)
+        return _dd_mnist_experts_cell(out, quick, method)  # trained once, whatever measures the sets
     b = Bench(out, quick)
     recipe = _dd_mnist_cell_recipe(quick, method, ipc, labels, augment)
-    protocol = recipe["protocol"]
     splits = dd_splits(b)
     t0 = time.time()
     hard_path = _hard_set_path(out, quick, method, ipc)
@@ -198,8 +204,9 @@ def _dd_mnist_cell(out: Path, quick: bool, method: str, ipc: int = 0, labels: st
         synset.save(hard_path.with_name(f"{method}-{ipc}-{labels}.safetensors"))
     condense_seconds = synset.meta["budget"]["condense_seconds"]
     t1 = time.time()
-    e = dd_eval(splits, synset, [protocol["eval_spec"]], protocol["runs"], protocol["epochs"], dsa=protocol["dsa"],
-                augment=protocol["augment"])[protocol["eval_spec"]]
+    own = recipe["protocol"]
+    e = dd_eval(splits, synset, [own["eval_spec"]], own["runs"], own["epochs"], dsa=own["dsa"], augment=own["augment"],
+                protocol=protocol, quick=quick)[own["eval_spec"]]
     budget = synset.meta["budget"]
     return {"mean": e["mean"], "std": e["std"], "runs": e["runs"], "wall_seconds": round(time.time() - t0, 1),
             "condense_seconds": round(condense_seconds, 1), "evaluate_seconds": round(time.time() - t1, 1),
@@ -235,7 +242,7 @@ def _best_other(done: dict, ipc: int) -> str | None:
     return max(scored, key=scored.get) if scored else None
 
 
-@benchmark("dd-mnist")
+@benchmark("dd-mnist", protocols=True)
 def bench_dd_mnist(b: Bench) -> dict:
     """MNIST at IPC 1, 10 and 50: coresets and every condensation method with hard labels, learned labels beside
     the random subset with the same kind of labels, the coresets under the reference's dc augmentation; one
@@ -256,10 +263,10 @@ def bench_dd_mnist(b: Bench) -> dict:
         b.teacher(DD_MNIST_TEACHER)  # trained once, here, before cells in other processes need it
     done.update(b.cells("dd-mnist", _dd_mnist_cell, [c for c in learn if c[0] in methods], recipe_of=recipe_of,
                         partial_ok=True))
-    return dd_mnist_result(b.quick, done, best)
+    return dd_mnist_result(b.quick, done, best, b.protocol)
 
 
-def dd_mnist_result(quick: bool, done: dict, best: dict) -> dict:
+def dd_mnist_result(quick: bool, done: dict, best: dict, protocol: str | None = None) -> dict:
     r = _dd_mnist_recipe(quick)
     result = {"cells": {}, "protocol": {
         "model": r["eval_spec"], "runs": r["runs"], "runs_at_ipc_%d" % r["big_ipc"]: r["big_runs"],
@@ -275,7 +282,7 @@ def dd_mnist_result(quick: bool, done: dict, best: dict) -> dict:
         key = f"{method}-{ipc}" + ("" if labels == "hard" else f"-{labels}") + ("" if augment == "dsa" else f"-{augment}")
         result["cells"][key] = {"method": method, "ipc": ipc, "labels": labels, "augment": augment, **v}
         published = DD_MNIST_PUBLISHED.get(method, {}).get(str(ipc)) if labels == "hard" and not quick else None
-        rows.append((method, ipc, labels, "dd-mnist's", DD_MNIST_PROTOCOL_NAMES[augment].format(epochs=r["epochs"]),
+        rows.append((method, ipc, labels, "dd-mnist's", protocol or DD_MNIST_PROTOCOL_NAMES[augment].format(epochs=r["epochs"]),
                      pm(v, 100, "", 1) if "std" in v else f"{100 * v['mean']:.1f}",
                      published if published is not None else "-", v["condense_seconds"], v["evaluate_seconds"],
                      v["bytes"]))
@@ -542,7 +549,7 @@ def _dm_budget_path(out: Path, quick: bool, iterations: int) -> Path:
     return Bench(out, quick).work / "dm-budget" / f"dm-{iterations}.safetensors"
 
 
-def _dm_budget_cell(out: Path, quick: bool, stage: str, iterations: int = 0) -> dict:
+def _dm_budget_cell(out: Path, quick: bool, stage: str, iterations: int = 0, protocol: str | None = None) -> dict:
     """``condense``: one DM run to the largest budget, its images kept at every point; ``eval``: the protocol on the
     set after ``iterations``."""
     b = Bench(out, quick)
@@ -560,11 +567,12 @@ def _dm_budget_cell(out: Path, quick: bool, stage: str, iterations: int = 0) -> 
                 "wall_seconds": round(time.time() - t0, 1)}
     synset = SyntheticSet.load(_dm_budget_path(out, quick, iterations))
     p = r["protocol"]
-    e = dd_eval(splits, synset, [p["eval_spec"]], p["runs"], p["epochs"], dsa=p["dsa"])[p["eval_spec"]]
+    e = dd_eval(splits, synset, [p["eval_spec"]], p["runs"], p["epochs"], dsa=p["dsa"], protocol=protocol,
+                quick=quick)[p["eval_spec"]]
     return {"mean": e["mean"], "std": e["std"], "runs": e["runs"], "wall_seconds": round(time.time() - t0, 1)}
 
 
-@benchmark("dm-budget")
+@benchmark("dm-budget", protocols=True)
 def bench_dm_budget(b: Bench) -> dict:
     """DM at IPC 10 on MNIST (dd-mnist's recipe) after 300 / 600 / 1,200 / 2,400 iterations of one run, each set
     evaluated by dd-mnist's protocol: the budget curve toward the paper's 20,000 iterations."""
