@@ -26,7 +26,7 @@ import torch
 
 from .. import seeds
 from ..checkpoint import Checkpoints, loop_running
-from ..condense import METHODS, SyntheticSet, condense
+from ..condense import METHODS, SyntheticSet, condense, dataset_hash
 from ..condense.method import Progress, RunClock
 from ..evaluation import evaluate_set
 from ..protocols import parse_protocol
@@ -140,7 +140,8 @@ class Snapshots(Progress):
         if done in self.points and not _set_path(self.b, self.name, self.ipc, done).exists():
             extra = {"lrs": live["syn_lr"].detach().reshape(1).clone()} if "syn_lr" in live else {}
             meta = {"method": self.name, "iterations": done, "recipe": {**option_values(self.method), "ipc": self.ipc},
-                    "method_recipe": self.method.recipe_record()}
+                    "method_recipe": self.method.recipe_record(),
+                    "source": {**self.train.source, "hash": dataset_hash(self.train)}}
             synset = SyntheticSet.class_major(self.train, live["images"].detach().cpu().clone(), self.ipc, meta=meta,
                                               **extra)
             synset.save(_set_path(self.b, self.name, self.ipc, done))
