@@ -242,6 +242,43 @@ def test_a_reproduce_condense_cell_stopped_part_way_resumes_to_the_same_sets(tmp
     assert not list((tmp_path / "stopped" / "work-quick" / "checkpoints").iterdir())
 
 
+def test_a_budget_point_is_evaluated_while_its_condense_cell_is_unfinished(tmp_path, monkeypatch):
+    """A condense cell stopped after its first budget point (as at a session's end): that point's set is evaluated
+    and in the table, the later point is not; a set left by another recipe is neither evaluated nor kept when the
+    cell starts afresh."""
+    from distillab import checkpoint
+    from distillab.bench import reproduce, run_benchmark
+    from distillab.bench.common import Bench
+    from distillab.bench.reproduce import _condense_cell, _set_path
+
+    calls = {"n": 0}
+
+    def third_iteration_asks_to_stop():
+        calls["n"] += 1
+        return calls["n"] == 3
+
+    monkeypatch.setattr(checkpoint, "stop_requested", third_iteration_asks_to_stop)
+    with pytest.raises(checkpoint.Interrupted):
+        _condense_cell(tmp_path, True, "dm", 1)
+    monkeypatch.setattr(checkpoint, "stop_requested", lambda: False)
+    d = run_benchmark("reproduce-mnist", quick=True, out=tmp_path, quiet=True, cells=("dm-1-eval-*",))
+    assert "dm-1-eval-2" in d["cells"] and "dm-1-eval-4" not in d["cells"] and "dm-1-condense" not in d["cells"]
+    assert d["cells"]["dm-1-eval-2"]["condense_seconds"] > 0
+    assert any(line.startswith("| dm | 1 |") and "| 2 / 20,000 |" in line for line in (tmp_path / "reproduce-mnist.md").read_text().splitlines())
+
+    # another recipe: the kept point is not its set, so it is not evaluated, and a fresh start replaces it
+    kept = _set_path(Bench(tmp_path, True), "dm", 1, 2)
+    before = SyntheticSet.load(kept)
+    monkeypatch.setitem(reproduce.QUICK_OPTIONS, "dm", {**reproduce.QUICK_OPTIONS["dm"], "batch_real": 8})
+    assert not reproduce._point_ready(Bench(tmp_path, True), "dm", 1, 2)
+    for leftover in (tmp_path / "work-quick" / "checkpoints").iterdir():
+        leftover.unlink()
+    _condense_cell(tmp_path, True, "dm", 1)
+    after = SyntheticSet.load(kept)
+    assert after.meta["recipe"]["batch_real"] == 8 and before.meta["recipe"]["batch_real"] == 16
+    assert reproduce._point_ready(Bench(tmp_path, True), "dm", 1, 2)
+
+
 def test_tune_condense_scores_by_a_named_protocol(cli, tmp_path):
     """tune's --protocol picks the protocol that scores each trial's set (on the validation split) and the final
     runs (on the test split); --eval-* set its options, and a clash ends in one line before any trial."""

@@ -29,6 +29,7 @@ from ..checkpoint import Checkpoints, loop_running
 from ..condense import METHODS, SyntheticSet, condense, dataset_hash
 from ..condense.method import Progress, RunClock
 from ..evaluation import evaluate_set
+from ..files import to_jsonable
 from ..protocols import parse_protocol
 from ..specs import option_values
 from .common import Bench, benchmark, cells_total_seconds, table
@@ -125,6 +126,28 @@ def _set_path(b: Bench, name: str, ipc: int, n: int) -> Path:
     return b.work / "reproduce-mnist" / "sets" / f"{name}-{ipc}-{n}.safetensors"
 
 
+def _made_of(method, ipc: int) -> str:
+    """What a kept budget-point set records of the run that made it (its method's options and the IPC), as the
+    text it is compared by."""
+    return json.dumps(to_jsonable({**option_values(method), "ipc": ipc}), sort_keys=True)
+
+
+def _point_ready(b: Bench, name: str, ipc: int, n: int) -> bool:
+    """Whether the set after ``n`` iterations is kept and was made by today's recipe: a condense cell still
+    running (in another process, or stopped at a session's end) has written it, so it can be evaluated before the
+    cell ends. A set an earlier recipe left behind is not ready."""
+    path = _set_path(b, name, ipc, n)
+    if name == "bptt" or not path.exists():  # bptt's one set is written when its cell ends
+        return False
+    method = _method(b, name, ipc, iterations=max(REPRODUCE_POINTS[_kind(b)][(name, ipc)]))
+    return _made_of(method, ipc) == json.dumps(SyntheticSet.load(path).meta.get("recipe"), sort_keys=True)
+
+
+def _seconds_path(b: Bench, name: str, ipc: int) -> Path:
+    """The condense seconds counted up to each kept budget point of (name, ipc)."""
+    return b.work / "reproduce-mnist" / "sets" / f"{name}-{ipc}-seconds.json"
+
+
 class Snapshots(Progress):
     """Checkpoints the loop as ``condense`` would, and keeps the images after each budget point as a set file
     (a resumed run keeps the files an earlier part wrote), with the seconds counted up to it."""
@@ -132,14 +155,14 @@ class Snapshots(Progress):
     def __init__(self, b: Bench, train, name: str, ipc: int, points: list[int], method, checkpoints: Checkpoints):
         super().__init__(None, checkpoints, reads=train.reads, clock=RunClock())
         self.b, self.train, self.name, self.ipc, self.points, self.method = b, train, name, ipc, set(points), method
-        self.times = b.work / "reproduce-mnist" / "sets" / f"{name}-{ipc}-seconds.json"
+        self.times = _seconds_path(b, name, ipc)
         self.times.parent.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, iteration: int, loss: float, live: dict | None = None) -> None:
         done = iteration + 1
         if done in self.points and not _set_path(self.b, self.name, self.ipc, done).exists():
             extra = {"lrs": live["syn_lr"].detach().reshape(1).clone()} if "syn_lr" in live else {}
-            meta = {"method": self.name, "iterations": done, "recipe": {**option_values(self.method), "ipc": self.ipc},
+            meta = {"method": self.name, "iterations": done, "recipe": json.loads(_made_of(self.method, self.ipc)),
                     "method_recipe": self.method.recipe_record(),
                     "source": {**self.train.source, "hash": dataset_hash(self.train)}}
             synset = SyntheticSet.class_major(self.train, live["images"].detach().cpu().clone(), self.ipc, meta=meta,
@@ -166,6 +189,10 @@ def _condense_cell(out: Path, quick: bool, name: str, ipc: int) -> dict:
         key = f"{name}-{ipc}-{'-'.join(map(str, points))}"
         path = b.work / "checkpoints" / f"reproduce-{key}.safetensors"
         b.resumable(path, name, ipc)
+        if not path.exists():  # a fresh start: sets an earlier run left (another recipe, another start) must go
+            for n in points:
+                _set_path(b, name, ipc, n).unlink(missing_ok=True)
+            _seconds_path(b, name, ipc).unlink(missing_ok=True)
         progress = Snapshots(b, train, name, ipc, points, method,
                              Checkpoints(path, every=max(1, min(points) // 10)))
         method.check()
@@ -186,8 +213,11 @@ def _eval_cell(out: Path, quick: bool, name: str, ipc: int, stage: str, n: int) 
     synset = SyntheticSet.load(_set_path(b, name, ipc, n))
     final = n == max(REPRODUCE_POINTS[_kind(b)][(name, ipc)])
     t0 = time.time()
-    result = {"reference": _evaluate(b, splits, synset, REFERENCE_CELLS[name]["protocol"],
-                                     r["final"] if final else r["point"])}
+    times = _seconds_path(b, name, ipc)
+    counted = json.loads(times.read_text()).get(str(n)) if times.exists() else None
+    result = {"condense_seconds": counted} if counted is not None else {}  # the seconds counted to this point
+    result["reference"] = _evaluate(b, splits, synset, REFERENCE_CELLS[name]["protocol"],
+                                    r["final"] if final else r["point"])
     if name != "bptt":
         result["distillab"] = _evaluate(b, splits, synset, DISTILLAB_BESIDE, r["distillab"])
     result["wall_seconds"] = round(time.time() - t0, 1)
@@ -342,9 +372,11 @@ def bench_reproduce_mnist(b: Bench) -> dict:
     made, evals, residual = reproduce_cells(b.quick)
     recipe_of = _recipe_of(b)
     done = dict(b.cells("reproduce-mnist", _cell, made, recipe_of=recipe_of, partial_ok=True))
-    ready = [c for c in evals if c[0] in ("random", "herding") or (c[0], c[1], "condense") in done]
+    # a budget point is evaluated once its set is kept, also while its condense cell still runs
+    ready = [c for c in evals if c[0] in ("random", "herding") or (c[0], c[1], "condense") in done
+             or _point_ready(b, c[0], c[1], c[3])]
     done.update(b.cells("reproduce-mnist", _cell, ready, recipe_of=recipe_of, partial_ok=True))
-    if _residual_set(b).exists():
+    if _point_ready(b, "dsa", 1, min(REPRODUCE_POINTS[_kind(b)][("dsa", 1)])):
         done.update(b.cells("reproduce-mnist", _cell, residual, recipe_of=recipe_of, partial_ok=True))
     rows, figures = [], {"cells": {"-".join(map(str, c)): v for c, v in done.items()}}
     kind = _kind(b)
@@ -381,12 +413,13 @@ def bench_reproduce_mnist(b: Bench) -> dict:
         cond = done.get((name, ipc, "condense"))
         for n in sorted(ns):
             e = done.get((name, ipc, "eval", n))
-            if not (cond and e):
+            if not e:
                 continue
+            seconds = e.get("condense_seconds", cond["condense_seconds"][str(n)] if cond else None)
             basis = n >= REFERENCE_ITERATIONS[name] and not b.quick
             pub = info["published"].get(ipc)
             rows.append((name, ipc, f"{info['recipe']}", info["protocol"], f"{n:,} / {REFERENCE_ITERATIONS[name]:,}",
-                         f"{cond['seconds_per_iteration']:.2f}", _pm(e["reference"]),
+                         f"{seconds / n:.2f}" if seconds is not None else "-", _pm(e["reference"]),
                          f"{pub[0]} +- {pub[1]}" if pub else "-",
                          verdict(name, e["reference"]["mean"], basis, pub) if pub else "-",
                          _pm(e["distillab"]) if "distillab" in e else "-"))
