@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from distillab import checkpoint
 from distillab.cli import main
 
 
@@ -27,6 +28,20 @@ def cli(capsys):
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
     return run
+
+
+@pytest.fixture
+def stop_after(monkeypatch):
+    """``stop_after(n)``: the n-th step boundary of a run sees a stop request, as SIGTERM would make it (0: none)."""
+    def arm(n: int):
+        calls = {"n": 0}
+
+        def requested():
+            calls["n"] += 1
+            return calls["n"] == n
+
+        monkeypatch.setattr(checkpoint, "stop_requested", requested)
+    return arm
 
 
 def assert_one_line_error(result, *fragments):

@@ -441,7 +441,7 @@ def test_cross_arch_quick(bench_out):
     assert (bench_out / "cross-arch.md").read_text().count("\n| ") == len(methods) + 1  # header + one per set
 
 
-def test_a_dd_cell_stopped_while_condensing_resumes_from_its_checkpoint_to_the_same_set(tmp_path, monkeypatch):
+def test_a_dd_cell_stopped_while_condensing_resumes_from_its_checkpoint_to_the_same_set(tmp_path, stop_after):
     """A cell longer than a session (gm or dsa at IPC 10 condense for hours) keeps its progress: stopped part-way,
     the next run resumes from the checkpoint and ends with the set an unstopped run makes; the checkpoint goes."""
     from distillab import checkpoint
@@ -451,19 +451,13 @@ def test_a_dd_cell_stopped_while_condensing_resumes_from_its_checkpoint_to_the_s
     for out in ("reference", "stopped"):
         _hard_set_path(tmp_path / out, True, "dm", 1).parent.mkdir(parents=True)
     reference = _dd_mnist_cell(tmp_path / "reference", True, "dm", 1)
-    calls = {"n": 0}
-
-    def sixth_iteration_asks_to_stop():
-        calls["n"] += 1
-        return calls["n"] == 6
-
-    monkeypatch.setattr(checkpoint, "stop_requested", sixth_iteration_asks_to_stop)
+    stop_after(6)
     with pytest.raises(checkpoint.Interrupted):
         _dd_mnist_cell(tmp_path / "stopped", True, "dm", 1)
     kept = list((tmp_path / "stopped" / "work-quick" / "checkpoints").iterdir())
     assert len(kept) == 1 and checkpoint.Checkpoints(kept[0]).load()["iteration"] == 6
     assert not _hard_set_path(tmp_path / "stopped", True, "dm", 1).exists()
-    monkeypatch.setattr(checkpoint, "stop_requested", lambda: False)
+    stop_after(0)
     resumed = _dd_mnist_cell(tmp_path / "stopped", True, "dm", 1)
     made = [SyntheticSet.load(_hard_set_path(tmp_path / out, True, "dm", 1)) for out in ("reference", "stopped")]
     assert torch.equal(made[0].images, made[1].images) and resumed["runs"] == reference["runs"]

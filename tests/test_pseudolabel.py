@@ -19,7 +19,7 @@ from distillab.pseudolabel import (BATCH, PseudoLabels, View, averaged_probabili
 from distillab.training import TrainConfig, fit, mixed_order, mixed_split, mixed_steps
 
 from conftest import assert_one_line_error, write_npz
-from test_resume import same_run, stop_after, stopped_and_resumed  # noqa: F401  (stop_after: a fixture)
+from test_resume import same_run, stopped_and_resumed
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +224,7 @@ def test_same_seed_same_bytes(files, tmp_path):
     assert (tmp_path / "run-a" / "steps.jsonl").read_text() == (tmp_path / "run-b" / "steps.jsonl").read_text()
 
 
-def test_a_run_with_pseudo_labels_resumes_to_the_same_bytes(files, tmp_path, stop_after):  # noqa: F811
+def test_a_run_with_pseudo_labels_resumes_to_the_same_bytes(files, tmp_path, stop_after):
     kwargs = dict(data=f"npz:{files['labelled']}", model="mlp:hidden=16,dropout=0.2", epochs=2, batch_size=20,
                   augment="shift:1", pseudo=str(files["labels"]), pseudo_ratio="3:2")
     api.train(out=tmp_path / "reference", quiet=True, **kwargs)

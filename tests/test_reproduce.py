@@ -216,24 +216,18 @@ def test_reproduce_mnist_quick(tmp_path):
     assert set(cells["dm-1-condense"]["condense_seconds"]) == {"2", "4"}
 
 
-def test_a_reproduce_condense_cell_stopped_part_way_resumes_to_the_same_sets(tmp_path, monkeypatch):
+def test_a_reproduce_condense_cell_stopped_part_way_resumes_to_the_same_sets(tmp_path, stop_after):
     from distillab import checkpoint
     from distillab.bench.reproduce import _condense_cell, _set_path
     from distillab.bench.common import Bench
 
     whole = _condense_cell(tmp_path / "whole", True, "dm", 1)
-    calls = {"n": 0}
-
-    def third_iteration_asks_to_stop():
-        calls["n"] += 1
-        return calls["n"] == 3
-
-    monkeypatch.setattr(checkpoint, "stop_requested", third_iteration_asks_to_stop)
+    stop_after(3)
     with pytest.raises(checkpoint.Interrupted):
         _condense_cell(tmp_path / "stopped", True, "dm", 1)
     assert _set_path(Bench(tmp_path / "stopped", True), "dm", 1, 2).exists()  # the point before the stop is kept
     assert not _set_path(Bench(tmp_path / "stopped", True), "dm", 1, 4).exists()
-    monkeypatch.setattr(checkpoint, "stop_requested", lambda: False)
+    stop_after(0)
     resumed = _condense_cell(tmp_path / "stopped", True, "dm", 1)
     for n in whole["points"]:
         a, b = (SyntheticSet.load(_set_path(Bench(tmp_path / o, True), "dm", 1, n)) for o in ("whole", "stopped"))
@@ -242,7 +236,7 @@ def test_a_reproduce_condense_cell_stopped_part_way_resumes_to_the_same_sets(tmp
     assert not list((tmp_path / "stopped" / "work-quick" / "checkpoints").iterdir())
 
 
-def test_a_budget_point_is_evaluated_while_its_condense_cell_is_unfinished(tmp_path, monkeypatch):
+def test_a_budget_point_is_evaluated_while_its_condense_cell_is_unfinished(tmp_path, monkeypatch, stop_after):
     """A condense cell stopped after its first budget point (as at a session's end): that point's set is evaluated
     and in the table, the later point is not; a set left by another recipe is neither evaluated nor kept when the
     cell starts afresh."""
@@ -251,16 +245,10 @@ def test_a_budget_point_is_evaluated_while_its_condense_cell_is_unfinished(tmp_p
     from distillab.bench.common import Bench
     from distillab.bench.reproduce import _condense_cell, _set_path
 
-    calls = {"n": 0}
-
-    def third_iteration_asks_to_stop():
-        calls["n"] += 1
-        return calls["n"] == 3
-
-    monkeypatch.setattr(checkpoint, "stop_requested", third_iteration_asks_to_stop)
+    stop_after(3)
     with pytest.raises(checkpoint.Interrupted):
         _condense_cell(tmp_path, True, "dm", 1)
-    monkeypatch.setattr(checkpoint, "stop_requested", lambda: False)
+    stop_after(0)
     d = run_benchmark("reproduce-mnist", quick=True, out=tmp_path, quiet=True, cells=("dm-1-eval-*",))
     assert "dm-1-eval-2" in d["cells"] and "dm-1-eval-4" not in d["cells"] and "dm-1-condense" not in d["cells"]
     assert d["cells"]["dm-1-eval-2"]["condense_seconds"] > 0

@@ -126,20 +126,6 @@ def test_resume_takes_no_other_options_and_needs_an_unfinished_run(work):
 # ---- the same for every long command, stopped in-process (as a signal would stop it) and resumed ---------------
 
 
-@pytest.fixture
-def stop_after(monkeypatch):
-    """Make the n-th step boundary of a run see a stop request, as SIGTERM would make it."""
-    def arm(n: int):
-        calls = {"n": 0}
-
-        def requested():
-            calls["n"] += 1
-            return calls["n"] == n
-
-        monkeypatch.setattr(checkpoint, "stop_requested", requested)
-    return arm
-
-
 def stopped_and_resumed(run, stop_after, n: int, out: Path, **kwargs):
     """Run ``run`` stopped at the n-th step boundary, then resumed; returns the resumed run's Result."""
     stop_after(n)
