@@ -93,3 +93,61 @@ def test_forged_synset_metadata_ends_in_one_line(cli, tmp_path, changes):
     r = cli("evaluate", tmp_path / "forged.safetensors", "--models", "mlp:hidden=4", "--runs", "1", "--epochs", "1",
             "--quiet", "--out", tmp_path / "e")
     assert r.code in (0, 2) and "Traceback" not in r.err and len(r.err.strip().splitlines()) <= 1, r.err
+
+
+# ---- --overwrite deletes only what distillab made ---------------------------------------------------------------
+
+TRAIN_ARGS = ("train", "--data", "digits", "--model", "mlp:hidden=4", "--epochs", "1", "--quiet")
+
+
+def test_overwrite_refuses_a_folder_distillab_did_not_make(cli, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    canary = mine / "thesis.tex"
+    canary.write_text("years of work")
+    assert_one_line_error(cli(*TRAIN_ARGS, "--out", mine, "--overwrite"), "was not made by distillab")
+    assert canary.read_text() == "years of work" and sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_overwrite_replaces_a_run_folder_but_not_what_the_user_added_to_it(cli, tmp_path):
+    run = tmp_path / "run"
+    assert cli(*TRAIN_ARGS, "--out", run).code == 0
+    assert cli(*TRAIN_ARGS, "--out", run, "--overwrite").code == 0  # a run's own folder: replaced
+    canary = run / "notes" / "keep.txt"
+    canary.parent.mkdir()
+    canary.write_text("mine")
+    assert_one_line_error(cli(*TRAIN_ARGS, "--out", run, "--overwrite"), "distillab did not write (notes,")
+    assert canary.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    canary.unlink()
+    canary.parent.rmdir()
+    (run / ".distillab-run").write_text('{"paths": 3}')  # forged: cannot tell what the run wrote
+    assert_one_line_error(cli(*TRAIN_ARGS, "--out", run, "--overwrite"), "damaged .distillab-run")
+    assert (run / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("where", ["link", "root", "dot", "partial-link"])
+def test_overwrite_refuses_links_and_nameless_folders_and_leaves_nothing(cli, tmp_path, where, monkeypatch):
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    if where == "link":
+        (tmp_path / "link").symlink_to(target)
+        out, message = "link", "is a symbolic link"
+    elif where == "partial-link":
+        (tmp_path / ".fresh.partial").symlink_to(target)
+        out, message = "fresh", "is a symbolic link"
+    else:
+        out, message = {"root": "/", "dot": "."}[where], "must name a folder"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert_one_line_error(cli(*TRAIN_ARGS, "--out", out, "--overwrite"), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (target / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+
+
+def test_overwrite_refuses_a_partial_folder_distillab_did_not_make(cli, tmp_path):
+    partial = tmp_path / ".run.partial"
+    partial.mkdir()
+    (partial / "keep.txt").write_text("mine")
+    assert_one_line_error(cli(*TRAIN_ARGS, "--out", tmp_path / "run", "--overwrite"), "was not made by distillab")
+    assert sorted(p.name for p in partial.iterdir()) == ["keep.txt"] and not (tmp_path / "run").exists()

@@ -51,7 +51,8 @@ def _epochs_list(text: str) -> list[int]:
 
 def _add_output(p):
     p.add_argument("--out", help="output folder (default runs/<command>-<timestamp>)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if a distillab run made it (a folder "
+                                                            "without its .distillab-run is never deleted)")
     _add_quiet(p)
 
 

@@ -55,6 +55,38 @@ LOGGERS = ("jsonl", "csv", "tensorboard")
 LOCK = ".lock"
 CALL = "call.json"
 CHECKPOINTS = "checkpoints"
+# A finished run's folder carries this file: the command that made it and every path it wrote. --overwrite replaces
+# only such a folder, and only while it holds nothing else: a folder of the user's own is never deleted.
+MARKER = ".distillab-run"
+MARKER_BYTES = 1 << 20
+
+
+def written_paths(folder: Path) -> list[str]:
+    """Every path under ``folder`` (files and folders, relative, sorted), links not followed."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def check_replaceable(folder: Path) -> None:
+    """Refuse, in one line, to replace ``folder`` unless distillab made it as a run's output and it holds only what
+    that run wrote (its marker lists every path)."""
+    require(not folder.is_symlink(), f"--out {folder} is a symbolic link; --overwrite replaces only a run folder "
+                                     "distillab made")
+    marker = folder / MARKER
+    how = "remove it yourself or choose another --out"
+    require(marker.is_file() and not marker.is_symlink(),
+            f"--out {folder} was not made by distillab (it has no {MARKER}); --overwrite replaces only run folders "
+            f"distillab made: {how}")
+    try:
+        require(marker.stat().st_size <= MARKER_BYTES, "too large")
+        written = json.loads(marker.read_text())["paths"]
+        require(isinstance(written, list) and all(isinstance(p, str) for p in written), "not a list of paths")
+    except (OSError, ValueError, KeyError, TypeError, DistillabError):
+        raise DistillabError(f"--out {folder} has a damaged {MARKER}, so distillab cannot tell what it wrote there: "
+                             f"{how}") from None
+    extra = sorted(set(written_paths(folder)) - set(written) - {MARKER, LOCK})
+    require(not extra, f"--out {folder} holds {len(extra)} path(s) distillab did not write ({', '.join(extra[:3])}"
+                       f"{', ...' if len(extra) > 3 else ''}); --overwrite would delete them: move them, or choose "
+                       "another --out")
 
 
 class RunOutput:
@@ -76,7 +108,9 @@ class RunOutput:
                 raise DistillabError("--log tensorboard needs the tensorboard package: pip install "
                                      "'distillab[tensorboard]' (or tensorboard)") from None
         self.final = Path(out) if out else default_out(command)
-        self.overwrite, self.resume, self.call, self.loggers = overwrite, resume, call, log
+        require(self.final.name not in ("", ".", ".."), f"--out must name a folder to write, not '{self.final}'")
+        require(not self.final.is_symlink(), f"--out {self.final} is a symbolic link; name the folder itself")
+        self.command, self.overwrite, self.resume, self.call, self.loggers = command, overwrite, resume, call, log
         self._csv: dict[str, tuple] = {}
         self._board = None
         self.writes = distributed.is_main()  # under torchrun, rank 0 writes; the other ranks write nowhere
@@ -87,6 +121,9 @@ class RunOutput:
                 f"output folder {self.final} already exists and is not empty; "
                 + ("that run finished, there is nothing to resume" if resume else
                    "choose another --out or pass --overwrite"))
+        if finished and overwrite and self.writes:
+            check_replaceable(self.final)  # before any work: the run would delete it at its end
+        require(not self.dir.is_symlink(), f"{self.dir} is a symbolic link; distillab writes its runs there itself")
         self._steps = None
         self._lock = None
         self.resumed = False
@@ -100,6 +137,11 @@ class RunOutput:
             self._scratch = tempfile.TemporaryDirectory(prefix="distillab-rank")
             self.dir = Path(self._scratch.name)
             return self
+        # a partial folder distillab made has its lock file; another one is not emptied (nor touched)
+        require(not (self.overwrite and not self.resume and self.dir.is_dir() and not (self.dir / LOCK).exists()
+                     and any(self.dir.iterdir())),
+                f"{self.dir} was not made by distillab (no {LOCK}); --overwrite deletes only what distillab made: "
+                "remove it yourself or choose another --out")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self._lock = open(self.dir / LOCK, "a")
@@ -144,10 +186,18 @@ class RunOutput:
         if exc_type is None:
             shutil.rmtree(self.dir / CHECKPOINTS, ignore_errors=True)  # done: nothing left to resume
             try:
+                written = [p for p in written_paths(self.dir) if p not in (MARKER, LOCK)]
+                (self.dir / MARKER).write_text(json.dumps({"command": self.command, "distillab": __version__,
+                                                           "paths": written}) + "\n")
                 if self.final.exists():
                     if not self.overwrite and any(self.final.iterdir()):
                         raise DistillabError(f"another run finished writing {self.final} meanwhile; this run's "
                                              f"output stays in {self.dir}")
+                    if any(self.final.iterdir()):
+                        try:
+                            check_replaceable(self.final)  # again: it may have changed while this run ran
+                        except DistillabError as e:
+                            raise DistillabError(f"{e}; this run's output stays in {self.dir}") from None
                     shutil.rmtree(self.final)
                 self.dir.rename(self.final)
                 (self.final / LOCK).unlink(missing_ok=True)
