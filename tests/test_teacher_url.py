@@ -362,3 +362,89 @@ def test_a_forged_safetensors_answer_is_refused():
             client._rows(save(tensors), "application/octet-stream", 2)
     good = torch.softmax(torch.randn(2, 10, generator=torch.Generator().manual_seed(0)), 1)
     assert client._rows(save({"probs": good}), "application/octet-stream", 2).shape == (2, 10)
+
+
+# ---- the token stays with the URL the user gave ----------------------------------------------------------------
+
+
+@pytest.fixture
+def loopback_server():
+    """``start(handler_fn) -> (url, seen)``: a plain HTTP server on 127.0.0.1 whose ``handler_fn(request)`` answers
+    every GET and POST; ``seen`` lists (method, path, Authorization header) of each request it got."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    servers = []
+
+    def start(answer):
+        seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self):
+                seen.append((self.command, self.path, self.headers.get("Authorization")))
+                if self.command == "POST":
+                    self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                answer(self)
+
+            do_GET = do_POST = _any
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.timeout = 5
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}", seen
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def _redirect_to(target: str, code: int = 307):
+    def answer(handler):
+        handler.send_response(code)
+        handler.send_header("Location", target + handler.path)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    return answer
+
+
+def _refuse(handler):
+    handler.send_response(401)
+    handler.send_header("Content-Type", "application/json")
+    body = b'{"error": "no token"}'
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.mark.parametrize("code", [302, 307])
+def test_a_redirect_is_refused_and_the_token_never_leaves(cli, tmp_path, loopback_server, code):
+    collector, collected = loopback_server(_refuse)
+    redirector, asked = loopback_server(_redirect_to(collector, code))
+    (tmp_path / "token").write_text("s3cret\n")
+    args = ["kd", "--data", "digits", "--student", "mlp:hidden=16", "--epochs", "1", "--teacher-url", redirector,
+            "--token-file", tmp_path / "token", "--retries", "0"]
+    assert_one_line_error(cli(*args, "--out", tmp_path / "r"), "redirected /info to " + collector + "/info",
+                          "--follow-redirects")
+    assert asked == [("GET", "/info", "Bearer s3cret")] and collected == [] and not (tmp_path / "r").exists()
+    # followed on purpose: the other port is asked, without the token (so it refuses, in one line)
+    assert_one_line_error(cli(*args, "--follow-redirects", "--out", tmp_path / "f"), "401")
+    assert collected and all(auth is None for _, _, auth in collected)
+
+
+def test_a_followed_redirect_keeps_the_token_only_on_the_same_origin():
+    import urllib.request
+
+    from distillab.service.client import _Redirects
+
+    handler = _Redirects("http://127.0.0.1:8000", follow=True)
+    for target, kept in [("http://127.0.0.1:8000/v2/info", True), ("http://127.0.0.1/info", False),
+                         ("http://127.0.0.1:8001/info", False), ("https://127.0.0.1:8000/info", False),
+                         ("http://localhost:8000/info", False), ("http://evil.example:8000/info", False)]:
+        req = urllib.request.Request("http://127.0.0.1:8000/info", headers={"Authorization": "Bearer s3cret"})
+        new = handler.redirect_request(req, None, 302, "Found", {}, target)
+        assert new.has_header("Authorization") == kept, target

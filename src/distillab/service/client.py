@@ -40,6 +40,9 @@ class QueryOptions:
     timeout: float = 30.0      # seconds per request
     retries: int = 5           # attempts after the first, on 5xx, 429, time-outs and refused connections
     backoff: float = 0.5       # seconds before the first retry; doubled each time (at most 30 s)
+    # A redirect would carry the bearer token to wherever the service points: refused unless followed on purpose,
+    # and then the token is dropped for any other scheme, host or port.
+    follow_redirects: bool = False
 
     def check(self) -> "QueryOptions":
         require(self.concurrency >= 1, f"--concurrency must be at least 1, got {self.concurrency}")
@@ -81,6 +84,31 @@ def _one_line(text: str, limit: int = 200) -> str:
     return " ".join(str(text).split())[:limit]
 
 
+def _origin(url: str) -> tuple:
+    parsed = urllib.parse.urlparse(url)
+    default = {"http": 80, "https": 443}.get(parsed.scheme)
+    return parsed.scheme, (parsed.hostname or "").lower(), parsed.port or default
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects refused in one line naming the target, or (``follow``) followed with the token dropped once
+    they leave the service's origin."""
+
+    def __init__(self, url: str, follow: bool):
+        self.url, self.follow = url, follow
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not self.follow:
+            path = urllib.parse.urlparse(req.full_url).path
+            raise DistillabError(f"the teacher service at {self.url} redirected {path} to {_one_line(newurl)} (HTTP "
+                                 f"{code}); distillab does not follow redirects, so its token stays with the URL you "
+                                 "gave: give the final URL, or pass --follow-redirects")
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(new.full_url) != _origin(self.url):
+            new.remove_header("Authorization")
+        return new
+
+
 class ServiceClient:
     """A teacher service at ``url``: ``info`` (checked), ``answer(x)`` for a batch of normalised inputs."""
 
@@ -95,6 +123,7 @@ class ServiceClient:
         self.requests = self.rows = self.retried = 0
         self.seconds = 0.0
         self._count = threading.Lock()
+        self._opener = urllib.request.build_opener(_Redirects(self.url, self.options.follow_redirects))
         self.info = self._info()
         self.batch = min(self.options.query_batch, int(self.info["max_batch"]))
 
@@ -109,7 +138,7 @@ class ServiceClient:
         request = urllib.request.Request(self.url + path, data=body, headers=headers,
                                          method="POST" if body is not None else "GET")
         try:
-            with urllib.request.urlopen(request, timeout=self.options.timeout) as response:
+            with self._opener.open(request, timeout=self.options.timeout) as response:
                 data = response.read(MAX_ANSWER_BYTES + 1)
                 require(len(data) <= MAX_ANSWER_BYTES, f"the teacher service at {self.url} sent an answer larger "
                                                        f"than {MAX_ANSWER_BYTES} bytes")
