@@ -40,6 +40,17 @@ def test_random_picks_real_training_images_of_the_right_class(splits):
         assert match.any() and int(splits.train.y[match.nonzero()[0, 0]]) == int(label)
 
 
+def test_random_draws_distinct_images_so_a_whole_class_is_taken_once_each(splits):
+    train = splits.train_set()
+    fewest = min(len(idx) for idx in train.class_indices())
+    s = condense(train, "random", fewest, seed=0)
+    for c in range(10):
+        mine = s.images[s.labels == c].flatten(1)
+        real = splits.train.x[splits.train.y == c].flatten(1)
+        if len(real) == fewest:  # the smallest class: every image, each once (as a multiset of rows)
+            assert torch.equal(mine[np.lexsort(mine.T.numpy()[::-1])], real[np.lexsort(real.T.numpy()[::-1])])
+
+
 def test_mean_with_one_image_per_class_is_the_class_mean(splits):
     s = condense(splits.train_set(), "mean", 1)
     for c in range(10):

@@ -245,6 +245,22 @@ def test_the_teacher_is_cached_on_fixed_transfer_images_and_live_under_augmentat
     assert cached.metrics["test_accuracy"] > 0.2 and 0 < live.metrics["test_accuracy"] <= 1
 
 
+def test_dafl_terms_reward_even_classes_confidence_and_strong_features():
+    """DAFL's generator loss (Chen et al. 2019): each term lower for what the generator should make."""
+    from distillab.datafree.methods.dafl import DAFL, dafl_terms
+
+    k = 10
+    feats = torch.ones(k, 4)
+    even = dafl_terms(30.0 * torch.eye(k), feats)             # confident, one image per class
+    one_class = dafl_terms(30.0 * torch.eye(k)[[0] * k], feats)  # confident, every image class 0
+    assert float(even["balance"]) == pytest.approx(-torch.log(torch.tensor(float(k))).item(), abs=1e-3)
+    assert float(one_class["balance"]) == pytest.approx(0.0, abs=1e-3)
+    assert float(even["one_hot"]) < float(dafl_terms(torch.zeros(k, k), feats)["one_hot"])  # unsure: higher
+    assert float(dafl_terms(even["one_hot"].new_zeros(k, k), 3 * feats)["activation"]) == pytest.approx(-3.0)
+    weighted = DAFL(oh=1.0, activation=0.1, balance=5.0).objective(30.0 * torch.eye(k), feats)
+    assert float(weighted) == pytest.approx(float(even["one_hot"] - 0.1 * 1.0 + 5.0 * even["balance"]), rel=1e-5)
+
+
 def test_the_same_seed_gives_the_same_student(mlp_teacher, tmp_path):
     runs = [api.distill_datafree(mlp_teacher, method="dafl:iterations=5,batch=16,width=4", samples=200,
                          student="mlp:hidden=8", epochs=1, out=tmp_path / f"r{i}", quiet=True) for i in range(2)]

@@ -108,6 +108,21 @@ def test_the_learning_rate_is_learned_and_stored_with_the_set(train, folder, tmp
     assert torch.equal(SyntheticSet.load(tmp_path / "s.safetensors").lrs, synset.lrs)
 
 
+def test_every_expert_and_every_start_epoch_below_max_start_is_drawn(train, folder, monkeypatch):
+    from distillab.experts import Trajectories
+
+    drawn, rows = [], Trajectories.rows
+
+    def spy(self, expert, epochs):
+        drawn.append((expert, epochs))
+        return rows(self, expert, epochs)
+
+    monkeypatch.setattr(Trajectories, "rows", spy)
+    condense(train, MTT(experts=str(folder), **{**TINY, "iterations": 16}), 1, seed=0)
+    assert {e for e, _ in drawn} == {0, 1} and {t for _, (t, _) in drawn} == {0, 1}  # max_start 2: epochs 0 and 1
+    assert all(end == t + TINY["expert_epochs"] for _, (t, end) in drawn)
+
+
 def test_the_same_seed_gives_the_same_set_and_another_seed_another(train, folder):
     method = MTT(experts=str(folder), **TINY)
     a, b, c = (condense(train, method, 1, seed=s) for s in (4, 4, 5))

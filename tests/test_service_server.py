@@ -199,17 +199,18 @@ def test_noise_changes_the_answer_reproducibly_and_keeps_rows_distributions(serv
 
 
 def test_bearer_token_guards_everything_but_health(serve):
-    handle = serve(token="s3cret-token")
+    handle = serve(token="S3cret-Token")
     x = inputs(2)
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"},
-                    {"Authorization": "Bearer s3cret-token-and-more"}):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "S3cret-Token"},
+                    {"Authorization": "Bearer S3cret-Token-and-more"},
+                    {"Authorization": "Bearer s3cret-token"}, {"Authorization": "Bearer S3CRET-TOKEN"}):  # case counts
         status, message = error_of(predict_json(handle.url, x, headers))
         assert status == 401 and "token" in message
         assert predict_json(handle.url, x, headers)[1]["www-authenticate"] == "Bearer"
     for path in ("/info", "/metrics"):
         assert call(handle.url, path)[0] == 401
-        assert call(handle.url, path, headers={"Authorization": "Bearer s3cret-token"})[0] == 200
-    assert predict_json(handle.url, x, {"Authorization": "Bearer s3cret-token"})[0] == 200
+        assert call(handle.url, path, headers={"Authorization": "Bearer S3cret-Token"})[0] == 200
+    assert predict_json(handle.url, x, {"Authorization": "Bearer S3cret-Token"})[0] == 200
     status, _, body = call(handle.url, "/health")
     assert (status, json.loads(body)) == (200, {"status": "ok"})
 

@@ -282,8 +282,9 @@ def test_the_cache_refuses_another_service_and_forged_rows(tmp_path):
     assert cache.get(keys, 2)[keys[0]].tolist() == [0.25, 0.75] and len(cache) == 2
     assert cache.get(keys, 3) == {}  # a row of the wrong width is asked again, not used
     cache.close()
-    with pytest.raises(Exception, match="another teacher service"):
-        AnswerCache(tmp_path / "c.sqlite", {**info, "output": "label"})
+    for other in ({"output": "label"}, {"noise": 0.1}, {"round": 3}):  # blurred answers are other answers
+        with pytest.raises(Exception, match="another teacher service"):
+            AnswerCache(tmp_path / "c.sqlite", {**info, **other})
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(Exception, match="not a query cache"):
         AnswerCache(tmp_path / "junk.sqlite", info)
@@ -448,3 +449,19 @@ def test_a_followed_redirect_keeps_the_token_only_on_the_same_origin():
         req = urllib.request.Request("http://127.0.0.1:8000/info", headers={"Authorization": "Bearer s3cret"})
         new = handler.redirect_request(req, None, 302, "Found", {}, target)
         assert new.has_header("Authorization") == kept, target
+
+
+@pytest.mark.parametrize("code", [400, 404, 413])
+def test_a_refused_request_is_not_retried(loopback_server, code):
+    def refuse(handler):
+        handler.send_response(code)
+        handler.send_header("Content-Type", "application/json")
+        body = b'{"error": "not like that"}'
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    url, asked = loopback_server(refuse)
+    with pytest.raises(Exception, match=f"HTTP {code}") as e:
+        ServiceClient(url, options=QueryOptions(retries=3, backoff=0.01))
+    assert len(asked) == 1 and "\n" not in str(e.value)  # asked once: a 4xx answer will not change by asking again

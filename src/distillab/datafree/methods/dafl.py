@@ -59,6 +59,11 @@ class DAFL(DataFreeMethod):
         require(self.lr > 0 and self.latent >= 1 and self.width >= 1, f"--method {self}: lr, latent, width > 0")
         require(min(self.oh, self.activation, self.balance) >= 0, f"--method {self}: loss weights must be >= 0")
 
+    def objective(self, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The generator's loss: the three terms of ``dafl_terms`` by their weights."""
+        terms = dafl_terms(logits, features)
+        return self.oh * terms["one_hot"] + self.activation * terms["activation"] + self.balance * terms["balance"]
+
     def run(self, teacher, n, generator, progress=None):
         with constructors_drawing_from(generator):
             net = Generator(self.latent, self.width, teacher.input_shape)
@@ -68,10 +73,7 @@ class DAFL(DataFreeMethod):
         for step in range(self.iterations):
             x = net(torch.randn(self.batch, self.latent, generator=generator).to(teacher.device))
             logits, features = teacher.with_features(x)
-            probs = F.softmax(logits, 1).mean(0)
-            loss = (self.oh * F.cross_entropy(logits, logits.argmax(1))
-                    - self.activation * features.abs().mean()
-                    + self.balance * (probs * torch.log(probs.clamp_min(1e-12))).sum())
+            loss = self.objective(logits, features)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -84,3 +86,12 @@ class DAFL(DataFreeMethod):
                 images.append(net(z)[:n - start])
         x = torch.cat(images)
         return x, teacher.labels(x)
+
+
+def dafl_terms(logits: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The generator's three loss terms (each to be minimised): the cross-entropy of the teacher's outputs to their
+    own argmax; minus the mean absolute feature; minus the entropy of the batch's mean prediction, which is lowest
+    (-log K) when the batch covers the K classes evenly and 0 when it is all one class."""
+    probs = F.softmax(logits, 1).mean(0)
+    return {"one_hot": F.cross_entropy(logits, logits.argmax(1)), "activation": -features.abs().mean(),
+            "balance": (probs * torch.log(probs.clamp_min(1e-12))).sum()}
