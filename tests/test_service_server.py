@@ -443,3 +443,95 @@ def test_serve_forever_returns_cleanly_on_a_signal(signum):
     assert reporter.messages[-1] == "service stopped"
     assert signal.getsignal(signum) is handler_before
     assert service_threads() == []
+
+
+# ---- clients that connect and say nothing, or say it slowly, do not hold the service ----------------------------
+
+
+def _port(url):
+    return int(url.rsplit(":", 1)[1])
+
+
+def _closed_by_server(sock, within: float) -> bool:
+    """Whether the server closes ``sock`` (reading it returns end-of-file, or a reset) within ``within`` seconds."""
+    sock.settimeout(within)
+    try:
+        while True:
+            if not sock.recv(4096):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_idle_connections_neither_stall_health_nor_stay_open(serve):
+    handle = serve(request_timeout=1.0)
+    idle = [socket.create_connection(("127.0.0.1", _port(handle.url)), timeout=5) for _ in range(300)]
+    try:
+        started = time.monotonic()
+        status, _, body = call(handle.url, "/health")
+        assert (status, json.loads(body)) == (200, {"status": "ok"}) and time.monotonic() - started < 5
+        time.sleep(1.0)
+        assert all(_closed_by_server(s, within=5.0) for s in idle)  # each closed after its second of silence
+    finally:
+        for s in idle:
+            s.close()
+
+
+@pytest.mark.parametrize("part", ["headers", "headers-after-a-request", "body"])
+def test_a_request_trickled_a_byte_at_a_time_is_cut_off(serve, part):
+    handle = serve(request_timeout=1.0)
+    with socket.create_connection(("127.0.0.1", _port(handle.url)), timeout=5) as s:
+        trickle = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40
+        if part == "headers-after-a-request":  # kept alive after an answer: the next request's first byte starts
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")  # its clock
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            time.sleep(1.2)
+        elif part == "body":  # whole headers at once, then the body slowly
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 400\r\n\r\n")
+            trickle = b'{"inputs": [' + b"0, " * 40
+        started, cut = time.monotonic(), False
+        for byte in trickle:  # at most ~15 s, bounded
+            try:
+                s.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                cut = True
+                break
+            time.sleep(0.3)
+            if time.monotonic() - started > 1.5:
+                cut = _closed_by_server(s, within=2.0)
+                break
+        assert cut and time.monotonic() - started < 5
+
+
+def test_keep_alive_requests_each_get_their_own_time(serve):
+    """A second request on the same connection, sent in two halves, starts its own clock: the first request's has
+    stopped (a leftover one would cut the second request off)."""
+    handle = serve(request_timeout=1.0)
+    conn = http.client.HTTPConnection("127.0.0.1", _port(handle.url), timeout=5)
+    conn.request("GET", "/health")
+    assert conn.getresponse().read() == b'{"status":"ok"}'
+    time.sleep(0.7)
+    conn.sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    time.sleep(0.6)  # past the first request's second
+    conn.sock.sendall(b"\r\n")
+    assert conn.sock.recv(4096).startswith(b"HTTP/1.1 200")
+    conn.close()
+
+
+def test_beyond_max_connections_a_new_one_is_answered_503_and_closed(serve):
+    handle = serve(max_connections=4)
+    held = [socket.create_connection(("127.0.0.1", _port(handle.url)), timeout=5) for _ in range(4)]
+    try:
+        time.sleep(0.2)  # the server has taken them
+        with socket.create_connection(("127.0.0.1", _port(handle.url)), timeout=5) as extra:
+            reply = extra.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 503") and b"too many connections" in reply
+            assert _closed_by_server(extra, within=2.0)
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)  # released: the service answers again
+    assert call(handle.url, "/health")[0] == 200

@@ -1227,12 +1227,15 @@ def audit_help() -> str:
 
 def serve(model, *, host: str | None = None, port: int | None = None, output: str | None = None, token_file=None,
           max_batch: int | None = None, rate: float | None = None, noise: float | None = None,
-          round: int | None = None, seed: int | None = None, device: str = "cpu", block: bool = False,
-          quiet: bool = False, trust_code: bool = False):
+          round: int | None = None, seed: int | None = None, request_timeout: float | None = None,
+          max_connections: int | None = None, device: str = "cpu", block: bool = False, quiet: bool = False,
+          trust_code: bool = False):
     """Serve a model file's outputs over HTTP (Starlette on uvicorn): ``GET /info`` (input shape, classes, the
     normalisation a client applies -- never the weights), ``POST /predict`` (probabilities, ``topk:K`` or labels;
     JSON or safetensors bodies), ``GET /health``, ``GET /metrics``. ``token_file``: bearer-token auth; ``max_batch``,
-    ``rate`` (requests per second): limits; ``noise``, ``round``: defences against extraction. Options left out take
+    ``rate`` (requests per second): limits; ``noise``, ``round``: defences against extraction; ``request_timeout``
+    (seconds a client has to send a whole request), ``max_connections`` (open at once; beyond: 503) keep slow or idle
+    clients from holding the service. Options left out take
     ``service.server.ServeOptions``'s defaults (port 0: a free port). Returns a handle (``.url``, ``.stop()``), or
     with ``block=True`` (the CLI) serves until SIGINT/SIGTERM."""
     from .service.server import ServeOptions, serve_forever, start_service
@@ -1240,7 +1243,7 @@ def serve(model, *, host: str | None = None, port: int | None = None, output: st
 
     net, meta = load_model(model, trust_code=trust_code)
     given = {"host": host, "port": port, "output": output, "max_batch": max_batch, "rate": rate, "noise": noise,
-             "round": round, "seed": seed}
+             "round": round, "seed": seed, "request_timeout": request_timeout, "max_connections": max_connections}
     options = ServeOptions(**{k: v for k, v in given.items() if v is not None},
                            token=read_token_file(token_file) if token_file else None)
     options.check(len(meta["classes"]))

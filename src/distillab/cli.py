@@ -340,6 +340,10 @@ def build_parser() -> Parser:
     p.add_argument("--noise", type=float, help="std of Gaussian noise on the log-probabilities (default 0)")
     p.add_argument("--round", type=int, help="decimals the probabilities are rounded to (default: not rounded)")
     p.add_argument("--seed", type=int, help="seed of the noise (default 0)")
+    p.add_argument("--request-timeout", type=float, help="seconds a client has to send a whole request, from its "
+                                                         "first byte or its connection's opening (default 10)")
+    p.add_argument("--max-connections", type=int, help="connections open at once; beyond it a new one is answered "
+                                                       "503 and closed (default 512)")
     p.add_argument("--device", default="cpu")
     _add_trust(p)
     _add_quiet(p)
@@ -694,8 +698,8 @@ def _cmd_serve(a):
     from .api import serve
 
     serve(a.model, host=a.host, port=a.port, output=a.output, token_file=a.token_file, max_batch=a.max_batch,
-          rate=a.rate, noise=a.noise, round=a.round, seed=a.seed, device=a.device, block=True, quiet=a.quiet,
-          trust_code=a.trust_code)
+          rate=a.rate, noise=a.noise, round=a.round, seed=a.seed, request_timeout=a.request_timeout,
+          max_connections=a.max_connections, device=a.device, block=True, quiet=a.quiet, trust_code=a.trust_code)
     return None
 
 

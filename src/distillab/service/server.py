@@ -60,6 +60,11 @@ class ServeOptions:
     round: int = 0  # decimals the probabilities are rounded to (0 = not rounded)
     seed: int = 0  # seeds the noise generator
     token: str | None = None  # bearer token; None = no auth
+    # A client that opens a connection and sends nothing (or a byte at a time) must not hold it: each request has
+    # this long from its first byte (or the connection's opening) to its last, and beyond this many connections at
+    # once a new one is answered 503 and closed, well below the process's open-file limit.
+    request_timeout: float = 10.0  # seconds
+    max_connections: int = 512     # (lowered to leave 64 of the process's open-file limit free)
 
     def check(self, num_classes: int) -> None:
         """One-line errors for values that cannot be served."""
@@ -76,6 +81,11 @@ class ServeOptions:
                 f"--round must be 0..8 decimals (0: not rounded; float32 holds about 7), got {self.round!r}")
         require(type(self.seed) is int and 0 <= self.seed < 2**63, f"--seed must be a whole number >= 0, got "
                                                                    f"{self.seed!r}")
+        require(isinstance(self.request_timeout, (int, float)) and not isinstance(self.request_timeout, bool)
+                and 0 < self.request_timeout <= 3600, f"--request-timeout must be 0..3600 seconds, got "
+                                                       f"{self.request_timeout!r}")
+        require(type(self.max_connections) is int and 1 <= self.max_connections <= 10_000,
+                f"--max-connections must be 1..10000, got {self.max_connections!r}")
         if self.token is not None:
             require(isinstance(self.token, str) and token_text_ok(self.token),
                     "the token must be 1..1024 printable ASCII characters without spaces")
@@ -426,6 +436,72 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: 58\r\n\r\n" + b'{"error": "too many connections at once; try again later"}')
+
+
+def guarded_protocol(request_timeout: float, max_connections: int):
+    """uvicorn's h11 protocol with two guards it lacks: a request must arrive whole (headers and body) within
+    ``request_timeout`` seconds of its first byte, or of the connection's opening, else the connection is closed
+    (uvicorn times out only idle keep-alive connections, after a response); and beyond ``max_connections`` open at
+    once a new connection is answered 503 and closed. One class per server: it counts that server's connections."""
+    import resource
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if files != resource.RLIM_INFINITY:  # the cap must bite before the process runs out of file handles
+        max_connections = max(1, min(max_connections, files - 64))
+
+    class Guarded(H11Protocol):
+        open = 0
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            Guarded.open += 1
+            self._deadline = None
+            if Guarded.open > max_connections:
+                transport.write(BUSY)
+                transport.close()
+                return
+            self._arm()
+
+        def _arm(self):
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(request_timeout, self._too_slow)
+
+        def _waiting(self) -> bool:
+            """No request of this connection is being answered (none yet, or the last one is answered)."""
+            return self.cycle is None or self.cycle.response_complete
+
+        def _disarm(self):
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self):
+            self._deadline = None
+            if self._waiting() or self.cycle.more_body:  # not even a whole request in time
+                self.transport.close()
+
+        def data_received(self, data):
+            if self._waiting():  # the first byte of a request starts its clock
+                self._arm()
+            super().data_received(data)
+
+        def handle_events(self):
+            super().handle_events()
+            if not self._waiting() and not self.cycle.more_body:  # a whole request is in: its clock stops
+                self._disarm()
+
+        def connection_lost(self, exc):
+            Guarded.open -= 1
+            self._disarm()
+            super().connection_lost(exc)
+
+    return Guarded
+
+
 def _url(host: str, port: int) -> str:
     # a wildcard address listens everywhere; a client on this machine reaches it by loopback
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
@@ -482,7 +558,8 @@ def start_service(model: nn.Module, meta: dict, options: ServeOptions, device: s
     url = _url(options.host, sock.getsockname()[1])
     # log_config=None: uvicorn leaves the process's logging set-up alone; warnings still reach the root logger
     config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None, lifespan="off",
-                            server_header=False, timeout_graceful_shutdown=10)
+                            server_header=False, timeout_graceful_shutdown=10,
+                            http=guarded_protocol(options.request_timeout, options.max_connections))
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 
