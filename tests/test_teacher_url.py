@@ -4,6 +4,7 @@ server killed mid-run and restarted leaves the same student as an uninterrupted 
 is down or answers wrongly ends in one line with the cache kept."""
 
 import json
+import time
 import sqlite3
 
 import pytest
@@ -14,6 +15,7 @@ from distillab import api
 from distillab.models import build_model, load_model
 from distillab.service.client import (AnswerCache, QueryOptions, RateLimit, ServiceAnswers, ServiceClient,
                                       input_keys)
+from distillab.errors import DistillabError
 from distillab.service.tokens import read_token_file
 from distillab.service.server import ServeOptions, start_service
 
@@ -318,6 +320,8 @@ def test_token_files_and_query_options_are_checked(tmp_path):
         (tmp_path / "bad").write_text(content)
         with pytest.raises(Exception, match="token"):
             read_token_file(tmp_path / "bad")
+    with pytest.raises(DistillabError, match="more than 4096 bytes"):
+        read_token_file("/dev/zero")  # says size 0 and never ends: a bounded read refuses it
     with pytest.raises(Exception, match="--concurrency"):
         QueryOptions(concurrency=0).check()
 
@@ -326,7 +330,6 @@ def test_token_files_and_query_options_are_checked(tmp_path):
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from distillab.errors import DistillabError  # noqa: E402
 
 
 def _offline_client(output: str) -> ServiceClient:
@@ -465,3 +468,24 @@ def test_a_refused_request_is_not_retried(loopback_server, code):
     with pytest.raises(Exception, match=f"HTTP {code}") as e:
         ServiceClient(url, options=QueryOptions(retries=3, backoff=0.01))
     assert len(asked) == 1 and "\n" not in str(e.value)  # asked once: a 4xx answer will not change by asking again
+
+
+def test_an_answer_trickled_slowly_hits_a_deadline_for_the_whole_answer(loopback_server):
+    def trickle(handler):  # every read gets a byte well within the per-read time-out, the answer never ends
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", "5000")
+        handler.end_headers()
+        for _ in range(40):  # bounded: at most ~8 s
+            try:
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    url, asked = loopback_server(trickle)
+    started = time.monotonic()
+    with pytest.raises(DistillabError, match="took longer than 1 s"):
+        ServiceClient(url, options=QueryOptions(timeout=1.0, retries=0))
+    assert time.monotonic() - started < 4 and len(asked) == 1

@@ -138,11 +138,17 @@ class ServiceClient:
         request = urllib.request.Request(self.url + path, data=body, headers=headers,
                                          method="POST" if body is not None else "GET")
         try:
+            deadline = time.monotonic() + self.options.timeout
             with self._opener.open(request, timeout=self.options.timeout) as response:
-                data = response.read(MAX_ANSWER_BYTES + 1)
-                require(len(data) <= MAX_ANSWER_BYTES, f"the teacher service at {self.url} sent an answer larger "
-                                                       f"than {MAX_ANSWER_BYTES} bytes")
-                return data, response.headers.get("Content-Type", "")
+                chunks, size = [], 0
+                while chunk := response.read1(1 << 20):  # the timeout bounds each read; the deadline the answer
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    require(size <= MAX_ANSWER_BYTES, f"the teacher service at {self.url} sent an answer larger "
+                                                      f"than {MAX_ANSWER_BYTES} bytes")
+                    if time.monotonic() > deadline:
+                        raise _Unavailable(f"its answer took longer than {self.options.timeout:g} s to arrive")
+                return b"".join(chunks), response.headers.get("Content-Type", "")
         except urllib.error.HTTPError as e:
             message = _error_text(e)
             if e.code >= 500 or e.code == 429:

@@ -25,7 +25,11 @@ def read_token_file(path) -> str:
     require(size <= MAX_TOKEN_FILE_BYTES, f"the token file {path} holds {size} bytes; a token file holds one token "
                                           f"(at most {MAX_TOKEN_FILE_BYTES} bytes)")
     try:
-        token = path.read_bytes()[:MAX_TOKEN_FILE_BYTES].decode("utf-8").strip()
+        with open(path, "rb") as f:  # a bounded read: a device or a pipe (/dev/zero) says size 0 and never ends
+            data = f.read(MAX_TOKEN_FILE_BYTES + 1)
+        require(len(data) <= MAX_TOKEN_FILE_BYTES, f"the token file {path} holds more than {MAX_TOKEN_FILE_BYTES} "
+                                                   "bytes; a token file holds one token")
+        token = data.decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:
         raise DistillabError(f"cannot read the token file {path} ({getattr(e, 'strerror', None) or e})") from None
     require(token != "", f"the token file {path} is empty; write the token into it")
