@@ -105,6 +105,10 @@ def files(tmp_path_factory):
     f["code_recipe"] = root / "code.yaml"
     (root / "list.yaml").write_text("command: [train]\n")
     f["list_recipe"] = root / "list.yaml"
+    f["deep_recipe"] = root / "deep.yaml"
+    f["deep_recipe"].write_text("command: train\nmodel: " + "[" * 5000)
+    f["deep_map_recipe"] = root / "deep-map.yaml"
+    f["deep_map_recipe"].write_text("command: train\nmodel: " + "{a: " * 3000)
     (root / "a_file").write_text("not a folder")
     f["a_file"] = root / "a_file"
     (root / "exists.npz").write_bytes(b"old")
@@ -249,6 +253,8 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
     "recipe with a python tag": (["run", "{tag_recipe}"], "not valid YAML"),
     "recipe that names code": (["run", "{code_recipe}"], "--trust-code"),
     "recipe command a list": (["run", "{list_recipe}"], "'command' must be one of"),
+    "recipe of 5,000 nested lists": (["run", "{deep_recipe}"], "more than 32 deep"),
+    "recipe of 3,000 nested mappings": (["run", "{deep_map_recipe}"], "more than 32 deep"),
     "missing recipe": (["run", "/nonexistent/r.yaml"], "no such recipe"),
     "data info of nothing": (["data", "info", "imagenet"], "unknown dataset"),
     "unknown benchmark": (["bench", "nope"], "unknown benchmark"),

@@ -850,6 +850,24 @@ def _recipe_loader():
     return RecipeLoader
 
 
+RECIPE_MAX_DEPTH = 32  # a recipe is flags and their values: a few levels of lists and mappings at most
+
+
+def _check_recipe_depth(text: str, path: Path) -> None:
+    """Refuse a recipe nested deeper than RECIPE_MAX_DEPTH before it is built into objects (which recurses, so
+    thousands of '[' would end in a RecursionError): the parser's events come one by one, without recursion."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            require(depth <= RECIPE_MAX_DEPTH, f"{path} nests lists or mappings more than {RECIPE_MAX_DEPTH} deep; "
+                                               "a recipe is flags and their values")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
 def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> list[str]:
     """Turn a YAML recipe (keys = the command's flags) into an argv, refusing keys the command lacks."""
     import yaml
@@ -860,9 +878,12 @@ def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> l
                                                       f"({RECIPE_MAX_BYTES // 1024} KiB)")
     try:
         text = path.read_bytes().decode("utf-8")
+        _check_recipe_depth(text, path)
         recipe = yaml.load(text, Loader=_recipe_loader())  # a safe loader: a recipe can never execute code
     except UnicodeDecodeError:
         raise DistillabError(f"{path} is not a text file; a recipe is YAML, like 'command: train'") from None
+    except RecursionError:  # not reached past the depth check; kept so no nesting can end in a traceback
+        raise DistillabError(f"{path} nests too deeply to be a recipe") from None
     except yaml.YAMLError as e:
         raise DistillabError(f"{path} is not valid YAML ({' '.join(str(e).split())[:150]})") from None
     require(isinstance(recipe, dict), f"{path} must be a mapping of flags, like 'command: train' and 'epochs: 5'")
