@@ -489,3 +489,45 @@ def test_an_answer_trickled_slowly_hits_a_deadline_for_the_whole_answer(loopback
     with pytest.raises(DistillabError, match="took longer than 1 s"):
         ServiceClient(url, options=QueryOptions(timeout=1.0, retries=0))
     assert time.monotonic() - started < 4 and len(asked) == 1
+
+
+GOOD_INFO = {"format": "distillab.teacher-service", "input_shape": [1, 8, 8], "classes": [str(i) for i in range(10)],
+             "normalisation": {"mean": [0.5], "std": [0.25]}, "output": "probs", "max_batch": 64}
+
+
+def _answering(body: bytes, raw: bool = False):
+    def answer(handler):
+        if raw:  # not HTTP at all
+            handler.wfile.write(body)
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    return answer
+
+
+@pytest.mark.parametrize("body, raw, message", [
+    (b'{"format": "distillab.teacher-service", "x": ' + b"[" * 100_000, False, "did not answer with JSON"),
+    (json.dumps({**GOOD_INFO, "normalisation": {"mean": [float("nan")], "std": [0.25]}}).encode(), False,
+     "finite mean"),
+    (json.dumps({**GOOD_INFO, "normalisation": {"mean": [0.5], "std": [float("inf")]}}).encode(), False,
+     "finite mean"),
+    (json.dumps({**GOOD_INFO, "max_batch": True}).encode(), False, "bad max_batch"),
+    (json.dumps({**GOOD_INFO, "round": 2.5}).encode(), False, "round must be"),
+    (json.dumps({**GOOD_INFO, "round": "3"}).encode(), False, "round must be"),
+    (json.dumps({**GOOD_INFO, "noise": float("inf")}).encode(), False, "noise must be"),
+    (b"SPEAKING NONSENSE\r\n\r\n", True, "did not speak HTTP"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 150 + b"\r\n", True, "did not speak HTTP"),
+])
+def test_a_forged_service_description_ends_in_one_line(loopback_server, body, raw, message):
+    url, _ = loopback_server(_answering(body, raw))
+    with pytest.raises(DistillabError, match=message) as e:
+        ServiceClient(url, options=QueryOptions(retries=0, timeout=5))
+    assert "\n" not in str(e.value)
+
+
+def test_a_true_service_description_is_taken(loopback_server):
+    url, _ = loopback_server(_answering(json.dumps({**GOOD_INFO, "round": 3, "noise": 0.1}).encode()))
+    assert ServiceClient(url, options=QueryOptions(retries=0)).info["round"] == 3

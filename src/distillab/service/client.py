@@ -10,7 +10,9 @@ with one line, and the answers already cached stay.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -78,6 +80,11 @@ class RateLimit:
             self.next = start + self.interval
         if start > now:
             time.sleep(start - now)
+
+
+def _number(v) -> bool:
+    """A finite int or float (not a bool, not NaN or infinity, which JSON from a forged service may carry)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _one_line(text: str, limit: int = 200) -> str:
@@ -162,6 +169,8 @@ class ServiceClient:
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise _Unavailable(_one_line(reason)) from None
+        except http.client.HTTPException as e:  # not HTTP: a bad status line, more than 100 headers, a cut answer
+            raise _Unavailable(f"it did not speak HTTP ({type(e).__name__}: {_one_line(e, 80)})") from None
 
     def _with_retries(self, path: str, body: bytes | None = None) -> tuple[bytes, str]:
         wait = self.options.backoff
@@ -185,7 +194,7 @@ class ServiceClient:
         data, _ = self._with_retries("/info")
         try:
             info = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a nesting bomb
             raise DistillabError(f"{self.url}/info did not answer with JSON; is this a distillab teacher service?") \
                 from None
         require(isinstance(info, dict) and info.get("format") == SERVICE_FORMAT,
@@ -195,14 +204,18 @@ class ServiceClient:
                 f"{self.url}/info: input_shape must be [C, H, W], got {shape!r}"[:200])
         require(isinstance(classes, list) and 2 <= len(classes) <= 100_000, f"{self.url}/info: bad classes")
         require(isinstance(norm, dict) and all(isinstance(norm.get(k), list) and len(norm[k]) == shape[0]
-                                               and all(isinstance(v, (int, float)) for v in norm[k])
-                                               for k in ("mean", "std")) and all(v > 0 for v in norm["std"]),
-                f"{self.url}/info: normalisation must give a mean and std per channel")
+                                               and all(_number(v) for v in norm[k]) for k in ("mean", "std"))
+                and all(v > 0 for v in norm["std"]),
+                f"{self.url}/info: normalisation must give a finite mean and a positive std per channel")
         output = info.get("output")
         require(output in ("probs", "label") or (isinstance(output, str) and output.startswith("topk:")
                                                   and output[5:].isdigit() and 1 <= int(output[5:]) < len(classes)),
                 f"{self.url}/info: unknown output '{output}'")
-        require(isinstance(info.get("max_batch"), int) and info["max_batch"] >= 1, f"{self.url}/info: bad max_batch")
+        require(type(info.get("max_batch")) is int and info["max_batch"] >= 1, f"{self.url}/info: bad max_batch")
+        require(info.get("round") in (None, 0) or (type(info["round"]) is int and 0 <= info["round"] <= 8),
+                f"{self.url}/info: round must be a whole number of decimals, 0..8")
+        require(info.get("noise") is None or (_number(info["noise"]) and info["noise"] >= 0),
+                f"{self.url}/info: noise must be a finite number >= 0")
         return info
 
     @property
