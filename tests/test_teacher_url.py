@@ -531,3 +531,34 @@ def test_a_forged_service_description_ends_in_one_line(loopback_server, body, ra
 def test_a_true_service_description_is_taken(loopback_server):
     url, _ = loopback_server(_answering(json.dumps({**GOOD_INFO, "round": 3, "noise": 0.1}).encode()))
     assert ServiceClient(url, options=QueryOptions(retries=0)).info["round"] == 3
+
+
+def test_cached_rows_must_be_answers_the_service_could_give(tmp_path):
+    probs = {**GOOD_INFO, "classes": ["a", "b"], "output": "probs"}
+    keys = [bytes([i]) * 32 for i in range(4)]
+    cache = AnswerCache(tmp_path / "p.sqlite", probs)
+    cache.put(keys, [[5.0, 5.0], [0.3, 0.7], [-0.5, 1.5], [float("nan"), 1.0]])  # forged, true, negative, NaN
+    assert list(cache.get(keys, 2)) == [keys[1]]
+    cache.close()
+    labels = AnswerCache(tmp_path / "l.sqlite", {**GOOD_INFO, "output": "label"})
+    labels.put(keys, [[7.0], [2.5], [10.0], [-1.0]])
+    assert list(labels.get(keys, 1)) == [keys[0]]
+    labels.close()
+    top = AnswerCache(tmp_path / "t.sqlite", {**GOOD_INFO, "output": "topk:2"})
+    top.put(keys, [[3, 1, 0.5, 0.2], [3, 3, 0.5, 0.2], [3, 1.5, 0.5, 0.2], [3, 1, 0.9, 0.9]])
+    assert list(top.get(keys, 4)) == [keys[0]]  # repeated index, fractional index, probabilities over 1
+    top.close()
+
+
+@pytest.mark.parametrize("schema", [
+    "CREATE TABLE service (fingerprint TEXT NOT NULL); CREATE VIEW answers AS SELECT 1 AS key, 2 AS row",
+    "CREATE TABLE service (fingerprint TEXT NOT NULL); CREATE TABLE answers (key BLOB PRIMARY KEY, row BLOB, x INT)",
+    "CREATE TABLE service (fingerprint TEXT, other TEXT); CREATE TABLE answers (key BLOB PRIMARY KEY, row BLOB)",
+])
+def test_a_cache_of_another_form_is_refused_in_one_line(tmp_path, schema):
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    db.executescript(schema)
+    db.close()
+    with pytest.raises(DistillabError, match="its tables have another form") as e:
+        AnswerCache(tmp_path / "c.sqlite", GOOD_INFO)
+    assert "\n" not in str(e.value)

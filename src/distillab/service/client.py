@@ -310,6 +310,28 @@ def input_keys(x: torch.Tensor) -> list[bytes]:
     return [hashlib.sha256(row.tobytes()).digest() for row in arr.reshape(len(arr), -1)]
 
 
+CACHE_COLUMNS = {"service": [("fingerprint", "TEXT")], "answers": [("key", "BLOB"), ("row", "BLOB")]}
+
+
+def row_is_an_answer(row: np.ndarray, info: dict) -> bool:
+    """Whether one cached row is an answer the service described by ``info`` could give: probabilities (finite,
+    >= 0, summing to 1 within its rounding), a label (a whole class number), or top-k indices and probabilities."""
+    k, output = len(info["classes"]), info["output"]
+    decimals = info.get("round") or 0
+    if not np.isfinite(row).all():
+        return False
+    if output == "probs":
+        slack = 1e-2 + (k * 0.5 * 10.0 ** -decimals if decimals else 0.0)
+        return bool((row >= 0).all() and abs(row.sum() - 1) < slack)
+    if output == "label":
+        return bool(row[0] == int(row[0]) and 0 <= row[0] < k)
+    top = int(output[5:])
+    index, prob = row[:top], row[top:]
+    whole = (index == np.floor(index)).all() and (index >= 0).all() and (index < k).all()
+    return bool(whole and len(set(index.tolist())) == top and (prob >= 0).all()
+                and prob.sum() <= 1 + 1e-2 + top * 10.0 ** -(decimals or 8))
+
+
 class AnswerCache:
     """Answers by input hash in an SQLite file, for one service description (shape, classes, normalisation,
     output): a cache made for another service is refused. Written after every request, so a killed run keeps
@@ -323,6 +345,12 @@ class AnswerCache:
             self.db = sqlite3.connect(self.path, check_same_thread=False)
             self.db.execute("CREATE TABLE IF NOT EXISTS service (fingerprint TEXT NOT NULL)")
             self.db.execute("CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, row BLOB NOT NULL)")
+            kinds = dict(self.db.execute("SELECT name, type FROM sqlite_master WHERE name IN ('service', 'answers')"))
+            columns = {t: [(c[1], c[2].upper()) for c in self.db.execute(f"PRAGMA table_info({t})")]
+                       for t in ("service", "answers")}
+            require(kinds == {"service": "table", "answers": "table"} and columns == CACHE_COLUMNS,
+                    f"{self.path} is not a query cache of distillab (its tables have another form); give another "
+                    "--query-cache")
             found = self.db.execute("SELECT fingerprint FROM service").fetchall()
         except sqlite3.DatabaseError as e:
             raise DistillabError(f"{self.path} is not a query cache ({_one_line(e)}); give another --query-cache")\
@@ -334,6 +362,7 @@ class AnswerCache:
             require(len(found) == 1 and found[0][0] == fingerprint,
                     f"{self.path} caches answers of another teacher service (other classes, inputs or output); "
                     "give another --query-cache")
+        self.info = info
         self.lock = threading.Lock()
 
     def get(self, keys: list[bytes], width: int) -> dict[bytes, np.ndarray]:
@@ -343,8 +372,8 @@ class AnswerCache:
                 chunk = keys[start:start + 500]
                 marks = ",".join("?" * len(chunk))
                 for key, row in self.db.execute(f"SELECT key, row FROM answers WHERE key IN ({marks})", chunk):
-                    value = np.frombuffer(row, dtype=np.float64)
-                    if len(value) == width and np.isfinite(value).all():  # a forged row is asked again
+                    value = np.frombuffer(row, dtype=np.float64) if isinstance(row, bytes) else np.zeros(0)
+                    if len(value) == width and row_is_an_answer(value, self.info):  # a forged row is asked again
                         found[bytes(key)] = value
         return found
 
