@@ -135,10 +135,25 @@ def test_the_metadata_file_says_its_size_beside_the_training_sets(meta_all):
     assert train["bytes_uint8"] == train["images"] * 64 and train["bytes_float32"] == 4 * train["bytes_uint8"]
 
 
-@pytest.mark.parametrize("forge", ["drop_layer", "bad_shape", "nan", "kind"])
+@pytest.mark.parametrize("forge", ["drop_layer", "bad_shape", "nan", "kind", "temperature_inf", "norm_text",
+                                   "std_zero", "chol_flipped", "huge", "negative_var"])
 def test_a_forged_metadata_file_is_refused_in_one_line(meta_all, tmp_path, forge):
     tensors, meta = load_tensors(meta_all, "distillab.teacher-records")
-    if forge == "drop_layer":
+    chol = next(k for k in tensors if k.endswith("/chol"))
+    if forge == "temperature_inf":
+        meta["temperature"] = float("inf")
+    elif forge == "norm_text":
+        meta["normalisation"] = {"mean": ["0.5"], "std": ["0.2"]}
+    elif forge == "std_zero":
+        meta["normalisation"] = {**meta["normalisation"], "std": [0.0]}
+    elif forge == "chol_flipped":
+        tensors[chol] = tensors[chol] * -1e30
+    elif forge == "huge":
+        tensors["top/mean"] = tensors["top/mean"] * 1e20
+    elif forge == "negative_var":
+        tensors = {**tensors, "top/var": -torch.ones_like(tensors["top/mean"])}
+        tensors.pop("top/chol", None)
+    elif forge == "drop_layer":
         tensors = {k: v for k, v in tensors.items() if not k.startswith("features.3/")}
     elif forge == "bad_shape":
         tensors["top/mean"] = tensors["top/mean"][:, :3]
@@ -163,6 +178,24 @@ def test_lopes_refuses_metadata_of_another_teacher_or_kind(meta_all, tmp_path):
         Lopes(metadata=str(meta_all)).check_teacher(frozen)
     with pytest.raises(DistillabError, match="holds 'all' records"):
         Lopes(metadata=str(meta_all), records="top").check_teacher(frozen)
+
+
+@pytest.mark.parametrize("forge", ["absent_layer", "other_width"])
+def test_lopes_refuses_records_of_layers_the_teacher_lacks_or_of_other_widths(mlp_teacher, meta_all, tmp_path, forge):
+    """A forged file may copy the teacher's digest: the layers it names must still be the teacher's own."""
+    model, meta = load_model(mlp_teacher)
+    frozen = FrozenTeacher(model, meta["input_shape"], meta["classes"], meta["normalisation"]["mean"],
+                           meta["normalisation"]["std"])
+    tensors, info = load_tensors(meta_all, "distillab.teacher-records")
+    rename = {"features.1": "features.9"} if forge == "absent_layer" else {"features.1": "features.3",
+                                                                          "features.3": "features.1"}
+    tensors = {rename.get(k.split("/", 1)[0], k.split("/", 1)[0]) + "/" + k.split("/", 1)[1]: v
+               for k, v in tensors.items()}
+    info["layers"] = [rename.get(p, p) for p in info["layers"]]
+    save_tensors(tmp_path / "forged.safetensors", tensors, info)
+    with pytest.raises(DistillabError, match="does not have" if forge == "absent_layer" else "another width") as e:
+        Lopes(metadata=str(tmp_path / "forged.safetensors")).check_teacher(frozen)
+    assert "\n" not in str(e.value)
 
 
 # ---- the contract over every data-free method ----
@@ -294,7 +327,7 @@ def test_lopes_end_to_end_from_the_cli(cli, mlp_teacher, meta_all, tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--records", "top", "--temperature", "0"], "--temperature must be > 0"),
+    (["--records", "top", "--temperature", "0"], "--temperature must be a finite number > 0"),
     (["--records", "top", "--data", "npz:{npz}"], "takes inputs of shape"),
     (["--records", "all", "--out", "{tmp}/x.npz"], "must name a .safetensors file"),
     (["--records", "all", "--data", "npz:{unlabeled}"], "no labels"),

@@ -18,6 +18,7 @@ its weights), the data's classes, shape and normalisation, and its own size besi
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,11 @@ from ..files import load_tensors, save_tensors
 RECORDS_FORMAT = "distillab.teacher-records"
 KINDS = ("top", "all", "spectral")
 TOP = "top"
+MAX_STATISTIC = 1e8  # larger means, variances or factors come from a forged file, not from a network's activations
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def model_digest(model: nn.Module) -> str:
@@ -137,9 +143,11 @@ class TeacherRecords:
         require(isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape),
                 f"{bad} 'input_shape' must be (C, H, W)")
         require(isinstance(norm, dict) and all(isinstance(norm.get(k), list) and len(norm[k]) == shape[0]
-                                               for k in ("mean", "std")), f"{bad} 'normalisation' is missing")
+                                               and all(_finite(v) for v in norm[k]) for k in ("mean", "std"))
+                and all(v > 0 for v in norm["std"]), f"{bad} 'normalisation' must give a finite mean and a positive "
+                                                     "std per channel")
         t = meta.get("temperature")
-        require(isinstance(t, (int, float)) and t > 0, f"{bad} 'temperature' must be > 0")
+        require(_finite(t) and t > 0, f"{bad} 'temperature' must be a finite number > 0")
         layers = meta.get("layers")
         require(isinstance(layers, list) and TOP in layers and all(isinstance(p, str) for p in layers),
                 f"{bad} 'layers' must list the recorded layers, top included")
@@ -159,6 +167,11 @@ class TeacherRecords:
                 require(("chol" in s and s["chol"].shape == (k, d, d)) or ("var" in s and s["var"].shape == (k, d)),
                         f"{bad} layer {p} needs a (classes, D, D) covariance factor or a (classes, D) variance")
             require(all(bool(torch.isfinite(v).all()) for v in s.values()), f"{bad} layer {p} holds NaN or inf")
+            require(all(v.numel() == 0 or float(v.abs().max()) <= MAX_STATISTIC for v in s.values()),
+                    f"{bad} layer {p} holds values beyond {MAX_STATISTIC:g}, which no activation statistic reaches")
+            require("var" not in s or bool((s["var"] >= 0).all()), f"{bad} layer {p} has a negative variance")
+            require("chol" not in s or bool((torch.diagonal(s["chol"], dim1=-2, dim2=-1) >= 0).all()),
+                    f"{bad} layer {p}'s covariance factor is not a Cholesky factor (a negative diagonal)")
             stats[p] = s
         return cls(kind=meta["kind"], temperature=float(t), classes=list(classes), input_shape=tuple(shape),
                    mean_px=tuple(norm["mean"]), std_px=tuple(norm["std"]), teacher=str(meta.get("teacher", "")),

@@ -50,6 +50,17 @@ class Lopes(DataFreeMethod):
                 f"{tuple(teacher.input_shape)}; use the metadata of this teacher")
         require(rec.teacher == teacher.digest, f"{self.metadata} was recorded from another teacher (weights "
                                                f"{rec.teacher}, this one {teacher.digest}); use its own metadata")
+        # the digest can be copied into a forged file: the layers it names must be the teacher's, of their widths
+        modules = dict(teacher.model.named_modules())
+        missing = [p for p in rec.layers if p not in modules]
+        require(not missing, f"{self.metadata} records layer(s) {', '.join(missing[:3])} that the teacher does not "
+                             "have; use the metadata of this teacher")
+        with torch.no_grad():
+            probe = torch.zeros(1, *teacher.input_shape, device=teacher.device)
+            widths = {p: a.shape[1] for p, a in activations(teacher.model, probe, rec.layers, 1.0).items()}
+        wrong = [p for p, s in rec.stats.items() if s["mean"].shape[1] != widths[p]]
+        require(not wrong, f"{self.metadata} records layer(s) {', '.join(wrong[:3])} at another width than the "
+                           "teacher's; use the metadata of this teacher")
         return rec
 
     def check_teacher(self, teacher) -> None:
