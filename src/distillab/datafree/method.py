@@ -18,6 +18,7 @@ synthesis (``iterations`` of them). The student then learns from the teacher on 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import ClassVar
@@ -143,12 +144,19 @@ def optimise_inputs(x: torch.Tensor, loss_of, iterations: int, lr: float, progre
     return x.detach(), step
 
 
+MAX_TRANSFER_BYTES = 8 << 30  # checked before anything is allocated: the set, its logits and its student's copy
+
+
 def synthesize(teacher: FrozenTeacher, method: DataFreeMethod, *, seed: int = 0, progress=None) -> dict:
     """A transfer set of ``method.samples`` images from ``teacher`` alone: {"images", "labels" (what each was made
     as), "teacher_logits", "seconds", "peak", ...}."""
     n = method.samples
     require(n >= teacher.num_classes,
             f"--samples must be at least the number of classes ({teacher.num_classes}), got {n}")
+    size = n * math.prod(teacher.input_shape) * 4
+    require(size <= MAX_TRANSFER_BYTES, f"--samples {n} would make a transfer set of {size / 2**30:,.1f} GiB (float32 "
+                                        f"images), over the {MAX_TRANSFER_BYTES / 2**30:g} GiB distillab holds in "
+                                        "memory; ask for fewer samples")
     method.check()
     method.check_teacher(teacher)
     started = time.perf_counter()
