@@ -2,6 +2,7 @@
 clashes that end in one line, and bench reproduce-mnist's cells (quick form)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -252,7 +253,9 @@ def test_a_budget_point_is_evaluated_while_its_condense_cell_is_unfinished(tmp_p
     d = run_benchmark("reproduce-mnist", quick=True, out=tmp_path, quiet=True, cells=("dm-1-eval-*",))
     assert "dm-1-eval-2" in d["cells"] and "dm-1-eval-4" not in d["cells"] and "dm-1-condense" not in d["cells"]
     assert d["cells"]["dm-1-eval-2"]["condense_seconds"] > 0
-    assert any(line.startswith("| dm | 1 |") and "| 2 / 20,000 |" in line for line in (tmp_path / "reproduce-mnist.md").read_text().splitlines())
+    md = (tmp_path / "reproduce-mnist.md").read_text()
+    assert any(line.startswith("| dm | 1 |") and "| 2 / 20,000 |" in line for line in md.splitlines())
+    assert re.search(r"dm-1-condense \(\d of 4 iterations, checkpointed\)", md)  # how far the stopped cell got
 
     # another recipe: the kept point is not its set, so it is not evaluated, and a fresh start replaces it
     kept = _set_path(Bench(tmp_path, True), "dm", 1, 2)

@@ -143,6 +143,25 @@ def _point_ready(b: Bench, name: str, ipc: int, n: int) -> bool:
     return _made_of(method, ipc) == json.dumps(SyntheticSet.load(path).meta.get("recipe"), sort_keys=True)
 
 
+def _checkpoint_path(b: Bench, name: str, ipc: int) -> Path:
+    """Where the condense cell of (name, ipc) keeps its loop while it runs."""
+    points = REPRODUCE_POINTS[_kind(b)][(name, ipc)]
+    return b.work / "checkpoints" / f"reproduce-{name}-{ipc}-{'-'.join(map(str, points))}.safetensors"
+
+
+def _progress_of(b: Bench, cell: tuple) -> str:
+    """' (N of M iterations, checkpointed)' for a condense cell stopped part-way; '' otherwise."""
+    from ..checkpoint import Checkpoints
+
+    if len(cell) < 3 or cell[2] != "condense" or not _checkpoint_path(b, cell[0], cell[1]).exists():
+        return ""
+    try:
+        done = int(Checkpoints(_checkpoint_path(b, cell[0], cell[1])).load()["iteration"])
+    except Exception:  # noqa: BLE001 -- a damaged checkpoint is reported when its cell runs; here only progress
+        return " (checkpoint unreadable)"
+    return f" ({done:,} of {max(REPRODUCE_POINTS[_kind(b)][cell[:2]]):,} iterations, checkpointed)"
+
+
 def _seconds_path(b: Bench, name: str, ipc: int) -> Path:
     """The condense seconds counted up to each kept budget point of (name, ipc)."""
     return b.work / "reproduce-mnist" / "sets" / f"{name}-{ipc}-seconds.json"
@@ -186,8 +205,7 @@ def _condense_cell(out: Path, quick: bool, name: str, ipc: int) -> dict:
         synset.save(_set_path(b, name, ipc, max(points)))
         times = {str(max(points)): synset.meta["condense_seconds"]}
     else:
-        key = f"{name}-{ipc}-{'-'.join(map(str, points))}"
-        path = b.work / "checkpoints" / f"reproduce-{key}.safetensors"
+        path = _checkpoint_path(b, name, ipc)
         b.resumable(path, name, ipc)
         if not path.exists():  # a fresh start: sets an earlier run left (another recipe, another start) must go
             for n in points:
@@ -451,6 +469,7 @@ def bench_reproduce_mnist(b: Bench) -> dict:
                     "runs": RUNS[kind], "not_run": ["-".join(map(str, c)) for c in not_run],
                     "cells_total_seconds": cells_total_seconds({c: v for c, v in done.items() if "wall_seconds" in v})})
     if not_run:
-        markdown += f"\n\nCells not run yet: {', '.join('-'.join(map(str, c)) for c in not_run)}."
+        listed = ", ".join("-".join(map(str, c)) + _progress_of(b, c) for c in not_run)
+        markdown += f"\n\nCells not run yet: {listed}."
     figures["markdown"] = markdown
     return figures
