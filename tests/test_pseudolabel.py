@@ -338,6 +338,8 @@ CATALOGUE = {
     "ratio of one number": ([*TRAIN, "--pseudo", "{labels}", "--pseudo-ratio", "6"], "--pseudo-ratio takes"),
     "ratio with a zero": ([*TRAIN, "--pseudo", "{labels}", "--pseudo-ratio", "6:0"], "--pseudo-ratio takes"),
     "ratio of words": ([*TRAIN, "--pseudo", "{labels}", "--pseudo-ratio", "a:b"], "--pseudo-ratio takes"),
+    "ratio of a billion to one": ([*TRAIN, "--pseudo", "{labels}", "--pseudo-ratio", "1000000000:1"],
+                                  "two whole numbers 1..1000"),
     "batch of one with pseudo rows": ([*TRAIN, "--pseudo", "{labels}", "--batch-size", "1"], "at least 2"),
     "pseudo file that is data": ([*TRAIN, "--pseudo", "{unlabeled}"], "not a pseudo-label file"),
     "pseudo file missing": ([*TRAIN, "--pseudo", "/nonexistent/p.npz"], "no such file"),

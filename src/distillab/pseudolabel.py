@@ -327,8 +327,8 @@ def parse_ratio(text) -> tuple[int, int]:
         ratio = tuple(int(p) for p in parts)
     except ValueError:
         ratio = ()
-    require(len(ratio) == 2 and all(r >= 1 for r in ratio),
-            f"--pseudo-ratio takes labelled:pseudo rows per batch as two positive whole numbers, like 6:4; got "
+    require(len(ratio) == 2 and all(1 <= r <= 1000 for r in ratio),
+            f"--pseudo-ratio takes labelled:pseudo rows per batch as two whole numbers 1..1000, like 6:4; got "
             f"'{text}'")
     return ratio
 

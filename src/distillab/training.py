@@ -28,6 +28,9 @@ Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
+MAX_EPOCHS = 100_000  # beyond this a run is a typo (10^9), not a schedule: refused before it starts
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10
@@ -47,7 +50,7 @@ class TrainConfig:
     device: str = "cpu"
 
     def check(self) -> "TrainConfig":
-        require(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        require(1 <= self.epochs <= MAX_EPOCHS, f"--epochs must be between 1 and {MAX_EPOCHS:,}, got {self.epochs}")
         require(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         require(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         require(0 <= self.momentum < 1, f"--momentum must be in [0, 1), got {self.momentum}")

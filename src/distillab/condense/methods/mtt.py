@@ -84,7 +84,8 @@ class MTT(Method):
     def check(self) -> None:
         n = self.name
         require(self.iterations >= 1, f"{n} iterations must be at least 1, got {self.iterations}")
-        require(self.syn_steps >= 1, f"{n} syn_steps must be at least 1, got {self.syn_steps}")
+        require(1 <= self.syn_steps <= 10_000, f"{n} syn_steps must be 1..10000 (memory grows with it), got "
+                                               f"{self.syn_steps}")
         require(self.expert_epochs >= 1, f"{n} expert_epochs must be at least 1, got {self.expert_epochs}")
         require(self.max_start >= 1, f"{n} max_start must be at least 1 (start epochs 0 .. max_start - 1), got "
                                      f"{self.max_start}")
