@@ -180,13 +180,21 @@ def test_lopes_refuses_metadata_of_another_teacher_or_kind(meta_all, tmp_path):
         Lopes(metadata=str(meta_all), records="top").check_teacher(frozen)
 
 
+@pytest.mark.parametrize("records", ["all", "spectral"])
 @pytest.mark.parametrize("forge", ["absent_layer", "other_width"])
-def test_lopes_refuses_records_of_layers_the_teacher_lacks_or_of_other_widths(mlp_teacher, meta_all, tmp_path, forge):
-    """A forged file may copy the teacher's digest: the layers it names must still be the teacher's own."""
+def test_lopes_refuses_records_of_layers_the_teacher_lacks_or_of_other_widths(mlp_teacher, meta_all, tmp_path, forge,
+                                                                             records):
+    """A forged file may copy the teacher's digest: the layers it names must still be the teacher's own (its
+    true records pass the same check)."""
     model, meta = load_model(mlp_teacher)
     frozen = FrozenTeacher(model, meta["input_shape"], meta["classes"], meta["normalisation"]["mean"],
                            meta["normalisation"]["std"])
-    tensors, info = load_tensors(meta_all, "distillab.teacher-records")
+    true = meta_all
+    if records == "spectral":
+        true = tmp_path / "spectral.safetensors"
+        api.metadata(mlp_teacher, records="spectral", modes=4, out=true, quiet=True)
+    Lopes(metadata=str(true)).check_teacher(frozen)
+    tensors, info = load_tensors(true, "distillab.teacher-records")
     rename = {"features.1": "features.9"} if forge == "absent_layer" else {"features.1": "features.3",
                                                                           "features.3": "features.1"}
     tensors = {rename.get(k.split("/", 1)[0], k.split("/", 1)[0]) + "/" + k.split("/", 1)[1]: v

@@ -58,7 +58,8 @@ class Lopes(DataFreeMethod):
         with torch.no_grad():
             probe = torch.zeros(1, *teacher.input_shape, device=teacher.device)
             widths = {p: a.shape[1] for p, a in activations(teacher.model, probe, rec.layers, 1.0).items()}
-        wrong = [p for p, s in rec.stats.items() if s["mean"].shape[1] != widths[p]]
+        width = {p: s["centre"].shape[0] if "centre" in s else s["mean"].shape[1] for p, s in rec.stats.items()}
+        wrong = [p for p in rec.stats if width[p] != widths[p]]  # spectral: the modes' centre has the layer's width
         require(not wrong, f"{self.metadata} records layer(s) {', '.join(wrong[:3])} at another width than the "
                            "teacher's; use the metadata of this teacher")
         return rec
