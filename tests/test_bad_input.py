@@ -253,6 +253,8 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
     "recipe with a python tag": (["run", "{tag_recipe}"], "not valid YAML"),
     "recipe that names code": (["run", "{code_recipe}"], "--trust-code"),
     "recipe command a list": (["run", "{list_recipe}"], "'command' must be one of"),
+    "tune over a billion epochs": (["tune", "train", "--data", "digits", "--model", "mlp:hidden=4", "--grid",
+                                    "epochs=1,1000000000", "--out", "{root}/tg"], "the grid point {'epochs': 1000000000}"),
     "a billion epochs": (["train", "--data", "digits", "--model", "mlp:hidden=4", "--epochs", "1000000000", "--out",
                           "{root}/e"], "--epochs must be between 1 and 100,000"),
     "mtt with a billion student steps": (["condense", "--data", "digits", "--method", "mtt:syn_steps=1000000000",

@@ -430,6 +430,17 @@ def tune(command: str, grid: dict, *, seeds=(0, 1, 2), budget: float | None = No
             require(made_by.models_as_made.__func__ is not Method.models_as_made.__func__,
                     f"--eval-as-made: a {made_by.name} set is not made by training a model in a known way; score it "
                     "by the protocol instead")
+    if command in ("train", "kd"):  # every grid point's training options are checked before the first trial
+        from .training import TrainConfig
+        from .tuning import grid_points
+
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        for point in grid_points(grid):
+            given = {**options, **point}
+            try:
+                TrainConfig(**{k: v for k, v in given.items() if k in fields and v is not None}).check()
+            except (DistillabError, TypeError) as e:
+                raise DistillabError(f"tune {command}: the grid point {point} cannot run: {e}") from None
     reporter = Reporter(quiet)
     options = {**options, "quiet": True}
     with RunOutput(out, "tune", overwrite) as run:
