@@ -223,3 +223,6 @@ def test_a_recipe_that_cannot_be_rerun_gets_the_loss_attack_only(splits, sets, m
     assert ("unknown condensation method" if method == "no_such_method" else "--trust-code") in finding["note"]
     no_recipe = dataclasses.replace(sets["random"], meta={})
     assert "no recipe" in audit(no_recipe, splits)["note"]
+    for forged in ("gm", {"method": 7}):  # a recipe that is a string, or names no method
+        finding = audit(dataclasses.replace(sets["random"], meta={**sets["random"].meta, "recipe": forged}), splits)
+        assert finding["attack"] == "loss" and "forged or damaged" in finding["note"]

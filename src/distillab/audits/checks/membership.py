@@ -220,8 +220,11 @@ class Membership(Audit):
         if self.shadows == 0:
             return None, "shadows=0: loss attack only"
         recipe = synset.meta.get("recipe") if isinstance(synset.meta, dict) else None
-        if not isinstance(recipe, dict) or not isinstance(recipe.get("method"), str):
+        if recipe is None:
             return None, "the set records no recipe to rerun for shadow models (an imported set?): loss attack only"
+        if not isinstance(recipe, dict) or not isinstance(recipe.get("method"), str):
+            return None, ("the set's recipe is not one distillab writes (a mapping naming its method), so it was "
+                          "forged or damaged: no shadow models, loss attack only")
         where = "the set's recipe"
         options = {key: v for key, v in recipe.items() if key not in ("method", "ipc", "seed", "labels")}
         try:
