@@ -67,6 +67,7 @@ def test_a_student_from_the_url_learns_and_a_repeated_run_is_free_and_identical(
     assert first.metrics["teacher_requests"] == -(-DISTINCT // 256)  # batches of --query-batch 256
     again = api.distill(teacher_url=url, out=tmp_path / "b", query_cache=tmp_path / "q.sqlite", **KD)
     assert again.metrics["teacher_queries"] == 0 and again.metrics["cache_hits"] == ROWS
+    assert again.metrics["cache_rows_checked"] == 16  # the spot check: asked again, not paid for the student
     assert _bytes(again) == _bytes(first)
 
 
@@ -562,3 +563,40 @@ def test_a_cache_of_another_form_is_refused_in_one_line(tmp_path, schema):
     with pytest.raises(DistillabError, match="its tables have another form") as e:
         AnswerCache(tmp_path / "c.sqlite", GOOD_INFO)
     assert "\n" not in str(e.value)
+
+
+def _forge_every_row(cache_path, row):
+    db = sqlite3.connect(cache_path)
+    db.execute("UPDATE answers SET row = ?", (row.tobytes(),))
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("options", [{}, {"round": 2}, {"noise": 0.5, "seed": 3}, {"output": "topk:3"},
+                                     {"output": "topk:3", "noise": 0.5}, {"output": "label"}])
+def test_a_cache_of_valid_but_forged_rows_is_refused_an_honest_one_passes(cli, service, tmp_path, options):
+    """Rows the service could give (every row "class 7") but does not: a spot check asks a few again."""
+    import numpy as np
+
+    url = service(**options).url
+    args = ["kd", "--data", "digits", "--student", "mlp:hidden=16", "--epochs", "1", "--teacher-url", url,
+            "--query-cache", tmp_path / "q.sqlite", "--quiet"]
+    assert cli(*args, "--out", tmp_path / "a").code == 0
+    r = cli(*args, "--out", tmp_path / "b")  # the honest cache passes its check (with noise: by majority)
+    assert r.code == 0, r.err
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["cache_rows_checked"] == 16
+    output = options.get("output", "probs")
+    row = {"probs": np.eye(10)[7], "label": np.array([7.0]),
+           "topk:3": np.array([7.0, 1.0, 2.0, 0.98, 0.01, 0.01])}[output]
+    _forge_every_row(tmp_path / "q.sqlite", row)
+    r = cli(*args, "--out", tmp_path / "c")
+    assert_one_line_error(r, "holds answers the teacher service does not give")
+    assert not (tmp_path / "c").exists()
+    assert cli(*args, "--out", tmp_path / "d", "--cache-checks", "0").code == 0  # the user trusts it
+
+
+def test_cache_checks_is_bounded():
+    with pytest.raises(DistillabError, match="--cache-checks"):
+        QueryOptions(cache_checks=-1).check()
+    with pytest.raises(DistillabError, match="--cache-checks"):
+        QueryOptions(cache_checks=1.5).check()

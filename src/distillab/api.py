@@ -234,7 +234,7 @@ def _service_teacher(url: str, token_file, query: dict, cache_path: Path, splits
 def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", *, teacher_outputs=None,
             teacher_url: str | None = None, token_file=None, concurrency: int | None = None,
             query_batch: int | None = None, query_cache=None, retries: int | None = None,
-            query_rate: float | None = None, follow_redirects: bool | None = None,
+            query_rate: float | None = None, follow_redirects: bool | None = None, cache_checks: int | None = None,
             temperature: float | None = None, alpha: float | None = None, losses: list | None = None,
             student_tap: str = "penultimate", teacher_tap: str = "penultimate", cache="auto", out=None,
             overwrite: bool = False, resume: bool = False, checkpoint_every: int = 1, val_size: int | None = None,
@@ -248,7 +248,8 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     ``retries`` attempts after a failed one (5xx, 429, time-out, refused; exponential back-off from 0.5 s, or the
     service's Retry-After); a redirect is refused unless ``follow_redirects`` (then the token goes only to the
     URL's own scheme, host and port); answers are cached by input hash in
-    ``query_cache`` (default: OUT.queries.sqlite beside the run), so a repeated or resumed run asks nothing twice.
+    ``query_cache`` (default: OUT.queries.sqlite beside the run), so a repeated or resumed run asks nothing twice
+    but ``cache_checks`` rows per batch found there (default 16, 0: none), asked again to refuse a forged cache.
     losses: ``["kd:T=4,w=0.9", "ce:w=0.1"]`` (or LossTerm objects); default Hinton's
     ``alpha * T^2 * KL + (1 - alpha) * CE`` with ``temperature``/``alpha`` (``kd.Hinton``'s defaults).
     cache: "auto" caches the teacher's outputs when there is no augmentation (the teacher then costs nothing).
@@ -261,7 +262,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     call = _call("distill", data=data, teacher=teacher, student=student, teacher_outputs=teacher_outputs,
                  teacher_url=teacher_url, token_file=token_file, concurrency=concurrency, query_batch=query_batch,
                  query_cache=query_cache, retries=retries, query_rate=query_rate, follow_redirects=follow_redirects,
-                 temperature=temperature, alpha=alpha, losses=losses, student_tap=student_tap,
+                 cache_checks=cache_checks, temperature=temperature, alpha=alpha, losses=losses, student_tap=student_tap,
                  teacher_tap=teacher_tap, cache=cache, val_size=val_size, split_seed=split_seed,
                  trust_code=trust_code, **_pseudo_call(pseudo, pseudo_ratio), **options)
     cfg = make_config(options)
@@ -278,7 +279,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
         require(not tap_paths, "a teacher service gives only its outputs; feature losses need --teacher MODEL")
         query_cache = Path(query_cache) if query_cache else out.with_name(out.name + ".queries.sqlite")
         query = {"concurrency": concurrency, "query_batch": query_batch, "retries": retries, "rate": query_rate,
-                 "follow_redirects": follow_redirects}
+                 "follow_redirects": follow_redirects, "cache_checks": cache_checks}
         source, how, answers = _service_teacher(teacher_url, token_file, query, query_cache,
                                                 splits, cfg, mix.rows.x if mix else None, reporter)
         teacher_meta = None
@@ -313,7 +314,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
         metrics["teacher_mode"] = how
         if answers is not None:  # what the service cost: rows paid for, and what the cache saved
             metrics.update(teacher_queries=answers.queried, teacher_requests=answers.client.requests,
-                           cache_hits=answers.hits, query_retries=answers.client.retried,
+                           cache_hits=answers.hits, cache_rows_checked=answers.checked, query_retries=answers.client.retried,
                            query_seconds=round(answers.client.seconds, 2), query_cache=str(answers.cache.path))
             if "live" in how:  # every augmented view is a query: the bill grows with the epochs
                 metrics["queries_per_epoch"] = round(answers.queried / max(1, cfg.epochs), 1)

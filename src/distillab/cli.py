@@ -170,6 +170,9 @@ def build_parser() -> Parser:
     p.add_argument("--follow-redirects", action="store_const", const=True,
                    help="--teacher-url: follow the service's redirects (refused by default); the token goes only to "
                         "the URL's own scheme, host and port")
+    p.add_argument("--cache-checks", type=int,
+                   help="--teacher-url: rows of each batch found in --query-cache that are asked again and compared, "
+                        "so a forged cache is refused (default 16; 0: trust the cache)")
     p.add_argument("--student", help="student model spec (see --model of 'distillab train --help')")
     p.add_argument("--chain", nargs="+", metavar="TEACHER SPEC",
                    help="teacher-assistant chain: TEACHER SPEC1 SPEC2 ...; each stage learns from the previous one")
@@ -592,10 +595,10 @@ def _cmd_kd(a):
             "give one of --teacher, --teacher-outputs and --teacher-url")
     service = {"teacher_url": a.teacher_url, "token_file": a.token_file, "concurrency": a.concurrency,
                "query_batch": a.query_batch, "query_cache": a.query_cache, "retries": a.retries,
-               "query_rate": a.query_rate, "follow_redirects": a.follow_redirects}
+               "query_rate": a.query_rate, "follow_redirects": a.follow_redirects, "cache_checks": a.cache_checks}
     require(a.teacher_url or all(v is None for v in service.values()),
-            "--token-file, --concurrency, --query-batch, --query-cache, --query-rate, --retries and "
-            "--follow-redirects go with --teacher-url")
+            "--token-file, --concurrency, --query-batch, --query-cache, --query-rate, --retries, "
+            "--follow-redirects and --cache-checks go with --teacher-url")
     kwargs = _kd_kwargs(a, service)
     if a.seeds:
         return repeat_over_seeds(distill, a.seeds, out=a.out, overwrite=a.overwrite, command="kd", **kwargs).metrics
@@ -730,7 +733,8 @@ def _cmd_tune(a):
                                   "concurrency": inner.concurrency, "query_batch": inner.query_batch,
                                   "query_cache": inner.query_cache, "retries": inner.retries,
                                   "query_rate": inner.query_rate,
-                                  "follow_redirects": inner.follow_redirects})
+                                  "follow_redirects": inner.follow_redirects,
+                                  "cache_checks": inner.cache_checks})
     elif a.tuned == "condense":
         require(inner.method and inner.ipc is not None, "tune condense needs --method NAME and --ipc N")
         protocol = {k[5:]: v for k, v in scoring.items() if k.startswith("eval_") and k != "eval_as_made"}

@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import math
+import random
 import sqlite3
 import threading
 import time
@@ -45,6 +46,9 @@ class QueryOptions:
     # A redirect would carry the bearer token to wherever the service points: refused unless followed on purpose,
     # and then the token is dropped for any other scheme, host or port.
     follow_redirects: bool = False
+    # Rows of each batch found in the cache that are asked again and compared: a cache forged wholesale (valid
+    # rows, wrong answers) is refused; a few forged rows among many can pass a spot check (0: trust the cache).
+    cache_checks: int = 16
 
     def check(self) -> "QueryOptions":
         require(self.concurrency >= 1, f"--concurrency must be at least 1, got {self.concurrency}")
@@ -52,6 +56,8 @@ class QueryOptions:
         require(self.rate >= 0, f"the query rate must be >= 0, got {self.rate}")
         require(self.timeout > 0 and self.retries >= 0 and self.backoff >= 0,
                 "timeout must be > 0, retries and backoff >= 0")
+        require(type(self.cache_checks) is int and 0 <= self.cache_checks <= 1_000_000,
+                f"--cache-checks must be a whole number 0..1,000,000, got {self.cache_checks!r}")
         return self
 
 
@@ -396,19 +402,61 @@ class AnswerCache:
 # Answers for many rows
 
 
+def rows_agree(cached: np.ndarray, fresh: np.ndarray, info: dict) -> np.ndarray:
+    """Per row, whether a cached answer is one the service gives now: without noise the same answer (within the
+    service's rounding and float32 round-off); with noise the same top class."""
+    output = info["output"]
+    top = 1 if output == "label" else (int(output[5:]) if output.startswith("topk:") else None)
+    if top is None:  # probabilities
+        if info.get("noise"):
+            return cached.argmax(1) == fresh.argmax(1)
+        slack = 1e-4 + (10.0 ** -info["round"] if info.get("round") else 0.0)
+        return np.abs(cached - fresh).max(1) <= slack
+    if info.get("noise") or output == "label":  # the top class (a label, or the first of the top k)
+        return cached[:, 0] == fresh[:, 0]
+    slack = 1e-4 + (10.0 ** -info["round"] if info.get("round") else 0.0)
+    return (np.sort(cached[:, :top], 1) == np.sort(fresh[:, :top], 1)).all(1) & (
+        np.abs(np.sort(cached[:, top:], 1) - np.sort(fresh[:, top:], 1)).max(1) <= slack)
+
+
 class ServiceAnswers:
     """Answer rows for any inputs: from the cache, else from the service (missing rows only, in batches of the
-    client's size, ``concurrency`` at once). ``queried`` counts the rows paid for, ``hits`` those the cache had."""
+    client's size, ``concurrency`` at once). ``queried`` counts the rows paid for, ``hits`` those the cache had,
+    ``checked`` the cached rows asked again to check the cache (``QueryOptions.cache_checks`` per call)."""
 
     def __init__(self, client: ServiceClient, cache: AnswerCache):
         self.client, self.cache = client, cache
         self.width = client.row_width()
-        self.queried = self.hits = 0
+        self.queried = self.hits = self.checked = 0
+
+    def _spot_check(self, x: torch.Tensor, keys: list[bytes], known: dict) -> None:
+        """Ask the service again for a few rows the cache had; a cache whose answers it does not give is refused.
+        Which rows is drawn from the system's entropy (a forger cannot know it); an honest cache passes whatever
+        the draw, so the run's results do not depend on it."""
+        first = {}
+        for i, k in enumerate(keys):
+            if k in known:
+                first.setdefault(k, i)
+        n = min(self.client.options.cache_checks, len(first))
+        if n == 0:
+            return
+        index = sorted(random.SystemRandom().sample(sorted(first.values()), n))
+        fresh = np.concatenate([self.client.answer(x[index[s:s + self.client.batch]])
+                                for s in range(0, n, self.client.batch)])
+        self.checked += n
+        agree = rows_agree(np.stack([known[keys[i]] for i in index]), fresh, self.cache.info)
+        # with noise the top class of an honest cache still differs now and then: a majority must agree
+        enough = agree.mean() >= 0.5 if self.cache.info.get("noise") else agree.all()
+        require(enough, f"{self.cache.path} holds answers the teacher service does not give ({int((~agree).sum())} "
+                        f"of {n} cached rows asked again differ): a forged or stale cache; delete it or give another "
+                        "--query-cache")
 
     def __call__(self, x: torch.Tensor, on_rows=None) -> np.ndarray:
         keys = input_keys(x)
         known = self.cache.get(keys, self.width)
         self.hits += sum(k in known for k in keys)
+        if known and self.client.options.cache_checks:
+            self._spot_check(x, keys, known)
         missing, seen = [], set()
         for i, k in enumerate(keys):
             if k not in known and k not in seen:  # the same input twice is asked once
