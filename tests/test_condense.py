@@ -160,6 +160,16 @@ def test_condense_and_evaluate_cli(cli, tmp_path):
     assert set(models["mlp:hidden=16"]) >= {"mean", "std", "runs"} and len(models["mlp:hidden=16"]["runs"]) == 2
 
 
+@pytest.mark.parametrize("args, who", [(["--method", "dm", "--iterations", "1000000000"], "dm's iterations"),
+                                       (["--method", "gm:iterations=1000001"], "gm's iterations"),
+                                       (["--method", "random", "--labels", "learn:iterations=10000000"],
+                                        "learn's iterations")])
+def test_iterations_of_a_typo_are_refused_before_any_work(cli, tmp_path, args, who):
+    r = cli("condense", "--ipc", "1", *args, "--out", tmp_path / "o")
+    assert_one_line_error(r, who, "at most 1,000,000")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_condense_bad_inputs(cli, tmp_path):
     assert_one_line_error(cli("condense", "--method", "random", "--ipc", "5000", "--out", tmp_path / "o"),
                           "smallest class")

@@ -198,6 +198,9 @@ def random_real_images(train: TrainSet, ipc: int, g: torch.Generator) -> torch.T
     return train.read(torch.cat(picks)).clone()
 
 
+MAX_ITERATIONS = 1_000_000
+
+
 def initial_images(train: TrainSet, ipc: int, init: str, g: torch.Generator) -> torch.Tensor:
     """Where learned methods start: real images (``real``) or standard normal noise (``noise``)."""
     if init == "real":
@@ -220,6 +223,10 @@ def condense(train: TrainSet, method: Method | str, ipc: int, *, seed: int = 0, 
     require(isinstance(labels, Labels), f"--labels must be a label mode or its spec string, got {labels!r}")
     method.check()
     labels.check()
+    for part in (method, labels):  # a typo (10^9), not a budget: refused before any work
+        loops = int(getattr(part, "iterations", 0) or 0)
+        require(loops <= MAX_ITERATIONS, f"{part.name}'s iterations must be at most {MAX_ITERATIONS:,} (the "
+                                         f"longest reference recipe runs 23,600), got {loops:,}")
     train = train.counted()
     check_ipc(train, ipc)
     method.check_data(train)
