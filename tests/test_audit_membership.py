@@ -226,3 +226,23 @@ def test_a_recipe_that_cannot_be_rerun_gets_the_loss_attack_only(splits, sets, m
     for forged in ("gm", {"method": 7}):  # a recipe that is a string, or names no method
         finding = audit(dataclasses.replace(sets["random"], meta={**sets["random"].meta, "recipe": forged}), splits)
         assert finding["attack"] == "loss" and "forged or damaged" in finding["note"]
+
+
+@pytest.mark.parametrize("recipe, note", [({"method": "import:trap:make"}, "--trust-code"),
+                                          ("import:trap:make", "forged or damaged"),
+                                          ({"method": "no_such_method"}, "unknown condensation method")],
+                         ids=["import", "string", "unknown-method"])
+def test_a_forged_recipe_runs_no_code_and_gets_the_loss_attacks_true_figures(splits, sets, recipe, note):
+    """An audited set whose recipe names code, is a bare string, or names an unknown method: nothing is imported,
+    no shadow is trained on it, and the loss attack's figures are the ones the same set gets with no recipe."""
+    import sys
+
+    sys.modules.pop("trap", None)
+    forged = {**sets["random"].meta["recipe"], **recipe} if isinstance(recipe, dict) else recipe
+    finding = audit(dataclasses.replace(sets["random"], meta={**sets["random"].meta, "recipe": forged}), splits)
+    assert "trap" not in sys.modules
+    assert finding["attack"] == "loss" and note in finding["note"] and finding["counts"]["shadows"] == 0
+    plain = audit(dataclasses.replace(sets["random"], meta={}), splits)
+    for producer in ("synset", "random_subset"):
+        assert finding[producer]["lira"] is None
+        assert numbers(finding[producer]["loss"]) == numbers(plain[producer]["loss"])

@@ -276,7 +276,7 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
     "metadata at an infinite temperature": (["metadata", "{teacher}", "--temperature", "inf", "--out",
                                               "{root}/m.safetensors"], "--temperature must be a finite number"),
     "metadata with a billion modes": (["metadata", "{teacher}", "--records", "spectral", "--modes", "1000000000",
-                                       "--out", "{root}/m.safetensors"], "--modes 1..4096"),
+                                       "--out", "{root}/m.safetensors"], "--modes must be 1..4096"),
     "recipe of 5,000 nested lists": (["run", "{deep_recipe}"], "more than 32 deep"),
     "recipe of 3,000 nested mappings": (["run", "{deep_map_recipe}"], "more than 32 deep"),
     "missing recipe": (["run", "/nonexistent/r.yaml"], "no such recipe"),
@@ -292,6 +292,10 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
     "serve a bad rate": (["serve", "{teacher}", "--port", "0", "--rate", "-1"], "rate"),
     "serve a missing token file": (["serve", "{teacher}", "--port", "0", "--token-file", "/nonexistent/t"],
                                    "token file"),
+    "kd token file of /dev/zero": (["kd", "--student", "mlp:hidden=4", *FAST, "--teacher-url", "http://127.0.0.1:1",
+                                    "--token-file", "/dev/zero"], "more than 4096 bytes"),
+    "serve token file of /dev/zero": (["serve", "{teacher}", "--port", "0", "--token-file", "/dev/zero"],
+                                      "more than 4096 bytes"),
     "kd from a bad url": (["kd", "--student", "mlp:hidden=4", *FAST, "--teacher-url", "file:///etc/passwd"],
                           "http(s) URL"),
     "kd url with zero concurrency": (["kd", "--student", "mlp:hidden=4", *FAST, "--teacher-url",
@@ -329,3 +333,22 @@ def test_a_table_at_chance_level_is_flagged(cli, tmp_path, files):
     r = cli("kd", "--teacher-outputs", tmp_path / "shuffled.npz", "--student", "mlp:hidden=4", *FAST, "--quiet",
             "--out", tmp_path / "k")
     assert r.code == 0 and "about chance" in r.err and r.err.startswith("distillab: warning:"), r.err
+
+
+def test_overwrite_of_a_home_folder_is_refused_and_touches_nothing(cli, tmp_path, monkeypatch):
+    """`--out ~ --overwrite` (the shell expands ~): a home folder is no run of distillab's. One line, exit 2, every
+    file in it kept as it was, and nothing made beside it (no .NAME.partial)."""
+    import os
+
+    home = tmp_path / "home" / "user"
+    for rel, text in {".bashrc": "export PATH=$HOME/bin:$PATH", ".ssh/id_ed25519": "PRIVATE KEY",
+                      "Documents/thesis.tex": "years of work", "runs/old/model.safetensors": "not really"}.items():
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_text(text)
+    monkeypatch.setenv("HOME", str(home))
+    before = {p: p.read_bytes() for p in home.rglob("*") if p.is_file()}
+    r = cli("train", "--data", "digits", "--model", "mlp:hidden=4", "--epochs", "1", "--out",
+            os.path.expanduser("~"), "--overwrite")
+    assert_one_line_error(r, "was not made by distillab")
+    assert {p: p.read_bytes() for p in home.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["user"]

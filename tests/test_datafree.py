@@ -206,6 +206,56 @@ def test_lopes_refuses_records_of_layers_the_teacher_lacks_or_of_other_widths(ml
     assert "\n" not in str(e.value)
 
 
+def _forge_records(meta_all, path, forge):
+    """A copy of the teacher's true 'all' records (its digest included) with one forgery."""
+    tensors, meta = load_tensors(meta_all, "distillab.teacher-records")
+    if forge == "temperature_inf":
+        meta["temperature"] = float("inf")
+    elif forge == "norm_text":
+        meta["normalisation"] = {"mean": ["0.5"], "std": ["0.2"]}
+    elif forge == "std_zero":
+        meta["normalisation"] = {**meta["normalisation"], "std": [0.0]}
+    elif forge == "chol_times_minus_1e30":
+        chol = next(k for k in tensors if k.endswith("/chol"))
+        tensors[chol] = tensors[chol] * -1e30
+    elif forge == "records_50mb":  # a layer the teacher has, recorded 1,150 wide with a full factor: 53 MB
+        d, k = 1150, len(meta["classes"])
+        tensors = {n: v for n, v in tensors.items() if not n.startswith("features.1/")}
+        tensors["features.1/mean"] = torch.zeros(k, d)
+        tensors["features.1/chol"] = 0.1 * torch.eye(d).expand(k, d, d).contiguous()
+    else:
+        rename = {"features.1": "features.9"} if forge == "absent_layer" else {"features.1": "features.3",
+                                                                              "features.3": "features.1"}
+        tensors = {rename.get(n.split("/", 1)[0], n.split("/", 1)[0]) + "/" + n.split("/", 1)[1]: v
+                   for n, v in tensors.items()}
+        meta["layers"] = [rename.get(p, p) for p in meta["layers"]]
+    save_tensors(path, tensors, meta)
+    return path
+
+
+LOPES_FORGED = {  # forgery: fragment of the one line it ends in
+    "temperature_inf": "'temperature' must be a finite number > 0",
+    "norm_text": "'normalisation' must give a finite mean and a positive std",
+    "std_zero": "'normalisation' must give a finite mean and a positive std",
+    "chol_times_minus_1e30": "holds values beyond 1e+08",
+    "records_50mb": "records layer(s) features.1 at another width",
+    "absent_layer": "records layer(s) features.9 that the teacher does not have",
+    "other_width": "at another width than the teacher's",
+}
+
+
+@pytest.mark.parametrize("forge, fragment", [pytest.param(k, v, id=k) for k, v in LOPES_FORGED.items()])
+def test_datafree_lopes_from_forged_metadata_is_one_line_exit_2_and_writes_nothing(cli, mlp_teacher, meta_all,
+                                                                                   tmp_path, forge, fragment):
+    forged = _forge_records(meta_all, tmp_path / "forged.safetensors", forge)
+    if forge == "records_50mb":
+        assert forged.stat().st_size > 50_000_000
+    r = cli("datafree", "--teacher", mlp_teacher, "--method", f"lopes:metadata={forged},batch=50", "--iterations", 5,
+            "--samples", 100, "--student", "mlp:hidden=8", "--epochs", 1, "--out", tmp_path / "run")
+    assert_one_line_error(r, fragment)
+    assert "internal error" not in r.err and sorted(p.name for p in tmp_path.iterdir()) == ["forged.safetensors"]
+
+
 # ---- the contract over every data-free method ----
 
 

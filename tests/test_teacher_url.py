@@ -439,6 +439,7 @@ def test_a_redirect_is_refused_and_the_token_never_leaves(cli, tmp_path, loopbac
     # followed on purpose: the other port is asked, without the token (so it refuses, in one line)
     assert_one_line_error(cli(*args, "--follow-redirects", "--out", tmp_path / "f"), "401")
     assert collected and all(auth is None for _, _, auth in collected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["token"]  # no run folder, no query cache left behind
 
 
 def test_a_followed_redirect_keeps_the_token_only_on_the_same_origin():
@@ -509,24 +510,40 @@ def _answering(body: bytes, raw: bool = False):
     return answer
 
 
-@pytest.mark.parametrize("body, raw, message", [
-    (b'{"format": "distillab.teacher-service", "x": ' + b"[" * 100_000, False, "did not answer with JSON"),
-    (json.dumps({**GOOD_INFO, "normalisation": {"mean": [float("nan")], "std": [0.25]}}).encode(), False,
+FORGED_INFO = [  # (id, body, raw, message): a hostile service's answer to GET /info
+    ("nesting-bomb", b'{"format": "distillab.teacher-service", "x": ' + b"[" * 100_000, False,
+     "did not answer with JSON"),
+    ("nan-mean", json.dumps({**GOOD_INFO, "normalisation": {"mean": [float("nan")], "std": [0.25]}}).encode(), False,
      "finite mean"),
-    (json.dumps({**GOOD_INFO, "normalisation": {"mean": [0.5], "std": [float("inf")]}}).encode(), False,
+    ("inf-std", json.dumps({**GOOD_INFO, "normalisation": {"mean": [0.5], "std": [float("inf")]}}).encode(), False,
      "finite mean"),
-    (json.dumps({**GOOD_INFO, "max_batch": True}).encode(), False, "bad max_batch"),
-    (json.dumps({**GOOD_INFO, "round": 2.5}).encode(), False, "round must be"),
-    (json.dumps({**GOOD_INFO, "round": "3"}).encode(), False, "round must be"),
-    (json.dumps({**GOOD_INFO, "noise": float("inf")}).encode(), False, "noise must be"),
-    (b"SPEAKING NONSENSE\r\n\r\n", True, "did not speak HTTP"),
-    (b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 150 + b"\r\n", True, "did not speak HTTP"),
-])
+    ("max-batch-true", json.dumps({**GOOD_INFO, "max_batch": True}).encode(), False, "bad max_batch"),
+    ("round-fraction", json.dumps({**GOOD_INFO, "round": 2.5}).encode(), False, "round must be"),
+    ("round-text", json.dumps({**GOOD_INFO, "round": "3"}).encode(), False, "round must be"),
+    ("noise-inf", json.dumps({**GOOD_INFO, "noise": float("inf")}).encode(), False, "noise must be"),
+    ("bad-status-line", b"SPEAKING NONSENSE\r\n\r\n", True, "did not speak HTTP"),
+    ("150-headers", b"HTTP/1.1 200 OK\r\n" + b"X-Many: 1\r\n" * 150 + b"\r\n", True, "did not speak HTTP"),
+]
+
+
+@pytest.mark.parametrize("body, raw, message", [pytest.param(*case[1:], id=case[0]) for case in FORGED_INFO])
 def test_a_forged_service_description_ends_in_one_line(loopback_server, body, raw, message):
     url, _ = loopback_server(_answering(body, raw))
     with pytest.raises(DistillabError, match=message) as e:
         ServiceClient(url, options=QueryOptions(retries=0, timeout=5))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("body, raw, message", [pytest.param(*case[1:], id=case[0]) for case in FORGED_INFO])
+def test_kd_from_a_forged_service_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, loopback_server, body, raw,
+                                                                        message):
+    """The same answers through `distillab kd --teacher-url`: no traceback, no "internal error", no run folder and
+    no query cache left behind."""
+    url, _ = loopback_server(_answering(body, raw))
+    r = cli("kd", "--data", "digits", "--student", "mlp:hidden=16", "--epochs", "1", "--teacher-url", url,
+            "--retries", "0", "--out", tmp_path / "run")
+    assert_one_line_error(r, message)
+    assert "internal error" not in r.err and list(tmp_path.iterdir()) == []
 
 
 def test_a_true_service_description_is_taken(loopback_server):
@@ -551,11 +568,17 @@ def test_cached_rows_must_be_answers_the_service_could_give(tmp_path):
     top.close()
 
 
-@pytest.mark.parametrize("schema", [
-    "CREATE TABLE service (fingerprint TEXT NOT NULL); CREATE VIEW answers AS SELECT 1 AS key, 2 AS row",
-    "CREATE TABLE service (fingerprint TEXT NOT NULL); CREATE TABLE answers (key BLOB PRIMARY KEY, row BLOB, x INT)",
-    "CREATE TABLE service (fingerprint TEXT, other TEXT); CREATE TABLE answers (key BLOB PRIMARY KEY, row BLOB)",
-])
+OTHER_FORM = {  # a query cache whose tables are not the ones distillab makes
+    "answers-a-view": "CREATE TABLE service (fingerprint TEXT NOT NULL); "
+                      "CREATE VIEW answers AS SELECT 1 AS key, 2 AS row",
+    "answers-third-column": "CREATE TABLE service (fingerprint TEXT NOT NULL); "
+                            "CREATE TABLE answers (key BLOB PRIMARY KEY, row BLOB, x INT)",
+    "service-second-column": "CREATE TABLE service (fingerprint TEXT, other TEXT); "
+                             "CREATE TABLE answers (key BLOB PRIMARY KEY, row BLOB)",
+}
+
+
+@pytest.mark.parametrize("schema", [pytest.param(v, id=k) for k, v in OTHER_FORM.items()])
 def test_a_cache_of_another_form_is_refused_in_one_line(tmp_path, schema):
     db = sqlite3.connect(tmp_path / "c.sqlite")
     db.executescript(schema)
@@ -563,6 +586,22 @@ def test_a_cache_of_another_form_is_refused_in_one_line(tmp_path, schema):
     with pytest.raises(DistillabError, match="its tables have another form") as e:
         AnswerCache(tmp_path / "c.sqlite", GOOD_INFO)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("schema", [pytest.param(v, id=k) for k, v in OTHER_FORM.items()])
+def test_kd_with_a_cache_of_another_form_is_one_line_exit_2_and_writes_nothing(cli, tmp_path, loopback_server,
+                                                                               schema):
+    url, asked = loopback_server(_answering(json.dumps(GOOD_INFO).encode()))
+    cache = tmp_path / "c.sqlite"
+    db = sqlite3.connect(cache)
+    db.executescript(schema)
+    db.close()
+    before = cache.read_bytes()
+    r = cli("kd", "--data", "digits", "--student", "mlp:hidden=16", "--epochs", "1", "--teacher-url", url,
+            "--retries", "0", "--query-cache", cache, "--out", tmp_path / "run")
+    assert_one_line_error(r, str(cache), "its tables have another form")
+    assert "internal error" not in r.err and asked == [("GET", "/info", None)]  # nothing was asked to predict
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.sqlite"] and cache.read_bytes() == before
 
 
 def _forge_every_row(cache_path, row):
@@ -573,7 +612,8 @@ def _forge_every_row(cache_path, row):
 
 
 @pytest.mark.parametrize("options", [{}, {"round": 2}, {"noise": 0.5, "seed": 3}, {"output": "topk:3"},
-                                     {"output": "topk:3", "noise": 0.5}, {"output": "label"}])
+                                     {"output": "topk:3", "noise": 0.5}, {"output": "label"}],
+                         ids=["probs", "round", "noise", "topk", "topk-noise", "label"])
 def test_a_cache_of_valid_but_forged_rows_is_refused_an_honest_one_passes(cli, service, tmp_path, options):
     """Rows the service could give (every row "class 7") but does not: a spot check asks a few again."""
     import numpy as np
@@ -593,6 +633,25 @@ def test_a_cache_of_valid_but_forged_rows_is_refused_an_honest_one_passes(cli, s
     assert_one_line_error(r, "holds answers the teacher service does not give")
     assert not (tmp_path / "c").exists()
     assert cli(*args, "--out", tmp_path / "d", "--cache-checks", "0").code == 0  # the user trusts it
+
+
+def test_a_cache_of_rows_no_service_gives_is_asked_again_and_teaches_the_same_student(cli, service, tmp_path):
+    """Every cached row forged to 5.0 (not probabilities): each is asked again, none is trained on, and the student
+    is bit for bit the one the honest answers made."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    args = ["kd", "--data", "digits", "--student", "mlp:hidden=16", "--epochs", "1", "--teacher-url", service().url,
+            "--query-cache", tmp_path / "q.sqlite", "--quiet"]
+    honest = cli(*args, "--out", tmp_path / "a")
+    assert honest.code == 0, honest.err
+    _forge_every_row(tmp_path / "q.sqlite", np.full(10, 5.0))
+    forged = cli(*args, "--out", tmp_path / "b")
+    assert forged.code == 0 and forged.err == "", forged.err
+    assert forged.json["teacher_queries"] == DISTINCT and forged.json["cache_hits"] == 0
+    assert forged.json["test_accuracy"] == honest.json["test_accuracy"]
+    a, b = (load_file(str(tmp_path / run / "model.safetensors")) for run in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cache_checks_is_bounded():

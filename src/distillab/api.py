@@ -1015,8 +1015,8 @@ def metadata(teacher, *, data: str | None = None, records: str = "top", temperat
     require(records in KINDS, f"--records must be one of {', '.join(KINDS)}, got '{records}'")
     require(isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0,
             f"--temperature must be a finite number > 0, got {temperature}")
-    require(type(max_full) is int and type(modes) is int and 1 <= max_full <= 1 << 16 and 1 <= modes <= 4096,
-            f"--max-full must be 1..65536 and --modes 1..4096 (modes kept per layer), got {max_full} and {modes}")
+    require(type(max_full) is int and 1 <= max_full <= 1 << 16, f"--max-full must be 1..65536, got {max_full}")
+    require(type(modes) is int and 1 <= modes <= 4096, f"--modes must be 1..4096 (modes kept per layer), got {modes}")
     target = Path(out) if out else Path(f"metadata-{records}.safetensors")
     require(target.suffix == ".safetensors", f"--out must name a .safetensors file, got {target}")
     require(not target.is_dir(), f"--out {target} is a folder; name a .safetensors file")

@@ -347,6 +347,7 @@ class AnswerCache:
         self.path = Path(path)
         fingerprint = json.dumps({k: info.get(k) for k in ("input_shape", "classes", "normalisation", "output",
                                                            "noise", "round")}, sort_keys=True)
+        self.db, self.lock = None, threading.Lock()
         try:
             self.db = sqlite3.connect(self.path, check_same_thread=False)
             self.db.execute("CREATE TABLE IF NOT EXISTS service (fingerprint TEXT NOT NULL)")
@@ -358,18 +359,21 @@ class AnswerCache:
                     f"{self.path} is not a query cache of distillab (its tables have another form); give another "
                     "--query-cache")
             found = self.db.execute("SELECT fingerprint FROM service").fetchall()
+            if not found:
+                self.db.execute("INSERT INTO service VALUES (?)", (fingerprint,))
+                self.db.commit()
+            else:
+                require(len(found) == 1 and found[0][0] == fingerprint,
+                        f"{self.path} caches answers of another teacher service (other classes, inputs or output); "
+                        "give another --query-cache")
         except sqlite3.DatabaseError as e:
+            self.close()
             raise DistillabError(f"{self.path} is not a query cache ({_one_line(e)}); give another --query-cache")\
                 from None
-        if not found:
-            self.db.execute("INSERT INTO service VALUES (?)", (fingerprint,))
-            self.db.commit()
-        else:
-            require(len(found) == 1 and found[0][0] == fingerprint,
-                    f"{self.path} caches answers of another teacher service (other classes, inputs or output); "
-                    "give another --query-cache")
+        except DistillabError:
+            self.close()
+            raise
         self.info = info
-        self.lock = threading.Lock()
 
     def get(self, keys: list[bytes], width: int) -> dict[bytes, np.ndarray]:
         found = {}
@@ -395,7 +399,8 @@ class AnswerCache:
 
     def close(self) -> None:
         with self.lock:
-            self.db.close()
+            if self.db is not None:
+                self.db.close()
 
 
 # --------------------------------------------------------------------------------------------------------------
