@@ -367,3 +367,28 @@ def test_loops_without_a_checkpoint_stop_at_their_next_step_when_asked(monkeypat
     with pytest.raises(checkpoint.Interrupted):
         fit(net, splits, TrainConfig(epochs=3, batch_size=64), on_step=signal_at(3))
     assert len(steps) == 3
+
+
+@pytest.mark.parametrize("run", ["condense", "evaluate", "train", "experts"])
+def test_a_run_resumes_on_the_device_it_started_on(tmp_path, stop_after, monkeypatch, run):
+    """A run started on another device than the default resumes on it (issue 29: condense and evaluate runs did
+    not record the device and resumed on the CPU without a word). "cpu:0" is a device every machine has."""
+    if run == "evaluate":
+        api.condense_data("digits", "random", 2, out=tmp_path / "set", quiet=True)
+    start = {"condense": lambda **kw: api.condense_data(
+                 data="digits", method="dm:iterations=6,batch_real=16,model=[convnet:width=4,depth=2]", ipc=2, **kw),
+             "evaluate": lambda **kw: api.evaluate_synset(str(tmp_path / "set/synset.safetensors"),
+                                                          models=["mlp:hidden=8"], runs=4, epochs=3, **kw),
+             "train": lambda **kw: api.train(data="digits", model="mlp:hidden=8", epochs=3, **kw),
+             "experts": lambda **kw: api.experts("digits", "mlp:hidden=8", 4, 2, **kw)}[run]
+    seen = []
+    resolve = api.resolve_device
+    monkeypatch.setattr(api, "resolve_device", lambda device: seen.append(device) or resolve(device))
+    stop_after(2)
+    with pytest.raises(checkpoint.Interrupted):
+        start(out=tmp_path / "run", quiet=True, device="cpu:0")
+    assert "cpu:0" in seen
+    seen.clear()
+    stop_after(0)
+    api.resume(tmp_path / "run")
+    assert seen and set(seen) == {"cpu:0"}, seen

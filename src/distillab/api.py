@@ -15,6 +15,7 @@ Files from elsewhere never make distillab import code unless ``trust_code=True``
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import time
@@ -84,6 +85,28 @@ def _call(function: str, **kwargs) -> dict | None:
     return {"function": function, "kwargs": kwargs}
 
 
+# Where a run is written and how it reports: not part of the call (a resumed run may change them); every other
+# argument is, so that no option that changes a result can be left out of the record.
+RUN_PLUMBING = frozenset({"out", "overwrite", "resume", "quiet", "log", "checkpoint_every"})
+
+
+def _call_of(function: str, arguments: dict, omit: tuple[str, ...] = (), **recorded) -> dict | None:
+    """The call that makes a run, read off the signature of ``function`` (a run function of this module, by name:
+    a parameter may shadow it): each of its arguments (``arguments``: the function's ``locals()``; ``**options``
+    spread out) but ``RUN_PLUMBING``, ``omit`` (arguments folded into another one) and those left at None;
+    ``recorded`` gives an argument's recorded form (a spec string for an object)."""
+    kwargs = {}
+    for name, param in inspect.signature(globals()[function]).parameters.items():
+        if name in RUN_PLUMBING or name in omit:
+            continue
+        if param.kind is param.VAR_KEYWORD:
+            kwargs.update({k: v for k, v in arguments[name].items() if k not in RUN_PLUMBING})
+        else:
+            kwargs[name] = arguments[name]
+    kwargs.update(recorded)
+    return _call(function, **{k: v for k, v in kwargs.items() if v is not None})
+
+
 def _finished(folder: Path) -> Result | None:
     """A nested run (a chain stage, a seed) that finished before the run was stopped."""
     path = Path(folder) / "metrics.json"
@@ -151,8 +174,7 @@ def train(data: str = "digits", model: str = "mlp:hidden=100", *, pseudo=None, p
     ``pseudo``: a pseudo-label file (``pseudolabel``) whose rows are mixed into every batch, ``pseudo_ratio``
     labelled:pseudo rows (default ``pseudolabel.Mixing``'s 6:4)."""
     started = time.time()
-    call = _call("train", data=data, model=model, val_size=val_size, split_seed=split_seed,
-                 **_pseudo_call(pseudo, pseudo_ratio), **options)
+    call = _call_of("train", locals())
     reporter = Reporter(quiet)
     cfg = make_config(options)
     splits = load_splits(data, val_size, split_seed)
@@ -174,11 +196,6 @@ def train(data: str = "digits", model: str = "mlp:hidden=100", *, pseudo=None, p
     reporter.info(f"{_test_line(metrics)}; "
                   f"wrote {final_path(run.final)}")
     return Result(metrics, run.final, net)
-
-
-def _pseudo_call(pseudo, pseudo_ratio) -> dict:
-    """The pseudo-label arguments for a run's call.json, only when given (older calls stay as they were)."""
-    return {k: v for k, v in (("pseudo", pseudo), ("pseudo_ratio", pseudo_ratio)) if v is not None}
 
 
 def _pseudo_rows(pseudo, pseudo_ratio, splits, reporter):
@@ -259,12 +276,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     started = time.time()
     reporter = Reporter(quiet)
     out = Path(out) if out else default_out("kd")
-    call = _call("distill", data=data, teacher=teacher, student=student, teacher_outputs=teacher_outputs,
-                 teacher_url=teacher_url, token_file=token_file, concurrency=concurrency, query_batch=query_batch,
-                 query_cache=query_cache, retries=retries, query_rate=query_rate, follow_redirects=follow_redirects,
-                 cache_checks=cache_checks, temperature=temperature, alpha=alpha, losses=losses, student_tap=student_tap,
-                 teacher_tap=teacher_tap, cache=cache, val_size=val_size, split_seed=split_seed,
-                 trust_code=trust_code, **_pseudo_call(pseudo, pseudo_ratio), **options)
+    call = _call_of("distill", locals())
     cfg = make_config(options)
     terms = loss_terms(losses, temperature, alpha, student_tap, teacher_tap)
     splits = load_splits(data, val_size, split_seed)
@@ -342,8 +354,7 @@ def chain(data: str = "digits", teacher=None, students: list[str] = (), *, from_
     reporter = Reporter(quiet)
     loss_terms(kd_options.get("losses"), kd_options.get("temperature"), kd_options.get("alpha"))  # fail early
     started = time.time()
-    call = _call("chain", data=data, teacher=teacher, students=list(students), from_all=from_all,
-                 **{k: v for k, v in kd_options.items() if k not in ("checkpoint_every", "log")})
+    call = _call_of("chain", locals(), students=list(students))
     with RunOutput(out, "chain", overwrite, resume, call) as run:
         run.write_config({"command": "kd-chain", "data": data, "teacher": final_path(teacher)
                           if isinstance(teacher, (str, Path)) else type(teacher).__name__, "students": list(students),
@@ -377,8 +388,7 @@ def repeat_over_seeds(fn, seeds: list[int], *, out=None, overwrite: bool = False
     require(len(set(seeds)) == len(seeds), f"--seeds repeats a seed: {seeds}")
     kwargs.pop("seed", None)
     results = []
-    call = _call("repeat_over_seeds", fn=fn.__name__, seeds=list(seeds), command=command,
-                 **{k: v for k, v in kwargs.items() if k not in ("quiet", "checkpoint_every", "log")})
+    call = _call_of("repeat_over_seeds", locals(), fn=fn.__name__, seeds=list(seeds))
     with RunOutput(out, command, overwrite, resume, call) as run:
         run.write_config({"command": command, "seeds": seeds, **{k: v for k, v in kwargs.items()
                                                                   if not callable(v) or isinstance(v, str)}})
@@ -569,9 +579,8 @@ def evaluate_synset(path, data: str | None = None, *, protocol=None, seed: int =
     started = time.time()
     reporter = Reporter(quiet)
     paths = synset_paths(path)
-    call = _call("evaluate_synset", path=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths], data=data,
-                 protocol=protocol if protocol is None or isinstance(protocol, str) else str(protocol), seed=seed,
-                 vectorise=vectorise, trust_code=trust_code, **options)
+    call = _call_of("evaluate_synset", locals(), path=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
+                    protocol=protocol if protocol is None or isinstance(protocol, str) else str(protocol))
     proto = protocol_from(protocol, options)
     synsets = [SyntheticSet.load(p) for p in paths]
     recorded = {p: (s.meta.get("source") or {}).get("data") for p, s in zip(paths, synsets)}
@@ -854,9 +863,8 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
     method = method_from(method, shorthands)
     labels = parse_labels(labels) if isinstance(labels, str) else labels
     proto = protocol_from(protocol) if protocol is not None else None
-    call = _call("condense_data", data=data, method=str(method), ipc=ipc, labels=str(labels),
-                 seed=seed, val_size=val_size, split_seed=split_seed, trust_code=trust_code,
-                 **({"protocol": protocol if isinstance(protocol, str) else str(protocol)} if proto else {}))
+    call = _call_of("condense_data", locals(), omit=("shorthands",), method=str(method), labels=str(labels),
+                    protocol=protocol if protocol is None or isinstance(protocol, str) else str(protocol))
     splits = load_splits(data, val_size, split_seed)
     data = splits.spec
     train = splits.train_set()
@@ -1080,8 +1088,8 @@ def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32",
     else:
         terms = loss_terms(losses, temperature, None)
     cfg = make_config(options)
-    call = _call("distill_datafree", teacher=teacher, method=str(method), student=student, data=data,
-                 losses=[str(t) for t in terms], trust_code=trust_code, **options)
+    call = _call_of("distill_datafree", locals(), omit=("samples", "iterations", "temperature"), method=str(method),
+                    losses=[str(t) for t in terms])
     model, meta, splits = _teacher_for(teacher, data, trust_code)
     frozen = FrozenTeacher(model, splits.input_shape, splits.classes, splits.mean, splits.std, device=cfg.device)
     method.check_teacher(frozen)  # a teacher the method cannot use fails before any output
@@ -1206,8 +1214,7 @@ def audit(synset, *, reference=None, data: str | None = None, audits: list | Non
         chosen = default_audits(inputs, privacy=False) + [a for a in chosen if a.privacy]
     require(chosen, "nothing to audit: pass --reference MODEL (a trusted model), --data D, or --privacy")
     check_audits(chosen, inputs)  # missing or unusable inputs end here, before any output
-    call = _call("audit", synset=synset, reference=reference, data=data, audits=[str(a) for a in chosen],
-                 fpr=list(fpr), seed=seed, trust_code=trust_code)
+    call = _call_of("audit", locals(), omit=("privacy",), audits=[str(a) for a in chosen], fpr=list(fpr))
     with RunOutput(out, "audit", overwrite, call=call) as run:
         inputs.folder = run.dir
         run.write_config({"command": "audit", "synset": final_path(synset), "reference": final_path(reference)
@@ -1405,7 +1412,7 @@ def experts(data: str = "digits", model: str | None = None, experts: int | None 
     require(not unknown, f"unknown expert option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     cfg = ExpertConfig(**given).check()
     cfg.device = resolve_device(cfg.device)
-    call = _call("experts", data=data, val_size=val_size, split_seed=split_seed, **given)
+    call = _call_of("experts", locals())
     splits = load_splits(data, val_size, split_seed)
     data = splits.spec
     layout = parameter_layout(expert_model(cfg.model, splits.input_shape, splits.num_classes))  # fails before output
