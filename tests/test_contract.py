@@ -2,18 +2,21 @@
 three wrong programs earlier suites let through (best-epoch test accuracy, a reseeded global RNG in condense(),
 separate DSA draws for the real and the synthetic batch)."""
 
+import json
+import typing
 from dataclasses import dataclass
 
 import pytest
 import torch
 
-from distillab import data
+from distillab import api, data
 from distillab.condense import DM, METHODS, Method, SyntheticSet, condense, register_method
 from distillab.data import ImageSet, TrainSet
 from distillab.errors import DistillabError
 from distillab.evaluation import evaluate_images
 from distillab.protocols import PROTOCOLS, Protocol
 from distillab.kd import LOSSES, LossTerm, register_loss
+from distillab.kd.functional import kd_loss
 from distillab.testing import check_loss_term, check_method, contract_data
 
 import spy_models
@@ -32,6 +35,49 @@ def test_every_loss_term_meets_the_contract(name):
 def test_kd_with_a_noisy_teacher_meets_the_contract():
     """Noise takes another path (a stream of the term's own, not distance-like): the contract runs it too."""
     check_loss_term(LOSSES.get("kd"), {"T": 4.0, "noise": 0.1})
+
+
+@dataclass
+class WarmKD(LossTerm):
+    """DKD's warm-up as a plug-in (mdistiller scales DKD by min(epoch / warmup, 1), epochs counted from 1): here on
+    Hinton's KD, from ``batch.schedule``."""
+
+    T: float = 4.0
+    warmup: int = 2
+    seen: typing.ClassVar[list] = []
+
+    def __call__(self, batch):
+        WarmKD.seen.append(batch.schedule)  # what fit() gave
+        ramp = min(batch.schedule.epoch / self.warmup, 1.0)
+        return {"warm_kd": self.w * ramp * kd_loss(batch.student_logits, batch.teacher.logits, self.T)}
+
+
+@pytest.fixture
+def warm_kd():
+    register_loss("warm_kd")(WarmKD)
+    WarmKD.seen.clear()
+    yield WarmKD
+    LOSSES.unregister("warm_kd")
+
+
+def test_a_term_with_a_warm_up_meets_the_contract_and_sees_the_schedule(warm_kd, digits_teacher, tmp_path):
+    check_loss_term(warm_kd)
+    warm_kd.seen.clear()
+    api.distill(data="digits", teacher=digits_teacher, student="mlp:hidden=8", losses=["warm_kd:warmup=2", "kd"],
+                epochs=3, batch_size=512, precision="fp32", out=tmp_path / "k", quiet=True)
+    steps = -(-1214 // 512)  # digits' training split in batches of 512
+    assert [(s.epoch, s.epochs, s.step, s.total_steps) for s in warm_kd.seen] == [
+        (e, 3, (e - 1) * steps + b, 3 * steps) for e in (1, 2, 3) for b in range(steps)]
+    logged = [json.loads(line) for line in (tmp_path / "k/metrics.jsonl").read_text().splitlines()]
+    ramp = [r["train_warm_kd"] / r["train_kd_T4"] for r in logged if "train_warm_kd" in r]
+    assert ramp == pytest.approx([0.5, 1.0, 1.0], rel=1e-5)  # beside plain kd on the same batches: min(epoch / 2, 1)
+
+
+def test_a_schedule_reaches_an_objective_only_when_it_asks_for_it(tmp_path):
+    from distillab.training import Schedule, takes_schedule
+
+    assert not takes_schedule(lambda model, x, y, idx: {}) and takes_schedule(lambda m, x, y, i, schedule: {})
+    assert Schedule(2, 4, 5, 16).fraction == 5 / 16 and Schedule().fraction == 0
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -67,6 +113,12 @@ class UndeclaredStream(LossTerm):
 
 
 @dataclass
+class InfiniteAtTheStart(LossTerm):
+    def __call__(self, batch):  # a warm-up that divides by the epochs before this one: infinite at the first step
+        return {"ramped": self.w * batch.student_logits.pow(2).mean() / (batch.schedule.epoch - 1)}
+
+
+@dataclass
 class Reseeds(Method):
     def run(self, train, ipc, generator, progress=None):
         torch.manual_seed(0)  # the wrong program: reseeding inside a method (or condense())
@@ -85,6 +137,7 @@ class WrongCount(Method):
     (GlobalNoise, LOSSES, register_loss, check_loss_term),
     (ClaimsDistance, LOSSES, register_loss, check_loss_term),
     (UndeclaredStream, LOSSES, register_loss, check_loss_term),
+    (InfiniteAtTheStart, LOSSES, register_loss, check_loss_term),
     (Reseeds, METHODS, register_method, check_method),
     (WrongCount, METHODS, register_method, check_method),
 ])

@@ -11,7 +11,8 @@ The test suite runs them over every registered loss term, condensation method, d
 evaluation protocol; a new part gets them for free.
 Checked: options round-trip through the spec string and the file metadata; an unknown option is a one-line error;
 the same seed gives identical output; the global RNG is neither changed nor read; a loss term draws only from the
-streams it declares (``generators()``, checkpointed with a run); values (and, for losses, gradients) are finite; a
+streams it declares (``generators()``, checkpointed with a run) and, given the training's ``Schedule`` (mid-run in
+the contract), stays finite at the first and the last step (a warm-up); values (and, for losses, gradients) are finite; a
 method returns the asked number of images per class in the data's shape, class-major; a distance-like loss is zero
 when the student equals the teacher.
 """
@@ -34,8 +35,11 @@ from .errors import DistillabError
 from .kd import LOSSES, Distillation, LossTerm, ModelTeacher
 from .models import build_model
 from .specs import option_fields
+from .training import Schedule
 
 _NET = "convnet:width=4,depth=2"
+# Where training stands when the contract calls a loss term: mid-run, so that a warm-up's factor is neither 0 nor 1
+_MID_RUN, _FIRST_STEP, _LAST_STEP = Schedule(2, 4, 5, 16), Schedule(1, 4, 0, 16), Schedule(4, 4, 15, 16)
 _SHAPE, _CLASSES = (1, 8, 8), 3
 
 
@@ -112,17 +116,24 @@ def _loss_run(cls, options: dict, seed: int, same_teacher: bool = False):
     extra = objective.attach(student, x, idx, generator=seeds.generator(seed, "connectors"))
     streams = {name: g.get_state() for name, g in term.generators().items()}
     student.train()
-    values = objective(student, x, y, idx)
+    values = objective(student, x, y, idx, schedule=_MID_RUN)
     assert values and all(isinstance(k, str) and torch.is_tensor(v) and v.dim() == 0 for k, v in values.items()), \
         f"{cls.__name__} must return a dict of named scalar tensors, got {values!r}"[:300]
     sum(values.values()).backward()
     for name, g in term.generators().items():  # the streams it declares back where they were: the same values
         g.set_state(streams[name])
     with torch.no_grad():
-        replay = objective(student, x, y, idx)
+        replay = objective(student, x, y, idx, schedule=_MID_RUN)
     assert all(torch.equal(values[k].detach(), replay[k]) for k in values), \
         f"{cls.__name__}: the same batch from the same state of its streams (generators()) gave other values; " \
         "a term draws only from the generators it declares, which the training loop checkpoints"
+    with torch.no_grad():
+        for schedule in (_FIRST_STEP, _LAST_STEP):
+            ends = objective(student, x, y, idx, schedule=schedule)
+            assert ends.keys() == values.keys() and all(math.isfinite(float(v)) for v in ends.values()), \
+                f"{cls.__name__}: at {schedule} its values are {ends}; they must be finite, under the same names"
+        for name, g in term.generators().items():
+            g.set_state(streams[name])
     params = [p for m in (student, *extra) for p in m.parameters()]
     grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params]
     return {k: v.detach() for k, v in values.items()}, grads

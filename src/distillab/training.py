@@ -6,6 +6,7 @@ weighted loss terms (``{"ce": ..., "kd": ...}``); their sum is minimised and eac
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from contextlib import nullcontext
@@ -155,6 +156,31 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits, targets)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Where a training step stands, for objectives (and loss terms) that change as training goes (a warm-up):
+    ``epoch`` (1-based, the epoch in progress) of ``epochs``, ``step`` (0-based: the steps taken before this one)
+    of ``total_steps``. ``fit`` gives it to an objective that takes a ``schedule`` argument."""
+
+    epoch: int = 1
+    epochs: int = 1
+    step: int = 0
+    total_steps: int = 1
+
+    @property
+    def fraction(self) -> float:
+        """The share of training done before this step: 0 at the first step, below 1 at the last."""
+        return self.step / max(1, self.total_steps)
+
+
+def takes_schedule(objective) -> bool:
+    """Whether ``objective`` has a ``schedule`` parameter (a plain ``(model, x, y, idx)`` function has not)."""
+    try:
+        return "schedule" in inspect.signature(objective).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def cross_entropy_objective(label_smoothing: float = 0.0) -> Objective:
     def objective(model, x, y, idx):
         return {"ce": F.cross_entropy(model(x), y, label_smoothing=label_smoothing)}
@@ -294,6 +320,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
     cfg.check()
     device = cfg.device
     objective = objective or cross_entropy_objective(cfg.label_smoothing)
+    scheduled = takes_schedule(objective)
     generator = seeds.generator(cfg.seed)
     dropout_generator = seeds.generator(cfg.seed, "dropout", device=device)
     model.to(device).train()
@@ -360,8 +387,9 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
                     x, y, shard_idx = x[part], y[part], idx[part]
                 else:
                     shard_idx = idx
+                schedule = {"schedule": Schedule(epoch + 1, cfg.epochs, step, total_steps)} if scheduled else {}
                 with autocast(device, bf16):
-                    terms = objective(model, x, y, shard_idx)
+                    terms = objective(model, x, y, shard_idx, **schedule)
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 if distributed.world() > 1:

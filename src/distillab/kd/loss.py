@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import require
 from ..registry import Registry
 from ..specs import Plugin
+from ..training import Schedule
 from .teachers import TeacherBatch
 
 
@@ -36,6 +37,7 @@ class LossInputs:
     labels: torch.Tensor | None
     teacher: TeacherBatch
     student_features: dict[str, torch.Tensor]
+    schedule: Schedule = Schedule()  # where training stands (epoch, step, their totals): for warm-ups
 
 
 @dataclass

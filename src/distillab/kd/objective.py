@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import seeds
 from ..errors import require
+from ..training import Schedule
 from .loss import LossInputs, LossTerm
 from .losses.ce import CE
 from .losses.kd import KD
@@ -78,10 +79,10 @@ class Distillation:
         random streams (empty when no term draws)."""
         return {f"{i}:{name}": g for i, term in enumerate(self.losses) for name, g in term.generators().items()}
 
-    def __call__(self, model, x, y, idx) -> dict:
+    def __call__(self, model, x, y, idx, schedule: Schedule = Schedule()) -> dict:
         teacher = self.teacher(x, idx)
         logits = model(x)
-        batch = LossInputs(logits, y, teacher, self.student_taps.features if self.student_taps else {})
+        batch = LossInputs(logits, y, teacher, self.student_taps.features if self.student_taps else {}, schedule)
         values: dict[str, torch.Tensor] = {}
         for term in self.losses:
             for name, value in term(batch).items():
