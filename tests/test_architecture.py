@@ -39,7 +39,7 @@ def _imports(name: str) -> set[str]:
                 continue
             for alias in node.names:  # `from . import data` names a module; `from .api import train` does not
                 found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in MODULES else target)
-    if "pkgutil.iter_modules(__path__)" in path.read_text():  # a folder of plug-ins, imported one by one
+    if "Registry.discover(__name__, __path__)" in path.read_text():  # a folder of plug-ins, imported one by one
         found |= {m for m in MODULES if m.rsplit(".", 1)[0] == name}
     return {m for m in found if m in MODULES and m != name}
 

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from distillab import api, data
-from distillab.condense import DM, METHODS, Method, SyntheticSet, condense, register_method
+from distillab.condense import (DM, LABELS, METHODS, Labels, Method, SyntheticSet, condense, register_labels,
+                               register_method)
 from distillab.data import ImageSet, TrainSet
 from distillab.errors import DistillabError
 from distillab.evaluation import evaluate_images
 from distillab.protocols import PROTOCOLS, Protocol
 from distillab.kd import LOSSES, LossTerm, register_loss
 from distillab.kd.functional import kd_loss
-from distillab.testing import check_loss_term, check_method, contract_data
+from distillab.testing import check_labels, check_loss_term, check_method, contract_data
 
 import spy_models
 
@@ -78,6 +79,27 @@ def test_a_schedule_reaches_an_objective_only_when_it_asks_for_it(tmp_path):
 
     assert not takes_schedule(lambda model, x, y, idx: {}) and takes_schedule(lambda m, x, y, i, schedule: {})
     assert Schedule(2, 4, 5, 16).fraction == 5 / 16 and Schedule().fraction == 0
+
+
+@pytest.mark.parametrize("name", LABELS.names())
+def test_every_label_mode_meets_the_contract(name, train, digits_teacher):
+    check_labels(LABELS.get(name), {"model": str(digits_teacher)} if name == "teacher" else None, train)
+
+
+@dataclass
+class GlobalLabels(Labels):
+    def apply(self, train, synset, generator, progress=None, *, trust_code=False):
+        synset.label_logits = torch.randn(len(synset.images), train.num_classes)  # the global RNG
+        return synset
+
+
+def test_the_contract_fails_a_label_mode_that_draws_from_the_global_rng(train):
+    register_labels("broken-global")(GlobalLabels)
+    try:
+        with pytest.raises(AssertionError, match="global RNG"):
+            check_labels(GlobalLabels, {}, train)
+    finally:
+        LABELS.unregister("broken-global")
 
 
 @pytest.mark.parametrize("name", METHODS.names())

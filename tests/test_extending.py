@@ -58,9 +58,10 @@ def test_the_page_runs_as_written(workdir, cli, capsys):
 def test_registered_names_join_the_help_and_the_errors(workdir, cli):
     import mylab  # noqa: F401
 
-    from distillab.api import loss_help, method_help
+    from distillab.condense import METHODS
+    from distillab.kd import LOSSES
 
-    assert "cosine (w=1.0, center=1)" in loss_help() and "medoids (iterations=5)" in method_help()
+    assert "cosine (w=1.0, center=1)" in LOSSES.help() and "medoids (iterations=5)" in METHODS.help()
     from conftest import assert_one_line_error
 
     assert_one_line_error(cli("condense", "--method", "medoids:iterations=0", "--ipc", "1"), "at least 1")

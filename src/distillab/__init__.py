@@ -19,7 +19,8 @@ _WHERE = {
     "evaluate_model": "api", "evaluate_synset": "api", "inspect_teacher": "api", "load": "api", "predict": "api",
     "pseudolabel": "api", "metadata": "api", "distill_datafree": "api", "audit": "api", "serve": "api", "tune": "api",
     "train": "api", "export": "api", "resume": "api", "tune_allocator": "speed",
-    "Method": "condense", "SyntheticSet": "condense", "register_method": "condense",
+    "Method": "condense", "SyntheticSet": "condense", "register_method": "condense", "Labels": "condense",
+    "register_labels": "condense", "DataFreeMethod": "datafree", "register_datafree": "datafree",
     "LossInputs": "kd", "LossTerm": "kd", "register_loss": "kd", "Audit": "audits", "register_audit": "audits",
 }
 

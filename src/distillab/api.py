@@ -54,9 +54,9 @@ from .training import TrainConfig, accuracy, fit, predict_logits, resolve_device
 __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate", "evaluate_model", "evaluate_synset",
            "predict", "pseudolabel", "inspect_teacher", "condense_data", "export", "export_synset", "import_synset",
            "load", "resume",
-           "data_fetch", "data_info", "register_loss", "register_method", "loss_help", "method_help",
-           "metadata", "distill_datafree", "datafree_help", "audit", "audit_help", "serve", "tune",
-           "method_options_of", "method_grid_specs", "protocol_from", "protocol_help", "register_protocol",
+           "data_fetch", "data_info", "register_loss", "register_method",
+           "metadata", "distill_datafree", "audit", "serve", "tune",
+           "method_options_of", "method_grid_specs", "protocol_from", "register_protocol",
            # what the CLI uses besides the commands: options dataclasses, checks, the reporter's and signals' set-up
            "TrainConfig", "Protocol", "EvalProtocol", "Hinton", "PseudoLabelConfig", "Mixing", "IMPORT_PREFIX", "code_named_in", "to_jsonable", "log_to_stderr",
            "signals_stop_loops", "stop_signal", "Interrupted", "tune_allocator", "distributed_setup",
@@ -558,10 +558,6 @@ def protocol_from(protocol=None, options: dict | None = None, *, trust_code: boo
     return dataclasses.replace(proto, **given) if given else proto
 
 
-def protocol_help() -> str:
-    return "; ".join(f"{name} ({options_help(PROTOCOLS.get(name))})" for name in PROTOCOLS.names())
-
-
 def evaluate_synset(path, data: str | None = None, *, protocol=None, seed: int = 0, vectorise: bool = False,
                     out=None, overwrite: bool = False, resume: bool = False, quiet: bool = False,
                     trust_code: bool = False, log=("jsonl",), device: str = "cpu", **options) -> Result:
@@ -850,7 +846,7 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
     """Condense ``data`` into ``ipc`` images per class; writes synset.safetensors, synset.png and metrics (with the
     set's budget: bytes, seconds, peak memory, real images read).
 
-    method: ``NAME[:key=value,...]`` (see ``method_help()``) or a Method object. labels: ``hard``,
+    method: ``NAME[:key=value,...]`` (see ``METHODS.help()``) or a Method object. labels: ``hard``,
     ``learn[:key=value,...]``, ``teacher:MODEL_FILE`` (see ``labels_help()``) or a Labels object. ``shorthands``:
     the flags --model, --iterations, --init, --lr-img, --batch-real, --init-net, --bptt-steps, --bptt-epochs,
     --no-dsa (``dsa=False``), each setting that option of the method. A checkpoint is kept every
@@ -1069,7 +1065,7 @@ def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32",
              checkpoint_every: int = 1, quiet: bool = False, trust_code: bool = False, log=("jsonl",),
              **options) -> Result:
     """Distill ``teacher`` into ``student`` without its training data: ``method`` (``noise``, ``lopes:metadata=F``,
-    ``deepinversion``, ``dafl``; see ``datafree_help()``) makes a transfer set from the teacher alone, then the
+    ``deepinversion``, ``dafl``; see ``DATAFREE.help()``) makes a transfer set from the teacher alone, then the
     student learns from the teacher on it (``losses``, default ``kd`` at ``temperature``, weight 1). ``samples`` and
     ``iterations`` set the method's options of those names (the transfer set's size and the synthesis budget);
     ``options``: the student's training (TrainConfig: epochs, lr, seed, ...). The data's test split is only measured,
@@ -1161,7 +1157,7 @@ def audit(synset, *, reference=None, data: str | None = None, audits: list | Non
           fpr=(0.001, 0.01), seed: int = 0, out=None, overwrite: bool = False, device: str = "cpu",
           quiet: bool = False, trust_code: bool = False) -> Result:
     """Audit a synthetic set file. ``audits``: spec strings (``labels``, ``class-stats``, ``confusion``,
-    ``memorisation``, ``membership:shadows=8``, ...; see ``audit_help()``); default: every audit the inputs allow --
+    ``memorisation``, ``membership:shadows=8``, ...; see ``AUDITS.help()``); default: every audit the inputs allow --
     ``reference`` (a trusted model file) and ``data`` (default: the dataset the set records) -- with the privacy
     audits only when ``privacy``. ``fpr``: the false-positive rates membership attacks are read at. Writes
     audit.json (every finding), audit.md and the audits' figures to ``out``; metrics: what was flagged."""
@@ -1237,13 +1233,6 @@ def audit(synset, *, reference=None, data: str | None = None, audits: list | Non
     reporter.info(f"audit: {'flagged by ' + ', '.join(flagged) if flagged else 'nothing flagged'}; wrote "
                   f"{final_path(run.final)}")
     return Result(metrics, run.final)
-
-
-def audit_help() -> str:
-    from .audits import AUDITS
-
-    return "; ".join(f"{n}{' (privacy)' if AUDITS.get(n).privacy else ''}: {options_help(AUDITS.get(n))}"
-                     for n in AUDITS.names())
 
 
 def serve(model, *, host: str | None = None, port: int | None = None, output: str | None = None, token_file=None,
@@ -1525,20 +1514,6 @@ def code_named_in(value) -> list[str]:
 
 # --------------------------------------------------------------------------------------------------------------
 # The plug-ins, for --help texts and choices
-
-
-def loss_help() -> str:
-    return "; ".join(f"{name} ({options_help(LOSSES.get(name))})" for name in LOSSES.names())
-
-
-def method_help() -> str:
-    return "; ".join(f"{name} ({options_help(METHODS.get(name))})" for name in METHODS.names())
-
-
-def datafree_help() -> str:
-    from .datafree import DATAFREE
-
-    return "; ".join(f"{name} ({options_help(DATAFREE.get(name))})" for name in DATAFREE.names())
 
 
 def labels_help() -> str:

@@ -66,9 +66,9 @@ TEXT = {'train': {'epochs': 10,
              'activation=0.1, balance=5.0); deepinversion (samples=12000, iterations=300, batch=256, lr=0.1, '
              'bn=1.0, tv=0.05, l2=0.001, jitter=2, flip=0); lopes (samples=12000, metadata=, records=, '
              'iterations=300, batch=256, lr=0.07, init_mean=0.15, init_std=0.1); noise (samples=12000, scale=1.0)',
- 'audits': 'class-stats: real_per_class=500; confusion: models=3, model=[convnet:width=32,depth=3], epochs=300, '
-           'max_confusion=0.5; labels: confidence=0.9; membership (privacy): shadows=8, '
-           'model=[convnet:width=32,depth=3], epochs=300, bootstrap=200; memorisation (privacy): copy_ratio=0.1',
+ 'audits': 'class-stats (real_per_class=500); confusion (models=3, model=[convnet:width=32,depth=3], epochs=300, '
+           'max_confusion=0.5); labels (confidence=0.9); membership (privacy; shadows=8, '
+           'model=[convnet:width=32,depth=3], epochs=300, bootstrap=200); memorisation (privacy; copy_ratio=0.1)',
  'benchmarks': ['dd-mnist',
                 'wang2018',
                 'wang2018-budget',
@@ -104,8 +104,12 @@ def live() -> dict:
     """TEXT as the code has it now (imports torch)."""
     import dataclasses
 
-    from .api import (Hinton, Mixing, Protocol, PseudoLabelConfig, TrainConfig, datafree_help, labels_help, loss_help,
-                      method_help, audit_help, protocol_help)
+    from .api import Hinton, Mixing, Protocol, PseudoLabelConfig, TrainConfig, labels_help
+    from .audits import AUDITS
+    from .condense import METHODS
+    from .datafree import DATAFREE
+    from .kd import LOSSES
+    from .protocols import PROTOCOLS
     from .bench import BENCHMARKS
 
     return {"train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
@@ -113,8 +117,8 @@ def live() -> dict:
             "pseudolabel": {**dataclasses.asdict(PseudoLabelConfig()), **dataclasses.asdict(Mixing())},
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                          for f in dataclasses.fields(Protocol)},
-            "losses": loss_help(), "methods": method_help(), "protocols": protocol_help(), "labels": labels_help(), "datafree": datafree_help(),
-            "audits": audit_help(), "benchmarks": list(BENCHMARKS)}
+            "losses": LOSSES.help(), "methods": METHODS.help(), "protocols": PROTOCOLS.help(), "labels": labels_help(),
+            "datafree": DATAFREE.help(), "audits": AUDITS.help(), "benchmarks": list(BENCHMARKS)}
 
 
 if __name__ == "__main__":

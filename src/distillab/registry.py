@@ -12,9 +12,10 @@ unless the user passed ``--trust-code``: a file can name a registered plug-in, n
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from .errors import DistillabError, require
-from .specs import options_from_spec, options_from_values, parse_spec
+from .specs import options_from_spec, options_from_values, options_help, parse_spec
 
 IMPORT_PREFIX = "import:"
 
@@ -63,6 +64,23 @@ class Registry:
     def unregister(self, name: str) -> None:
         self._classes.pop(name, None)
         self._builtin.discard(name)
+
+    @staticmethod
+    def discover(package: str, path) -> list[str]:
+        """Import every module of a plug-in folder (a package's ``__name__`` and ``__path__``), each registering
+        its part: a new built-in part is one new file there. Returns the modules' names."""
+        names = [m.name for m in pkgutil.iter_modules(path)]
+        for name in names:
+            importlib.import_module(f"{package}.{name}")
+        return names
+
+    def help(self) -> str:
+        """``name (key=default, ...); ...`` for --help texts and errors; a class may add a note before its options
+        (``help_note()``, e.g. an audit's "privacy")."""
+        def note(cls) -> str:
+            text = cls.help_note() if hasattr(cls, "help_note") else ""
+            return f"{text}; " if text else ""
+        return "; ".join(f"{name} ({note(cls)}{options_help(cls)})" for name, cls in self._classes.items())
 
     def names(self, builtin_only: bool = False) -> list[str]:
         return [n for n in self._classes if not builtin_only or n in self._builtin]

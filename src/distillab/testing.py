@@ -1,14 +1,15 @@
 """The contract every plug-in meets, as scikit-learn's ``check_estimator`` checks every estimator.
 
-    from distillab.testing import check_audit, check_datafree, check_loss_term, check_method, check_protocol
+    from distillab.testing import check_audit, check_datafree, check_labels, check_loss_term, check_method
     check_loss_term(MyLoss)      # raises AssertionError naming the broken promise
     check_method(MyMethod)
+    check_labels(MyLabelMode)
     check_protocol(MyProtocol)
     check_datafree(MyDataFreeMethod)
     check_audit(MyAudit)
 
-The test suite runs them over every registered loss term, condensation method, data-free method, audit and
-evaluation protocol; a new part gets them for free.
+The test suite runs them over every registered loss term, condensation method, label mode, data-free method, audit
+and evaluation protocol; a new part gets them for free.
 Checked: options round-trip through the spec string and the file metadata; an unknown option is a one-line error;
 the same seed gives identical output; the global RNG is neither changed nor read; a loss term draws only from the
 streams it declares (``generators()``, checkpointed with a run) and, given the training's ``Schedule`` (mid-run in
@@ -29,7 +30,7 @@ import typing
 import torch
 
 from . import seeds
-from .condense import METHODS, Method, SyntheticSet, condense
+from .condense import LABELS, METHODS, Labels, Method, SyntheticSet, condense
 from .data import TrainSet
 from .errors import DistillabError
 from .kd import LOSSES, Distillation, LossTerm, ModelTeacher
@@ -218,6 +219,39 @@ def check_method(cls: type, train: TrainSet | None = None, ipc: int = 2) -> None
         assert all(getattr(made, k) == v for k, v in cls.recipes[recipe].items()), \
             f"{cls.__name__}: recipe {recipe} names options it does not set"
         assert made.recipe_record()["departures"] == {}, f"{cls.__name__}: recipe {recipe} departs from itself"
+
+
+def check_labels(cls: type, options: dict | None = None, train: TrainSet | None = None, ipc: int = 2) -> None:
+    """Run a label mode (a Labels class) through the shared contract on a random real set: with ``options``
+    (default: the class's ``quick``) the same seed labels the set alike whatever the global RNG, the images stay
+    as the method made them, hard labels stay one per image, class-major, and soft ones (``label_logits``) are
+    finite, one row of class logits per image; progress is reported once per iteration."""
+    assert isinstance(cls, type) and issubclass(cls, Labels) and dataclasses.is_dataclass(cls), \
+        f"{cls!r} is not a Labels dataclass"
+    assert cls.name and LABELS.get(cls.name) is cls, f"{cls.__name__} is not registered (register_labels)"
+    options = dict(cls.quick if options is None else options)
+    _check_options(LABELS, cls, options)
+    train = train or contract_data()
+    k, runs = train.num_classes, []
+    for global_seed in (1, 2):
+        steps = []
+        with _global_rng_set_to(global_seed):
+            runs.append(condense(train, "random", ipc, seed=3, labels=cls(**options),
+                                 progress=lambda it, loss: steps.append((it, loss))))
+    made, again = runs
+    plain = condense(train, "random", ipc, seed=3)
+    assert torch.equal(made.images, plain.images), f"{cls.__name__}: a label mode changed the images"
+    assert made.labels.tolist() == [c for c in range(k) for _ in range(ipc)], \
+        f"{cls.__name__}: hard labels are not {ipc} per class, class-major"
+    assert (made.label_logits is None) == (again.label_logits is None), f"{cls.__name__}: not deterministic"
+    if made.label_logits is not None:
+        assert tuple(made.label_logits.shape) == (k * ipc, k), \
+            f"{cls.__name__}: label logits of shape {tuple(made.label_logits.shape)}, not one row of {k} per image"
+        assert bool(torch.isfinite(made.label_logits).all()), f"{cls.__name__}: label logits not finite"
+        assert torch.equal(made.label_logits, again.label_logits), f"{cls.__name__}: the same seed labelled otherwise"
+    total = cls(**options).iterations_total
+    assert len(steps) == total, f"{cls.__name__}: reported progress {len(steps)} times for {total} iterations"
+    assert made.meta["recipe"]["labels"]["name"] == cls.name, f"{cls.__name__}: the set does not record its labels"
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -73,6 +73,11 @@ class Audit(Plugin):
     privacy: ClassVar[bool] = False        # run by --privacy
     quick: ClassVar[dict] = {}             # options for a seconds-long run on digits (contract test, bench --quick)
 
+    @classmethod
+    def help_note(cls) -> str:
+        """What --help says before the options: the privacy audits are run by --privacy."""
+        return "privacy" if cls.privacy else ""
+
     def check_inputs(self, inputs: AuditInputs) -> None:
         """Refuse inputs this audit cannot use (one line that says what would do), before any audit runs."""
 

@@ -7,12 +7,12 @@ labelled once made (hard, learned, a teacher's outputs), for every method.
 """
 
 from . import methods  # noqa: F401  (registers the built-in methods)
-from .labels import LABELS, Labels, parse_labels
+from .labels import LABELS, Labels, parse_labels, register_labels
 from .method import (METHODS, Method, Progress, check_ipc, condense, initial_images, parse_method,
                      random_real_images, register_method, relabel)
 from .methods.bptt import BPTT
 from .methods.dm import DM
 from .synset import SYNSET_FORMAT, SyntheticSet, dataset_hash
 
-__all__ = ["LABELS", "Labels", "parse_labels", "METHODS", "Method", "Progress", "check_ipc", "condense", "initial_images", "parse_method",
+__all__ = ["LABELS", "Labels", "parse_labels", "register_labels", "METHODS", "Method", "Progress", "check_ipc", "condense", "initial_images", "parse_method",
            "random_real_images", "register_method", "relabel", "BPTT", "DM", "SYNSET_FORMAT", "SyntheticSet", "dataset_hash"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import torch
@@ -37,6 +38,9 @@ from .synset import SyntheticSet
 class Labels(Plugin):
     """Base class of label modes; subclasses are dataclasses whose fields are their options."""
 
+    # Options for a seconds-long run on digits: the contract test (distillab.testing.check_labels) uses them.
+    quick: ClassVar[dict] = {}
+
     def check_data(self, train: TrainSet, trust_code: bool = False) -> None:
         """Refuse data this mode cannot label, before any work."""
 
@@ -52,6 +56,11 @@ class Labels(Plugin):
 LABELS = Registry("label mode", Labels, "--labels")
 
 
+def register_labels(name: str, *, replace: bool = False):
+    """Class decorator: make a Labels dataclass available as ``--labels NAME``."""
+    return LABELS.register(name, replace=replace)
+
+
 def parse_labels(text: str, *, trust_code: bool = True) -> Labels:
     """``hard``, ``learn:iterations=300``, ``teacher:PATH`` (shorthand) or ``teacher:model=PATH,temperature=2``."""
     if isinstance(text, str) and text.startswith("teacher:") and "=" not in text:
@@ -59,16 +68,18 @@ def parse_labels(text: str, *, trust_code: bool = True) -> Labels:
     return LABELS.parse(text, trust_code=trust_code)
 
 
-@LABELS.register("hard")
+@register_labels("hard")
 @dataclass
 class Hard(Labels):
     def apply(self, train, synset, generator, progress=None, *, trust_code=False):
         return synset
 
 
-@LABELS.register("learn")
+@register_labels("learn")
 @dataclass
 class Learn(Labels):
+    quick: ClassVar[dict] = dict(iterations=3, steps=2, batch_real=32, model="convnet:width=4,depth=2")
+
     iterations: int = 300
     steps: int = 10                      # gradient steps of the inner training, each on the whole set
     lr_inner: float = 0.1                # their step size (plain SGD)
@@ -121,7 +132,7 @@ class Learn(Labels):
         return synset
 
 
-@LABELS.register("teacher")
+@register_labels("teacher")
 @dataclass
 class Teacher(Labels):
     model: str = ""                      # a model file (model.safetensors) trained on the same data

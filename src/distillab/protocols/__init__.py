@@ -8,13 +8,11 @@ here and registers its protocol (``evaluation.register_protocol``): a new protoc
 - ``wang2018``: training with the set's own learned schedule (Wang et al. 2018; bptt sets).
 """
 
-import importlib
-import pkgutil
+from ..registry import Registry
 
 from ..evaluation import PROTOCOLS, EvalProtocol, register_protocol
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+Registry.discover(__name__, __path__)
 
 from .distillab import AUGMENTS, Protocol  # noqa: E402  (the default; imported with the others above)
 

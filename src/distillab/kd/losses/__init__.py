@@ -1,8 +1,6 @@
 """The built-in loss terms, one module each. Every module in this folder is imported here and registers its term:
 a new built-in term is one new file."""
 
-import importlib
-import pkgutil
+from ...registry import Registry
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+Registry.discover(__name__, __path__)
