@@ -91,6 +91,63 @@ def test_a_cycle_would_be_found():
         GRAPH["distillab.files"] = _imports("distillab.files")
 
 
+# The layer map: every module of the package belongs to the room whose name is the longest prefix of its own, and
+# imports only from rooms of a lower layer or from its own room (its own package's modules). A new file in a room
+# is covered by it; a new room is added here, where its place says what it may use. docs/design.md's table follows
+# this order.
+LAYERS = [
+    ["distillab", "distillab._version", "distillab.errors", "distillab.seeds", "distillab.reporting",
+     "distillab.distributed", "distillab.memory", "distillab.speed", "distillab.kd.functional"],
+    ["distillab.specs", "distillab.files", "distillab.dsa", "distillab.augmentation", "distillab.audits.mia",
+     "distillab.service.tokens", "distillab.service.client"],
+    ["distillab.registry", "distillab.checkpoint", "distillab.data"],
+    ["distillab.models", "distillab.figures", "distillab.outputs", "distillab.datafree.records"],
+    ["distillab.training", "distillab.condense.synset", "distillab.kd.taps",
+     "distillab.service.server", "distillab.service"],
+    ["distillab.evaluation", "distillab.kd.teachers", "distillab.pseudolabel", "distillab.experts",
+     "distillab.condense.unroll", "distillab.condense.importing"],
+    ["distillab.kd.loss", "distillab.condense.labels", "distillab.datafree.method", "distillab.tuning"],
+    ["distillab.kd", "distillab.condense.method", "distillab.datafree", "distillab.audits.audit"],
+    ["distillab.condense"],
+    ["distillab.protocols"],
+    ["distillab.audits"],
+    ["distillab.testing", "distillab.api"],
+    ["distillab.bench", "distillab.demo"],
+    ["distillab.cli_text"],
+    ["distillab.cli"],
+    ["distillab.__main__"],
+]
+LAYER = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+
+
+def _room(module: str) -> str:
+    """The longest room name that is the module itself or a package above it."""
+    parts = module.split(".")
+    return next(".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in LAYER)
+
+
+def _uphill(graph: dict) -> list[str]:
+    return [f"{m} -> {t}" for m, targets in graph.items() for t in sorted(targets)
+            if _room(t) != _room(m) and not t.startswith(_room(m) + ".") and LAYER[_room(t)] >= LAYER[_room(m)]]
+
+
+def test_every_module_has_a_room_in_the_layer_map():
+    assert all(_room(m) != "distillab" or m == "distillab" for m in MODULES), \
+        [m for m in MODULES if _room(m) == "distillab" and m != "distillab"]
+
+
+def test_imports_only_go_down_the_layer_map():
+    assert _uphill(GRAPH) == []
+
+
+@pytest.mark.parametrize("module, target", [("distillab.data", "distillab.models"),
+                                            ("distillab.condense.synset", "distillab.condense.method"),
+                                            ("distillab.kd.loss", "distillab.kd.objective"),
+                                            ("distillab.training", "distillab.evaluation")])
+def test_a_planted_upward_import_is_found(module, target):
+    assert _uphill({**GRAPH, module: GRAPH[module] | {target}}) == [f"{module} -> {target}"]
+
+
 LOW = {  # module -> the package modules it may import: nothing above it
     "distillab.errors": set(),
     "distillab._version": set(),

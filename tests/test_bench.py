@@ -419,7 +419,7 @@ def test_cross_arch_quick(bench_out):
     from distillab.bench.common import Bench
     from distillab.bench.crossarch import _matches, _set_recipe
     from distillab.bench.dd import dd_splits
-    from distillab.condense.synset import dataset_hash
+    from distillab.data import dataset_hash
     kept, recipe = bench_out / d["sets"]["dm"]["file"], _set_recipe(True, "dm", d["ipc"])
     source = dataset_hash(dd_splits(Bench(bench_out, True)).train_set())
     assert _matches(kept, recipe, "digits", source)  # ... but one made otherwise, or from other data, would be

@@ -1162,7 +1162,7 @@ def audit(synset, *, reference=None, data: str | None = None, audits: list | Non
     audits only when ``privacy``. ``fpr``: the false-positive rates membership attacks are read at. Writes
     audit.json (every finding), audit.md and the audits' figures to ``out``; metrics: what was flagged."""
     from .audits import AUDITS, AuditInputs, check_audits, default_audits, parse_audit, report_markdown, run_audits
-    from .condense.synset import dataset_hash
+    from .data import dataset_hash
     from .datafree import FrozenTeacher
 
     started = time.time()

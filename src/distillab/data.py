@@ -842,6 +842,15 @@ class Unlabeled:
         return images_sha256(self.x)
 
 
+def dataset_hash(train: TrainSet) -> str:
+    """sha256 (first 16 hex digits) of a training split's images and labels: which data a synthetic set or an
+    expert trajectory was made from (the records of both carry it)."""
+    h = hashlib.sha256()
+    h.update(train.x.numpy().tobytes())
+    h.update(train.y.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def images_sha256(x: torch.Tensor) -> str:
     """sha256 of images as float32 (their shape included): which exact images a record was made from."""
     h = hashlib.sha256(str(tuple(x.shape)).encode())

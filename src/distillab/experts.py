@@ -127,7 +127,7 @@ def train_expert(train: TrainSet, cfg: ExpertConfig, generator: torch.Generator)
 
 def data_record(train: TrainSet) -> dict:
     """The training split a trajectory was made on: its source and its hash (that of condense.dataset_hash)."""
-    from .condense.synset import dataset_hash  # condense imports this module (mtt): at call time only
+    from .data import dataset_hash
 
     return {**train.source, "hash": dataset_hash(train.to("cpu"))}
 

@@ -17,7 +17,7 @@ import torch
 from ..api import evaluate_model, train
 from ..checkpoint import Checkpoints
 from ..condense import condense
-from ..condense.synset import dataset_hash
+from ..data import dataset_hash
 from ..errors import DistillabError, require
 from ..evaluation import summarise
 from ..files import to_jsonable

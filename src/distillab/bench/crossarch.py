@@ -16,7 +16,8 @@ import torch
 
 from ..api import matrix_markdown, synset_labels
 from ..condense import METHODS, SyntheticSet
-from ..condense.synset import SYNSET_FORMAT, dataset_hash
+from ..condense.synset import SYNSET_FORMAT
+from ..data import dataset_hash
 from ..errors import DistillabError, require
 from ..figures import plot_matrix
 from ..files import read_meta, to_jsonable

@@ -12,7 +12,8 @@ from .method import (METHODS, Method, Progress, check_ipc, condense, initial_ima
                      random_real_images, register_method, relabel)
 from .methods.bptt import BPTT
 from .methods.dm import DM
-from .synset import SYNSET_FORMAT, SyntheticSet, dataset_hash
+from ..data import dataset_hash
+from .synset import SYNSET_FORMAT, SyntheticSet
 
 __all__ = ["LABELS", "Labels", "parse_labels", "register_labels", "METHODS", "Method", "Progress", "check_ipc", "condense", "initial_images", "parse_method",
            "random_real_images", "register_method", "relabel", "BPTT", "DM", "SYNSET_FORMAT", "SyntheticSet", "dataset_hash"]

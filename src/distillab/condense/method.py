@@ -33,7 +33,8 @@ from ..memory import PeakMemory
 from ..registry import Registry
 from ..specs import Plugin, option_values
 from .labels import Labels, parse_labels
-from .synset import SyntheticSet, dataset_hash
+from ..data import dataset_hash
+from .synset import SyntheticSet
 
 
 class RunClock:

@@ -7,7 +7,6 @@ learning rates and the network initialisation it was made for (bptt, fixed init)
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,14 +125,6 @@ class SyntheticSet:
         fig.tight_layout(pad=0.2)
         fig.savefig(path, dpi=100)
         plt.close(fig)
-
-
-def dataset_hash(train: TrainSet) -> str:
-    """sha256 (first 16 hex digits) of the training split the set was condensed from."""
-    h = hashlib.sha256()
-    h.update(train.x.numpy().tobytes())
-    h.update(train.y.numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def init_state_tensors(init_state: dict | None) -> dict[str, torch.Tensor]:
