@@ -3,6 +3,7 @@ three wrong programs earlier suites let through (best-epoch test accuracy, a res
 separate DSA draws for the real and the synthetic batch)."""
 
 import json
+import math
 import typing
 from dataclasses import dataclass
 
@@ -18,7 +19,8 @@ from distillab.evaluation import evaluate_images
 from distillab.protocols import PROTOCOLS, Protocol
 from distillab.kd import LOSSES, LossTerm, register_loss
 from distillab.kd.functional import kd_loss
-from distillab.testing import check_labels, check_loss_term, check_method, contract_data
+from distillab.models import MODELS, ModelFamily, register_model
+from distillab.testing import check_labels, check_loss_term, check_method, check_model, contract_data
 
 import spy_models
 
@@ -81,6 +83,12 @@ def test_a_schedule_reaches_an_objective_only_when_it_asks_for_it(tmp_path):
     assert Schedule(2, 4, 5, 16).fraction == 5 / 16 and Schedule().fraction == 0
 
 
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_family_meets_the_contract(name):
+    check_model(MODELS.get(name), {"width": 8} if name in ("convnet", "resnet18") else
+                {"hidden": (16,), "dropout": 0.5} if name == "mlp" else {})
+
+
 @pytest.mark.parametrize("name", LABELS.names())
 def test_every_label_mode_meets_the_contract(name, train, digits_teacher):
     check_labels(LABELS.get(name), {"model": str(digits_teacher)} if name == "teacher" else None, train)
@@ -141,6 +149,21 @@ class InfiniteAtTheStart(LossTerm):
 
 
 @dataclass
+class NoClassifier(ModelFamily):
+    def build(self, input_shape, num_classes):  # its last layer is not called classifier: feature taps miss it
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(math.prod(input_shape), num_classes))
+
+
+@dataclass
+class GlobalWeights(ModelFamily):
+    def build(self, input_shape, num_classes):  # weights re-drawn from a reseeded global RNG, not the generator
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Flatten())
+        net.classifier = torch.nn.Linear(math.prod(input_shape), num_classes)
+        return net
+
+
+@dataclass
 class Reseeds(Method):
     def run(self, train, ipc, generator, progress=None):
         torch.manual_seed(0)  # the wrong program: reseeding inside a method (or condense())
@@ -160,6 +183,8 @@ class WrongCount(Method):
     (ClaimsDistance, LOSSES, register_loss, check_loss_term),
     (UndeclaredStream, LOSSES, register_loss, check_loss_term),
     (InfiniteAtTheStart, LOSSES, register_loss, check_loss_term),
+    (NoClassifier, MODELS, register_model, check_model),
+    (GlobalWeights, MODELS, register_model, check_model),
     (Reseeds, METHODS, register_method, check_method),
     (WrongCount, METHODS, register_method, check_method),
 ])

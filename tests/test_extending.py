@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from distillab.models import MODELS
+
 from distillab.audits import AUDITS
 from distillab.condense import METHODS
 from distillab.datafree import DATAFREE
@@ -33,6 +35,7 @@ def workdir(tmp_path, monkeypatch):
     METHODS.unregister("medoids")
     DATAFREE.unregister("uniform")
     AUDITS.unregister("duplicates")
+    MODELS.unregister("wide-linear")
 
 
 def test_the_page_runs_as_written(workdir, cli, capsys):

@@ -59,7 +59,7 @@ def test_penultimate_is_input_of_final_linear():
 
 @pytest.mark.parametrize("spec,match", [("transformer", "unknown model"), ("mlp:hidden=abc", "whole numbers"),
                                         ("mlp:width=3", "unknown option"), ("convnet:norm=group", "must be one of"),
-                                        ("mlp:dropout=2", "<= 0.95"), ("import:nope.module:f", "cannot import"),
+                                        ("mlp:dropout=2", "dropout must be 0..0.95"), ("import:nope.module:f", "cannot import"),
                                         ("lenet5:init=he", "must be one of")])
 def test_bad_model_specs(spec, match):
     with pytest.raises(DistillabError, match=match):

@@ -1,7 +1,7 @@
 import pytest
 
 from distillab.errors import DistillabError
-from distillab.specs import Options, parse_spec
+from distillab.specs import parse_spec
 
 
 def test_parse_name_and_options():
@@ -17,13 +17,26 @@ def test_bad_specs(bad):
         parse_spec(bad)
 
 
-def test_options_types_ranges_and_unknown_keys():
-    o = Options(parse_spec("x:a=3,b=0.5,c=1-2"), "spec")
-    assert o.get_int("a", 0) == 3 and o.get_float("b", 0) == 0.5 and o.get_ints("c", []) == [1, 2]
-    o.done()
-    with pytest.raises(DistillabError, match="must be >= 1"):
-        Options(parse_spec("x:a=0"), "spec").get_int("a", 1, 1)
+def test_options_dataclasses_read_types_and_refuse_unknown_keys():
+    from dataclasses import dataclass
+
+    from distillab.specs import options_from_spec, options_from_values, spec_string
+
+    @dataclass
+    class X:
+        a: int = 0
+        b: float = 0.0
+        c: tuple[int, ...] = (8,)
+
+    x = options_from_spec(X, parse_spec("x:a=3,b=0.5,c=1-2").options, "spec")
+    assert (x.a, x.b, x.c) == (3, 0.5, (1, 2)) and spec_string("x", x) == "x:a=3,b=0.5,c=1-2"
+    assert options_from_spec(X, {"c": ""}, "spec").c == ()  # no hidden layers
+    assert options_from_values(X, {"c": [4, 5]}, "file").c == (4, 5)
     with pytest.raises(DistillabError, match="unknown option"):
-        Options(parse_spec("x:zzz=1"), "spec").done()
+        options_from_spec(X, {"zzz": "1"}, "spec")
     with pytest.raises(DistillabError, match="must be a number"):
-        Options(parse_spec("x:b=abc"), "spec").get_float("b", 1.0)
+        options_from_spec(X, {"b": "abc"}, "spec")
+    with pytest.raises(DistillabError, match="whole numbers joined by '-'"):
+        options_from_spec(X, {"c": "1-x"}, "spec")
+    with pytest.raises(DistillabError, match="not a valid"):
+        options_from_values(X, {"c": ["4"]}, "file")

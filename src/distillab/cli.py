@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from ._version import __version__
-from .cli_text import MODELS, TEXT
+from .cli_text import TEXT
 from .errors import DistillabError, require
 
 IMPORT_PREFIX = "import:"
@@ -147,7 +147,8 @@ def build_parser() -> Parser:
     parser.commands = sub.choices
 
     p = sub.add_parser("train", help="train a model with cross-entropy")
-    p.add_argument("--model", help=f"model spec (required), e.g. convnet:width=32; {MODELS}")
+    p.add_argument("--model", help=f"model spec (required), e.g. convnet:width=32: {TEXT['models']}; or "
+                                   "import:pkg.module:factory[:key=value,...] (factory(input_shape=, num_classes=))")
     _add_training(p)
     _add_output(p)
     _add_resume(p, "epochs")

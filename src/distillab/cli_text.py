@@ -69,6 +69,9 @@ TEXT = {'train': {'epochs': 10,
  'audits': 'class-stats (real_per_class=500); confusion (models=3, model=[convnet:width=32,depth=3], epochs=300, '
            'max_confusion=0.5); labels (confidence=0.9); membership (privacy; shadows=8, '
            'model=[convnet:width=32,depth=3], epochs=300, bootstrap=200); memorisation (privacy; copy_ratio=0.1)',
+ 'models': 'convnet (init=default, width=128, depth=3, norm=instance, pool=avg); lenet5 (init=default, norm=none); '
+           'lenet5-half (init=default, norm=none); mlp (init=default, hidden=800-800, dropout=0.0, '
+           'input_dropout=0.0); resnet18 (init=default, width=64, norm=batch)',
  'benchmarks': ['dd-mnist',
                 'wang2018',
                 'wang2018-budget',
@@ -95,9 +98,6 @@ TEXT = {'train': {'epochs': 10,
                 'reproduce-mnist',
                 'teacher-service']}
 
-MODELS = ("mlp:hidden=800-800[,dropout=0.5][,input_dropout=0.2]; convnet:width=128,depth=3,norm=instance|batch|layer|"
-          "none,pool=avg|max (1-D for signals); lenet5[:norm=none|batch]; lenet5-half; resnet18[:width=64,norm=batch]; any of these "
-          "takes init=default|xavier; import:pkg.module:factory[:key=value,...]")
 
 
 def live() -> dict:
@@ -109,6 +109,7 @@ def live() -> dict:
     from .condense import METHODS
     from .datafree import DATAFREE
     from .kd import LOSSES
+    from .models import MODELS
     from .protocols import PROTOCOLS
     from .bench import BENCHMARKS
 
@@ -118,7 +119,8 @@ def live() -> dict:
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                          for f in dataclasses.fields(Protocol)},
             "losses": LOSSES.help(), "methods": METHODS.help(), "protocols": PROTOCOLS.help(), "labels": labels_help(),
-            "datafree": DATAFREE.help(), "audits": AUDITS.help(), "benchmarks": list(BENCHMARKS)}
+            "datafree": DATAFREE.help(), "audits": AUDITS.help(), "models": MODELS.help(),
+            "benchmarks": list(BENCHMARKS)}
 
 
 if __name__ == "__main__":

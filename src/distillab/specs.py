@@ -1,9 +1,8 @@
 """Spec strings: ``name:key=value,key=value`` (models, losses, condensation methods, data sources).
 
-Two ways to read a spec's options:
-- ``Options``: typed, checked access key by key (model specs);
-- ``options_from_spec``: fill an options dataclass (loss terms, condensation methods): each field is an option, its
-  type says how to read the value, its default is the option's one default; ``spec_string`` writes it back.
+``options_from_spec`` fills an options dataclass (a model family, a loss term, a condensation method, ...): each field
+is an option, its type says how to read the value, its default is the option's one default; ``spec_string`` writes it
+back.
 """
 
 from __future__ import annotations
@@ -72,66 +71,6 @@ def parse_spec(text: str, what: str = "spec") -> Spec:
     return Spec(name.strip(), options)
 
 
-class Options:
-    """Typed, checked access to a spec's options; complains about keys nobody asked for."""
-
-    def __init__(self, spec: Spec, what: str):
-        self.spec, self.what = spec, what
-        self._left = dict(spec.options)
-
-    def _take(self, key: str):
-        return self._left.pop(key, None)
-
-    def get_str(self, key: str, default: str, choices: tuple[str, ...] | None = None) -> str:
-        value = self._take(key)
-        value = default if value is None else value
-        if choices is not None and value not in choices:
-            raise DistillabError(f"{self.what} '{self.spec}': {key} must be one of {', '.join(choices)}, got '{value}'")
-        return value
-
-    def get_float(self, key: str, default: float, low: float | None = None, high: float | None = None,
-                  low_inclusive: bool = True) -> float:
-        return self._number(key, default, float, "a number", low, high, low_inclusive)
-
-    def get_int(self, key: str, default: int, low: int | None = None, high: int | None = None) -> int:
-        return self._number(key, default, int, "a whole number", low, high, True)
-
-    def _number(self, key, default, convert, kind, low, high, low_inclusive):
-        raw = self._take(key)
-        if raw is None:
-            return default
-        try:
-            value = convert(raw)
-        except ValueError:
-            raise DistillabError(f"{self.what} '{self.spec}': {key} must be {kind}, got '{raw}'") from None
-        self._check_range(key, value, low, high, low_inclusive)
-        return value
-
-    def get_ints(self, key: str, default: list[int], low: int = 1) -> list[int]:
-        raw = self._take(key)
-        if raw is None:
-            return default
-        try:
-            values = [int(v) for v in raw.split("-") if v != ""]
-        except ValueError:
-            raise DistillabError(f"{self.what} '{self.spec}': {key} must be whole numbers joined by '-', "
-                                 f"like 800-800, got '{raw}'") from None
-        for v in values:
-            self._check_range(key, v, low, None, True)
-        return values
-
-    def _check_range(self, key, value, low, high, low_inclusive):
-        if low is not None and (value < low or (not low_inclusive and value == low)):
-            bound = f">= {low}" if low_inclusive else f"> {low}"
-            raise DistillabError(f"{self.what} '{self.spec}': {key} must be {bound}, got {value}")
-        if high is not None and value > high:
-            raise DistillabError(f"{self.what} '{self.spec}': {key} must be <= {high}, got {value}")
-
-    def done(self) -> None:
-        if self._left:
-            raise DistillabError(f"{self.what} '{self.spec}': unknown option(s) {', '.join(sorted(self._left))}")
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Options dataclasses
 
@@ -156,6 +95,12 @@ def _convert(raw: str, kind, key: str, where: str):
         if raw.lower() in FALSE:
             return False
         raise DistillabError(f"{where}: {key} must be 1 or 0 (true or false), got '{raw}'")
+    if typing.get_origin(kind) is tuple and typing.get_args(kind)[:1] == (int,):  # whole numbers joined by '-'
+        try:  # (an mlp's hidden widths, 800-800; none: empty)
+            return tuple(int(v) for v in raw.split("-") if v.strip() != "")
+        except ValueError:
+            raise DistillabError(f"{where}: {key} must be whole numbers joined by '-', like 800-800, got '{raw}'") \
+                from None
     if typing.get_origin(kind) is tuple:  # several values, joined by '+' (a protocol's models)
         values = tuple(v.strip() for v in raw.split("+"))
         if not all(values):
@@ -198,7 +143,8 @@ def _typed(value, kind, key: str, where: str):
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif typing.get_origin(kind) is tuple:  # JSON keeps a tuple as a list
-        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        item = typing.get_args(kind)[0]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
         value = tuple(value) if ok else value
     else:
         ok = isinstance(value, kind) if isinstance(kind, type) else True
@@ -221,7 +167,8 @@ def _format(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, tuple):
-        text = "+".join(map(str, value))
+        whole = value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        text = ("-" if whole else "+").join(map(str, value))
         return f"[{text}]" if "," in text else text
     text = repr(value) if isinstance(value, float) else str(value)
     return f"[{text}]" if "," in text else text

@@ -4,6 +4,7 @@
     check_loss_term(MyLoss)      # raises AssertionError naming the broken promise
     check_method(MyMethod)
     check_labels(MyLabelMode)
+    check_model(MyModelFamily)
     check_protocol(MyProtocol)
     check_datafree(MyDataFreeMethod)
     check_audit(MyAudit)
@@ -34,7 +35,7 @@ from .condense import LABELS, METHODS, Labels, Method, SyntheticSet, condense
 from .data import TrainSet
 from .errors import DistillabError
 from .kd import LOSSES, Distillation, LossTerm, ModelTeacher
-from .models import build_model
+from .models import MODELS, ModelFamily, build_model
 from .specs import option_fields
 from .training import Schedule
 
@@ -162,6 +163,40 @@ def check_loss_term(cls: type, options: dict | None = None) -> None:
         same, _ = _loss_run(cls, options, seed=0, same_teacher=True)
         assert all(abs(float(v)) < 1e-5 for v in same.values()), \
             f"{cls.__name__} is distance-like but not zero when the student equals the teacher: {same}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model families
+
+
+def check_model(cls: type, options: dict | None = None, shapes=((1, 8, 8), (3, 32, 32)), num_classes: int = 3) -> None:
+    """Run a ModelFamily class through the shared contract: its options round-trip through the spec string and the
+    file metadata; for each input shape the network gives (batch, num_classes) logits and ends in a linear layer
+    named ``classifier``; the same generator seed gives the same weights whatever the global RNG, another seed
+    other weights; the global RNG is left as it was."""
+    assert isinstance(cls, type) and issubclass(cls, ModelFamily) and dataclasses.is_dataclass(cls), \
+        f"{cls!r} is not a ModelFamily dataclass"
+    assert cls.name and MODELS.get(cls.name) is cls, f"{cls.__name__} is not registered (register_model)"
+    options = dict(options or {})
+    _check_options(MODELS, cls, options)
+    spec = str(cls(**options))
+    for shape in shapes:
+        with _global_rng_set_to(1):
+            net = build_model(spec, shape, num_classes, seeds.generator(4))
+        with _global_rng_set_to(2):
+            again = build_model(spec, shape, num_classes, seeds.generator(4))
+        other = build_model(spec, shape, num_classes, seeds.generator(5))
+        a, b, c = net.state_dict(), again.state_dict(), other.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{cls.__name__}: the same seed gave other weights"
+        assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point()), \
+            f"{cls.__name__}: another seed gave the same weights (they are not drawn from the generator)"
+        assert isinstance(dict(net.named_modules()).get("classifier"), torch.nn.Linear), \
+            f"{cls.__name__}: its last linear layer is not named 'classifier' (feature losses tap its input)"
+        net.eval()
+        with torch.no_grad():
+            out = net(torch.randn(2, *shape, generator=seeds.generator(0)))
+        assert tuple(out.shape) == (2, num_classes) and bool(torch.isfinite(out).all()), \
+            f"{cls.__name__}: outputs of shape {tuple(out.shape)} for inputs {shape}"
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,11 +1,7 @@
-"""Models by spec string, for any input shape and class count.
-
-    mlp:hidden=800-800[,dropout=0.5][,input_dropout=0.2]
-    convnet:width=128,depth=3,norm=instance|batch|layer|none,pool=avg|max   (the dataset-distillation ConvNet-3)
-    lenet5[:norm=none|batch], lenet5-half[:norm=...]
-    resnet18[:width=64,norm=batch]                                            (CIFAR-style: 3x3 stem, no max-pool)
-    any built-in model also takes init=default|xavier (xavier: Xavier-normal conv/linear weights, zero biases)
-    import:pkg.module:factory[:key=value,...]                                 (factory(input_shape=, num_classes=))
+"""Models by spec string, for any input shape and class count: ``NAME[:key=value,...]`` of a registered model
+family (``family.py``; the built-in ones, one file each in ``families/``: ``mlp``, ``convnet``, ``lenet5``,
+``lenet5-half``, ``resnet18``; every one also takes ``init=default|xavier``), or
+``import:pkg.module:factory[:key=value,...]``, called as ``factory(input_shape=, num_classes=)``.
 
 Every built-in model ends in a linear layer called ``classifier``; its input is the "penultimate" feature.
 Parameters are initialised from an explicit torch.Generator (the global RNG is left untouched).
@@ -22,203 +18,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import seeds
-from .errors import DistillabError, require
-from .files import load_tensors, save_tensors
-from .registry import IMPORT_PREFIX, import_object, untrusted_code_error
-from .specs import Options, Spec, parse_spec
+from .. import seeds
+from ..errors import DistillabError, require
+from ..files import load_tensors, save_tensors
+from ..registry import IMPORT_PREFIX, import_object, untrusted_code_error
+from ..specs import parse_spec
+from . import families  # noqa: F401  (registers the built-in families)
+from .families.convnet import ConvNet
+from .families.lenet5 import LeNet5
+from .families.mlp import MLP
+from .families.resnet18 import ResNet18
+from .family import MODELS, ModelFamily, register_model
+from .layers import Dropout, set_dropout_generator
+
+__all__ = ["MODELS", "ModelFamily", "register_model", "build_model", "model_name", "save_model", "load_model",
+           "check_compatible", "count_parameters", "final_linear_path", "stateful_layers", "constructors_drawing_from",
+           "Dropout", "set_dropout_generator", "MLP", "ConvNet", "LeNet5", "ResNet18", "MODEL_FORMAT"]
 
 MODEL_FORMAT = "distillab.model"
-
-
-class Dropout(nn.Module):
-    """Dropout that draws its masks from an explicit generator (set by the trainer) for reproducible runs."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-        self.generator: torch.Generator | None = None
-
-    def forward(self, x):
-        if not self.training or self.p == 0:
-            return x
-        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
-        return x * keep / (1 - self.p)
-
-    def extra_repr(self):
-        return f"p={self.p}"
-
-
-def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
-    for m in model.modules():
-        if isinstance(m, Dropout):
-            m.generator = generator
-
-
-class MLP(nn.Module):
-    def __init__(self, input_shape, num_classes, hidden=(800, 800), dropout=0.0, input_dropout=0.0):
-        super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        if input_dropout:
-            layers.append(Dropout(input_dropout))
-        width = math.prod(input_shape)
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            if dropout:
-                layers.append(Dropout(dropout))
-            width = h
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(width, num_classes)
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-def _norm(kind: str, channels: int, one_d: bool = False) -> nn.Module:
-    if kind == "instance":  # instance norm with affine parameters, as the DD reference code writes it
-        return nn.GroupNorm(channels, channels)
-    if kind == "layer":
-        return nn.GroupNorm(1, channels)
-    if kind == "batch":
-        return nn.BatchNorm1d(channels) if one_d else nn.BatchNorm2d(channels)
-    return nn.Identity()
-
-
-class ConvNet(nn.Module):
-    """depth x [conv 3x3 -> norm -> ReLU -> pool 2x2] -> linear. 28x28 inputs get padding 3 first (as 32x32).
-
-    Signals (inputs one row high, (C, 1, L)) get the 1-D form: conv 1x3, pool 1x2 along their length.
-    """
-
-    def __init__(self, input_shape, num_classes, width=128, depth=3, norm="instance", pool="avg"):
-        super().__init__()
-        channels, height, width_px = input_shape
-        one_d = height == 1
-        layers: list[nn.Module] = []
-        size = [height, width_px]
-        for i in range(depth):
-            pad = 3 if (i == 0 and height == 28 and width_px == 28) else 1
-            if one_d:
-                layers.append(nn.Conv1d(channels if i == 0 else width, width, 3, padding=pad))
-            else:
-                layers.append(nn.Conv2d(channels if i == 0 else width, width, 3, padding=pad))
-                size[0] = size[0] + 2 * pad - 2
-            size[1] = size[1] + 2 * pad - 2
-            pooled = size[1:] if one_d else size
-            require(min(pooled) >= 2, f"convnet:depth={depth} halves its input {depth} times, but a {height}x{width_px} "
-                                      f"input is down to {'x'.join(map(str, size))} at layer {i + 1}; use a smaller "
-                                      "depth or larger inputs")
-            layers += [_norm(norm, width, one_d), nn.ReLU()]
-            layers.append((nn.AvgPool1d(2) if pool == "avg" else nn.MaxPool1d(2)) if one_d else
-                          (nn.AvgPool2d(2) if pool == "avg" else nn.MaxPool2d(2)))
-            size = [size[0] if one_d else size[0] // 2, size[1] // 2]
-        self.one_d = one_d
-        self.features = nn.Sequential(*([nn.Flatten(1, 2)] if one_d else []), *layers, nn.Flatten())
-        self.classifier = nn.Linear(width * size[0] * size[1], num_classes)
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-class LeNet5(nn.Module):
-    """LeNet-5 (ReLU, max-pool); ``half`` halves every layer's width (DAFL's LeNet-5-half)."""
-
-    def __init__(self, input_shape, num_classes, half=False, norm="none"):
-        super().__init__()
-        c1, c2, f1, f2 = (3, 8, 60, 42) if half else (6, 16, 120, 84)
-        batch = norm == "batch"  # BatchNorm after every conv and hidden linear layer (DeepInversion's teachers)
-        channels, height, width = input_shape
-        require(min(height, width) >= 4, f"lenet5 takes images of at least 4x4 pixels (it pools twice), got "
-                                         f"{height}x{width}; use mlp or convnet")
-        pad2 = 0 if min(height, width) // 2 >= 10 else 2  # small inputs (8x8 digits) keep their size
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, c1, 5, padding=2), *([nn.BatchNorm2d(c1)] if batch else []), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5, padding=pad2), *([nn.BatchNorm2d(c2)] if batch else []), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten())
-        was_training = self.features.training
-        self.features.eval()  # the size probe must not move BatchNorm's running statistics
-        with torch.no_grad():
-            n = self.features(torch.zeros(1, *input_shape)).shape[1]
-        self.features.train(was_training)
-        self.fc = nn.Sequential(nn.Linear(n, f1), *([nn.BatchNorm1d(f1)] if batch else []), nn.ReLU(),
-                                nn.Linear(f1, f2), *([nn.BatchNorm1d(f2)] if batch else []), nn.ReLU())
-        self.classifier = nn.Linear(f2, num_classes)
-
-    def forward(self, x):
-        return self.classifier(self.fc(self.features(x)))
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride, norm):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = _norm(norm, cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = _norm(norm, cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet18(nn.Module):
-    """CIFAR-style ResNet-18: 3x3 stem, no max-pool, four stages of two basic blocks."""
-
-    def __init__(self, input_shape, num_classes, width=64, norm="batch"):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU())
-        blocks, cin = [], width
-        for stage, mult in enumerate((1, 2, 4, 8)):
-            for b in range(2):
-                stride = 2 if (stage > 0 and b == 0) else 1
-                blocks.append(BasicBlock(cin, width * mult, stride, norm))
-                cin = width * mult
-        self.layers = nn.Sequential(*blocks)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.classifier = nn.Linear(cin, num_classes)
-
-    def forward(self, x):
-        return self.classifier(self.pool(self.layers(self.stem(x))))
-
-
-MODEL_NAMES = ("mlp", "convnet", "lenet5", "lenet5-half", "resnet18", "import")
-
-
-def _build(spec: Spec, input_shape, num_classes) -> nn.Module:
-    what = "model spec"
-    o = Options(spec, what)
-    if spec.name == "mlp":
-        model = MLP(input_shape, num_classes, hidden=o.get_ints("hidden", [800, 800]),
-                    dropout=o.get_float("dropout", 0.0, 0, 0.95), input_dropout=o.get_float("input_dropout", 0.0, 0, 0.95))
-    elif spec.name == "convnet":
-        model = ConvNet(input_shape, num_classes, width=o.get_int("width", 128, 1), depth=o.get_int("depth", 3, 1, 8),
-                        norm=o.get_str("norm", "instance", ("instance", "batch", "layer", "none")),
-                        pool=o.get_str("pool", "avg", ("avg", "max")))
-    elif spec.name in ("lenet5", "lenet5-half"):
-        model = LeNet5(input_shape, num_classes, half=spec.name == "lenet5-half",
-                       norm=o.get_str("norm", "none", ("none", "batch")))
-    elif spec.name == "resnet18":
-        model = ResNet18(input_shape, num_classes, width=o.get_int("width", 64, 1),
-                         norm=o.get_str("norm", "batch", ("batch", "instance", "layer", "none")))
-    else:
-        raise DistillabError(f"unknown model '{spec}'; choose one of mlp, convnet, lenet5, lenet5-half, resnet18, "
-                             "or import:pkg.module:factory")
-    if o.get_str("init", "default", ("default", "xavier")) == "xavier":
-        _xavier(model)
-    o.done()
-    return model
-
-
-def _xavier(model: nn.Module) -> None:
-    """Xavier-normal weights and zero biases for every conv and linear layer (Wang et al. 2018 train LeNet so)."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_normal_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 def _literal(text: str):
@@ -252,7 +69,10 @@ def _build_import(text: str, input_shape, num_classes) -> nn.Module:
     parts = text.split(":")
     require(len(parts) in (3, 4), f"bad model spec '{text}'; expected import:pkg.module:factory[:key=value,...]")
     kwargs = {k: _literal(v) for k, v in parse_spec("x:" + parts[3]).options.items()} if len(parts) == 4 else {}
-    return _call_factory(import_object(text, "model spec"), input_shape, num_classes, f"{parts[1]}:{parts[2]}", kwargs)
+    made = import_object(text, "model spec")
+    if isinstance(made, type) and issubclass(made, ModelFamily):  # a family of one's own: its options, then build
+        return MODELS.parse(text, trust_code=True).make(input_shape, num_classes)
+    return _call_factory(made, input_shape, num_classes, f"{parts[1]}:{parts[2]}", kwargs)
 
 
 @contextlib.contextmanager
@@ -301,11 +121,9 @@ def build_model(spec, input_shape, num_classes: int, generator: torch.Generator 
                                                 "into=module))")
     if spec.startswith(IMPORT_PREFIX) and not trust_code:
         raise untrusted_code_error("model spec", spec, source or "this input")
+    family = None if spec.startswith(IMPORT_PREFIX) else MODELS.parse(spec, trust_code=False, source=source)
     with constructors_drawing_from(generator):
-        if spec.startswith(IMPORT_PREFIX):
-            model = _build_import(spec, input_shape, num_classes)
-        else:
-            model = _build(parse_spec(spec, "model spec"), tuple(input_shape), num_classes)
+        model = family.make(input_shape, num_classes) if family else _build_import(spec, input_shape, num_classes)
     return _checked(model, spec, input_shape, num_classes)
 
 
