@@ -13,14 +13,15 @@ import torch
 from distillab import api, data
 from distillab.condense import (DM, LABELS, METHODS, Labels, Method, SyntheticSet, condense, register_labels,
                                register_method)
-from distillab.data import ImageSet, TrainSet
+from distillab.data import DATASETS, DataSource, Dataset, ImageSet, TrainSet, register_dataset
 from distillab.errors import DistillabError
 from distillab.evaluation import evaluate_images
 from distillab.protocols import PROTOCOLS, Protocol
 from distillab.kd import LOSSES, LossTerm, register_loss
 from distillab.kd.functional import kd_loss
 from distillab.models import MODELS, ModelFamily, register_model
-from distillab.testing import check_labels, check_loss_term, check_method, check_model, contract_data
+from distillab.testing import (check_dataset, check_labels, check_loss_term, check_method, check_model,
+                               contract_data)
 
 import spy_models
 
@@ -81,6 +82,67 @@ def test_a_schedule_reaches_an_objective_only_when_it_asks_for_it(tmp_path):
 
     assert not takes_schedule(lambda model, x, y, idx: {}) and takes_schedule(lambda m, x, y, i, schedule: {})
     assert Schedule(2, 4, 5, 16).fraction == 5 / 16 and Schedule().fraction == 0
+
+
+@pytest.fixture
+def source_path(tmp_path, monkeypatch):
+    """What each built-in data source reads, made small in a temporary data home: a path, or ""."""
+    import pickle
+
+    import numpy as np
+    from PIL import Image
+
+    from distillab.data.sources import mnist
+
+    monkeypatch.setenv("DISTILLAB_DATA", str(tmp_path))
+    rng = np.random.default_rng(0)
+
+    def make(name):
+        if name == "npz":
+            np.savez(tmp_path / "d.npz", x=rng.random((30, 1, 4, 4), dtype=np.float32), y=np.arange(30) % 3)
+            return str(tmp_path / "d.npz")
+        if name == "folder":
+            for c in ("a", "b"):
+                (tmp_path / "f" / c).mkdir(parents=True)
+                for i in range(5):
+                    Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(tmp_path / "f" / c / f"{i}.png")
+            return str(tmp_path / "f")
+        if name == "cifar10":
+            (tmp_path / "cifar-10-batches-py").mkdir()
+            for part in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+                batch = {b"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
+                (tmp_path / "cifar-10-batches-py" / part).write_bytes(pickle.dumps(batch))
+        if name == "mnist":
+            arrays = [np.zeros((60000, 28, 28), np.uint8), (np.arange(60000) % 10).astype(np.uint8),  # its shapes
+                      np.zeros((10000, 28, 28), np.uint8), (np.arange(10000) % 10).astype(np.uint8)]
+            (tmp_path / "mnist").mkdir()
+            for file, a in zip(mnist.MNIST_FILES, arrays):
+                mnist._write_idx(tmp_path / "mnist" / file, a)
+            (tmp_path / "mnist" / "SHA256").write_text(mnist._mnist_digest(arrays) + "\n")
+        return ""
+    return make
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_data_source_meets_the_contract(name, source_path):
+    check_dataset(DATASETS.get(name), source_path(name))
+
+
+@dataclass
+class OneClass(DataSource):
+    def load(self, path, fetch):  # every label the same: a classifier cannot be trained on it
+        x = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+        return Dataset("one-class", ImageSet(x, torch.zeros(8, dtype=torch.int64)),
+                       ImageSet(x[:2], torch.zeros(2, dtype=torch.int64)), ["a", "b"], (0.5,), (0.2,))
+
+
+def test_a_source_that_leaves_a_class_without_images_is_refused():
+    register_dataset("one-class")(OneClass)
+    try:
+        with pytest.raises((AssertionError, DistillabError), match="no training examples"):
+            check_dataset(OneClass)
+    finally:
+        DATASETS.unregister("one-class")
 
 
 @pytest.mark.parametrize("name", MODELS.names())

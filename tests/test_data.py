@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from distillab import data
+from distillab.data.sources import mnist
 from distillab.errors import DistillabError
 
 from conftest import write_npz
@@ -85,11 +86,11 @@ def test_folder_source(tmp_path):
 
 def test_idx_roundtrip(tmp_path):
     a = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
-    data._write_idx(tmp_path / "x", a)
-    assert np.array_equal(data._read_idx(tmp_path / "x"), a)
+    mnist._write_idx(tmp_path / "x", a)
+    assert np.array_equal(mnist._read_idx(tmp_path / "x"), a)
     (tmp_path / "bad").write_bytes(b"\x01\x02\x03")
     with pytest.raises(DistillabError):
-        data._read_idx(tmp_path / "bad")
+        mnist._read_idx(tmp_path / "bad")
 
 
 def test_safe_unpickler_allows_arrays_refuses_code():
@@ -110,10 +111,10 @@ def test_cifar10_from_local_batches(tmp_path, monkeypatch):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        batch = {b"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
         (folder / name).write_bytes(pickle.dumps(batch))
     ds = data.load("cifar10")
-    assert ds.input_shape == (3, 32, 32) and len(ds.train) == 20 and len(ds.test) == 4 and ds.num_classes == 10
+    assert ds.input_shape == (3, 32, 32) and len(ds.train) == 50 and len(ds.test) == 10 and ds.num_classes == 10
 
 
 def test_mnist_cache_corruption_detected(tmp_path, monkeypatch):
@@ -122,8 +123,8 @@ def test_mnist_cache_corruption_detected(tmp_path, monkeypatch):
     folder.mkdir()
     arrays = [np.zeros((60000, 28, 28), np.uint8), np.zeros(60000, np.uint8), np.zeros((10000, 28, 28), np.uint8),
               np.zeros(10000, np.uint8)]
-    for name, a in zip(data.MNIST_FILES, arrays):
-        data._write_idx(folder / name, a)
+    for name, a in zip(mnist.MNIST_FILES, arrays):
+        mnist._write_idx(folder / name, a)
     (folder / "SHA256").write_text("0" * 64)
     with pytest.raises(DistillabError, match="corrupt"):
         data.load("mnist")

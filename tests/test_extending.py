@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from distillab.data import DATASETS
 from distillab.models import MODELS
 
 from distillab.audits import AUDITS
@@ -36,13 +37,15 @@ def workdir(tmp_path, monkeypatch):
     DATAFREE.unregister("uniform")
     AUDITS.unregister("duplicates")
     MODELS.unregister("wide-linear")
+    DATASETS.unregister("stripes")
 
 
 def test_the_page_runs_as_written(workdir, cli, capsys):
     use = next(b for b in _blocks("python") if b.startswith("# use.py"))
     exec(compile(use, "use.py", "exec"), {})
-    accuracy, images, flagged = capsys.readouterr().out.split()
+    accuracy, images, flagged, stripes = capsys.readouterr().out.split()
     assert 0.5 < float(accuracy) <= 1 and int(images) == 50 and flagged == "False"  # medoids are distinct images
+    assert float(stripes) > 0.9  # two classes anyone can tell apart: the source's images and labels reach training
     for line in _blocks("bash")[0].strip().splitlines():
         args = shlex.split(line)
         assert args[0] == "distillab"

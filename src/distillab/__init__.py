@@ -21,7 +21,7 @@ _WHERE = {
     "train": "api", "export": "api", "resume": "api", "tune_allocator": "speed",
     "Method": "condense", "SyntheticSet": "condense", "register_method": "condense", "Labels": "condense",
     "register_labels": "condense", "DataFreeMethod": "datafree", "register_datafree": "datafree",
-    "ModelFamily": "models", "register_model": "models",
+    "ModelFamily": "models", "register_model": "models", "DataSource": "data", "register_dataset": "data",
     "LossInputs": "kd", "LossTerm": "kd", "register_loss": "kd", "Audit": "audits", "register_audit": "audits",
 }
 

@@ -95,7 +95,7 @@ def _add_training(p, real_data: bool = True):
     TrainConfig = "train"
     g = p.add_argument_group("training (defaults: distillab.training.TrainConfig)")
     if real_data:
-        g.add_argument("--data", default="digits", help="mnist, digits, cifar10, npz:PATH, folder:PATH (default digits)")
+        g.add_argument("--data", default="digits", help=f"{TEXT['datasets']} (default digits)")
     else:
         g.add_argument("--data", help="the dataset whose test split measures the student (default: the teacher's)")
     g.add_argument("--epochs", type=int, help=_default(TrainConfig, "epochs"))
@@ -259,7 +259,7 @@ def build_parser() -> Parser:
     _add_loggers(p)
 
     p = sub.add_parser("experts", help="train expert trajectories for trajectory matching (--method mtt)")
-    p.add_argument("--data", default="digits", help="mnist, digits, cifar10, npz:PATH, folder:PATH (default digits)")
+    p.add_argument("--data", default="digits", help=f"{TEXT['datasets']} (default digits)")
     p.add_argument("--model", help=f"model spec without batch norm or dropout ({_expert_default('model')}); mtt's "
                                    "model option must name the same")
     p.add_argument("--experts", type=int, help=f"how many experts ({_expert_default('experts')})")
@@ -411,7 +411,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("data", help="fetch or describe a dataset")
     p.add_argument("action", choices=["fetch", "info"])
-    p.add_argument("name", help="mnist, digits, cifar10, npz:PATH, folder:PATH")
+    p.add_argument("name", help=TEXT["datasets"])
     _add_quiet(p)
 
     p = sub.add_parser("demo", help="teacher -> student end to end, with a report")
@@ -432,8 +432,8 @@ def build_parser() -> Parser:
     p.add_argument("file", metavar="FILE", help="their torch file: VICO res_*.pt, MTT images_best.pt or images_N.pt "
                                                 "(read with torch.load(weights_only=True) only)")
     p.add_argument("--format", required=True, choices=["vico", "mtt"], help="which code wrote FILE")
-    p.add_argument("--data", required=True, help="the dataset the set was made from (the file does not say): mnist, "
-                                                 "cifar10, digits, npz:PATH, folder:PATH")
+    p.add_argument("--data", required=True, help=f"the dataset the set was made from (the file does not say): "
+                                                 f"{TEXT['datasets']}")
     p.add_argument("--out", required=True, help="the FILE.safetensors to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--experiment", type=int, help="vico: which experiment of FILE (default 0)")

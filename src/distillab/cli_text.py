@@ -72,6 +72,7 @@ TEXT = {'train': {'epochs': 10,
  'models': 'convnet (init=default, width=128, depth=3, norm=instance, pool=avg); lenet5 (init=default, norm=none); '
            'lenet5-half (init=default, norm=none); mlp (init=default, hidden=800-800, dropout=0.0, '
            'input_dropout=0.0); resnet18 (init=default, width=64, norm=batch)',
+ 'datasets': 'cifar10, digits, folder:PATH, mnist, npz:PATH',
  'benchmarks': ['dd-mnist',
                 'wang2018',
                 'wang2018-budget',
@@ -107,6 +108,7 @@ def live() -> dict:
     from .api import Hinton, Mixing, Protocol, PseudoLabelConfig, TrainConfig, labels_help
     from .audits import AUDITS
     from .condense import METHODS
+    from .data import dataset_forms
     from .datafree import DATAFREE
     from .kd import LOSSES
     from .models import MODELS
@@ -119,7 +121,7 @@ def live() -> dict:
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                          for f in dataclasses.fields(Protocol)},
             "losses": LOSSES.help(), "methods": METHODS.help(), "protocols": PROTOCOLS.help(), "labels": labels_help(),
-            "datafree": DATAFREE.help(), "audits": AUDITS.help(), "models": MODELS.help(),
+            "datafree": DATAFREE.help(), "audits": AUDITS.help(), "models": MODELS.help(), "datasets": dataset_forms(),
             "benchmarks": list(BENCHMARKS)}
 
 

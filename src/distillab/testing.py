@@ -5,6 +5,7 @@
     check_method(MyMethod)
     check_labels(MyLabelMode)
     check_model(MyModelFamily)
+    check_dataset(MyDataSource)
     check_protocol(MyProtocol)
     check_datafree(MyDataFreeMethod)
     check_audit(MyAudit)
@@ -163,6 +164,40 @@ def check_loss_term(cls: type, options: dict | None = None) -> None:
         same, _ = _loss_run(cls, options, seed=0, same_teacher=True)
         assert all(abs(float(v)) < 1e-5 for v in same.values()), \
             f"{cls.__name__} is distance-like but not zero when the student equals the teacher: {same}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data sources
+
+
+def check_dataset(cls: type, path: str = "") -> None:
+    """Run a DataSource class through the shared contract (``path``: for a source that reads ``NAME:PATH``): it
+    loads through ``data.load`` by its spec; images are float (N, C, H, W), finite, train and test of one shape;
+    labels are int64 class indices, every class has training images; normalisation has one mean and std per
+    channel; a second load gives the same tensors whatever the global RNG, which it leaves as it was."""
+    from . import data
+
+    assert isinstance(cls, type) and issubclass(cls, data.DataSource) and dataclasses.is_dataclass(cls), \
+        f"{cls!r} is not a DataSource dataclass"
+    assert cls.name and data.DATASETS.get(cls.name) is cls, f"{cls.__name__} is not registered (register_dataset)"
+    spec = f"{cls.name}:{path}" if cls.takes_path else cls.name
+    with _global_rng_set_to(1):
+        ds = data.load(spec, fetch=False)
+    with _global_rng_set_to(2):
+        again = data.load(spec, fetch=False)
+    assert ds.spec == spec, f"{cls.__name__}: the dataset records spec {ds.spec!r}, not {spec!r}"
+    for part, s, t in (("train", ds.train, again.train), ("test", ds.test, again.test)):
+        assert s.x.dtype == torch.float32 and s.x.dim() == 4 and len(s.x) == len(s.y) > 0, \
+            f"{cls.__name__}: {part} images {tuple(s.x.shape)} {s.x.dtype} for {len(s.y)} labels"
+        assert s.y.dtype == torch.int64 and 0 <= int(s.y.min()) and int(s.y.max()) < ds.num_classes, \
+            f"{cls.__name__}: {part} labels are not class indices 0..{ds.num_classes - 1}"
+        assert torch.equal(s.x, t.x) and torch.equal(s.y, t.y), f"{cls.__name__}: a second load gave other {part} data"
+    assert ds.test.x.shape[1:] == ds.train.x.shape[1:], f"{cls.__name__}: train and test images differ in shape"
+    channels = ds.input_shape[0]
+    assert len(ds.mean) == len(ds.std) == channels and all(v > 0 for v in ds.std), \
+        f"{cls.__name__}: mean {ds.mean} and std {ds.std} for {channels} channels"
+    assert ds.num_classes >= 2 and len(set(ds.train.y.tolist())) == ds.num_classes, \
+        f"{cls.__name__}: not every one of its {ds.num_classes} classes has training images"
 
 
 # --------------------------------------------------------------------------------------------------------------

