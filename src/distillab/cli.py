@@ -89,6 +89,16 @@ def _default(section: str, name: str) -> str:
     return f"default {' '.join(value) if isinstance(value, list) else value}"
 
 
+def _add_device(p) -> None:
+    """--device, written once: the default is the training options' (TrainConfig.device), for every command."""
+    p.add_argument("--device", help=f"cpu, cuda[:N], mps or auto (the best here); {_default('train', 'device')}")
+
+
+def _given(**flags) -> dict:
+    """The flags the user gave (not None): the API's own defaults apply to the others."""
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def _add_training(p, real_data: bool = True):
     """The training flags; ``real_data=False`` (datafree) leaves out what only training on a dataset's own split
     takes: --seeds, the validation split and pseudo-labels."""
@@ -119,7 +129,7 @@ def _add_training(p, real_data: bool = True):
                                                     "mean/std/runs")
     g.add_argument("--select", choices=["last", "best-val"],
                    help="keep the last epoch or the best on the validation split, never the test set (default last)")
-    g.add_argument("--device", help=f"cpu, cuda[:N], mps or auto (the best here); {_default(TrainConfig, 'device')}")
+    _add_device(g)
     if not real_data:
         return
     g.add_argument("--val-size", type=int, help="validation images carved from the training data "
@@ -206,7 +216,7 @@ def build_parser() -> Parser:
                    help="model.safetensors, or one or more synset.safetensors of one dataset (several sets or "
                         "--models: a matrix, one row per set, one column per model: matrix.md, matrix.png)")
     p.add_argument("--data", help="dataset (default: the one the file records)")
-    p.add_argument("--device", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
+    _add_device(p)
     g = p.add_argument_group("synthetic sets: the evaluation protocol (defaults: its options dataclass, "
                              "distillab.protocols; the flags below set its options)")
     g.add_argument("--protocol", help=f"NAME[:key=value,...] (default distillab): {TEXT['protocols']}")
@@ -252,7 +262,7 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-size", type=int)
     p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
+    _add_device(p)
     _add_output(p)
     _add_resume(p, "iterations")
     _add_trust(p)
@@ -273,7 +283,7 @@ def build_parser() -> Parser:
                    help="no differentiable siamese augmentation while the experts train")
     p.add_argument("--seed", type=int, help=f"expert i draws from the stream ('expert', i) of this seed "
                                             f"({_expert_default('seed')})")
-    p.add_argument("--device", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
+    _add_device(p)
     p.add_argument("--val-size", type=int, help="validation images carved from the training data, as condense "
                                                 "carves them (default 10%%, at most 5000)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
@@ -328,7 +338,7 @@ def build_parser() -> Parser:
                    help="false-positive rates the membership attacks are read at (default 0.001 0.01; each needs "
                         "10/rate held-out images)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    _add_device(p)
     _add_trust(p)
     _add_output(p)
 
@@ -348,7 +358,7 @@ def build_parser() -> Parser:
                                                          "first byte or its connection's opening (default 10)")
     p.add_argument("--max-connections", type=int, help="connections open at once; beyond it a new one is answered "
                                                        "503 and closed (default 512)")
-    p.add_argument("--device", default="cpu")
+    _add_device(p)
     _add_trust(p)
     _add_quiet(p)
 
@@ -385,7 +395,7 @@ def build_parser() -> Parser:
     p.add_argument("--split", choices=["train", "test"], default="train")
     p.add_argument("--output", choices=["probs", "logits"], default="probs")
     p.add_argument("--top-k", type=int)
-    p.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
+    _add_device(p)
     p.add_argument("--out", help="FILE.npz")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_trust(p)
@@ -403,7 +413,7 @@ def build_parser() -> Parser:
                                                    f"({_default('pseudolabel', 'threshold')}: all)")
     p.add_argument("--soft", action="store_true", default=None,
                    help="keep the averaged probabilities as soft labels instead of the most likely class")
-    p.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto (the best here); default cpu")
+    _add_device(p)
     p.add_argument("--out", help="FILE.npz (default runs/pseudolabel-<timestamp>.npz)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     _add_trust(p)
@@ -618,7 +628,8 @@ def _cmd_evaluate(a):
     if a.resume:
         return _resumed(a, "evaluate")
     require(a.model, "evaluate needs a model.safetensors or synset.safetensors file")
-    return evaluate(a.model[0] if len(a.model) == 1 else a.model, a.data, protocol=a.protocol, device=a.device,
+    return evaluate(a.model[0] if len(a.model) == 1 else a.model, a.data, protocol=a.protocol,
+                    **_given(device=a.device),
                     models=a.models,
                     runs=a.runs, epochs=a.epochs, dsa=a.dsa, augment=a.augment, seed=a.seed, vectorise=a.vectorise,
                     out=a.out, overwrite=a.overwrite,
@@ -638,9 +649,11 @@ def _cmd_condense(a):
 
         require(not (a.out or a.resume or a.protocol), "--dry-run writes nothing; drop --out/--resume/--protocol")
         return condense_estimate(a.data, a.method, a.ipc, labels=a.labels, seed=a.seed, val_size=a.val_size,
-                                 split_seed=a.split_seed, device=a.device, trust_code=a.trust_code, **shorthands)
+                                 split_seed=a.split_seed, trust_code=a.trust_code, **_given(device=a.device),
+                                 **shorthands)
     return condense_data(a.data, a.method, a.ipc, labels=a.labels, seed=a.seed, val_size=a.val_size,
-                         split_seed=a.split_seed, out=a.out, overwrite=a.overwrite, quiet=a.quiet, device=a.device,
+                         split_seed=a.split_seed, out=a.out, overwrite=a.overwrite, quiet=a.quiet,
+                         **_given(device=a.device),
                          protocol=a.protocol,
                          trust_code=a.trust_code, **shorthands, **_run_options(a)).metrics
 
@@ -694,7 +707,7 @@ def _cmd_audit(a):
     from .api import audit
 
     return audit(a.synset, reference=a.reference, data=a.data, audits=a.audits, privacy=a.privacy, fpr=a.fpr,
-                 seed=a.seed, out=a.out, overwrite=a.overwrite, device=a.device, quiet=a.quiet,
+                 seed=a.seed, out=a.out, overwrite=a.overwrite, **_given(device=a.device), quiet=a.quiet,
                  trust_code=a.trust_code).metrics
 
 
@@ -703,7 +716,8 @@ def _cmd_serve(a):
 
     serve(a.model, host=a.host, port=a.port, output=a.output, token_file=a.token_file, max_batch=a.max_batch,
           rate=a.rate, noise=a.noise, round=a.round, seed=a.seed, request_timeout=a.request_timeout,
-          max_connections=a.max_connections, device=a.device, block=True, quiet=a.quiet, trust_code=a.trust_code)
+          max_connections=a.max_connections, block=True, quiet=a.quiet, trust_code=a.trust_code,
+          **_given(device=a.device))
     return None
 
 
@@ -792,7 +806,7 @@ def _cmd_tune(a):
 def _cmd_predict(a):
     from .api import predict
 
-    return predict(a.model, a.data, split=a.split, output=a.output, top_k=a.top_k, out=a.out, device=a.device,
+    return predict(a.model, a.data, split=a.split, output=a.output, top_k=a.top_k, out=a.out, **_given(device=a.device),
                    overwrite=a.overwrite, quiet=a.quiet, trust_code=a.trust_code)
 
 
@@ -802,7 +816,7 @@ def _cmd_pseudolabel(a):
     require(a.teacher and a.data, "pseudolabel needs --teacher MODEL.safetensors and --data UNLABELED (npz:PATH, "
                                   "folder:PATH or a dataset)")
     return pseudolabel(a.teacher, a.data, transforms=a.transforms, threshold=a.threshold, soft=a.soft, out=a.out,
-                       overwrite=a.overwrite, device=a.device, quiet=a.quiet, trust_code=a.trust_code)
+                       overwrite=a.overwrite, **_given(device=a.device), quiet=a.quiet, trust_code=a.trust_code)
 
 
 def _cmd_data(a):
