@@ -97,7 +97,8 @@ def test_a_cycle_would_be_found():
 # this order.
 LAYERS = [
     ["distillab", "distillab._version", "distillab.errors", "distillab.seeds", "distillab.reporting",
-     "distillab.distributed", "distillab.memory", "distillab.speed", "distillab.kd.functional"],
+     "distillab.distributed", "distillab.memory", "distillab.speed", "distillab.kd.functional",
+     "distillab.service.protocol"],
     ["distillab.specs", "distillab.files", "distillab.dsa", "distillab.augmentation", "distillab.audits.mia",
      "distillab.service.tokens", "distillab.service.client"],
     ["distillab.registry", "distillab.checkpoint"],

@@ -40,7 +40,7 @@ from .files import file_sha256, final_path, load_tensors, read_meta, to_jsonable
 from .kd import (LOSSES, Distillation, Hinton, LossTerm, label_smoothing_warnings, parse_loss, register_loss,
                  resolve_teacher)
 from .kd.meter import dark_knowledge_report
-from .models import (MODEL_FORMAT, build_model, check_compatible, count_parameters, load_model, model_name,
+from .models import (MODEL_FORMAT, Renormalise, build_model, check_compatible, count_parameters, load_model, model_name,
                      save_model)
 from .outputs import RunOutput, default_out, peak_rss_mb
 from .protocols import PROTOCOLS, Protocol, parse_protocol, register_protocol
@@ -1281,7 +1281,7 @@ def export(path, to, *, overwrite: bool = False, trust_code: bool = False) -> di
     model = load(path, trust_code=trust_code)
     meta = model.distillab
     norm = meta["normalisation"]
-    wrapped = nn.Sequential(_Normalise(norm["mean"], norm["std"]), model).eval()
+    wrapped = nn.Sequential(Renormalise.from_pixels(norm["mean"], norm["std"]), model).eval()
     example = torch.rand(2, *meta["input_shape"])
     tmp = target.with_name(target.name + ".part" + target.suffix)
     with torch.no_grad():
@@ -1301,19 +1301,6 @@ def export(path, to, *, overwrite: bool = False, trust_code: bool = False) -> di
     tmp.replace(target)
     return {"model": final_path(path), "to": str(target), "input_shape": meta["input_shape"],
             "inputs": "unnormalised (the normalisation is built in)", "classes": meta["classes"]}
-
-
-class _Normalise(nn.Module):
-    """The model file's normalisation, in front of an exported model."""
-
-    def __init__(self, mean, std):
-        super().__init__()
-        shape = (1, -1, 1, 1)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(shape))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(shape))
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
 
 
 def export_synset(path, to, *, overwrite: bool = False) -> dict:

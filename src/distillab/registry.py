@@ -1,8 +1,10 @@
-"""Registries: named plug-ins (loss terms, condensation methods), each an options dataclass with behaviour.
+"""Registries: named plug-ins, each an options dataclass with behaviour -- loss terms, condensation methods, label
+modes, data-free methods, audits, evaluation protocols, model families and data sources.
 
 A plug-in class is registered under a name (``@LOSSES.register("kd")``); a spec ``NAME:key=value,...`` builds an
-instance, its fields filled from the options (``specs.options_from_spec``). Choices in the CLI and its --help, the
-benchmarks' lists and the errors for unknown names all read the registry.
+instance, its fields filled from the options (``specs.options_from_spec``). Choices in the CLI and its --help
+(``help()``), the benchmarks' lists and the errors for unknown names all read the registry; the built-in parts of a
+family are the files of one folder, imported by ``discover()``.
 
 Code named by the user -- ``import:pkg.module:Name[:key=value,...]`` typed on the command line or passed from
 Python -- is imported only with ``trust_code=True``. Anything read from a file is parsed with ``trust_code=False``

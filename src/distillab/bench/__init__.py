@@ -4,9 +4,10 @@ Each benchmark writes OUT/NAME.json (figures) and OUT/NAME.md (a Markdown table)
 the machine and the wall time. ``--quick`` runs the same code path on digits in seconds (the test suite runs it);
 the full version is the one whose results go in docs/benchmarks.md. Teachers are trained once per OUT folder and
 reused by later benchmarks (OUT/teachers/). A new benchmark is a function registered with ``@benchmark(NAME)`` in
-the module of its family: ``kd.py`` (model distillation), ``dd.py`` (dataset distillation), ``datafree.py``
-(teaching without the data), ``omni.py`` (pseudo-labelling), ``audits.py`` (poisoning, privacy) or ``service.py``
-(a teacher behind HTTP).
+the module of its family: ``kd.py`` (model distillation), ``dd.py`` (dataset distillation), ``crossarch.py`` (sets
+across architectures), ``mtt.py`` (trajectory matching), ``reproduce.py`` (the reference implementations' recipes
+and protocols), ``datafree.py`` (teaching without the data), ``omni.py`` (pseudo-labelling), ``audits.py``
+(poisoning, privacy), ``service.py`` (a teacher behind HTTP) or ``perf.py`` (speed against the hardware's peak).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..data import read_npz
 from ..errors import DistillabError, require
-from ..models import check_compatible, load_model
+from ..models import Renormalise, check_compatible, load_model
 from ..reporting import SILENT, Reporter
 from .functional import TINY
 from .taps import FeatureTaps
@@ -168,26 +168,13 @@ def cache_teacher(teacher: ModelTeacher, x: torch.Tensor, batch_size: int = 1000
                         features={k: torch.cat(v) for k, v in feats.items()}, kind="logits", gives_features=True)
 
 
-class _Renormalise(nn.Module):
-    """Maps inputs normalised one way to another normalisation (a teacher trained with other statistics)."""
-
-    def __init__(self, mean_from, std_from, mean_to, std_to):
-        super().__init__()
-        view = lambda v: torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
-        self.register_buffer("scale", view(std_from) / view(std_to))
-        self.register_buffer("shift", (view(mean_from) - view(mean_to)) / view(std_to))
-
-    def forward(self, x):
-        return x * self.scale + self.shift
-
-
 def load_teacher_model(path, splits, what="teacher", trust_code: bool = False) -> tuple[nn.Module, dict]:
     """A teacher model file, checked against the data, seeing inputs normalised its own way."""
     model, meta = load_model(path, trust_code=trust_code)
     check_compatible(meta, splits.classes, splits.input_shape, what, path)
     norm = meta["normalisation"]
     if list(norm["mean"]) != list(splits.mean) or list(norm["std"]) != list(splits.std):
-        model = nn.Sequential(_Renormalise(splits.mean, splits.std, norm["mean"], norm["std"]), model)
+        model = nn.Sequential(Renormalise(splits.mean, splits.std, norm["mean"], norm["std"]), model)
     return model, meta
 
 

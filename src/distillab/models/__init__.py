@@ -29,11 +29,11 @@ from .families.lenet5 import LeNet5
 from .families.mlp import MLP
 from .families.resnet18 import ResNet18
 from .family import MODELS, ModelFamily, register_model
-from .layers import Dropout, set_dropout_generator
+from .layers import Dropout, Renormalise, set_dropout_generator
 
 __all__ = ["MODELS", "ModelFamily", "register_model", "build_model", "model_name", "save_model", "load_model",
            "check_compatible", "count_parameters", "final_linear_path", "stateful_layers", "constructors_drawing_from",
-           "Dropout", "set_dropout_generator", "MLP", "ConvNet", "LeNet5", "ResNet18", "MODEL_FORMAT"]
+           "Dropout", "Renormalise", "set_dropout_generator", "MLP", "ConvNet", "LeNet5", "ResNet18", "MODEL_FORMAT"]
 
 MODEL_FORMAT = "distillab.model"
 

@@ -1,5 +1,5 @@
 """What the model families share: dropout drawn from an explicit generator, the normalisation layers by name,
-Xavier initialisation."""
+Xavier initialisation; and ``Renormalise``, which puts a normalisation in front of a model."""
 
 from __future__ import annotations
 
@@ -48,3 +48,23 @@ def xavier_init(model: nn.Module) -> None:
             nn.init.xavier_normal_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class Renormalise(nn.Module):
+    """Maps inputs normalised one way (``mean_from``, ``std_from`` per channel) to another (``mean_to``,
+    ``std_to``): a teacher trained with other statistics, or (``from_pixels``) a model exported to take the data's
+    own values."""
+
+    def __init__(self, mean_from, std_from, mean_to, std_to):
+        super().__init__()
+        view = lambda v: torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", view(std_from) / view(std_to))
+        self.register_buffer("shift", (view(mean_from) - view(mean_to)) / view(std_to))
+
+    @classmethod
+    def from_pixels(cls, mean, std) -> "Renormalise":
+        """The normalisation itself: (x - mean) / std, for inputs as the data holds them."""
+        return cls([0.0] * len(mean), [1.0] * len(std), mean, std)
+
+    def forward(self, x):
+        return x * self.scale + self.shift

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from ..errors import DistillabError, require
+from .protocol import SERVICE_FORMAT
 
-SERVICE_FORMAT = "distillab.teacher-service"
 MAX_ANSWER_BYTES = 1 << 28  # an answer larger than this is not a batch of probabilities
 
 

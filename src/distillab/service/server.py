@@ -1,17 +1,8 @@
 """A model behind an HTTP API: batches of inputs in, the model's outputs out, never its weights.
 
 A Starlette app (``make_app``) served by uvicorn, in a background thread (``start_service``, for Python and tests)
-or in the foreground until SIGINT/SIGTERM (``serve_forever``, for ``distillab serve``). The wire protocol:
-
-    GET  /health   {"status": "ok"}                                       (never needs the token)
-    GET  /info     what a client needs: input shape, classes, normalisation, output kind and the limits
-    POST /predict  inputs (N, C, H, W) as JSON {"inputs": [...]} or safetensors bytes {"inputs": float32}
-                   -> probs | topk_index + topk_prob | labels, as safetensors when Accept asks for
-                   application/octet-stream, JSON otherwise
-    GET  /metrics  Prometheus text: requests by path and status, rows answered, /predict latency
-
-Errors are JSON ``{"error": "one line"}``. The server feeds the model exactly what it receives: clients normalise
-their inputs with the ``normalisation`` that /info gives.
+or in the foreground until SIGINT/SIGTERM (``serve_forever``, for ``distillab serve``). The wire protocol is
+``protocol.py``'s.
 """
 
 from __future__ import annotations
@@ -33,16 +24,14 @@ from torch import nn
 
 from .. import seeds
 from ..errors import DistillabError, require
+from .protocol import ROUTES, SERVICE_FORMAT, SERVICE_VERSION
 from .tokens import read_token_file, token_text_ok  # noqa: F401  (read_token_file: re-exported)
 from ..reporting import SILENT, Reporter
 
-SERVICE_FORMAT = "distillab.teacher-service"
-SERVICE_VERSION = 1
 # JSON text per input value: "-1.2345678901234567e-300, " is 26 characters; 32 leaves room for spaces
 JSON_BYTES_PER_VALUE = 32
 BODY_SLACK_BYTES = 64 * 1024  # the safetensors header, the JSON key and whitespace around the array
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-ROUTES = ("/health", "/info", "/predict", "/metrics")
 STARTUP_SECONDS = 20.0
 STOP_SECONDS = 30.0
 
