@@ -23,7 +23,7 @@ from ..figures import plot_matrix
 from ..files import read_meta, to_jsonable
 from ..specs import option_values
 from .common import Bench, benchmark, cell_name, cells_total_seconds
-from .dd import _dd_mnist_experts_cell, _experts_dir, dd_eval, dd_mnist_method, dd_splits
+from .dd import dd_mnist_experts_cell, experts_dir, dd_eval, dd_mnist_method, dd_splits
 
 CROSS_ARCH_METHODS = ("dm", "dsa", "mtt")
 
@@ -53,13 +53,13 @@ def cross_arch_methods() -> list[str]:
 def _method(b: Bench, method: str, ipc: int):
     """dd-mnist's method at this IPC; mtt matches the experts dd-mnist trains (trained here if it has not)."""
     if method == "mtt":
-        _dd_mnist_experts_cell(b.out, b.quick, method)
-    return dd_mnist_method(b.quick, method, ipc, str(_experts_dir(b.out, b.quick)))
+        dd_mnist_experts_cell(b.out, b.quick, method)
+    return dd_mnist_method(b.quick, method, ipc, str(experts_dir(b.out, b.quick)))
 
 
 def _set_recipe(quick: bool, method: str, ipc: int, out: Path | None = None) -> dict:
     """How a set is condensed, as its file records it (``meta["recipe"]``): dd-mnist's options for the method."""
-    experts = str(_experts_dir(out, quick)) if out is not None else ""
+    experts = str(experts_dir(out, quick)) if out is not None else ""
     return {"method": method, "ipc": ipc, "seed": 0, **option_values(dd_mnist_method(quick, method, ipc, experts))}
 
 

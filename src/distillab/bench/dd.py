@@ -137,7 +137,7 @@ def _dd_mnist_recipe(quick: bool) -> dict:
     return dict(ipcs=[1, 10], big_ipc=50, eval_spec="convnet:width=128,depth=3", runs=5, big_runs=3, epochs=300)
 
 
-def _experts_dir(out: Path, quick: bool) -> Path:
+def experts_dir(out: Path, quick: bool) -> Path:
     return Bench(out, quick).work / "dd-mnist" / "experts"
 
 
@@ -162,12 +162,12 @@ def _dd_mnist_cell_recipe(quick: bool, method: str, ipc: int = 0, labels: str = 
                          "augment": "dc" if augment == "dc" else "none"}}
 
 
-def _dd_mnist_experts_cell(out: Path, quick: bool, method: str) -> dict:
+def dd_mnist_experts_cell(out: Path, quick: bool, method: str) -> dict:
     """The trajectories mtt matches, trained once (one file per expert; a killed run resumes at the next)."""
     from ..api import experts as train_experts
     b = Bench(out, quick)
     t0 = time.time()
-    folder = _experts_dir(out, quick)
+    folder = experts_dir(out, quick)
     if not (folder.is_dir() and any(folder.iterdir())):  # a finished folder is kept; a killed run resumes
         train_experts(b.data, out=folder, quiet=True, resume=folder.with_name(f".{folder.name}.partial").exists(),
                       **DD_MNIST_EXPERTS["quick" if quick else "full"])
@@ -180,13 +180,13 @@ def _dd_mnist_cell(out: Path, quick: bool, method: str, ipc: int = 0, labels: st
     """One cell of dd-mnist: condense (or, for learned labels, relabel the cell's hard-label set, condensing it
     first when no run kept it), keep the set, evaluate it by the protocol."""
     if method == "experts":
-        return _dd_mnist_experts_cell(out, quick, method)  # trained once, whatever measures the sets
+        return dd_mnist_experts_cell(out, quick, method)  # trained once, whatever measures the sets
     b = Bench(out, quick)
     recipe = _dd_mnist_cell_recipe(quick, method, ipc, labels, augment)
     splits = dd_splits(b)
     t0 = time.time()
     hard_path = _hard_set_path(out, quick, method, ipc)
-    cfg = dd_mnist_method(quick, method, ipc, str(_experts_dir(out, quick)))
+    cfg = dd_mnist_method(quick, method, ipc, str(experts_dir(out, quick)))
     synset = None
     if hard_path.exists():  # kept by the hard-label cell: reused if its recorded options are this recipe's
         kept = SyntheticSet.load(hard_path)
