@@ -757,7 +757,7 @@ def _cmd_tune(a):
             protocol["models"] = tuple(protocol["models"])
         protocol["name"] = a.protocol
         base = {"data": inner.data, "method": inner.method, "ipc": inner.ipc, "labels": inner.labels,
-                "val_size": inner.val_size, "split_seed": inner.split_seed, "device": inner.device,
+                "val_size": inner.val_size, "split_seed": inner.split_seed, **_given(device=inner.device),
                 "trust_code": inner.trust_code, "protocol": protocol, "final_runs": a.final_runs,
                 "as_made": bool(a.eval_as_made),
                 **{k: getattr(inner, k) for k in ("model", "iterations", "init", "lr_img", "batch_real", "init_net",
