@@ -139,15 +139,8 @@ def test_the_metadata_file_says_its_size_beside_the_training_sets(meta_all):
                                    "std_zero", "chol_flipped", "huge", "negative_var"])
 def test_a_forged_metadata_file_is_refused_in_one_line(meta_all, tmp_path, forge):
     tensors, meta = load_tensors(meta_all, "distillab.teacher-records")
-    chol = next(k for k in tensors if k.endswith("/chol"))
-    if forge == "temperature_inf":
-        meta["temperature"] = float("inf")
-    elif forge == "norm_text":
-        meta["normalisation"] = {"mean": ["0.5"], "std": ["0.2"]}
-    elif forge == "std_zero":
-        meta["normalisation"] = {**meta["normalisation"], "std": [0.0]}
-    elif forge == "chol_flipped":
-        tensors[chol] = tensors[chol] * -1e30
+    if _forge_settings(tensors, meta, forge):
+        pass
     elif forge == "huge":
         tensors["top/mean"] = tensors["top/mean"] * 1e20
     elif forge == "negative_var":
@@ -206,18 +199,27 @@ def test_lopes_refuses_records_of_layers_the_teacher_lacks_or_of_other_widths(ml
     assert "\n" not in str(e.value)
 
 
-def _forge_records(meta_all, path, forge):
-    """A copy of the teacher's true 'all' records (its digest included) with one forgery."""
-    tensors, meta = load_tensors(meta_all, "distillab.teacher-records")
+def _forge_settings(tensors: dict, meta: dict, forge: str) -> bool:
+    """The forgeries of the records' settings and factors, in place; False for any other forgery."""
     if forge == "temperature_inf":
         meta["temperature"] = float("inf")
     elif forge == "norm_text":
         meta["normalisation"] = {"mean": ["0.5"], "std": ["0.2"]}
     elif forge == "std_zero":
         meta["normalisation"] = {**meta["normalisation"], "std": [0.0]}
-    elif forge == "chol_times_minus_1e30":
+    elif forge in ("chol_flipped", "chol_times_minus_1e30"):
         chol = next(k for k in tensors if k.endswith("/chol"))
         tensors[chol] = tensors[chol] * -1e30
+    else:
+        return False
+    return True
+
+
+def _forge_records(meta_all, path, forge):
+    """A copy of the teacher's true 'all' records (its digest included) with one forgery."""
+    tensors, meta = load_tensors(meta_all, "distillab.teacher-records")
+    if _forge_settings(tensors, meta, forge):
+        pass
     elif forge == "records_50mb":  # a layer the teacher has, recorded 1,150 wide with a full factor: 53 MB
         d, k = 1150, len(meta["classes"])
         tensors = {n: v for n, v in tensors.items() if not n.startswith("features.1/")}

@@ -56,8 +56,20 @@ class PseudoRows:
     ratio: tuple[int, int]
 
 
+class _Classified:
+    """What a labelled image collection says of itself, from its ``classes`` and ``input_shape``."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def is_colour(self) -> bool:
+        return self.input_shape[0] == 3
+
+
 @dataclass
-class Dataset:
+class Dataset(_Classified):
     """A loaded dataset: raw images in [0, 1] and what is needed to normalise and describe them."""
 
     spec: str
@@ -71,14 +83,6 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.x.shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def is_colour(self) -> bool:
-        return self.input_shape[0] == 3
 
 
 @dataclass
@@ -128,7 +132,7 @@ class ReadLog:
 
 
 @dataclass
-class TrainSet:
+class TrainSet(_Classified):
     """What a condensation method may see: the normalised training split and how it was made -- no validation
     or test images, so no method can select on them. Methods take images through ``read(idx)``, which counts
     them for the set's budget."""
@@ -160,14 +164,6 @@ class TrainSet:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x.shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def is_colour(self) -> bool:
-        return self.input_shape[0] == 3
 
     def class_indices(self) -> list[torch.Tensor]:
         """Positions of each class's images, class by class (on the CPU: random draws index them from there)."""
