@@ -47,3 +47,18 @@ def test_truncated_file(tmp_path):
     path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(DistillabError):
         load_model(path)
+
+
+def test_atomic_path_renames_on_success_and_leaves_nothing_on_failure(tmp_path):
+    from distillab.files import atomic_path
+
+    with atomic_path(tmp_path / "a.npz", ".npz") as tmp:
+        assert tmp.name == "a.npz.part.npz"
+        tmp.write_bytes(b"done")
+    assert (tmp_path / "a.npz").read_bytes() == b"done"
+    (tmp_path / "b.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (tmp_path / "b.txt").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.txt"]

@@ -36,7 +36,7 @@ from .evaluation import EvalProtocol, evaluate_set, summarise
 from .checkpoint import loop_running
 from .experts import ExpertConfig, expert_model, expert_path, parameter_layout
 from .figures import plot_loss, plot_matrix
-from .files import file_sha256, final_path, load_tensors, read_meta, to_jsonable
+from .files import atomic_path, file_sha256, final_path, load_tensors, read_meta, to_jsonable
 from .kd import (LOSSES, Distillation, Hinton, LossTerm, label_smoothing_warnings, parse_loss, register_loss,
                  resolve_teacher)
 from .kd.meter import dark_knowledge_report
@@ -714,9 +714,8 @@ def predict(model_path, data: str | None = None, *, split: str = "train", output
         p, i = torch.softmax(logits, 1).topk(top_k, dim=1)
         arrays["topk_prob"], arrays["topk_index"] = p.numpy(), i.numpy().astype(np.int64)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
+    with atomic_path(out, ".npz") as tmp:
+        np.savez(tmp, **arrays)
     info = {"out": str(out), "rows": len(images), "output": output, "top_k": top_k, "split": split, "data": data}
     Reporter(quiet).info(f"wrote {out}: {len(images)} rows of {'top-%d ' % top_k if top_k else ''}{output}")
     return info
@@ -745,9 +744,8 @@ def pseudolabel(teacher, data: str, *, transforms: str | None = None, threshold:
     unlabeled = data_mod.load_unlabeled(data)
     labels = pl.pseudolabel(model.to(device), meta, unlabeled, config, teacher_path=teacher, device=device)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part.npz")
-    labels.save(tmp)
-    tmp.replace(out)
+    with atomic_path(out, ".npz") as tmp:
+        labels.save(tmp)
     counts = torch.bincount(labels.labels, minlength=len(meta["classes"])).tolist()
     info = {"out": str(out), "data": unlabeled.spec, "images": len(unlabeled), "kept": len(labels),
             "kept_fraction": round(len(labels) / len(unlabeled), 6), "labels": "soft" if config.soft else "hard",
@@ -1282,9 +1280,8 @@ def export(path, to, *, overwrite: bool = False, trust_code: bool = False) -> di
     meta = model.distillab
     norm = meta["normalisation"]
     wrapped = nn.Sequential(Renormalise.from_pixels(norm["mean"], norm["std"]), model).eval()
-    example = torch.rand(2, *meta["input_shape"])
-    tmp = target.with_name(target.name + ".part" + target.suffix)
-    with torch.no_grad():
+    example = torch.rand(2, *meta["input_shape"], generator=seeds.generator(0))  # the global RNG untouched
+    with atomic_path(target, target.suffix) as tmp, torch.no_grad():
         if target.suffix == ".pt2":
             program = torch.export.export(wrapped, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
             torch.export.save(program, str(tmp))
@@ -1298,7 +1295,6 @@ def export(path, to, *, overwrite: bool = False, trust_code: bool = False) -> di
                                      ".pt2 and .ts need nothing more") from None
             torch.onnx.export(wrapped, (example,), str(tmp), input_names=["x"], output_names=["logits"],
                               dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
-    tmp.replace(target)
     return {"model": final_path(path), "to": str(target), "input_shape": meta["input_shape"],
             "inputs": "unnormalised (the normalisation is built in)", "classes": meta["classes"]}
 

@@ -7,10 +7,12 @@ This module knows nothing of models or sets: ``models`` and ``condense.synset`` 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -50,6 +52,21 @@ def file_sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str = "") -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to (``suffix`` after ``.part``: ``.npz`` for numpy, which adds it
+    otherwise); renamed to ``path`` when the block ends, removed if it raises -- a crash never leaves a
+    half-written file under the final name."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part" + suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict, durable: bool = False) -> None:

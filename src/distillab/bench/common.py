@@ -20,7 +20,7 @@ from ..condense import condense
 from ..data import dataset_hash
 from ..errors import DistillabError, require
 from ..evaluation import summarise
-from ..files import to_jsonable
+from ..files import atomic_path, to_jsonable
 from ..reporting import SILENT, Reporter
 from ..specs import option_values
 
@@ -234,9 +234,8 @@ def _run_cell(fn, out: Path, quick: bool, cell: tuple, path: Path, recipe: dict,
     if kept is not None:
         return kept
     result = fn(out, quick, *cell, **({"protocol": protocol} if protocol else {}))
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(to_jsonable({"recipe": recipe, "result": result}), indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(to_jsonable({"recipe": recipe, "result": result}), indent=2) + "\n")
     return result
 
 

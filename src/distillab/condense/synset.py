@@ -17,7 +17,7 @@ import torch
 from ..data import TrainSet, denormalise
 from ..errors import require
 from ..figures import pyplot
-from ..files import load_tensors, save_tensors
+from ..files import atomic_path, load_tensors, save_tensors
 
 SYNSET_FORMAT = "distillab.synset"
 INIT_PREFIX = "init."
@@ -88,9 +88,8 @@ class SyntheticSet:
         """Pixel-space images (N, C, H, W) and labels: the `npz:` data format. Values keep their range: synthetic
         pixels may leave [0, 1], and data that was never in [0, 1] (standardised signals) must come back as it was."""
         x = denormalise(self.images, self.mean, self.std).numpy()
-        tmp = Path(path).with_name(Path(path).name + ".part.npz")
-        np.savez(tmp, x=x, y=self.labels.numpy())
-        tmp.replace(path)
+        with atomic_path(path, ".npz") as tmp:
+            np.savez(tmp, x=x, y=self.labels.numpy())
 
     def save_grid(self, path, max_per_class: int = 10) -> None:
         """PNG grid: one row per class (its first ``max_per_class`` images, in any order), de-normalised."""

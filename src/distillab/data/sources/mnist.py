@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ...errors import DistillabError
+from ...files import atomic_path
 from ..core import DOWNLOAD_TIMEOUT_S, Dataset, ImageSet, _safe_unpickle, data_home
 from ..source import DataSource, register_dataset
 
@@ -57,9 +58,8 @@ def _read_idx(path: Path) -> np.ndarray:
 def _write_idx(path: Path, array: np.ndarray) -> None:
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = bytes([0, 0, 8, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(header + array.tobytes())
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(header + array.tobytes())
 
 
 def _mnist_digest(arrays: list[np.ndarray]) -> str:
