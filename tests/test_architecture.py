@@ -105,7 +105,7 @@ LAYERS = [
     ["distillab.data", "distillab.models", "distillab.outputs", "distillab.datafree.records"],
     ["distillab.figures", "distillab.training", "distillab.kd.taps",
      "distillab.service.server", "distillab.service"],
-    ["distillab.evaluation", "distillab.kd.teachers", "distillab.pseudolabel", "distillab.experts",
+    ["distillab.evaluation", "distillab.kd.teachers", "distillab.pseudolabel", "distillab.trajectories",
      "distillab.condense.unroll", "distillab.condense.synset"],
     ["distillab.kd.loss", "distillab.condense.labels", "distillab.datafree.method", "distillab.tuning",
      "distillab.condense.importing"],

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distillab import api, data
-from distillab import experts as experts_mod
+from distillab import trajectories as experts_mod
 from distillab.checkpoint import Checkpoints
 from distillab.condense import SyntheticSet, condense
 from distillab.condense.methods.mtt import MTT, Student, match_loss, plan_steps, unroll_forward, unroll_gradient
@@ -109,7 +109,7 @@ def test_the_learning_rate_is_learned_and_stored_with_the_set(train, folder, tmp
 
 
 def test_every_expert_and_every_start_epoch_below_max_start_is_drawn(train, folder, monkeypatch):
-    from distillab.experts import Trajectories
+    from distillab.trajectories import Trajectories
 
     drawn, rows = [], Trajectories.rows
 

@@ -34,7 +34,7 @@ from .condense.synset import SYNSET_FORMAT
 from .errors import DistillabError, require
 from .evaluation import EvalProtocol, evaluate_set, summarise
 from .checkpoint import loop_running
-from .experts import ExpertConfig, expert_model, expert_path, parameter_layout
+from .trajectories import ExpertConfig, expert_model, expert_path, parameter_layout
 from .figures import plot_loss, plot_matrix
 from .files import atomic_path, file_sha256, final_path, load_tensors, read_meta, to_jsonable
 from .kd import (LOSSES, Distillation, Hinton, LossTerm, label_smoothing_warnings, parse_loss, register_loss,
@@ -1389,9 +1389,9 @@ def experts(data: str = "digits", model: str | None = None, experts: int | None 
     data = splits.spec
     layout = parameter_layout(expert_model(cfg.model, splits.input_shape, splits.num_classes))  # fails before output
     train_split = splits.train_set()
-    from . import experts as experts_mod  # the module, beside this function of the same name
+    from . import trajectories
 
-    planned = experts_mod.expert_meta(train_split, cfg, 0, layout, [], {})
+    planned = trajectories.expert_meta(train_split, cfg, 0, layout, [], {})
     train_split = train_split.to(cfg.device)
     with RunOutput(out, "experts", overwrite, resume, call, log) as run:
         run.write_config({"command": "experts", "data": data, "val_size": splits.val_size, "split_seed": split_seed,
@@ -1405,17 +1405,17 @@ def experts(data: str = "digits", model: str | None = None, experts: int | None 
         with loop_running():
             for i in range(cfg.experts):
                 path = run.path(expert_path(".", i).name)
-                meta = experts_mod.kept_expert(path, {**planned, "index": i, "stream": ["expert", i]}) \
+                meta = trajectories.kept_expert(path, {**planned, "index": i, "stream": ["expert", i]}) \
                     if run.resumed else None
                 if meta is None:
                     t0 = time.perf_counter()
-                    trajectory, losses, net = experts_mod.train_expert(
+                    trajectory, losses, net = trajectories.train_expert(
                         train_split, cfg, seeds.generator(cfg.seed, "expert", i))
                     figures = {"val_accuracy": accuracy(net, splits.val, cfg.device)[0],
                                "test_accuracy": accuracy(net, splits.test, cfg.device)[0],
                                "train_seconds": round(time.perf_counter() - t0, 2)}
-                    meta = experts_mod.expert_meta(train_split, cfg, i, layout, losses, figures)
-                    experts_mod.save_expert(path, trajectory, meta)
+                    meta = trajectories.expert_meta(train_split, cfg, i, layout, losses, figures)
+                    trajectories.save_expert(path, trajectory, meta)
                     trained += 1
                 records.append({"expert": i, "final_train_loss": meta["train_loss"][-1], **meta["metrics"]})
                 run.log(records[-1])

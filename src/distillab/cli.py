@@ -659,9 +659,9 @@ def _cmd_condense(a):
 
 
 def _expert_default(name: str) -> str:
-    """``default X`` from cli_text when it lists the experts' defaults (distillab.experts.ExpertConfig)."""
+    """``default X`` from cli_text when it lists the experts' defaults (distillab.trajectories.ExpertConfig)."""
     section = TEXT.get("experts") or {}
-    return f"default {section[name]}" if name in section else "default: distillab.experts.ExpertConfig"
+    return f"default {section[name]}" if name in section else "default: distillab.trajectories.ExpertConfig"
 
 
 def _cmd_experts(a):

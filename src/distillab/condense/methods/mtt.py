@@ -41,7 +41,7 @@ from ... import seeds
 from ...data import TrainSet
 from ...dsa import DSA, STYLES, VICO_STRATEGY
 from ...errors import DistillabError, require
-from ...experts import (ExpertConfig, Trajectories, check_fits, expert_model, load_experts, parameter_layout,
+from ...trajectories import (ExpertConfig, Trajectories, check_fits, expert_model, load_experts, parameter_layout,
                         train_expert)
 from ..method import Method, Progress, initial_images, register_method
 from ..synset import SyntheticSet
