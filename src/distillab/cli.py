@@ -94,6 +94,12 @@ def _add_device(p) -> None:
     p.add_argument("--device", help=f"cpu, cuda[:N], mps or auto (the best here); {_default('train', 'device')}")
 
 
+def _api_default(function: str, parameter: str) -> str:
+    """``default X``: the API function's own default for a flag (cli_text keeps it, read off the signature)."""
+    value = TEXT["defaults"][function][parameter]
+    return f"default {' '.join(map(str, value)) if isinstance(value, list) else value}"
+
+
 def _given(**flags) -> dict:
     """The flags the user gave (not None): the API's own defaults apply to the others."""
     return {k: v for k, v in flags.items() if v is not None}
@@ -295,14 +301,16 @@ def build_parser() -> Parser:
                                         "without the data (Lopes et al. 2017)")
     p.add_argument("teacher", help="teacher model.safetensors")
     p.add_argument("--data", help="its training data (default: the dataset the teacher records)")
-    p.add_argument("--records", choices=["top", "all", "spectral"], default="top",
+    p.add_argument("--records", choices=["top", "all", "spectral"],
                    help="top: the temperature-scaled logits; all: every layer's pre-activations (full covariance, "
                         "diagonal where singular or wide); spectral: each layer's top-k activation-graph modes "
-                        "(default top)")
-    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
-    p.add_argument("--modes", type=int, default=32, help="spectral: eigen-pairs kept per layer (default 32)")
-    p.add_argument("--max-full", type=int, default=1536,
-                   help="widest layer recorded with a full covariance (default 1536)")
+                        f"({_api_default('metadata', 'records')})")
+    p.add_argument("--temperature", type=float,
+                   help=f"divides the logits ({_api_default('metadata', 'temperature')})")
+    p.add_argument("--modes", type=int,
+                   help=f"spectral: eigen-pairs kept per layer ({_api_default('metadata', 'modes')})")
+    p.add_argument("--max-full", type=int,
+                   help=f"widest layer recorded with a full covariance ({_api_default('metadata', 'max_full')})")
     p.add_argument("--val-size", type=int, help="validation images left out of the records (default as train)")
     p.add_argument("--out", help="FILE.safetensors (default metadata-RECORDS.safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -334,10 +342,10 @@ def build_parser() -> Parser:
     p.add_argument("--audits", nargs="+", metavar="NAME[:key=value,...]",
                    help=f"which audits (default: every one the inputs allow): {TEXT.get('audits', '')}")
     p.add_argument("--privacy", action="store_true", help="add the privacy audits (memorisation, membership)")
-    p.add_argument("--fpr", type=float, nargs="+", default=[0.001, 0.01],
-                   help="false-positive rates the membership attacks are read at (default 0.001 0.01; each needs "
-                        "10/rate held-out images)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fpr", type=float, nargs="+",
+                   help=f"false-positive rates the membership attacks are read at ({_api_default('audit', 'fpr')}; "
+                        "each needs 10/rate held-out images)")
+    p.add_argument("--seed", type=int, help=f"seeds the audits' models and draws ({_api_default('audit', 'seed')})")
     _add_device(p)
     _add_trust(p)
     _add_output(p)
@@ -372,8 +380,9 @@ def build_parser() -> Parser:
                         "(repeatable; every combination is a trial); for condense also an option of the method, "
                         "e.g. --method dm --grid momentum=0.5,0.9 --grid clamp=none,end")
     p.add_argument("--budget", type=float, help="minutes after which no new trial starts (default: all trials)")
-    p.add_argument("--final-seeds", type=_seeds, default=[0, 1, 2],
-                   help="seeds of the best recipe's final runs, the only ones measured on the test set (default 0,1,2)")
+    p.add_argument("--final-seeds", type=_seeds,
+                   help="seeds of the best recipe's final runs, the only ones measured on the test set "
+                        f"({_api_default('tune', 'seeds')})")
     g = p.add_argument_group("tune condense: how a set is scored (fresh models trained on it by the protocol of "
                              "'distillab evaluate'; trials on the validation split, final runs on the test split)")
     g.add_argument("--protocol", help="NAME[:key=value,...]: the evaluation protocol that scores a set (default "
@@ -392,8 +401,8 @@ def build_parser() -> Parser:
     p = sub.add_parser("predict", help="write a model's outputs as a black-box teacher would give them")
     p.add_argument("model", help="model.safetensors")
     p.add_argument("--data")
-    p.add_argument("--split", choices=["train", "test"], default="train")
-    p.add_argument("--output", choices=["probs", "logits"], default="probs")
+    p.add_argument("--split", choices=["train", "test"], help=_api_default("predict", "split"))
+    p.add_argument("--output", choices=["probs", "logits"], help=_api_default("predict", "output"))
     p.add_argument("--top-k", type=int)
     _add_device(p)
     p.add_argument("--out", help="FILE.npz")
@@ -684,9 +693,9 @@ EXAMPLES["experts"] = ["distillab experts --data mnist --model convnet:width=128
 def _cmd_metadata(a):
     from .api import metadata
 
-    return metadata(a.teacher, data=a.data, records=a.records, temperature=a.temperature, out=a.out,
-                    overwrite=a.overwrite, val_size=a.val_size, max_full=a.max_full, modes=a.modes, quiet=a.quiet,
-                    trust_code=a.trust_code).metrics
+    return metadata(a.teacher, data=a.data, out=a.out, overwrite=a.overwrite, val_size=a.val_size, quiet=a.quiet,
+                    trust_code=a.trust_code, **_given(records=a.records, temperature=a.temperature,
+                                                      max_full=a.max_full, modes=a.modes)).metrics
 
 
 def _cmd_datafree(a):
@@ -706,9 +715,9 @@ def _cmd_datafree(a):
 def _cmd_audit(a):
     from .api import audit
 
-    return audit(a.synset, reference=a.reference, data=a.data, audits=a.audits, privacy=a.privacy, fpr=a.fpr,
-                 seed=a.seed, out=a.out, overwrite=a.overwrite, **_given(device=a.device), quiet=a.quiet,
-                 trust_code=a.trust_code).metrics
+    return audit(a.synset, reference=a.reference, data=a.data, audits=a.audits, privacy=a.privacy, out=a.out,
+                 overwrite=a.overwrite, quiet=a.quiet, trust_code=a.trust_code,
+                 **_given(fpr=a.fpr, seed=a.seed, device=a.device)).metrics
 
 
 def _cmd_serve(a):
@@ -799,15 +808,15 @@ def _cmd_tune(a):
         grid = {"method": method_grid_specs(inner.method, method_grid, trust_code=inner.trust_code), **grid}
         base.pop("method")
     base.pop("quiet", None)
-    return tune(a.tuned, grid, seeds=a.final_seeds, budget=a.budget, out=a.out, overwrite=a.overwrite,
+    return tune(a.tuned, grid, **_given(seeds=a.final_seeds), budget=a.budget, out=a.out, overwrite=a.overwrite,
                 quiet=a.quiet, **base).metrics
 
 
 def _cmd_predict(a):
     from .api import predict
 
-    return predict(a.model, a.data, split=a.split, output=a.output, top_k=a.top_k, out=a.out, **_given(device=a.device),
-                   overwrite=a.overwrite, quiet=a.quiet, trust_code=a.trust_code)
+    return predict(a.model, a.data, top_k=a.top_k, out=a.out, overwrite=a.overwrite, quiet=a.quiet,
+                   trust_code=a.trust_code, **_given(split=a.split, output=a.output, device=a.device))
 
 
 def _cmd_pseudolabel(a):

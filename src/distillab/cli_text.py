@@ -5,7 +5,11 @@ dataclasses and the registries; ``python -m distillab.cli_text`` prints the curr
 changing a default or adding a built-in loss, method or benchmark.
 """
 
-TEXT = {'train': {'epochs': 10,
+TEXT = {'defaults': {'metadata': {'records': 'top', 'temperature': 1.0, 'split_seed': 0, 'max_full': 1536, 'modes': 32},
+              'audit': {'fpr': [0.001, 0.01], 'seed': 0, 'device': 'cpu'},
+              'tune': {'seeds': [0, 1, 2]},
+              'predict': {'split': 'train', 'output': 'probs', 'device': 'cpu'}},
+ 'train': {'epochs': 10,
            'batch_size': 128,
            'optimizer': 'sgd',
            'lr': 0.05,
@@ -115,7 +119,17 @@ def live() -> dict:
     from .protocols import PROTOCOLS
     from .bench import BENCHMARKS
 
-    return {"train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
+    import inspect
+
+    from . import api
+
+    def defaults(function) -> dict:  # a function's plain defaults (what a flag left out gets)
+        return {k: list(p.default) if isinstance(p.default, tuple) else p.default
+                for k, p in inspect.signature(function).parameters.items()
+                if isinstance(p.default, (int, float, str, tuple)) and not isinstance(p.default, bool)}
+
+    return {"defaults": {name: defaults(getattr(api, name)) for name in ("metadata", "audit", "tune", "predict")},
+            "train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),
             "pseudolabel": {**dataclasses.asdict(PseudoLabelConfig()), **dataclasses.asdict(Mixing())},
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
