@@ -242,11 +242,11 @@ def build_parser() -> Parser:
     _add_loggers(p)
 
     p = sub.add_parser("condense", help="distill a dataset into a few synthetic images per class")
-    p.add_argument("--data", default="digits")
+    p.add_argument("--data", help=f"{TEXT['datasets']} ({_api_default('condense_data', 'data')})")
     p.add_argument("--method", help=f"NAME[:key=value,...] (required): {TEXT['methods']}; or "
                                     f"{IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
     p.add_argument("--ipc", type=int, help="images per class (required)")
-    p.add_argument("--labels", default="hard", help="hard (default); learn[:key=value,...] (soft labels learned as "
+    p.add_argument("--labels", help="hard (default); learn[:key=value,...] (soft labels learned as "
                                                     f"logits: {TEXT['labels']}); teacher:MODEL_FILE (a trained "
                                                     "model's outputs)")
     p.add_argument("--dry-run", action="store_true", help="time a few iterations and print the estimated time and "
@@ -265,9 +265,10 @@ def build_parser() -> Parser:
     g.add_argument("--bptt-epochs", type=int, help="bptt: unrolled epochs (option epochs)")
     g.add_argument("--no-dsa", action="store_false", dest="dsa", default=None,
                    help="no siamese augmentation while matching (option dsa=0)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help=f"seeds the method's draws ({_api_default('condense_data', 'seed')})")
     p.add_argument("--val-size", type=int)
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int,
+                   help=f"seed of the validation split ({_api_default('condense_data', 'split_seed')})")
     _add_device(p)
     _add_output(p)
     _add_resume(p, "iterations")
@@ -275,7 +276,7 @@ def build_parser() -> Parser:
     _add_loggers(p)
 
     p = sub.add_parser("experts", help="train expert trajectories for trajectory matching (--method mtt)")
-    p.add_argument("--data", default="digits", help=f"{TEXT['datasets']} (default digits)")
+    p.add_argument("--data", help=f"{TEXT['datasets']} ({_api_default('experts', 'data')})")
     p.add_argument("--model", help=f"model spec without batch norm or dropout ({_expert_default('model')}); mtt's "
                                    "model option must name the same")
     p.add_argument("--experts", type=int, help=f"how many experts ({_expert_default('experts')})")
@@ -292,7 +293,8 @@ def build_parser() -> Parser:
     _add_device(p)
     p.add_argument("--val-size", type=int, help="validation images carved from the training data, as condense "
                                                 "carves them (default 10%%, at most 5000)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
+    p.add_argument("--split-seed", type=int,
+                   help=f"seed of the validation split ({_api_default('experts', 'split_seed')})")
     _add_output(p)
     _add_resume(p, None)
     _add_loggers(p)
@@ -653,18 +655,16 @@ def _cmd_condense(a):
     require(a.method and a.ipc is not None, "condense needs --method NAME and --ipc N, e.g. --method dm --ipc 10")
     shorthands = dict(model=a.model, iterations=a.iterations, init=a.init, lr_img=a.lr_img, batch_real=a.batch_real,
                       init_net=a.init_net, bptt_steps=a.bptt_steps, bptt_epochs=a.bptt_epochs, dsa=a.dsa)
+    given = _given(data=a.data, labels=a.labels, seed=a.seed, split_seed=a.split_seed, device=a.device)
     if a.dry_run:
         from .api import condense_estimate
 
         require(not (a.out or a.resume or a.protocol), "--dry-run writes nothing; drop --out/--resume/--protocol")
-        return condense_estimate(a.data, a.method, a.ipc, labels=a.labels, seed=a.seed, val_size=a.val_size,
-                                 split_seed=a.split_seed, trust_code=a.trust_code, **_given(device=a.device),
-                                 **shorthands)
-    return condense_data(a.data, a.method, a.ipc, labels=a.labels, seed=a.seed, val_size=a.val_size,
-                         split_seed=a.split_seed, out=a.out, overwrite=a.overwrite, quiet=a.quiet,
-                         **_given(device=a.device),
-                         protocol=a.protocol,
-                         trust_code=a.trust_code, **shorthands, **_run_options(a)).metrics
+        return condense_estimate(method=a.method, ipc=a.ipc, val_size=a.val_size, trust_code=a.trust_code,
+                                 **given, **shorthands)
+    return condense_data(method=a.method, ipc=a.ipc, val_size=a.val_size, out=a.out, overwrite=a.overwrite,
+                         quiet=a.quiet, protocol=a.protocol, trust_code=a.trust_code, **given, **shorthands,
+                         **_run_options(a)).metrics
 
 
 def _expert_default(name: str) -> str:
@@ -678,8 +678,8 @@ def _cmd_experts(a):
 
     if a.resume:
         return _resumed(a, "experts")
-    return experts(a.data, a.model, a.experts, a.epochs, out=a.out, overwrite=a.overwrite, val_size=a.val_size,
-                   split_seed=a.split_seed, quiet=a.quiet,
+    return experts(model=a.model, experts=a.experts, epochs=a.epochs, out=a.out, overwrite=a.overwrite,
+                   val_size=a.val_size, quiet=a.quiet, **_given(data=a.data, split_seed=a.split_seed),
                    **{k: getattr(a, k) for k in ("lr", "momentum", "weight_decay", "batch_size", "dsa", "seed",
                                                  "device") if getattr(a, k) is not None}, **_run_options(a)).metrics
 
@@ -740,7 +740,7 @@ def _cmd_tune(a):
     parser = build_parser()
     command = parser.commands[a.tuned]
     inner = _parse(parser, [a.tuned, *a.inner])
-    require(not getattr(inner, "seeds", None) and (a.tuned != "condense" or inner.seed == 0),
+    require(not getattr(inner, "seeds", None) and (a.tuned != "condense" or not inner.seed),
             "tune runs its final seeds itself (--final-seeds); drop --seeds / --seed")
     scoring = {k: getattr(a, k) for k in ("protocol", "eval_models", "eval_runs", "eval_epochs", "eval_dsa",
                                           "eval_augment", "final_runs", "eval_as_made") if getattr(a, k) is not None}
@@ -765,8 +765,8 @@ def _cmd_tune(a):
         if "models" in protocol:
             protocol["models"] = tuple(protocol["models"])
         protocol["name"] = a.protocol
-        base = {"data": inner.data, "method": inner.method, "ipc": inner.ipc, "labels": inner.labels,
-                "val_size": inner.val_size, "split_seed": inner.split_seed, **_given(device=inner.device),
+        base = {"method": inner.method, "ipc": inner.ipc, "val_size": inner.val_size,
+                **_given(data=inner.data, labels=inner.labels, split_seed=inner.split_seed, device=inner.device),
                 "trust_code": inner.trust_code, "protocol": protocol, "final_runs": a.final_runs,
                 "as_made": bool(a.eval_as_made),
                 **{k: getattr(inner, k) for k in ("model", "iterations", "init", "lr_img", "batch_real", "init_net",

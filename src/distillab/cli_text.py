@@ -8,7 +8,17 @@ changing a default or adding a built-in loss, method or benchmark.
 TEXT = {'defaults': {'metadata': {'records': 'top', 'temperature': 1.0, 'split_seed': 0, 'max_full': 1536, 'modes': 32},
               'audit': {'fpr': [0.001, 0.01], 'seed': 0, 'device': 'cpu'},
               'tune': {'seeds': [0, 1, 2]},
-              'predict': {'split': 'train', 'output': 'probs', 'device': 'cpu'}},
+              'predict': {'split': 'train', 'output': 'probs', 'device': 'cpu'},
+              'condense_data': {'data': 'digits',
+                                'method': 'dm',
+                                'ipc': 10,
+                                'labels': 'hard',
+                                'seed': 0,
+                                'split_seed': 0,
+                                'checkpoint_every': 10,
+                                'log': ['jsonl'],
+                                'device': 'cpu'},
+              'experts': {'data': 'digits', 'split_seed': 0, 'log': ['jsonl']}},
  'train': {'epochs': 10,
            'batch_size': 128,
            'optimizer': 'sgd',
@@ -128,7 +138,8 @@ def live() -> dict:
                 for k, p in inspect.signature(function).parameters.items()
                 if isinstance(p.default, (int, float, str, tuple)) and not isinstance(p.default, bool)}
 
-    return {"defaults": {name: defaults(getattr(api, name)) for name in ("metadata", "audit", "tune", "predict")},
+    return {"defaults": {name: defaults(getattr(api, name)) for name in ("metadata", "audit", "tune", "predict",
+                                                                          "condense_data", "experts")},
             "train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),
             "pseudolabel": {**dataclasses.asdict(PseudoLabelConfig()), **dataclasses.asdict(Mixing())},
