@@ -111,7 +111,7 @@ def _add_training(p, real_data: bool = True):
     TrainConfig = "train"
     g = p.add_argument_group("training (defaults: distillab.training.TrainConfig)")
     if real_data:
-        g.add_argument("--data", default="digits", help=f"{TEXT['datasets']} (default digits)")
+        g.add_argument("--data", help=f"{TEXT['datasets']} ({_api_default('train', 'data')})")
     else:
         g.add_argument("--data", help="the dataset whose test split measures the student (default: the teacher's)")
     g.add_argument("--epochs", type=int, help=_default(TrainConfig, "epochs"))
@@ -140,7 +140,8 @@ def _add_training(p, real_data: bool = True):
         return
     g.add_argument("--val-size", type=int, help="validation images carved from the training data "
                                                 "(default 10%%, at most 5000)")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the validation split")
+    g.add_argument("--split-seed", type=int,
+                   help=f"seed of the validation split ({_api_default('train', 'split_seed')})")
     g.add_argument("--pseudo", metavar="FILE.npz", help="pseudo-labels from 'distillab pseudolabel': their images are "
                                                         "mixed into every batch")
     g.add_argument("--pseudo-ratio", metavar="L:P", help="labelled:pseudo-labelled rows per batch with --pseudo "
@@ -558,7 +559,7 @@ def _run_options(a) -> dict:
 
 
 def _train_kwargs(a) -> dict:
-    return dict(data=a.data, model=a.model, val_size=a.val_size, split_seed=a.split_seed, quiet=a.quiet,
+    return dict(model=a.model, val_size=a.val_size, quiet=a.quiet, **_given(data=a.data, split_seed=a.split_seed),
                 **_train_options(a), **_run_options(a))
 
 
@@ -584,9 +585,10 @@ def _parse_taps(taps: list[str]) -> dict:
 
 
 def _kd_options(a) -> dict:
-    return dict(data=a.data, temperature=a.temperature, alpha=a.alpha, losses=a.loss,
+    return dict(temperature=a.temperature, alpha=a.alpha, losses=a.loss,
                 cache={"auto": "auto", "yes": True, "no": False}[a.cache_teacher], val_size=a.val_size,
-                split_seed=a.split_seed, quiet=a.quiet, trust_code=a.trust_code, **_parse_taps(a.tap),
+                quiet=a.quiet, trust_code=a.trust_code, **_parse_taps(a.tap),
+                **_given(data=a.data, split_seed=a.split_seed),
                 **_train_options(a), **_run_options(a))
 
 

@@ -5,7 +5,20 @@ dataclasses and the registries; ``python -m distillab.cli_text`` prints the curr
 changing a default or adding a built-in loss, method or benchmark.
 """
 
-TEXT = {'defaults': {'metadata': {'records': 'top', 'temperature': 1.0, 'split_seed': 0, 'max_full': 1536, 'modes': 32},
+TEXT = {'defaults': {'train': {'data': 'digits',
+                        'model': 'mlp:hidden=100',
+                        'checkpoint_every': 1,
+                        'split_seed': 0,
+                        'log': ['jsonl']},
+              'distill': {'data': 'digits',
+                          'student': 'mlp:hidden=32',
+                          'student_tap': 'penultimate',
+                          'teacher_tap': 'penultimate',
+                          'cache': 'auto',
+                          'checkpoint_every': 1,
+                          'split_seed': 0,
+                          'log': ['jsonl']},
+              'metadata': {'records': 'top', 'temperature': 1.0, 'split_seed': 0, 'max_full': 1536, 'modes': 32},
               'audit': {'fpr': [0.001, 0.01], 'seed': 0, 'device': 'cpu'},
               'tune': {'seeds': [0, 1, 2]},
               'predict': {'split': 'train', 'output': 'probs', 'device': 'cpu'},
@@ -138,8 +151,9 @@ def live() -> dict:
                 for k, p in inspect.signature(function).parameters.items()
                 if isinstance(p.default, (int, float, str, tuple)) and not isinstance(p.default, bool)}
 
-    return {"defaults": {name: defaults(getattr(api, name)) for name in ("metadata", "audit", "tune", "predict",
-                                                                          "condense_data", "experts")},
+    return {"defaults": {name: defaults(getattr(api, name)) for name in ("train", "distill", "metadata", "audit",
+                                                                          "tune", "predict", "condense_data",
+                                                                          "experts")},
             "train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),
             "pseudolabel": {**dataclasses.asdict(PseudoLabelConfig()), **dataclasses.asdict(Mixing())},
