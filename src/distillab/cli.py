@@ -356,19 +356,23 @@ def build_parser() -> Parser:
     p = sub.add_parser("serve", help="serve a model's probabilities (never its weights) over HTTP, for "
                                      "'distillab kd --teacher-url'")
     p.add_argument("model", help="model.safetensors")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port")
-    p.add_argument("--output", default="probs", help="what a client gets: probs, topk:K or label (default probs)")
+    serving = "serve"  # the defaults below are ServeOptions' (cli_text records them), but the port's
+    p.add_argument("--host", help=f"address to listen on ({_default(serving, 'host')}: this machine only)")
+    p.add_argument("--port", type=int, default=8000,  # a service run from the shell wants a known port
+                   help="default 8000; 0 picks a free port (distillab.serve() in Python picks one by default)")
+    p.add_argument("--output", help=f"what a client gets: probs, topk:K or label ({_default(serving, 'output')})")
     p.add_argument("--token-file", help="a file holding a bearer token every request must carry")
-    p.add_argument("--max-batch", type=int, help="rows per request (default 1024)")
+    p.add_argument("--max-batch", type=int, help=f"rows per request ({_default(serving, 'max_batch')})")
     p.add_argument("--rate", type=float, help="requests per second allowed (default unlimited)")
-    p.add_argument("--noise", type=float, help="std of Gaussian noise on the log-probabilities (default 0)")
+    p.add_argument("--noise", type=float,
+                   help=f"std of Gaussian noise on the log-probabilities ({_default(serving, 'noise')})")
     p.add_argument("--round", type=int, help="decimals the probabilities are rounded to (default: not rounded)")
-    p.add_argument("--seed", type=int, help="seed of the noise (default 0)")
+    p.add_argument("--seed", type=int, help=f"seed of the noise ({_default(serving, 'seed')})")
     p.add_argument("--request-timeout", type=float, help="seconds a client has to send a whole request, from its "
-                                                         "first byte or its connection's opening (default 10)")
+                                                         "first byte or its connection's opening "
+                                                         f"({_default(serving, 'request_timeout')})")
     p.add_argument("--max-connections", type=int, help="connections open at once; beyond it a new one is answered "
-                                                       "503 and closed (default 512)")
+                                                       f"503 and closed ({_default(serving, 'max_connections')})")
     _add_device(p)
     _add_trust(p)
     _add_quiet(p)

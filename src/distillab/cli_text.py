@@ -47,6 +47,17 @@ TEXT = {'defaults': {'train': {'data': 'digits',
            'select': 'last',
            'device': 'cpu'},
  'hinton': {'temperature': 4.0, 'alpha': 0.9},
+ 'serve': {'host': '127.0.0.1',
+           'port': 0,
+           'output': 'probs',
+           'max_batch': 1024,
+           'rate': 0.0,
+           'noise': 0.0,
+           'round': 0,
+           'seed': 0,
+           'token': None,
+           'request_timeout': 10.0,
+           'max_connections': 512},
  'pseudolabel': {'transforms': 'shift,scale,rotate', 'threshold': 0.0, 'soft': False, 'ratio': '6:4'},
  'protocol': {'runs': 5,
               'models': ['convnet:width=128,depth=3'],
@@ -133,6 +144,7 @@ def live() -> dict:
     import dataclasses
 
     from .api import Hinton, Mixing, Protocol, PseudoLabelConfig, TrainConfig, labels_help
+    from .service.server import ServeOptions
     from .audits import AUDITS
     from .condense import METHODS
     from .data import dataset_forms
@@ -156,6 +168,7 @@ def live() -> dict:
                                                                           "experts")},
             "train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),
+            "serve": dataclasses.asdict(ServeOptions()),
             "pseudolabel": {**dataclasses.asdict(PseudoLabelConfig()), **dataclasses.asdict(Mixing())},
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                          for f in dataclasses.fields(Protocol)},
