@@ -470,9 +470,9 @@ def build_parser() -> Parser:
     p.add_argument("name", help=", ".join(TEXT["benchmarks"]))
     p.add_argument("--quick", action="store_true", help="the seconds-long version on digits")
     p.add_argument("--out", help="folder for NAME.json, NAME.md and the runs (default runs/bench)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=int,
                    help="processes for benchmarks made of independent cells (dd-mnist); finished cells are kept "
-                        "in OUT/work, so a rerun resumes")
+                        f"in OUT/work, so a rerun resumes ({_api_default('run_benchmark', 'workers')})")
     p.add_argument("--resume", metavar="OUT", help="the same as --out OUT: a benchmark keeps its finished cells and "
                                                    "teachers there and takes them up again")
     p.add_argument("--protocol", help="dd-mnist, cross-arch, dm-budget: measure their sets by this evaluation "
@@ -863,8 +863,8 @@ def _cmd_bench(a):
     from .bench import run_benchmark
 
     require(not (a.resume and a.out and a.resume != a.out), "give --resume OUT or --out OUT, not both")
-    return run_benchmark(a.name, quick=a.quick, out=a.resume or a.out, quiet=a.quiet, workers=a.workers,
-                         cells=tuple(a.cells), protocol=a.protocol)
+    return run_benchmark(a.name, quick=a.quick, out=a.resume or a.out, quiet=a.quiet, cells=tuple(a.cells),
+                         protocol=a.protocol, **_given(workers=a.workers))
 
 
 RECIPE_MAX_BYTES = 256 * 1024

@@ -31,7 +31,8 @@ TEXT = {'defaults': {'train': {'data': 'digits',
                                 'checkpoint_every': 10,
                                 'log': ['jsonl'],
                                 'device': 'cpu'},
-              'experts': {'data': 'digits', 'split_seed': 0, 'log': ['jsonl']}},
+              'experts': {'data': 'digits', 'split_seed': 0, 'log': ['jsonl']},
+              'run_benchmark': {'workers': 1, 'cells': []}},
  'train': {'epochs': 10,
            'batch_size': 128,
            'optimizer': 'sgd',
@@ -152,7 +153,7 @@ def live() -> dict:
     from .kd import LOSSES
     from .models import MODELS
     from .protocols import PROTOCOLS
-    from .bench import BENCHMARKS
+    from .bench import BENCHMARKS, run_benchmark
 
     import inspect
 
@@ -163,9 +164,9 @@ def live() -> dict:
                 for k, p in inspect.signature(function).parameters.items()
                 if isinstance(p.default, (int, float, str, tuple)) and not isinstance(p.default, bool)}
 
-    return {"defaults": {name: defaults(getattr(api, name)) for name in ("train", "distill", "metadata", "audit",
-                                                                          "tune", "predict", "condense_data",
-                                                                          "experts")},
+    functions = {name: getattr(api, name) for name in ("train", "distill", "metadata", "audit", "tune", "predict",
+                                                       "condense_data", "experts")}
+    return {"defaults": {name: defaults(f) for name, f in {**functions, "run_benchmark": run_benchmark}.items()},
             "train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),
             "serve": dataclasses.asdict(ServeOptions()),
