@@ -73,7 +73,7 @@ def _add_resume(p, unit: str | None):
 
 def _add_quiet(p):
     p.add_argument("--quiet", action="store_true", help="no progress or log lines")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                    help="how much to log on stderr (default info: progress and one line per epoch)")
     p.add_argument("--json", action="store_true", help="print every figure as JSON on stdout (default: a short "
                                                        "summary; the run's metrics.json holds them all)")
@@ -204,8 +204,8 @@ def build_parser() -> Parser:
                                                    f"{TEXT['losses']}; or {IMPORT_PREFIX}pkg.module:Class[:key=value,...]")
     p.add_argument("--tap", action="append", default=[], help="student=PATH or teacher=PATH (module path or "
                                                               "'penultimate') for feature losses")
-    p.add_argument("--cache-teacher", choices=["auto", "yes", "no"], default="auto",
-                   help="compute the teacher's outputs once (auto: when there is no augmentation)")
+    p.add_argument("--cache-teacher", choices=["auto", "yes", "no"],
+                   help="compute the teacher's outputs once (auto, the default: when there is no augmentation)")
     _add_training(p)
     _add_trust(p)
     _add_output(p)
@@ -590,7 +590,7 @@ def _parse_taps(taps: list[str]) -> dict:
 
 def _kd_options(a) -> dict:
     return dict(temperature=a.temperature, alpha=a.alpha, losses=a.loss,
-                cache={"auto": "auto", "yes": True, "no": False}[a.cache_teacher], val_size=a.val_size,
+                **_given(cache={"auto": "auto", "yes": True, "no": False}.get(a.cache_teacher)), val_size=a.val_size,
                 quiet=a.quiet, trust_code=a.trust_code, **_parse_taps(a.tap),
                 **_given(data=a.data, split_seed=a.split_seed),
                 **_train_options(a), **_run_options(a))
@@ -1036,7 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
                       signals_stop_loops, stop_signal, to_jsonable, tune_allocator)
 
     tune_allocator()
-    log_to_stderr(getattr(args, "log_level", "info"))
+    log_to_stderr(*[level for level in [getattr(args, "log_level", None)] if level])  # its default: info
     signals_stop_loops()
     try:
         distributed_setup(getattr(args, "device", None) or "cpu")
