@@ -8,7 +8,6 @@ Sources (``source.py``: the ``DataSource`` base and the ``DATASETS`` registry; o
 """
 
 from .core import *  # noqa: F401,F403  (the room's public names)
-from .core import (_as_images, _check_classes, _check_finite, _from_arrays, _from_python, _holdout,  # noqa: F401
-                   _safe_unpickle, _stats)
+from .core import _safe_unpickle  # noqa: F401  (the arrays-only unpickler, tested through the package)
 from .source import DATASETS, DataSource, dataset_forms, register_dataset  # noqa: F401
 from . import sources  # noqa: E402,F401  (registers the built-in sources)

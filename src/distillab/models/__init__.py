@@ -68,10 +68,10 @@ def _call_factory(factory, input_shape, num_classes: int, name: str, kwargs: dic
 def _build_import(text: str, input_shape, num_classes) -> nn.Module:
     parts = text.split(":")
     require(len(parts) in (3, 4), f"bad model spec '{text}'; expected import:pkg.module:factory[:key=value,...]")
-    kwargs = {k: _literal(v) for k, v in parse_spec("x:" + parts[3]).options.items()} if len(parts) == 4 else {}
     made = import_object(text, "model spec")
     if isinstance(made, type) and issubclass(made, ModelFamily):  # a family of one's own: its options, then build
         return MODELS.parse(text, trust_code=True).make(input_shape, num_classes)
+    kwargs = {k: _literal(v) for k, v in parse_spec("x:" + parts[3]).options.items()} if len(parts) == 4 else {}
     return _call_factory(made, input_shape, num_classes, f"{parts[1]}:{parts[2]}", kwargs)
 
 
