@@ -113,9 +113,11 @@ LAYERS = [
     ["distillab.condense"],
     ["distillab.protocols"],
     ["distillab.audits"],
+    ["distillab.runs"],
     ["distillab.testing", "distillab.api"],
     ["distillab.bench", "distillab.demo"],
     ["distillab.cli_text"],
+    ["distillab.commands"],
     ["distillab.cli"],
     ["distillab.__main__"],
 ]
@@ -167,9 +169,13 @@ def test_low_layers_use_nothing_above_them(module):
 
 
 def test_the_cli_goes_through_the_public_api():
+    """cli and the command files (distillab.commands) reach the library only through its public API."""
     allowed = {"distillab.api", "distillab.bench", "distillab.demo", "distillab.errors", "distillab._version",
                "distillab.cli_text"}
-    assert GRAPH["distillab.cli"] <= allowed, GRAPH["distillab.cli"] - allowed
+    cli = [m for m in GRAPH if m == "distillab.cli" or _room(m) == "distillab.commands"]
+    assert len(cli) > 2, cli
+    outside = {f"{m} -> {t}" for m in cli for t in GRAPH[m] if t not in allowed and _room(t) != "distillab.commands"}
+    assert not outside, outside
 
 
 def test_nothing_below_the_cli_prints():
@@ -181,3 +187,23 @@ def test_nothing_below_the_cli_prints():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 printing.append(f"{name}:{node.lineno}")
     assert not printing, printing
+
+
+def _builds_run_output(path: Path) -> list[int]:
+    return [node.lineno for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "RunOutput"]
+
+
+def test_one_run_skeleton():
+    """Every command's run opens its folder through runs.run.Run (clock, reporter, recorded call, config, metrics,
+    last line): no second copy of that skeleton builds an output folder by hand."""
+    by_hand = [f"{name}:{line}" for name, path in MODULES.items() if name != "distillab.runs.run"
+               for line in _builds_run_output(path)]
+    assert not by_hand, by_hand
+
+
+def test_a_run_built_by_hand_is_found(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("from distillab.outputs import RunOutput\n\n\ndef run(out):\n    with RunOutput(out, 'x') as r:\n"
+                       "        pass\n")
+    assert _builds_run_output(planted) == [5]

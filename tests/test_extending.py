@@ -72,3 +72,28 @@ def test_registered_names_join_the_help_and_the_errors(workdir, cli):
 
     assert_one_line_error(cli("condense", "--method", "medoids:iterations=0", "--ipc", "1"), "at least 1")
     assert_one_line_error(cli("condense", "--method", "import:mylab:Nothing", "--ipc", "1"), "cannot import")
+
+
+def test_the_command_file_on_the_page_is_a_command(tmp_path, monkeypatch):
+    """The page's command file, dropped into a folder of commands, is found, builds its flags and runs."""
+    from distillab import api, cli
+    from distillab.commands import discover
+
+    source = next(b for b in _blocks("python") if b.startswith("# src/distillab/commands/accuracy.py"))
+    package = tmp_path / "page_commands"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    # the file's relative imports point into distillab's own commands folder, where it is meant to live
+    (package / "accuracy.py").write_text(source.replace("from .flags", "from distillab.commands.flags")
+                                         .replace("from ..api", "from distillab.api"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    command = discover("page_commands", [str(package)])["accuracy"]
+    parser = cli.Parser(prog="distillab accuracy")
+    command.arguments(parser)
+    api.train(data="digits", model="mlp:hidden=16", epochs=5, out=tmp_path / "t", quiet=True)
+    example = command.examples[0].split()[2:]
+    args = parser.parse_args([str(tmp_path / "t" / "model.safetensors") if w.endswith(".safetensors") else w
+                              for w in example] + ["--quiet"])
+    figures = command.run(args)
+    assert set(figures) == {"test_accuracy", "val_accuracy"} and 0.3 < figures["test_accuracy"] <= 1  # above chance (0.1)
+    assert not (tmp_path / "runs").exists()  # nothing written

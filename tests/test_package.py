@@ -21,14 +21,17 @@ def run(*args, **kwargs):
 
 def test_wheel_and_sdist_install_into_a_fresh_venv_and_run(tmp_path):
     source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the sources
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "dist", "*.egg-info",
-                                                                 "__pycache__", ".pytest_cache"))
+    skipped = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
+    # runs/ at the top holds command outputs; src/distillab/runs is the package's own
+    shutil.copytree(ROOT, source, ignore=lambda folder, names: skipped(folder, names)
+                    | ({"runs"} if Path(folder) == ROOT else set()))
     run(sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist", "--outdir", tmp_path / "dist", source,
         cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("distillab-*.whl"))
     sdist = next((tmp_path / "dist").glob("distillab-*.tar.gz"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "distillab/kd/losses/kd.py" in names and "distillab/condense/methods/dm.py" in names  # the plug-ins
+    assert "distillab/runs/run.py" in names and "distillab/commands/train.py" in names  # the rooms by command
     assert any(n.endswith("entry_points.txt") for n in names)
     with tarfile.open(sdist) as t:
         members = t.getnames()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distillab import api, checkpoint
+from distillab import api, checkpoint, runs, training  # api imports every module of runs
 from distillab.protocols import Protocol
 from distillab.errors import DistillabError
 from distillab.files import load_tensors, read_meta
@@ -382,8 +382,9 @@ def test_a_run_resumes_on_the_device_it_started_on(tmp_path, stop_after, monkeyp
              "train": lambda **kw: api.train(data="digits", model="mlp:hidden=8", epochs=3, **kw),
              "experts": lambda **kw: api.experts("digits", "mlp:hidden=8", 4, 2, **kw)}[run]
     seen = []
-    resolve = api.resolve_device
-    monkeypatch.setattr(api, "resolve_device", lambda device: seen.append(device) or resolve(device))
+    resolve = training.resolve_device
+    for room in (runs.training, runs.evaluating, runs.condensing):  # where the runs read a device
+        monkeypatch.setattr(room, "resolve_device", lambda device: seen.append(device) or resolve(device))
     stop_after(2)
     with pytest.raises(checkpoint.Interrupted):
         start(out=tmp_path / "run", quiet=True, device="cpu:0")

@@ -32,6 +32,10 @@ TEXT = {'defaults': {'train': {'data': 'digits',
                                 'log': ['jsonl'],
                                 'device': 'cpu'},
               'experts': {'data': 'digits', 'split_seed': 0, 'log': ['jsonl']},
+              'distill_datafree': {'method': 'noise',
+                                   'student': 'mlp:hidden=32',
+                                   'checkpoint_every': 1,
+                                   'log': ['jsonl']},
               'run_benchmark': {'workers': 1, 'cells': []}},
  'train': {'epochs': 10,
            'batch_size': 128,
@@ -139,7 +143,6 @@ TEXT = {'defaults': {'train': {'data': 'digits',
                 'teacher-service']}
 
 
-
 def live() -> dict:
     """TEXT as the code has it now (imports torch)."""
     import dataclasses
@@ -165,7 +168,7 @@ def live() -> dict:
                 if isinstance(p.default, (int, float, str, tuple)) and not isinstance(p.default, bool)}
 
     functions = {name: getattr(api, name) for name in ("train", "distill", "metadata", "audit", "tune", "predict",
-                                                       "condense_data", "experts")}
+                                                       "condense_data", "experts", "distill_datafree")}
     return {"defaults": {name: defaults(f) for name, f in {**functions, "run_benchmark": run_benchmark}.items()},
             "train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),

@@ -17,6 +17,7 @@ from .figures import pick_dark_knowledge_examples, plot_curves, plot_dark_knowle
 from .models import load_model
 from .outputs import RunOutput, peak_rss_mb
 from .reporting import Reporter
+from .runs.run import Run, run_function
 from .training import predict_logits
 
 
@@ -45,14 +46,14 @@ FULL = DemoPlan(data="mnist", teacher="convnet:width=32", student="mlp:hidden=10
                         eval_model="convnet:width=32,depth=3", runs=3, epochs=300))
 
 
+@run_function("demo", resumable=False)
 def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = False) -> Result:
     """Train a ConvNet teacher, distill a small MLP student, train the same student alone; write report.md."""
     plan = QUICK if quick else FULL
-    reporter = Reporter(quiet)
-    started = time.time()
+    job = Run("demo", locals(), record=False)
+    reporter = job.reporter
     data_mod.load(plan.data)  # fetch first, so a missing dataset fails before any output exists
-    with RunOutput(out, "demo", overwrite) as run:
-        run.write_config({"command": "demo", "quick": quick, **plan.__dict__})
+    with job.output({"command": "demo", "quick": quick, **plan.__dict__}) as run:
         common = dict(data=plan.data, quiet=quiet)
         reporter.info(f"[1/4] teacher {plan.teacher} on {plan.data}")
         teacher = train(model=plan.teacher, out=run.path("teacher"), **common, **plan.teacher_options)
@@ -71,14 +72,14 @@ def demo(quick: bool = False, out=None, overwrite: bool = False, quiet: bool = F
                                                     "wall_seconds")} for name, r in results.items()}
         reporter.info(f"[4/4] dataset distillation: DM, {plan.dd['ipc']} images per class, beside a random real subset")
         metrics["dataset_distillation"] = _dataset_distillation(run, plan, reporter)
-        metrics.update(data=plan.data, quick=quick, wall_seconds=round(time.time() - started, 1),
+        metrics.update(data=plan.data, quick=quick, wall_seconds=round(time.time() - job.started, 1),
                        peak_rss_mb=peak_rss_mb(), kd_gain_errors=alone.metrics["test_errors"] - kd.metrics["test_errors"])
-        run.write_metrics(metrics)
+        job.finish(metrics)
         (run.path("report.md")).write_text(_demo_report(plan, metrics, examples, quick))
     reporter.info(f"teacher {metrics['teacher']['test_accuracy']:.4f}, student alone "
                   f"{metrics['student_alone']['test_accuracy']:.4f}, student distilled "
                   f"{metrics['student_kd']['test_accuracy']:.4f}; report: {run.final / 'report.md'}")
-    return Result(metrics, run.final)
+    return job.result()
 
 
 def _dataset_distillation(run: RunOutput, plan: DemoPlan, reporter: Reporter) -> dict:

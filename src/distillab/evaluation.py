@@ -343,3 +343,16 @@ def evaluate_set(synset, test: ImageSet, proto: EvalProtocol, *, data: str | Non
         return own, proto
     targets = synset.labels if synset.label_logits is None else synset.targets()
     return evaluate_images(synset.images, targets, test, proto, seed=seed, num_classes=num_classes, **kwargs), proto
+
+
+def matrix_markdown(matrix: dict) -> str:
+    """The matrix as a Markdown table: mean ± std in %, rows condensed with, columns evaluated on."""
+    def cell(text) -> str:
+        return str(text).replace("|", "\\|")
+
+    lines = ["| condensed with \\ evaluated on | " + " | ".join(cell(c) for c in matrix["columns"]) + " |",
+             "|---|" + "---:|" * len(matrix["columns"])]
+    for label, means, stds in zip(matrix["rows"], matrix["mean"], matrix["std"]):
+        lines.append(f"| {cell(label)} | " + " | ".join(f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(means, stds))
+                     + " |")
+    return "\n".join(lines)

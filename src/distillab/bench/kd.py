@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .. import data as data_mod
-from ..api import distill, predict, train, tune
+from ..api import distill, predict, repeat_over_seeds, train, tune
 from ..evaluation import summarise
 from ..files import read_meta
 from ..kd import Distillation, EnsembleTeacher, ModelTeacher, cache_teacher, hinton_losses, load_teacher_model
@@ -169,14 +169,12 @@ def bench_ls_teacher(b: Bench) -> dict:
     result, rows = {}, []
     for name, path in teachers.items():
         t_eval = evaluate_file(path, b.data)
-        runs = []
-        for seed in seeds:
-            with quiet_warnings():
-                r = distill(data=b.data, teacher=path, student=student, losses=["ce:w=0.4", "logit-mse:w=0.6"],
-                            out=b.run_dir("ls", f"{name}-{seed}"), quiet=b.quiet, seed=seed, **s_opts)
-            runs.append(r.metrics)
-        summary = {"teacher": t_eval, "student_test_accuracy": summary_of(runs),
-                   "student_test_error_percent": summarise([100 * (1 - r["test_accuracy"]) for r in runs])}
+        with quiet_warnings():
+            accuracy = repeat_over_seeds(distill, seeds, out=b.run_dir("ls", name), command="kd", data=b.data,
+                                         teacher=path, student=student, losses=["ce:w=0.4", "logit-mse:w=0.6"],
+                                         quiet=b.quiet, **s_opts).metrics["test_accuracy"]
+        summary = {"teacher": t_eval, "student_test_accuracy": accuracy,
+                   "student_test_error_percent": summarise([100 * (1 - a) for a in accuracy["runs"]])}
         result[name] = summary
         rows.append((name, f"{100 * (1 - t_eval['test_accuracy']):.2f}%",
                      pm(summary["student_test_error_percent"], suffix="%")))
@@ -219,19 +217,14 @@ def bench_kd_losses(b: Bench) -> dict:
     configs["blackbox_top5_kl_T4"] = dict(losses=["kd:T=4"], teacher_outputs=top5)
     result, rows = {}, []
     for name, cfg in configs.items():
-        runs = []
-        for seed in seeds:
-            kwargs = dict(cfg)
-            if name == "ce":
-                r = train(data=b.data, model=student, out=b.run_dir("kd-losses", f"{name}-{seed}"), quiet=b.quiet,
-                          seed=seed, **s_opts)
-            else:
-                if "teacher_outputs" not in kwargs:
-                    kwargs["teacher"] = teacher
-                r = distill(data=b.data, student=student, out=b.run_dir("kd-losses", f"{name}-{seed}"), quiet=b.quiet,
-                            seed=seed, **kwargs, **s_opts)
-            runs.append(r.metrics)
-        result[name] = summary_of(runs)
+        if name == "ce":
+            run, kwargs = (train, "train"), dict(model=student)
+        else:
+            run, kwargs = (distill, "kd"), dict(student=student, **cfg)
+            if "teacher_outputs" not in kwargs:
+                kwargs["teacher"] = teacher
+        result[name] = repeat_over_seeds(run[0], seeds, out=b.run_dir("kd-losses", name), command=run[1], data=b.data,
+                                         quiet=b.quiet, **kwargs, **s_opts).metrics["test_accuracy"]
         rows.append((name, ", ".join(cfg["losses"]), pm(result[name], 100, "%")))
     result["teacher"] = evaluate_file(teacher, b.data)
     result["recipe"] = {"student": student, "student_options": s_opts, "seeds": seeds,
@@ -302,9 +295,9 @@ def bench_rkd(b: Bench) -> dict:
                "ce+kd+rkd": ["ce:w=0.1", "kd:T=4,w=0.9", "rkd:distance=25,angle=50"]}
     result, rows = {"teacher": evaluate_file(teacher, b.data)}, []
     for name, losses in configs.items():
-        runs = [distill(data=b.data, teacher=teacher, student=student, losses=losses, quiet=b.quiet, seed=seed,
-                        out=b.run_dir("rkd", f"{name}-{seed}"), **s_opts).metrics for seed in seeds]
-        result[name] = summary_of(runs)
+        result[name] = repeat_over_seeds(distill, seeds, out=b.run_dir("rkd", name), command="kd", data=b.data,
+                                         teacher=teacher, student=student, losses=losses, quiet=b.quiet,
+                                         **s_opts).metrics["test_accuracy"]
         rows.append((name, ", ".join(losses), pm(result[name], 100, "%")))
     result["recipe"] = {"teacher": str(teacher), "student": student, "student_options": s_opts, "seeds": seeds,
                         "taps": "penultimate (input of the final linear layer) on both sides"}
