@@ -535,3 +535,28 @@ def test_beyond_max_connections_a_new_one_is_answered_503_and_closed(serve):
             s.close()
     time.sleep(0.2)  # released: the service answers again
     assert call(handle.url, "/health")[0] == 200
+
+
+def test_the_port_default_is_known_in_the_foreground_and_free_in_the_background(monkeypatch):
+    """One default, in ServeOptions: a service run from the shell (serve_forever, `distillab serve`) listens on
+    FOREGROUND_PORT, which clients can name; a background handle takes a free port (tests and notebooks run many)."""
+    from distillab.service import server
+
+    assert ServeOptions().port is None
+    handle = start_service(tiny_model(), META, ServeOptions())
+    try:
+        assert handle.port not in (0, server.FOREGROUND_PORT)
+    finally:
+        handle.stop()
+    asked = []
+
+    def refuse(model, meta, options, device="cpu"):
+        asked.append(options.port)
+        raise OSError("not started in this test")
+
+    monkeypatch.setattr(server, "start_service", refuse)
+    with pytest.raises(OSError):
+        server.serve_forever(tiny_model(), META, ServeOptions())
+    with pytest.raises(OSError):
+        server.serve_forever(tiny_model(), META, ServeOptions(port=0))
+    assert asked == [server.FOREGROUND_PORT, 0]

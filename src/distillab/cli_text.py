@@ -53,7 +53,7 @@ TEXT = {'defaults': {'train': {'data': 'digits',
            'device': 'cpu'},
  'hinton': {'temperature': 4.0, 'alpha': 0.9},
  'serve': {'host': '127.0.0.1',
-           'port': 0,
+           'port': None,
            'output': 'probs',
            'max_batch': 1024,
            'rate': 0.0,
@@ -62,7 +62,8 @@ TEXT = {'defaults': {'train': {'data': 'digits',
            'seed': 0,
            'token': None,
            'request_timeout': 10.0,
-           'max_connections': 512},
+           'max_connections': 512,
+           'foreground_port': 8000},
  'pseudolabel': {'transforms': 'shift,scale,rotate', 'threshold': 0.0, 'soft': False, 'ratio': '6:4'},
  'protocol': {'runs': 5,
               'models': ['convnet:width=128,depth=3'],
@@ -148,7 +149,7 @@ def live() -> dict:
     import dataclasses
 
     from .api import Hinton, Mixing, Protocol, PseudoLabelConfig, TrainConfig, labels_help
-    from .service.server import ServeOptions
+    from .service.server import FOREGROUND_PORT, ServeOptions
     from .audits import AUDITS
     from .condense import METHODS
     from .data import dataset_forms
@@ -172,7 +173,7 @@ def live() -> dict:
     return {"defaults": {name: defaults(f) for name, f in {**functions, "run_benchmark": run_benchmark}.items()},
             "train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),
-            "serve": dataclasses.asdict(ServeOptions()),
+            "serve": {**dataclasses.asdict(ServeOptions()), "foreground_port": FOREGROUND_PORT},
             "pseudolabel": {**dataclasses.asdict(PseudoLabelConfig()), **dataclasses.asdict(Mixing())},
             "protocol": {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                          for f in dataclasses.fields(Protocol)},

@@ -3,10 +3,10 @@ from .flags import Command, add_device, add_quiet, add_trust, default, given
 
 def arguments(p):
     p.add_argument("model", help="model.safetensors")
-    serving = "serve"  # the defaults below are ServeOptions' (cli_text records them), but the port's
+    serving = "serve"  # the defaults below are ServeOptions' (cli_text records them)
     p.add_argument("--host", help=f"address to listen on ({default(serving, 'host')}: this machine only)")
-    p.add_argument("--port", type=int, default=8000,  # a service run from the shell wants a known port
-                   help="default 8000; 0 picks a free port (distillab.serve() in Python picks one by default)")
+    p.add_argument("--port", type=int, help=f"{default(serving, 'foreground_port')}; 0 picks a free port "
+                                            "(distillab.serve() in Python, in the background, picks one by default)")
     p.add_argument("--output", help=f"what a client gets: probs, topk:K or label ({default(serving, 'output')})")
     p.add_argument("--token-file", help="a file holding a bearer token every request must carry")
     p.add_argument("--max-batch", type=int, help=f"rows per request ({default(serving, 'max_batch')})")

@@ -114,9 +114,9 @@ def serve(model, *, host: str | None = None, port: int | None = None, output: st
     JSON or safetensors bodies), ``GET /health``, ``GET /metrics``. ``token_file``: bearer-token auth; ``max_batch``,
     ``rate`` (requests per second): limits; ``noise``, ``round``: defences against extraction; ``request_timeout``
     (seconds a client has to send a whole request), ``max_connections`` (open at once; beyond: 503) keep slow or idle
-    clients from holding the service. Options left out take
-    ``service.server.ServeOptions``'s defaults (port 0: a free port). Returns a handle (``.url``, ``.stop()``), or
-    with ``block=True`` (the CLI) serves until SIGINT/SIGTERM."""
+    clients from holding the service. Options left out take ``service.server.ServeOptions``'s defaults (the port: a
+    free one; with ``block=True``, ``FOREGROUND_PORT``, 8000). Returns a handle (``.url``, ``.stop()``), or with
+    ``block=True`` (the CLI) serves until SIGINT/SIGTERM."""
     from ..service.server import ServeOptions, serve_forever, start_service
     from ..service.tokens import read_token_file
 

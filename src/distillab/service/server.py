@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ BODY_SLACK_BYTES = 64 * 1024  # the safetensors header, the JSON key and whitesp
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STARTUP_SECONDS = 20.0
 STOP_SECONDS = 30.0
+# The port of a service run in the foreground (distillab serve) when none is given: a known one, for clients to
+# name. A background handle (tests, notebooks) takes a free port chosen by the OS; its url says which.
+FOREGROUND_PORT = 8000
 
 
 @dataclass
@@ -41,7 +44,7 @@ class ServeOptions:
     """How a model is served. The one place the defaults live (the CLI and ``distillab.serve`` take them)."""
 
     host: str = "127.0.0.1"
-    port: int = 0  # 0: a free port chosen by the OS (the handle's url says which)
+    port: int | None = None  # None: FOREGROUND_PORT in the foreground, a free port for a background handle; 0: free
     output: str = "probs"  # probs | topk:K | label
     max_batch: int = 1024  # rows per request
     rate: float = 0.0  # requests per second allowed (token bucket, burst = max(1, rate)); 0 = unlimited
@@ -58,7 +61,7 @@ class ServeOptions:
     def check(self, num_classes: int) -> None:
         """One-line errors for values that cannot be served."""
         require(isinstance(self.host, str) and self.host.strip() != "", "--host must be a host name or address")
-        require(type(self.port) is int and 0 <= self.port <= 65535,
+        require(self.port is None or type(self.port) is int and 0 <= self.port <= 65535,
                 f"--port must be 0..65535 (0: a free port), got {self.port!r}")
         self.output_kind(num_classes)
         require(type(self.max_batch) is int and 1 <= self.max_batch <= 1_000_000,
@@ -543,7 +546,7 @@ def start_service(model: nn.Module, meta: dict, options: ServeOptions, device: s
     except ImportError:
         raise DistillabError("serving a model needs starlette and uvicorn: pip install 'distillab[serve]'") from None
     app = make_app(model, meta, options, device)
-    sock = _bind(options.host, options.port)
+    sock = _bind(options.host, 0 if options.port is None else options.port)
     url = _url(options.host, sock.getsockname()[1])
     # log_config=None: uvicorn leaves the process's logging set-up alone; warnings still reach the root logger
     config = uvicorn.Config(app, log_level="warning", access_log=False, log_config=None, lifespan="off",
@@ -589,6 +592,8 @@ def serve_forever(model: nn.Module, meta: dict, options: ServeOptions, device: s
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
+    if options.port is None:
+        options = replace(options, port=FOREGROUND_PORT)
     try:
         handle = start_service(model, meta, options, device)
     except BaseException:
