@@ -8,6 +8,22 @@ from distillab import checkpoint
 from distillab.cli import main
 
 
+REPOSITORY_RUNS = Path(__file__).resolve().parents[1] / "runs"
+
+
+def _repository_runs() -> set[str]:
+    return set(p.name for p in REPOSITORY_RUNS.iterdir()) if REPOSITORY_RUNS.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_into_the_repository():
+    """A test writes under its tmp_path: a run folder left in the repository's own runs/ (a default --out) fails it."""
+    before = _repository_runs()
+    yield
+    new = sorted(_repository_runs() - before)
+    assert not new, f"this test wrote {new} into {REPOSITORY_RUNS}: give its runs an out= under tmp_path"
+
+
 class CliResult:
     def __init__(self, code, out, err):
         self.code, self.out, self.err = code, out, err

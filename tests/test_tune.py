@@ -16,7 +16,7 @@ from conftest import assert_one_line_error
 BASE = dict(data="digits", model="mlp:hidden=16", epochs=2, batch_size=64)
 
 
-def test_the_test_split_is_sealed_inside_a_search():
+def test_the_test_split_is_sealed_inside_a_search(tmp_path):
     with data_mod.sealed_test_split():
         splits = data_mod.split(data_mod.load("digits"))
         assert len(splits.test) == 449 and data_mod.is_test_sealed(splits)
@@ -25,7 +25,7 @@ def test_the_test_split_is_sealed_inside_a_search():
             accuracy(model, splits.test)
         with pytest.raises(DistillabError, match="sealed"):
             splits.test.y
-        run = api.train(**BASE, quiet=True, out=None)
+        run = api.train(**BASE, quiet=True, out=tmp_path / "trial")
     assert run.metrics["test_accuracy"] is None and run.metrics["val_accuracy"] > 0
     assert not data_mod.is_test_sealed(data_mod.split(data_mod.load("digits")))  # only inside the block
 

@@ -147,6 +147,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 # Flags that may come with --resume: how to run, not what to compute.
 WITH_RESUME = {"command", "resume", "quiet", "trust_code", "checkpoint_every", "json", "log_level"}
 
+SUMMARY_LIST = 20  # a list longer than this is left to --json and metrics.json
 SUMMARY_SKIP = ("seconds", "peak_rss_mb", "sha256", "stages", "runs", "recipe", "machine")
 
 
@@ -163,6 +164,9 @@ def summary(result: dict) -> str:
                       for k, v in value.items()]
         elif isinstance(value, (str, int, float, bool)) or value is None:
             lines.append(f"{key}: {_number(value)}")
+        elif isinstance(value, list) and 0 < len(value) <= SUMMARY_LIST and all(
+                isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            lines.append(f"{key}: {', '.join(_number(v) for v in value)}")  # a shape, class names, a few figures
     return "\n".join(lines)
 
 
@@ -212,8 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         distributed_setup(getattr(args, "device", None) or "cpu")
         result = registered()[args.command].run(args)
-        if result is not None and is_main_process():
-            print(json.dumps(to_jsonable(result), indent=2) if getattr(args, "json", False) else summary(result))
+        if result is not None and is_main_process():  # --quiet: nothing on stdout, unless --json asks for it
+            if getattr(args, "json", False):
+                print(json.dumps(to_jsonable(result), indent=2))
+            elif not getattr(args, "quiet", False):
+                print(summary(result))
         distributed_teardown()
         return 0
     except DistillabError as e:

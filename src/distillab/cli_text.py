@@ -36,6 +36,7 @@ TEXT = {'defaults': {'train': {'data': 'digits',
                                    'student': 'mlp:hidden=32',
                                    'checkpoint_every': 1,
                                    'log': ['jsonl']},
+              'evaluate_synset': {'seed': 0, 'log': ['jsonl'], 'device': 'cpu'},
               'run_benchmark': {'workers': 1, 'cells': []}},
  'train': {'epochs': 10,
            'batch_size': 128,
@@ -169,7 +170,8 @@ def live() -> dict:
                 if isinstance(p.default, (int, float, str, tuple)) and not isinstance(p.default, bool)}
 
     functions = {name: getattr(api, name) for name in ("train", "distill", "metadata", "audit", "tune", "predict",
-                                                       "condense_data", "experts", "distill_datafree")}
+                                                       "condense_data", "experts", "distill_datafree",
+                                                       "evaluate_synset")}
     return {"defaults": {name: defaults(f) for name, f in {**functions, "run_benchmark": run_benchmark}.items()},
             "train": {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING},
             "hinton": dataclasses.asdict(Hinton()),

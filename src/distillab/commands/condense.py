@@ -17,7 +17,8 @@ def arguments(p):
                                       "protocol too (see 'distillab evaluate --help'); figures in metrics.json")
     add_condense_shorthands(p)
     p.add_argument("--seed", type=int, help=f"seeds the method's draws ({api_default('condense_data', 'seed')})")
-    p.add_argument("--val-size", type=int)
+    p.add_argument("--val-size", type=int, help="validation images carved from the training data "
+                                                "(default 10%%, at most 5000)")
     p.add_argument("--split-seed", type=int,
                    help=f"seed of the validation split ({api_default('condense_data', 'split_seed')})")
     add_device(p)

@@ -1,6 +1,6 @@
 from ..cli_text import TEXT
 from ..errors import require
-from .flags import (Command, add_device, add_loggers, add_output, add_resume, add_trust, default, given, resumed,
+from .flags import (Command, add_device, add_loggers, add_output, add_resume, add_trust, api_default, default, given, resumed,
                     run_options)
 
 
@@ -21,7 +21,8 @@ def arguments(p):
                    help="differentiable siamese augmentation while training")
     g.add_argument("--augment", help="none, or dc: the reference's non-differentiable augmentation (crop, scale or "
                                      "rotate, drawn per image; not with --dsa)")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help=f"seeds the models' initialisation and draws "
+                                            f"({api_default('evaluate_synset', 'seed')})")
     g.add_argument("--vectorise", action="store_true", default=None,
                    help="train the runs together (torch.func vmap); slower than one at a time on 2-core CPUs here")
     add_trust(p)

@@ -212,7 +212,7 @@ def teacher_service(a) -> dict:
 # its dest (--iterations 5: iterations=5, the same as --method NAME:iterations=5).
 CONDENSE_SHORTHANDS = {
     "--model": dict(help="network used for matching (option model)"),
-    "--iterations": dict(type=int),
+    "--iterations": dict(type=int, help="the method's iterations (option iterations)"),
     "--init": dict(choices=["real", "noise"], help="start from real images or noise"),
     "--lr-img": dict(type=float, help="image learning rate (option lr_img)"),
     "--batch-real": dict(type=int, help="real images (dm: per class; bptt: per iteration)"),

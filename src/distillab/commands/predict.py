@@ -3,10 +3,11 @@ from .flags import Command, add_device, add_quiet, add_trust, api_default, given
 
 def arguments(p):
     p.add_argument("model", help="model.safetensors")
-    p.add_argument("--data")
+    p.add_argument("--data", help="dataset (default: the one the model records)")
     p.add_argument("--split", choices=["train", "test"], help=api_default("predict", "split"))
     p.add_argument("--output", choices=["probs", "logits"], help=api_default("predict", "output"))
-    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-k", type=int, help="only the K largest probabilities and their classes (with --output "
+                                             "probs)")
     add_device(p)
     p.add_argument("--out", help="FILE.npz")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -657,7 +657,10 @@ def load_unlabeled(spec: str, fetch: bool = True) -> Unlabeled:
 
 def info(ds: Dataset) -> dict:
     counts = torch.bincount(ds.train.y, minlength=ds.num_classes).tolist()
+    c, h, w = ds.input_shape
+    layout = f"1-D signals, {c} channel(s) of length {w} (held as one-row images)" if h == 1 and w > 1 else \
+        f"images, {c} channel(s) of {h}x{w}"
     return {"data": ds.spec, "source": ds.source, "train": len(ds.train), "test": len(ds.test),
-            "input_shape": list(ds.input_shape), "classes": ds.classes, "train_per_class": counts,
+            "input_shape": list(ds.input_shape), "layout": layout, "classes": ds.classes, "train_per_class": counts,
             "mean": list(ds.mean), "std": list(ds.std)}
 
