@@ -68,8 +68,35 @@ def test_ensemble_and_callable_teachers(tmp_path, digits_teacher):
         with torch.no_grad():
             return torch.softmax(model(x), 1)
 
-    r2 = distill(teacher=api, student="mlp:hidden=16", out=tmp_path / "f", **FAST)
-    assert r2.metrics["teacher_mode"] == "callable" and r2.metrics["test_accuracy"] > 0.3
+    # a distillab model takes the inputs as the student sees them
+    r2 = distill(teacher=api, teacher_inputs="normalised", student="mlp:hidden=16", out=tmp_path / "f", **FAST)
+    assert r2.metrics["teacher_mode"] == "callable (normalised)" and r2.metrics["test_accuracy"] > 0.3
+
+
+def test_a_function_teacher_gets_the_data_as_it_is(tmp_path):
+    """A scikit-learn model fit on the raw pixels, given as a function: by default it is called with the data's own
+    values and shape (before: standardised inputs, which it silently answered badly)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from distillab import data as data_mod
+
+    ds = data_mod.load("digits")
+    flat = ds.train.x.reshape(len(ds.train.x), -1).numpy()
+    model = LogisticRegression(max_iter=2000).fit(flat, ds.train.y.numpy())
+    seen = []
+
+    def sklearn_teacher(x):
+        seen.append((tuple(x.shape[1:]), float(x.min()), float(x.max())))
+        return model.predict_proba(x.reshape(len(x), -1).numpy())
+
+    r = distill(teacher=sklearn_teacher, student="mlp:hidden=32", out=tmp_path / "raw", **{**FAST, "epochs": 5})
+    assert {s[0] for s in seen} == {(1, 8, 8)} and min(s[1] for s in seen) >= 0 and max(s[2] for s in seen) <= 1
+    assert r.metrics["teacher_mode"] == "callable (raw)" and r.metrics["test_accuracy"] > 0.8
+    assert "callable (raw)" in (tmp_path / "raw/config.yaml").read_text()
+    seen.clear()
+    r = distill(teacher=sklearn_teacher, teacher_inputs="normalised", student="mlp:hidden=32", out=tmp_path / "norm",
+                **{**FAST, "epochs": 5})
+    assert min(s[1] for s in seen) < 0  # standardised: what the student sees, not what the model was fit on
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +189,22 @@ def test_hint_connectors_come_from_the_run_seed_not_the_global_rng(tmp_path, con
     torch.manual_seed(456)
     b = distill(out=tmp_path / "b", **spec)
     assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_a_result_carries_its_history_its_set_and_one_test_accuracy(tmp_path):
+    """Result.history is metrics.jsonl's records; a condense Result holds its SyntheticSet; a set's evaluation has a
+    test_accuracy as a model's does, the per-model figures beside it."""
+    from distillab import api
+
+    trained = train(data="digits", model="mlp:hidden=8", out=tmp_path / "t", **FAST)
+    assert [h["epoch"] for h in trained.history] == [1, 2] and "val_accuracy" in trained.history[-1]
+    made = api.condense_data("digits", "dm:iterations=3,batch_real=8,model=[convnet:width=4,depth=2]", 1,
+                             out=tmp_path / "c", quiet=True)
+    assert [h["iteration"] for h in made.history] == [1, 2, 3]
+    assert tuple(made.synset.images.shape) == (10, 1, 8, 8)
+    assert torch.equal(made.synset.images, api.load(tmp_path / "c/synset.safetensors").images)
+    judged = api.evaluate_synset(tmp_path / "c/synset.safetensors", models=["mlp:hidden=8", "mlp:hidden=4"], runs=2,
+                                 epochs=2, out=tmp_path / "e", quiet=True)
+    means = [judged.metrics["models"][spec]["mean"] for spec in ("mlp:hidden=8", "mlp:hidden=4")]
+    assert judged.metrics["test_accuracy"] == pytest.approx(sum(means) / 2)
+    assert len(judged.history) == 2  # one record per model spec

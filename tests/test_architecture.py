@@ -98,7 +98,7 @@ def test_a_cycle_would_be_found():
 LAYERS = [
     ["distillab", "distillab._version", "distillab.errors", "distillab.seeds", "distillab.reporting",
      "distillab.distributed", "distillab.memory", "distillab.speed", "distillab.kd.functional",
-     "distillab.service.protocol"],
+     "distillab.service.protocol", "distillab.layouts"],
     ["distillab.specs", "distillab.files", "distillab.dsa", "distillab.augmentation", "distillab.audits.mia",
      "distillab.service.tokens", "distillab.service.client"],
     ["distillab.registry", "distillab.checkpoint"],

@@ -1,6 +1,7 @@
 """The bad-input catalogue: every command, fed what a hostile or careless user would feed it, ends in exactly one
 line 'distillab: error: ...' naming the problem, exit code 2, no traceback, and no output folder left behind."""
 
+import json
 
 import numpy as np
 import pytest
@@ -194,11 +195,12 @@ CATALOGUE = {  # name: (argv with {file} placeholders and {out}, fragment of the
     "probabilities not summing to one": (["kd", "--teacher-outputs", "{not_probs}", "--student", "mlp", *FAST],
                                          "summing to 1"),
     "broken outputs file": (["kd", "--teacher-outputs", "{bad_npz}", "--student", "mlp"], "not a readable .npz"),
-    "rkd from a black box": (["kd", "--teacher-outputs", "{logits_table}", "--student", "mlp", *FAST, "--loss", "rkd"],
-                             "needs a teacher model"),
+    # random tables agree with the labels at chance: accepted, so that the case reaches what it tests
+    "rkd from a black box": (["kd", "--teacher-outputs", "{logits_table}", "--accept-unchecked-table", "--student",
+                              "mlp", *FAST, "--loss", "rkd"], "needs a teacher model"),
     "negative teacher noise": ([*KD, "--loss", "kd:T=1,noise=-0.1"], "noise must be >= 0"),
-    "noise on a top-k black box": (["kd", "--teacher-outputs", "{top3_table}", "--student", "mlp", *FAST, "--loss",
-                                    "kd:T=1,noise=0.1"], "top-k black box gives only"),
+    "noise on a top-k black box": (["kd", "--teacher-outputs", "{top3_table}", "--accept-unchecked-table", "--student",
+                                    "mlp", *FAST, "--loss", "kd:T=1,noise=0.1"], "top-k black box gives only"),
     "chain of one": (["kd", "--chain", "{teacher}"], "--chain takes"),
     "resume with other options": (["kd", "--resume", "{taken}", "--epochs", "3"], "drop --epochs"),
     # evaluate
@@ -325,14 +327,43 @@ def test_bad_input_ends_in_one_line(cli, tmp_path, files, case):
     assert (files["root"] / "exists.npz").read_bytes() == b"old"
 
 
-def test_a_table_at_chance_level_is_flagged(cli, tmp_path, files):
-    """A table without recorded labels whose answers agree with the labels at chance: rows in another order."""
-    rng = np.random.default_rng(0)
-    probs = rng.dirichlet(np.ones(10), size=1348).astype(np.float32)
-    np.savez(tmp_path / "shuffled.npz", probs=probs)
-    r = cli("kd", "--teacher-outputs", tmp_path / "shuffled.npz", "--student", "mlp:hidden=4", *FAST, "--quiet",
-            "--out", tmp_path / "k")
+def test_a_table_in_another_row_order_is_refused_unless_accepted(cli, tmp_path, files):
+    """A scikit-learn model's answers for scikit-learn's own row order, with the right row count and no labels:
+    they agree with distillab's labels at chance. Refused in one line (before: a warning, and a student at 45%);
+    --accept-unchecked-table runs it, and the warning is in metrics.json."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_digits(return_X_y=True)
+    teacher = LogisticRegression(max_iter=2000).fit(x, y)
+    np.savez(tmp_path / "sklearn-order.npz", probs=teacher.predict_proba(x[:1348]).astype(np.float32))
+    args = ["kd", "--teacher-outputs", tmp_path / "sklearn-order.npz", "--student", "mlp:hidden=4", *FAST, "--quiet"]
+    r = cli(*args, "--out", tmp_path / "k")
+    assert_one_line_error(r, "about chance", "--accept-unchecked-table", "data export")
+    assert not (tmp_path / "k").exists()
+    r = cli(*args, "--accept-unchecked-table", "--out", tmp_path / "k")
     assert r.code == 0 and "about chance" in r.err and r.err.startswith("distillab: warning:"), r.err
+    kept = json.loads((tmp_path / "k/metrics.json").read_text())["warnings"]
+    assert len(kept) == 1 and "about chance" in kept[0] and r.json["warnings"] == kept
+
+
+def test_rows_exported_in_order_and_answered_outside_make_a_table(cli, tmp_path):
+    """data export writes the rows; a foreign teacher answers them and keeps index, labels and split beside its
+    answers: the table is checked row by row and teaches."""
+    from sklearn.linear_model import LogisticRegression
+
+    r = cli("data", "export", "digits", "--split", "train", "--out", tmp_path / "rows.npz")
+    assert r.code == 0 and r.json["rows"] == 1348 and r.json["layout"] == "NCHW", r.err
+    rows = dict(np.load(tmp_path / "rows.npz"))
+    assert rows["x"].shape == (1348, 1, 8, 8) and (rows["index"] == np.arange(1348)).all()
+    assert 0 <= rows["x"].min() and rows["x"].max() <= 1 and str(rows["dataset"]) == "digits"
+    flat = rows["x"].reshape(len(rows["x"]), -1)
+    teacher = LogisticRegression(max_iter=2000).fit(flat, rows["labels"])
+    answers = {k: rows[k] for k in ("index", "labels", "split")}
+    np.savez(tmp_path / "answers.npz", probs=teacher.predict_proba(flat).astype(np.float32), **answers)
+    k = cli("kd", "--teacher-outputs", tmp_path / "answers.npz", "--student", "mlp:hidden=32", *FAST,
+            "--epochs", "5", "--out", tmp_path / "k")
+    assert k.code == 0 and k.json["test_accuracy"] > 0.8 and "warnings" not in k.json, k.err
 
 
 def test_overwrite_of_a_home_folder_is_refused_and_touches_nothing(cli, tmp_path, monkeypatch):
@@ -352,3 +383,16 @@ def test_overwrite_of_a_home_folder_is_refused_and_touches_nothing(cli, tmp_path
     assert_one_line_error(r, "was not made by distillab")
     assert {p: p.read_bytes() for p in home.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["user"]
+
+
+def test_a_teacher_of_other_data_without_data_names_the_data_to_pass(cli, tmp_path):
+    """kd without --data distils on its default dataset; a teacher trained on other data then fails in one line
+    that names the dataset the teacher records and says that the default was used."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "wide.npz", x=rng.random((60, 1, 12, 12)).astype(np.float32), y=np.arange(60) % 3)
+    data = f"npz:{tmp_path / 'wide.npz'}"
+    t = cli("train", "--data", data, "--model", "mlp:hidden=4", *FAST, "--out", tmp_path / "t")
+    assert t.code == 0, t.err
+    r = cli("kd", "--teacher", tmp_path / "t/model.safetensors", "--student", "mlp:hidden=4", *FAST,
+            "--out", tmp_path / "k")
+    assert_one_line_error(r, f"trained on {data}", "the data here is digits", f"pass --data {data}", "default")

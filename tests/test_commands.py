@@ -55,6 +55,13 @@ def test_every_example_parses(name, example, tmp_path, monkeypatch):
     assert args.command == (argv[0] if argv[0] != "run" else "train")
 
 
+def test_every_flag_has_help():
+    """Each flag, positional or optional, of every command says what it does in --help."""
+    bare = [f"{name} {action.option_strings or action.dest}" for name, sub in cli.build_parser().commands.items()
+            for action in sub._actions if not action.help]
+    assert not bare, bare
+
+
 def test_the_registry_finds_a_planted_command(tmp_path, monkeypatch):
     package = tmp_path / "planted_commands"
     package.mkdir()

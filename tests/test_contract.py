@@ -107,6 +107,13 @@ def source_path(tmp_path, monkeypatch):
                 for i in range(5):
                     Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)).save(tmp_path / "f" / c / f"{i}.png")
             return str(tmp_path / "f")
+        if name == "hf":  # a save_to_disk folder of the Hugging Face datasets format (the test extra has it)
+            datasets = pytest.importorskip("datasets")
+            features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+            rows = {"image": [Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8)) for _ in range(10)],
+                    "label": [i % 2 for i in range(10)]}
+            datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "hf"))
+            return str(tmp_path / "hf")
         if name == "cifar10":
             (tmp_path / "cifar-10-batches-py").mkdir()
             for part in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:

@@ -96,7 +96,8 @@ def test_soft_labels_reach_the_file_and_the_protocol(tmp_path, cli):
     synset = SyntheticSet.load(tmp_path / "set/synset.safetensors")
     assert synset.label_logits is not None and synset.meta["labels"].startswith("learn:")
     assert torch.allclose(synset.targets().sum(1), torch.ones(10))
-    r = cli("evaluate", tmp_path / "set/synset.safetensors", "--models", SMALL, "--runs", "1", "--epochs", "2")
+    r = cli("evaluate", tmp_path / "set/synset.safetensors", "--models", SMALL, "--runs", "1", "--epochs", "2",
+            "--out", tmp_path / "evaluated")
     assert r.code == 0, r.err
 
 

@@ -49,5 +49,5 @@ def test_wheel_and_sdist_install_into_a_fresh_venv_and_run(tmp_path):
     assert where.startswith(str(site)), where
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = run(venv / "bin" / "distillab", "train", "--data", "digits", "--model", "mlp:hidden=8", "--epochs", "1",
-              "--quiet", "--out", tmp_path / "run", env=env, cwd=tmp_path).stdout
+              "--out", tmp_path / "run", env=env, cwd=tmp_path).stdout
     assert out.startswith("test_accuracy:") and (tmp_path / "run" / "model.safetensors").exists()

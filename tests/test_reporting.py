@@ -1,10 +1,13 @@
 """Progress that talks: one bar per run, a line per epoch, plain progress lines at a steady interval when stderr is
 not a terminal; --log-level and --quiet; a short summary on stdout unless --json."""
 
+import json
 import os
 import subprocess
 import sys
 import time
+
+import pytest
 
 from distillab import reporting
 
@@ -39,7 +42,21 @@ def test_epoch_lines_summary_log_level_and_quiet(cli, tmp_path, capsys):
           "--log-level", "warning"])
     assert capsys.readouterr().err == ""
     r = cli("train", "--data", "digits", "--model", "mlp:hidden=8", "--epochs", "2", "--quiet", "--out", tmp_path / "c")
-    assert r.err == "" and r.json["epochs"] == 2
+    assert r.err == "" and r.json["epochs"] == 2  # --quiet --json: the figures, nothing else
+    code = main(["train", "--data", "digits", "--model", "mlp:hidden=8", "--epochs", "2", "--quiet", "--out",
+                 str(tmp_path / "d")])
+    assert code == 0 and capsys.readouterr() == ("", "")  # --quiet: silent, as the README says
+
+
+def test_the_summary_shows_short_lists_of_plain_values(capsys):
+    from distillab.cli import main, summary
+
+    text = summary({"input_shape": [1, 8, 8], "classes": ["a", "b"], "suggested_temperature_range": [2, 8],
+                    "long": list(range(100)), "nested": [[1, 2]], "flags": [True]})
+    assert text.splitlines() == ["input_shape: 1, 8, 8", "classes: a, b", "suggested_temperature_range: 2, 8"]
+    assert main(["data", "info", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert "input_shape: 1, 8, 8" in out and "layout: images, 1 channel(s) of 8x8" in out and "classes: 0, 1," in out
 
 
 def test_csv_and_tensorboard_loggers(cli, tmp_path):
@@ -58,6 +75,8 @@ def test_csv_and_tensorboard_loggers(cli, tmp_path):
     events.Reload()
     assert [e.step for e in events.Scalars("epoch/val_accuracy")] == [1, 2]
     assert len(events.Scalars("step/loss")) == 2 * 10
+    final = json.loads((tmp_path / "t/metrics.json").read_text())["test_accuracy"]
+    assert [e.value for e in events.Scalars("final/test_accuracy")] == [pytest.approx(final)]
     c = cli("condense", "--data", "digits", "--method", "dm:iterations=3,batch_real=8,model=[convnet:width=4,depth=2]",
             "--ipc", "1", "--log", "tensorboard", "--quiet", "--out", tmp_path / "c")
     assert c.code == 0, c.err

@@ -393,3 +393,37 @@ def test_a_run_resumes_on_the_device_it_started_on(tmp_path, stop_after, monkeyp
     stop_after(0)
     api.resume(tmp_path / "run")
     assert seen and set(seen) == {"cpu:0"}, seen
+
+
+def test_a_resumed_condense_writes_the_same_bytes(tmp_path, stop_after):
+    """Every file of a killed and resumed condense run equals the uninterrupted run's, compared with cmp: the set's
+    file keeps no timings (they go to metrics.json, the one file that differs: seconds, memory, environment)."""
+    kwargs = dict(data="digits", method="dm:iterations=12,batch_real=16,model=[convnet:width=8,depth=2]", ipc=2,
+                  checkpoint_every=4)
+    api.condense_data(out=tmp_path / "reference", quiet=True, **kwargs)
+    stopped_and_resumed(api.condense_data, stop_after, 7, tmp_path / "resumed", **kwargs)
+    files = sorted(str(p.relative_to(tmp_path / "reference")) for p in (tmp_path / "reference").rglob("*")
+                   if p.is_file())
+    assert "synset.safetensors" in files and files == sorted(
+        str(p.relative_to(tmp_path / "resumed")) for p in (tmp_path / "resumed").rglob("*") if p.is_file())
+    differ = [f for f in files if subprocess.run(["cmp", "-s", tmp_path / "reference" / f, tmp_path / "resumed" / f]
+                                                 ).returncode != 0]
+    assert differ == ["metrics.json"], differ
+    budget = json.loads((tmp_path / "resumed/metrics.json").read_text())["budget"]
+    assert budget["condense_seconds"] > 0 and "peak_rss_mb" in budget  # still reported, where timings belong
+
+
+def test_a_resumed_training_run_writes_the_same_bytes_but_its_timings(tmp_path, stop_after):
+    """What the README promises of a resumed train run: every file compares equal with cmp but metrics.json and
+    metrics.jsonl, and metrics.jsonl differs only in each epoch's seconds."""
+    kwargs = dict(data="digits", model="mlp:hidden=16", epochs=3, batch_size=64, augment="shift:1")
+    api.train(out=tmp_path / "reference", quiet=True, **kwargs)
+    stopped_and_resumed(api.train, stop_after, 19 + 7, tmp_path / "resumed", **kwargs)
+    a, b = tmp_path / "reference", tmp_path / "resumed"
+    files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    assert "model.safetensors" in files and files == sorted(str(p.relative_to(b)) for p in b.rglob("*") if p.is_file())
+    differ = [f for f in files if subprocess.run(["cmp", "-s", a / f, b / f]).returncode != 0]
+    assert set(differ) <= {"metrics.json", "metrics.jsonl"}, differ
+    steady = lambda p: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
+                        for line in p.read_text().splitlines()]
+    assert steady(a / "metrics.jsonl") == steady(b / "metrics.jsonl")

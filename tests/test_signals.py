@@ -76,11 +76,12 @@ def test_signals_train_distill_condense_and_evaluate_end_to_end(cli, tmp_path):
     assert e.json["models"]["mlp:hidden=32"]["mean"] > 0.6  # 12 synthetic signals teach well above chance (1/3)
     x = cli("export", tmp_path / "herd/synset.safetensors", "--to", tmp_path / "herding.npz")
     assert x.code == 0, x.err
-    exported = np.load(tmp_path / "herding.npz")["x"]
+    exported = np.load(tmp_path / "herding.npz")
     original = np.load(npz)["x"]
-    assert exported.shape == (12, 2, 1, 48) and exported.min() < 0  # the data's own range, not clamped to [0, 1]
+    # the data's own layout (N, C, L), and its own range, not clamped to [0, 1]
+    assert exported["x"].shape == (12, 2, 48) and str(exported["layout"]) == "NCL" and exported["x"].min() < 0
     # herding picks real examples: each exported one is a training signal, to float precision
-    assert all(np.abs(original - e[:, 0]).max(axis=(1, 2)).min() < 1e-5 for e in exported)
+    assert all(np.abs(original - e).max(axis=(1, 2)).min() < 1e-5 for e in exported["x"])
     assert cli("export", tmp_path / "herd/synset.safetensors", "--to", tmp_path / "herding.png").code == 0
 
 
@@ -88,3 +89,28 @@ def test_signals_train_distill_condense_and_evaluate_end_to_end(cli, tmp_path):
 def test_models_refuse_signals_they_cannot_take(cli, tmp_path, spec, fragment):
     d = f"npz:{signals(tmp_path / 's.npz')}"
     assert_one_line_error(cli("train", "--data", d, "--model", spec, "--out", tmp_path / "o"), fragment)
+
+
+def test_one_dimensional_rows_and_function_teachers_come_in_the_datas_own_shape(tmp_path):
+    """data export writes 1-D rows as the data came ((N, L) here), and a function teacher gets them so."""
+    import numpy as np
+
+    import distillab
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 24)).astype(np.float32)
+    y = (x[:, :12].sum(1) > 0).astype(np.int64)
+    np.savez(tmp_path / "signals.npz", x=x, y=y)
+    data = f"npz:{tmp_path / 'signals.npz'}"
+    info = distillab.data_export(data, out=tmp_path / "rows.npz", quiet=True)
+    rows = np.load(tmp_path / "rows.npz")
+    assert info["layout"] == "NL" and rows["x"].shape == (72, 24) and str(rows["layout"]) == "NL"
+    seen = []
+
+    def teacher(batch):
+        seen.append(tuple(batch.shape[1:]))
+        return np.stack([(batch[:, :12].sum(1) <= 0).float().numpy(), (batch[:, :12].sum(1) > 0).float().numpy()], 1)
+
+    distillab.distill(data=data, teacher=teacher, student="mlp:hidden=8", epochs=1, batch_size=16,
+                      out=tmp_path / "kd", quiet=True)
+    assert set(seen) == {(24,)}

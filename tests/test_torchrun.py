@@ -41,6 +41,9 @@ def test_training_on_two_processes_equals_one(tmp_path, one_thread):
     b, _ = load_tensors(tmp_path / "two/model.safetensors", "distillab.model")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5  # float sums in another order, nothing more
     assert two["test_errors"] == one.metrics["test_errors"]
+    environments = [json.loads((tmp_path / run / "metrics.json").read_text())["environment"] for run in ("one", "two")]
+    assert environments[0]["processes"] == 1 and "agreement_with_one_process" not in environments[0]
+    assert environments[1]["processes"] == 2 and "not bit for bit" in environments[1]["agreement_with_one_process"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
 
 

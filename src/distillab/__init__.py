@@ -18,7 +18,7 @@ _WHERE = {
     "Result": "api", "chain": "api", "condense_data": "api", "distill": "api", "evaluate": "api",
     "evaluate_model": "api", "evaluate_synset": "api", "inspect_teacher": "api", "load": "api", "predict": "api",
     "pseudolabel": "api", "metadata": "api", "distill_datafree": "api", "audit": "api", "serve": "api", "tune": "api",
-    "train": "api", "export": "api", "resume": "api", "tune_allocator": "speed",
+    "train": "api", "export": "api", "resume": "api", "experts": "api", "data_export": "api", "tune_allocator": "speed",
     "Method": "condense", "SyntheticSet": "condense", "register_method": "condense", "Labels": "condense",
     "register_labels": "condense", "DataFreeMethod": "datafree", "register_datafree": "datafree",
     "ModelFamily": "models", "register_model": "models", "DataSource": "data", "register_dataset": "data",

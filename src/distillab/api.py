@@ -30,7 +30,8 @@ from .runs.condensing import (condense_data, condense_estimate, condense_scored,
 from .runs.datafree import datafree_method, distill_datafree, metadata
 from .runs.distilling import chain, distill, inspect_teacher, loss_terms
 from .runs.evaluating import evaluate, evaluate_model, evaluate_synset, protocol_from, synset_labels, synset_paths
-from .runs.files import data_fetch, data_info, export, export_synset, import_synset, load, predict, pseudolabel, serve
+from .runs.files import (data_export, data_fetch, data_info, export, export_synset, import_synset, load, predict,
+                         pseudolabel, serve)
 from .runs.resuming import code_named_in, resume
 from .runs.run import Result
 from .runs.training import load_splits, repeat_over_seeds, train
@@ -41,7 +42,7 @@ from .trajectories import ExpertConfig
 
 __all__ = ["Result", "train", "distill", "chain", "repeat_over_seeds", "evaluate", "evaluate_model", "evaluate_synset",
            "predict", "pseudolabel", "inspect_teacher", "condense_data", "experts", "export", "export_synset",
-           "import_synset", "load", "resume", "data_fetch", "data_info", "metadata", "distill_datafree", "audit",
+           "import_synset", "load", "resume", "data_fetch", "data_info", "data_export", "metadata", "distill_datafree", "audit",
            "serve", "tune", "register_loss", "register_method", "register_protocol",
            # what the CLI, its --help and the benchmarks use besides the commands: options dataclasses, specs read
            # with their shorthands, checks, the reporter's and signals' set-up

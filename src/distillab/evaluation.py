@@ -345,6 +345,12 @@ def evaluate_set(synset, test: ImageSet, proto: EvalProtocol, *, data: str | Non
     return evaluate_images(synset.images, targets, test, proto, seed=seed, num_classes=num_classes, **kwargs), proto
 
 
+def headline(results: dict) -> float:
+    """A set's test accuracy by a protocol, as a model's is one figure: the mean over its model specs of each
+    spec's mean over runs (one spec: that spec's mean); ``results`` (spec -> {mean, std, runs}) has the detail."""
+    return float(np.mean([r["mean"] for r in results.values()]))
+
+
 def matrix_markdown(matrix: dict) -> str:
     """The matrix as a Markdown table: mean ± std in %, rows condensed with, columns evaluated on."""
     def cell(text) -> str:

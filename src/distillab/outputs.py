@@ -43,7 +43,8 @@ def environment() -> dict:
     order of float sums (the same run at 1 and 2 threads drifts apart within tens of optimisation steps)."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "distillab": __version__}
+            "python": platform.python_version(), "distillab": __version__, "processes": distributed.world(),
+            **({"agreement_with_one_process": distributed.AGREEMENT} if distributed.world() > 1 else {})}
 
 
 def peak_rss_mb() -> float:
@@ -316,6 +317,10 @@ class RunOutput:
         return self._board
 
     def write_metrics(self, metrics: dict) -> None:
+        if "tensorboard" in self.loggers:  # the run's final figures beside its curves (test accuracy, ...)
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tensorboard().add_scalar(f"final/{key}", value)
         with open(self.path("metrics.json"), "w") as f:
             json.dump(to_jsonable({**metrics, "environment": environment()}), f, indent=2)
             f.write("\n")

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import warnings
+import weakref
 
 logger = logging.getLogger("distillab")
 PROGRESS_SECONDS = 30.0
@@ -111,8 +112,11 @@ class Reporter:
             logger.info(message)
 
     def warn(self, message: str) -> None:
-        """A warning the user should act on: shown even when quiet (as a Python warning)."""
-        warnings.warn(message, stacklevel=3)
+        """A warning the user should act on: shown even when quiet (as a Python warning), every time it happens
+        (not once per process: a second run in a notebook records its own)."""
+        caller = sys._getframe(2)
+        warnings.warn_explicit(message, UserWarning, caller.f_code.co_filename, caller.f_lineno,
+                               module=caller.f_globals.get("__name__"), registry={})
 
     def bar(self, total: int | None, desc: str, unit: str = "steps", leave: bool = True):
         """Progress over a whole run: ``update(n)``, ``set_postfix(**values)``, ``close()``. A tqdm bar on a
@@ -129,3 +133,23 @@ class Reporter:
 
 
 SILENT = Reporter(quiet=True)
+
+
+# What keeps the warnings shown while it lives (a run, for its metrics.json): each hears every warning shown.
+_KEEPERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def keep_warnings(keeper) -> None:
+    """From now on, while ``keeper`` lives, ``keeper.kept_warning(message)`` hears every warning shown (whoever
+    raised it: a plug-in's ``warnings.warn`` too), and the warning is shown as before."""
+    shown = warnings.showwarning
+    if not getattr(shown, "tells_keepers", False):  # installed once (again after a test runner restores its own)
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            for other in list(_KEEPERS):
+                other.kept_warning(str(message))
+            shown(message, category, filename, lineno, file, line)
+
+        show.tells_keepers = True
+        warnings.showwarning = show
+    _KEEPERS.add(keeper)

@@ -7,7 +7,14 @@ from .flags import (IMPORT_PREFIX, Command, add_loggers, add_output, add_resume,
 def arguments(p):
     Hinton = "hinton"
     p.add_argument("--teacher", nargs="+", help="teacher model file(s); several form an averaged ensemble")
-    p.add_argument("--teacher-outputs", help="a black box's outputs (.npz from 'distillab predict')")
+    p.add_argument("--teacher-outputs",
+                   help="a black box's answers, .npz: 'probs' or 'logits' (N, K), or 'topk_index' + 'topk_prob' (N, "
+                        "k); one row per training example in the dataset's own order -- 'distillab data export' "
+                        "writes the rows to answer, with 'index' and 'labels' to keep beside the answers ('distillab "
+                        "predict' writes a distillab model's)")
+    p.add_argument("--accept-unchecked-table", action="store_const", const=True,
+                   help="--teacher-outputs: use a table without labels even where its answers agree with the labels "
+                        "only at chance (its rows are likely in another order)")
     add_teacher_service(p)
     p.add_argument("--student", help="student model spec (see --model of 'distillab train --help')")
     p.add_argument("--chain", nargs="+", metavar="TEACHER SPEC",
@@ -43,6 +50,7 @@ def _taps(taps: list[str]) -> dict:
 def kd_options(a) -> dict:
     """What every distillation gets from the flags (a chain's stages too)."""
     return dict(temperature=a.temperature, alpha=a.alpha, losses=a.loss,
+                **given(accept_unchecked_table=a.accept_unchecked_table),
                 **given(cache={"auto": "auto", "yes": True, "no": False}.get(a.cache_teacher)), val_size=a.val_size,
                 quiet=a.quiet, trust_code=a.trust_code, **_taps(a.tap),
                 **given(data=a.data, split_seed=a.split_seed),

@@ -240,7 +240,8 @@ def _synset(path: Path, fmt: str, images, labels, ds: Dataset, extra: dict) -> S
     recipe = {"method": "imported", "format": fmt, "file": path.name, "ipc": ipc,
               **{key: extra[key] for key in ("experiment", "labels_from") if key in extra}}
     return SyntheticSet(images=images, labels=class_major, classes=list(ds.classes), mean=tuple(mean),
-                        std=tuple(std), meta={"method": "imported", "recipe": recipe, "source": source})
+                        std=tuple(std), meta={"method": "imported", "recipe": recipe, "source": source,
+                                              **({"layout": ds.layout} if ds.layout else {})})
 
 
 def _reported_accuracy(accs) -> dict | None:

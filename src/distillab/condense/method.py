@@ -259,6 +259,7 @@ def condense(train: TrainSet, method: Method | str, ipc: int, *, seed: int = 0, 
                    **({"method_recipe": method.recipe_record()} if method.recipe else {}),
                    "source": {**train.source, "hash": dataset_hash(train)}, "labels": str(labels),
                    "condense_seconds": seconds, "distillab_version": __version__,
+                   **({"layout": train.layout} if train.layout else {}),
                    **synset.meta, "budget": budget(synset, train, seconds, peak)}
     return synset
 
@@ -290,6 +291,19 @@ def relabel(train: TrainSet, synset: SyntheticSet, labels: Labels | str, *, seed
                             "real_images_read": spent.get("real_images_read", 0) + train.reads.draws,
                             "label_seconds": seconds})
     return out
+
+
+# What a set's budget measures of the machine and the moment (seconds, peak memory): reported in metrics.json, but
+# left out of the file a run writes, so that a resumed run writes that file again byte for byte.
+MEASURED = ("condense_seconds", "label_seconds", "peak_rss_mb", "peak_device_mb", "peak_measured")
+
+
+def repeatable_meta(meta: dict) -> dict:
+    """A set's metadata without what ``MEASURED`` names (at the top and in its budget)."""
+    kept = {k: v for k, v in meta.items() if k not in MEASURED}
+    if isinstance(meta.get("budget"), dict):
+        kept["budget"] = {k: v for k, v in meta["budget"].items() if k not in MEASURED}
+    return kept
 
 
 def budget(synset: SyntheticSet, train: TrainSet, seconds: float, peak: PeakMemory) -> dict:

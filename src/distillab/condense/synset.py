@@ -2,7 +2,8 @@
 
 ``SyntheticSet`` holds normalised images, hard labels or learnable soft-label logits, optional learned per-step
 learning rates and the network initialisation it was made for (bptt, fixed init), and the metadata that makes
-``synset.safetensors`` self-describing (method, IPC, source data and its hash, input shape, normalisation, recipe).
+``synset.safetensors`` self-describing (method, IPC, source data and its hash, input shape, normalisation, recipe;
+for 1-D signals, the data's own ``layout``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import TrainSet, denormalise
+from ..data import SIGNAL_LAYOUTS, TrainSet, denormalise, to_natural
 from ..errors import require
 from ..figures import pyplot
 from ..files import atomic_path, load_tensors, save_tensors
@@ -49,6 +50,17 @@ class SyntheticSet:
     @property
     def input_shape(self) -> tuple:
         return tuple(self.images.shape[1:])
+
+    @property
+    def layout(self) -> str | None:
+        """For a set of 1-D signals, the data's own layout (NL: (N, L), NCL: (N, C, L)); None for images (and for
+        sets written before layouts were recorded)."""
+        return self.meta.get("layout")
+
+    def pixels(self) -> torch.Tensor:
+        """The images de-normalised, as the data holds them: (N, C, H, W) images; 1-D signals (N, L) or (N, C, L)
+        in the data's own layout (``images`` holds them as (N, C, 1, L))."""
+        return to_natural(denormalise(self.images, self.mean, self.std), self.layout)
 
     def targets(self) -> torch.Tensor:
         """Soft targets (probabilities) when labels are learned, else one-hot."""
@@ -86,10 +98,13 @@ class SyntheticSet:
 
     def export_npz(self, path) -> None:
         """Pixel-space images (N, C, H, W) and labels: the `npz:` data format. Values keep their range: synthetic
-        pixels may leave [0, 1], and data that was never in [0, 1] (standardised signals) must come back as it was."""
-        x = denormalise(self.images, self.mean, self.std).numpy()
+        pixels may leave [0, 1], and data that was never in [0, 1] (standardised signals) must come back as it was.
+        1-D signals come out in the data's own layout, (N, L) or (N, C, L), with a ``layout`` array saying which
+        (``pixels``)."""
+        x = self.pixels().numpy()
+        extra = {"layout": np.array(self.layout)} if self.layout else {}
         with atomic_path(path, ".npz") as tmp:
-            np.savez(tmp, x=x, y=self.labels.numpy())
+            np.savez(tmp, x=x, y=self.labels.numpy(), **extra)
 
     def save_grid(self, path, max_per_class: int = 10) -> None:
         """PNG grid: one row per class (its first ``max_per_class`` images, in any order), de-normalised."""
@@ -168,4 +183,8 @@ def _check_file(tensors: dict, meta: dict, path) -> None:
     require(lrs is None or (lrs.dim() == 1 and len(lrs) >= 1 and bool(torch.isfinite(lrs).all())),
             f"{bad} lrs must be a finite 1-d tensor")
     require(meta.get("method") is None or isinstance(meta.get("method"), str), f"{bad} 'method' must be a name")
+    layout = meta.get("layout")
+    require(layout is None or (layout in SIGNAL_LAYOUTS and images.shape[2] == 1
+                               and (layout == "NCL" or images.shape[1] == 1)),
+            f"{bad} 'layout' must be NL (one channel) or NCL, for signals held as (N, C, 1, L)")
     require(isinstance(meta.get("source", {}), dict), f"{bad} 'source' must be a mapping")

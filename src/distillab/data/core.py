@@ -19,11 +19,13 @@ import torch
 
 from .. import seeds
 from ..errors import DistillabError, require
+from ..layouts import SIGNAL_LAYOUTS, from_natural, natural_shape, to_natural  # noqa: F401  (re-exported)
 from .source import DATASETS, DataSource, dataset_forms, register_dataset
 
 __all__ = ["DOWNLOAD_TIMEOUT_S", "data_home", "ImageSet", "PseudoRows", "Dataset", "Splits", "ReadLog", "TrainSet",
            "normalise", "denormalise", "SealedTest", "sealed_test_split", "is_test_sealed", "default_val_size",
            "split", "PYTHON_PREFIX", "load", "MAX_ARRAY_BYTES", "MAX_CLASSES", "MAX_CHANNELS", "LAYOUTS",
+           "SIGNAL_LAYOUTS", "natural_shape", "to_natural", "from_natural",
            "read_npz", "IMAGE_SUFFIXES", "Unlabeled", "dataset_hash", "images_sha256", "load_unlabeled", "info"]
 
 DOWNLOAD_TIMEOUT_S = 10
@@ -79,6 +81,7 @@ class Dataset(_Classified):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str = ""
+    layout: str | None = None  # 1-D data: its own layout, NL (N, L) or NCL (N, C, L); None for images
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -100,6 +103,7 @@ class Splits:
     val_size: int
     split_seed: int
     train_index: torch.Tensor  # positions of the train split in the dataset's training data
+    layout: str | None = None  # Dataset.layout: NL or NCL for 1-D data, None for images
 
     @property
     def num_classes(self) -> int:
@@ -111,7 +115,7 @@ class Splits:
 
     def train_set(self) -> "TrainSet":
         return TrainSet(self.train.x, self.train.y, list(self.classes), tuple(self.mean), tuple(self.std),
-                        self.describe())
+                        self.describe(), layout=self.layout)
 
 
 class ReadLog:
@@ -144,6 +148,7 @@ class TrainSet(_Classified):
     std: tuple[float, ...]
     source: dict  # Splits.describe() of the split it came from
     reads: ReadLog | None = field(default=None, repr=False, compare=False)
+    layout: str | None = None  # Dataset.layout: NL or NCL for 1-D data, None for images
 
     def __post_init__(self):
         if self.reads is None:
@@ -151,7 +156,7 @@ class TrainSet(_Classified):
 
     def counted(self) -> "TrainSet":
         """The same set with a fresh read log: one condensation's reads, whatever read the set before."""
-        return TrainSet(self.x, self.y, self.classes, self.mean, self.std, self.source)
+        return TrainSet(self.x, self.y, self.classes, self.mean, self.std, self.source, layout=self.layout)
 
     def read(self, idx: torch.Tensor) -> torch.Tensor:
         """The real images at positions ``idx`` (counted in ``reads``)."""
@@ -177,7 +182,7 @@ class TrainSet(_Classified):
     def to(self, device) -> "TrainSet":
         """The same set on ``device``: a condensation method runs where its data is."""
         return TrainSet(self.x.to(device), self.y.to(device), self.classes, self.mean, self.std, self.source,
-                        self.reads)
+                        self.reads, self.layout)
 
 
 def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -248,7 +253,8 @@ def split(ds: Dataset, val_size: int | None = None, seed: int = 0, mean=None, st
 
     return Splits(train=prep(ds.train.subset(train_index)), val=prep(ds.train.subset(val_index)),
                   test=SealedTest(len(ds.test)) if _TEST_SEALED.get() else prep(ds.test), classes=list(ds.classes), input_shape=ds.input_shape, mean=mean,
-                  std=std, spec=ds.spec, val_size=val_size, split_seed=seed, train_index=train_index)
+                  std=std, spec=ds.spec, val_size=val_size, split_seed=seed, train_index=train_index,
+                  layout=ds.layout)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -342,9 +348,16 @@ def _safe_unpickle(blob: bytes):
 MAX_ARRAY_BYTES = 8 * 1024 ** 3
 MAX_CLASSES = 100_000
 MAX_CHANNELS = 1024
-# How the axes of an array of examples are laid out: N examples, C channels, H x W pixels or L samples. Signals
-# become (N, C, 1, L): images one row high, which every model family takes (the ConvNet turns 1-D for them).
+# How the axes of an array of examples are laid out (``layouts.py``: the layouts and the reshapes to and from them).
 LAYOUTS = ("NL", "NCL", "NHW", "NCHW", "NHWC")
+
+
+def _layout_for(x: np.ndarray, layout: str | None) -> str | None:
+    """The layout of an array of examples: the one given, else guessed from its shape (3-D: images)."""
+    if layout is None:
+        layout = {2: "NL", 3: "NHW"}.get(x.ndim) or (
+            "NHWC" if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3) else "NCHW")
+    return layout
 
 
 def _as_images(x: np.ndarray, where: str, layout: str | None = None) -> torch.Tensor:
@@ -352,9 +365,7 @@ def _as_images(x: np.ndarray, where: str, layout: str | None = None) -> torch.Te
     anything else keeps its values. ``layout`` resolves (N, C, L) against (N, H, W) (default: images)."""
     require(np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating),
             f"{where}: examples must be real numbers, got {x.dtype}")
-    if layout is None:
-        layout = {2: "NL", 3: "NHW"}.get(x.ndim) or (
-            "NHWC" if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3) else "NCHW")
+    layout = _layout_for(x, layout)
     require(layout in LAYOUTS, f"{where}: layout must be one of {', '.join(LAYOUTS)}, got '{layout}'")
     require(x.ndim == len(layout), f"{where}: an array of shape {x.shape} does not have the {layout} layout "
                                    "(examples must be (N,L) or (N,C,L) signals or (N,H,W), (N,C,H,W), (N,H,W,C) images)")
@@ -459,7 +470,9 @@ def _from_arrays(train_xy, test_xy, spec: str, where: str, layout: str | None = 
     require(not missing, f"{where}: class(es) {', '.join(map(str, missing[:5]))} have no training examples; labels "
                          "must be 0..K-1 with every class in the training data")
     mean, std = _stats(train.x)
-    return Dataset(spec, train, test, [str(i) for i in range(k)], mean, std, where)
+    layout = _layout_for(np.asarray(train_xy[0]), layout)
+    return Dataset(spec, train, test, [str(i) for i in range(k)], mean, std, where,
+                   layout if layout in SIGNAL_LAYOUTS else None)
 
 
 def _materialise(obj, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -658,8 +671,10 @@ def load_unlabeled(spec: str, fetch: bool = True) -> Unlabeled:
 def info(ds: Dataset) -> dict:
     counts = torch.bincount(ds.train.y, minlength=ds.num_classes).tolist()
     c, h, w = ds.input_shape
-    layout = f"1-D signals, {c} channel(s) of length {w} (held as one-row images)" if h == 1 and w > 1 else \
-        f"images, {c} channel(s) of {h}x{w}"
+    sizes = ", ".join(map(str, natural_shape(ds.input_shape, ds.layout)))
+    natural = f"; loaded models, exports and sets take (B, {sizes})" if ds.layout else ""
+    layout = f"1-D signals, {c} channel(s) of length {w} (held as one-row images inside{natural})" \
+        if h == 1 and w > 1 else f"images, {c} channel(s) of {h}x{w}"
     return {"data": ds.spec, "source": ds.source, "train": len(ds.train), "test": len(ds.test),
             "input_shape": list(ds.input_shape), "layout": layout, "classes": ds.classes, "train_per_class": counts,
             "mean": list(ds.mean), "std": list(ds.std)}

@@ -20,7 +20,8 @@ def transfer_set(made: dict, method, seed: int, splits, teacher_file: str) -> Sy
                         meta={"method": method.name, "recipe": {**method.describe(), "seed": seed},
                               "made_as": made["labels"].tolist(), "source": {"teacher": teacher_file, "data": None},
                               "budget": {"synthesis_seconds": made["seconds"], **made["peak"],
-                                         "real_images_read": 0}})
+                                         "real_images_read": 0},
+                              **({"layout": splits.layout} if getattr(splits, "layout", None) else {})})
 
 
 def transfer_splits(splits, transfer: SyntheticSet, seed: int):

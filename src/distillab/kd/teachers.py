@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import read_npz
+from ..data import denormalise, read_npz, to_natural
 from ..errors import DistillabError, require
 from ..models import Renormalise, check_compatible, load_model
 from ..reporting import SILENT, Reporter
@@ -94,18 +94,35 @@ class EnsembleTeacher:
         return TeacherBatch(logits=probs.clamp_min(TINY).log(), features=feats, kind="logprobs")
 
 
+# What a function teacher is given: the data's raw values in its own shape (a model fit outside distillab, on the
+# data as it is), or the inputs as the student sees them (normalised, (B, C, H, W)).
+TEACHER_INPUTS = ("raw", "normalised")
+
+
 class CallableTeacher:
-    """Any Python function x -> probabilities (an API, say) as a black-box teacher."""
+    """Any Python function x -> probabilities (an API, a scikit-learn model) as a black-box teacher. ``inputs``:
+    ``raw`` gives it the data's own values (pixels in [0, 1]) in the data's own shape -- images (B, C, H, W), 1-D
+    signals (B, L) or (B, C, L), as the data came (``layout``); ``normalised`` what the student sees, (B, C, H, W)."""
 
     kind = "logprobs"
     gives_features = False
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, inputs: str = "raw", mean=(0.0,), std=(1.0,), layout: str | None = None):
+        require(inputs in TEACHER_INPUTS, f"teacher_inputs must be one of {', '.join(TEACHER_INPUTS)}, got {inputs!r}")
+        self.fn, self.inputs, self.mean, self.std, self.layout = fn, inputs, mean, std, layout
+
+    def given(self, x: torch.Tensor) -> torch.Tensor:
+        """The function's input for the student's batch ``x``."""
+        if self.inputs == "normalised":
+            return x
+        return to_natural(denormalise(x, self.mean, self.std), self.layout)  # 1-D: (B, L) or (B, C, L)
 
     @torch.no_grad()
     def __call__(self, x, idx=None) -> TeacherBatch:
-        probs = torch.as_tensor(self.fn(x), dtype=torch.float32, device=x.device)
+        probs = torch.as_tensor(self.fn(self.given(x)), dtype=torch.float32, device=x.device)
+        require(probs.ndim == 2 and len(probs) == len(x),
+                f"the teacher function gave an array of shape {tuple(probs.shape)} for {len(x)} inputs; it must give "
+                "probabilities, one row per input")
         return TeacherBatch(logits=probs.clamp_min(TINY).log(), kind="logprobs")
 
 
@@ -171,7 +188,7 @@ def cache_teacher(teacher: ModelTeacher, x: torch.Tensor, batch_size: int = 1000
 def load_teacher_model(path, splits, what="teacher", trust_code: bool = False) -> tuple[nn.Module, dict]:
     """A teacher model file, checked against the data, seeing inputs normalised its own way."""
     model, meta = load_model(path, trust_code=trust_code)
-    check_compatible(meta, splits.classes, splits.input_shape, what, path)
+    check_compatible(meta, splits.classes, splits.input_shape, what, path, getattr(splits, "spec", None))
     norm = meta["normalisation"]
     if list(norm["mean"]) != list(splits.mean) or list(norm["std"]) != list(splits.std):
         model = nn.Sequential(Renormalise(splits.mean, splits.std, norm["mean"], norm["std"]), model)
@@ -186,12 +203,13 @@ def _numbers(arrays: dict, key: str, path, integer: bool = False) -> np.ndarray:
     return value
 
 
-def load_teacher_outputs(path, splits, reporter: Reporter = SILENT) -> TableTeacher:
+def load_teacher_outputs(path, splits, reporter: Reporter = SILENT, accept_unchecked: bool = False) -> TableTeacher:
     """A black box's answers (``distillab predict``), one row per example of the dataset's training data.
 
     Rows are matched to the training examples by ``index`` (dataset positions) or, without it, by order. A file that
     records the dataset's labels (``predict`` does) must agree with them row by row; one that does not is checked
-    for agreeing with the labels better than chance, which a table in another order would not.
+    for agreeing with the labels better than chance, which a table in another order would not: at chance it is
+    refused, unless ``accept_unchecked`` (then it is a warning).
     """
     path = Path(path)
     arrays = read_npz(path)
@@ -251,14 +269,18 @@ def load_teacher_outputs(path, splits, reporter: Reporter = SILENT) -> TableTeac
     if "labels" not in arrays and len(rows) >= 10 * k:
         agree = float((guesses == splits.train.y).float().mean())
         if agree < 1.5 / k:
-            reporter.warn(f"{path}: the teacher's answers agree with the labels on {100 * agree:.1f}% of the training "
-                          f"examples, about chance for {k} classes: are its rows in the order of {splits.spec}'s "
-                          "training data? ('distillab predict' records the order and the labels)")
+            problem = (f"{path}: the teacher's answers agree with the labels on {100 * agree:.1f}% of the training "
+                       f"examples, about chance for {k} classes: are its rows in the order of {splits.spec}'s "
+                       "training data? ('distillab data export' writes them in order, with 'index' and 'labels' for "
+                       "the answers to keep)")
+            require(accept_unchecked, f"{problem}; --accept-unchecked-table distills from it anyway")
+            reporter.warn(problem)
     return teacher
 
 
 def resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, trust_code: bool = False,
-                    reporter: Reporter = SILENT, extra_x: torch.Tensor | None = None):
+                    reporter: Reporter = SILENT, extra_x: torch.Tensor | None = None,
+                    accept_unchecked_table: bool = False, teacher_inputs: str = "raw"):
     """Resolve what the user gave as a teacher; returns (teacher, metadata of the first model or None, how).
 
     teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities;
@@ -270,9 +292,10 @@ def resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache, tru
     if teacher_outputs is not None:
         require(extra_x is None, "--teacher-outputs with --pseudo: the black box's table has rows only for the "
                                  "training data, none for the pseudo-labelled images; give --teacher MODEL instead")
-        return load_teacher_outputs(teacher_outputs, splits, reporter), None, "outputs"
+        return load_teacher_outputs(teacher_outputs, splits, reporter, accept_unchecked_table), None, "outputs"
     if callable(teacher) and not isinstance(teacher, nn.Module):
-        return CallableTeacher(teacher), None, "callable"
+        return (CallableTeacher(teacher, teacher_inputs, splits.mean, splits.std, getattr(splits, "layout", None)),
+                None, f"callable ({teacher_inputs})")
     paths = teacher if isinstance(teacher, (list, tuple)) else [teacher]
     models, metas = [], []
     for p in paths:

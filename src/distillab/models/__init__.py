@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import seeds
+from ..layouts import SIGNAL_LAYOUTS
 from ..errors import DistillabError, require
 from ..files import load_tensors, save_tensors
 from ..registry import IMPORT_PREFIX, import_object, untrusted_code_error
@@ -29,13 +30,17 @@ from .families.lenet5 import LeNet5
 from .families.mlp import MLP
 from .families.resnet18 import ResNet18
 from .family import MODELS, ModelFamily, register_model
-from .layers import Dropout, Renormalise, set_dropout_generator
+from .layers import Dropout, FromSignals, Renormalise, SignalShapes, set_dropout_generator
 
 __all__ = ["MODELS", "ModelFamily", "register_model", "build_model", "model_name", "save_model", "load_model",
            "check_compatible", "count_parameters", "final_linear_path", "stateful_layers", "constructors_drawing_from",
-           "Dropout", "Renormalise", "set_dropout_generator", "MLP", "ConvNet", "LeNet5", "ResNet18", "MODEL_FORMAT"]
+           "Dropout", "Renormalise", "set_dropout_generator", "MLP", "ConvNet", "LeNet5", "ResNet18", "MODEL_FORMAT",
+           "SignalShapes", "FromSignals", "SIGNAL_LAYOUTS"]
 
 MODEL_FORMAT = "distillab.model"
+# A model file of 1-D data records its ``layout`` (the data's own, one of SIGNAL_LAYOUTS: (N, L) or (N, C, L)); its
+# input_shape is the (C, 1, L) it holds them as. Files of images, and files written before layouts were recorded,
+# have none.
 
 
 def _literal(text: str):
@@ -165,10 +170,12 @@ def stateful_layers(model: nn.Module) -> list[str]:
 
 
 def save_model(path: str | Path, model: nn.Module, *, spec: str, input_shape, classes, mean, std,
-               recipe: dict | None = None, data: dict | None = None, metrics: dict | None = None) -> None:
+               recipe: dict | None = None, data: dict | None = None, metrics: dict | None = None,
+               layout: str | None = None) -> None:
+    """``layout``: for 1-D data, its own layout (NL or NCL), so that the file's users take signals in that shape."""
     meta = {"format": MODEL_FORMAT, "spec": spec, "input_shape": list(input_shape), "classes": list(classes),
             "normalisation": {"mean": list(mean), "std": list(std)}, "recipe": recipe or {}, "data": data or {},
-            "metrics": metrics or {}}
+            "metrics": metrics or {}, **({"layout": layout} if layout in SIGNAL_LAYOUTS else {})}
     save_tensors(path, model.state_dict(), meta)
 
 
@@ -201,6 +208,9 @@ def _check_model_meta(meta: dict, path) -> None:
     require(isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and 1 <= v <= 4096 for v in shape),
             f"{bad} 'input_shape' is not three sizes (C, H, W)")
     require(shape[0] <= 1024, f"{bad} 'input_shape' has {shape[0]} channels, more than distillab takes (1024)")
+    layout = meta.get("layout")
+    require(layout is None or (layout in SIGNAL_LAYOUTS and shape[1] == 1 and (layout == "NCL" or shape[0] == 1)),
+            f"{bad} 'layout' must be NL (one channel) or NCL, for signals of input_shape (C, 1, L)")
     classes = meta["classes"]
     require(isinstance(classes, list) and 2 <= len(classes) <= 100_000, f"{bad} 'classes' is not a list of classes")
     norm = meta["normalisation"]
@@ -211,11 +221,15 @@ def _check_model_meta(meta: dict, path) -> None:
         f"{bad} 'normalisation' is not a mean and a positive std per channel")
 
 
-def check_compatible(meta: dict, classes, input_shape, what: str, path) -> None:
-    """A model must see inputs of its own shape and predict the data's classes."""
+def check_compatible(meta: dict, classes, input_shape, what: str, path, data: str | None = None) -> None:
+    """A model must see inputs of its own shape and predict the data's classes. ``data``: the dataset's spec, named
+    in the error beside the one the model records (a command run without --data uses its default dataset)."""
+    recorded = (meta.get("data") or {}).get("data") if isinstance(meta.get("data"), dict) else None
+    hint = (f"; it was trained on {recorded}, the data here is {data}: pass --data {recorded} (a command without "
+            f"--data uses its default)" if isinstance(recorded, str) and data and recorded != data
+            else f"; use a {what} trained on this dataset")
     require(tuple(meta["input_shape"]) == tuple(input_shape),
             f"{what} {path} takes inputs of shape {tuple(meta['input_shape'])}, but the data has "
-            f"{tuple(input_shape)}; use a {what} trained on this dataset")
+            f"{tuple(input_shape)}{hint}")
     require(len(meta["classes"]) == len(classes),
-            f"{what} {path} predicts {len(meta['classes'])} classes, but the data has {len(classes)}; "
-            f"use a {what} trained on this dataset")
+            f"{what} {path} predicts {len(meta['classes'])} classes, but the data has {len(classes)}{hint}")

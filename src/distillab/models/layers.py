@@ -1,10 +1,13 @@
 """What the model families share: dropout drawn from an explicit generator, the normalisation layers by name,
-Xavier initialisation; and ``Renormalise``, which puts a normalisation in front of a model."""
+Xavier initialisation; ``Renormalise``, which puts a normalisation in front of a model; and for 1-D signals (held
+as (B, C, 1, L) inside), ``SignalShapes`` and ``FromSignals``, which let a model take them as the user has them."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ..errors import DistillabError
 
 
 class Dropout(nn.Module):
@@ -68,3 +71,64 @@ class Renormalise(nn.Module):
 
     def forward(self, x):
         return x * self.scale + self.shift
+
+
+def _signal_shapes(channels: int, length: int) -> str:
+    return " or ".join(([f"(B, {length})"] if channels == 1 else []) + [f"(B, {channels}, {length})",
+                                                                         f"(B, {channels}, 1, {length})"])
+
+
+class SignalShapes:
+    """A forward pre-hook for a model of 1-D signals of ``input_shape`` (C, 1, L), which it holds as one-row images:
+    the model then also takes them as the user has them, (B, L) (one channel) or (B, C, L), besides (B, C, 1, L);
+    any other shape is one ``DistillabError`` naming those three. ``distillab.load`` puts it on such models."""
+
+    def __init__(self, input_shape):
+        self.channels, _, self.length = (int(v) for v in input_shape)
+
+    def accepted(self) -> str:
+        return _signal_shapes(self.channels, self.length)
+
+    def __call__(self, module, args):
+        if not args or not isinstance(args[0], torch.Tensor):
+            return None
+        x, c, length = args[0], self.channels, self.length
+        if x.dim() == 4 and tuple(x.shape[1:]) == (c, 1, length):
+            return None
+        if x.dim() == 3 and tuple(x.shape[1:]) == (c, length):
+            return (x[:, :, None, :], *args[1:])
+        if x.dim() == 2 and c == 1 and x.shape[1] == length:
+            return (x[:, None, None, :], *args[1:])
+        raise DistillabError(f"this model takes 1-D signals of shape {self.accepted()} (B: any batch size); "
+                             f"got {tuple(x.shape)}")
+
+    def __repr__(self):
+        return f"SignalShapes({self.accepted()})"
+
+
+class FromSignals(nn.Module):
+    """Signals as the data holds them, (B, L) for the NL layout or (B, C, L) for NCL, to the (B, C, 1, L) a model of
+    them takes: the first layer of an exported model of 1-D data. Another shape raises an error naming the one it
+    takes (written so that TorchScript keeps the check; torch.export and ONNX check input shapes themselves)."""
+
+    def __init__(self, layout: str, input_shape):
+        super().__init__()
+        if layout not in ("NL", "NCL"):
+            raise ValueError(f"layout must be NL or NCL, got {layout!r}")
+        self.layout = layout
+        self.channels, _, self.length = (int(v) for v in input_shape)
+        self.takes = f"(B, {self.length})" if layout == "NL" else f"(B, {self.channels}, {self.length})"
+
+    def forward(self, x):
+        if self.layout == "NL":
+            if x.dim() != 2 or x.size(1) != self.length:
+                raise ValueError("this model takes 1-D signals of shape " + self.takes + " (B: any batch size); got "
+                                 + str(list(x.shape)))
+            return x[:, None, None, :]
+        if x.dim() != 3 or x.size(1) != self.channels or x.size(2) != self.length:
+            raise ValueError("this model takes 1-D signals of shape " + self.takes + " (B: any batch size); got "
+                             + str(list(x.shape)))
+        return x[:, :, None, :]
+
+    def extra_repr(self):
+        return f"{self.layout}: takes {self.takes}"

@@ -14,9 +14,10 @@ from .. import data as data_mod
 from .. import seeds, trajectories
 from ..checkpoint import loop_running
 from ..condense import LABELS, METHODS, Method, SyntheticSet, check_ipc, condense, parse_labels
+from ..condense.method import repeatable_meta
 from ..condense.estimate import estimate_cost
 from ..errors import require
-from ..evaluation import EvalProtocol, evaluate_set, summarise
+from ..evaluation import EvalProtocol, evaluate_set, headline, summarise
 from ..figures import plot_loss
 from ..files import final_path, to_jsonable
 from ..models import build_model
@@ -148,7 +149,8 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
         losses = [json.loads(line)["loss"] for line in run.path("metrics.jsonl").read_text().splitlines()
                   ] if run.path("metrics.jsonl").exists() else []  # the log holds the iterations before a resume too
         synset.meta["source"]["data"] = data
-        synset.save(run.path("synset.safetensors"))
+        spent = synset.meta["budget"]  # the whole budget, timings included, goes to metrics.json below
+        dataclasses.replace(synset, meta=repeatable_meta(synset.meta)).save(run.path("synset.safetensors"))
         synset.save_grid(run.path("synset.png"))
         run.log_image("synthetic set", run.path("synset.png"))
         if losses:
@@ -160,15 +162,16 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
                    "iterations_per_second": round(len(losses) / seconds, 3) if losses and seconds else None,
                    "peak_rss_mb": peak_rss_mb(), "synset_bytes": synset.nbytes(), "train_set_bytes_uint8": full_bytes,
                    "images": len(synset.labels), "final_loss": losses[-1] if losses else None,
-                   "budget": synset.meta["budget"],
+                   "budget": spent,
                    **({"method_recipe": method.recipe_record()} if method.recipe_record() else {})}
         if proto is not None:  # measured on the test split by the protocol asked for
             results, ran = evaluate_set(synset, splits.test, proto, data=data, seed=seed, reporter=reporter,
                                         num_classes=splits.num_classes, device=resolve_device(device),
                                         checkpoints=run.checkpoints("protocol", 1), trust_code=trust_code)
-            metrics["evaluation"] = {"protocol": ran.record(), "models": results}
+            metrics["evaluation"] = {"protocol": ran.record(), "test_accuracy": headline(results), "models": results}
         job.finish(metrics)
-    return job.result(f"condensed {data} with {method.name} to {ipc} images per class in {seconds:.1f} s")
+    return job.result(f"condensed {data} with {method.name} to {ipc} images per class in {seconds:.1f} s",
+                      synset=synset)
 
 
 def condense_scored(data: str = "digits", method="dm", ipc: int = 10, *, out, protocol: EvalProtocol | str | None = None,

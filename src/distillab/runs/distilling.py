@@ -66,10 +66,14 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
             student_tap: str = "penultimate", teacher_tap: str = "penultimate", cache="auto", out=None,
             overwrite: bool = False, resume: bool = False, checkpoint_every: int = 1, val_size: int | None = None,
             split_seed: int = 0, quiet: bool = False, trust_code: bool = False, log=("jsonl",), pseudo=None,
-            pseudo_ratio: str | None = None, **options) -> Result:
+            pseudo_ratio: str | None = None, accept_unchecked_table: bool = False, teacher_inputs: str = "raw",
+            **options) -> Result:
     """Distill ``teacher`` into a fresh ``student``.
 
-    teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities.
+    teacher: a model file, a list of them (an ensemble), an nn.Module, or a function x -> probabilities, given by
+    ``teacher_inputs``: ``raw`` (the default) the data's own values in its own shape (pixels in [0, 1] as
+    (B, C, H, W); 1-D signals (B, L) or (B, C, L)), as a model fit outside distillab saw them; ``normalised``
+    what the student sees (normalised, (B, C, H, W)).
     teacher_url: a teacher service (``distillab serve``) instead: ``token_file`` holds its bearer token;
     ``concurrency`` requests in flight, ``query_batch`` rows each, at most ``query_rate`` requests per second,
     ``retries`` attempts after a failed one (5xx, 429, time-out, refused; exponential back-off from 0.5 s, or the
@@ -80,6 +84,10 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
     losses: ``["kd:T=4,w=0.9", "ce:w=0.1"]`` (or LossTerm objects); default Hinton's
     ``alpha * T^2 * KL + (1 - alpha) * CE`` with ``temperature``/``alpha`` (``kd.Hinton``'s defaults).
     cache: "auto" caches the teacher's outputs when there is no augmentation (the teacher then costs nothing).
+    teacher_outputs: a black box's table (.npz): 'probs' or 'logits' (N, K), or 'topk_index' + 'topk_prob' (N, k),
+    one row per training example in the dataset's own order, or with 'index' (positions) and 'labels' (checked) as
+    ``data_export`` writes them; a table without labels that agrees with them only at chance (rows in another
+    order) is refused unless ``accept_unchecked_table``.
     checkpoint_every, resume, pseudo, pseudo_ratio: as for ``train``; the teacher sees the pseudo-labelled rows
     too (a live or cached model, or a function; not a black box's table).
     """
@@ -106,7 +114,9 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
         teacher_meta = None
     else:
         source, teacher_meta, how = resolve_teacher(teacher, teacher_outputs, splits, cfg, tap_paths, cache,
-                                                    trust_code, reporter, extra_x=mix.rows.x if mix else None)
+                                                    trust_code, reporter, extra_x=mix.rows.x if mix else None,
+                                                    accept_unchecked_table=accept_unchecked_table,
+                                                    teacher_inputs=teacher_inputs)
     for message in label_smoothing_warnings(teacher_meta, terms, cfg.label_smoothing):
         reporter.warn(message)
     objective = Distillation(source, terms)

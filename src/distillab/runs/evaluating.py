@@ -10,7 +10,7 @@ from .. import data as data_mod
 from ..condense import METHODS, SyntheticSet
 from ..condense.synset import SYNSET_FORMAT
 from ..errors import require
-from ..evaluation import EvalProtocol, evaluate_set, matrix_markdown
+from ..evaluation import EvalProtocol, evaluate_set, headline, matrix_markdown
 from ..figures import plot_matrix
 from ..files import file_sha256, final_path, read_meta
 from ..models import build_model
@@ -155,7 +155,8 @@ def evaluate_synset(path, data: str | None = None, *, protocol=None, seed: int =
                                         trust_code=trust_code)
             rows.append({"synset": final_path(p), "synset_sha256": file_sha256(p), "data": data,
                          "method": synset.meta.get("method"), "ipc": synset.ipc, "protocol": ran.record(),
-                         "models": results, **({"as_made": as_made} if as_made else {})})
+                         "test_accuracy": headline(results), "models": results,
+                         **({"as_made": as_made} if as_made else {})})
         # logged once every set is done: a set's checkpoint then never cuts back another set's lines on resume
         for label, row in zip(labels, rows):
             for spec, r in row["models"].items():

@@ -17,7 +17,7 @@ from ..condense import SyntheticSet
 from ..condense.synset import SYNSET_FORMAT
 from ..errors import DistillabError, require
 from ..files import atomic_path, final_path, load_tensors, read_meta
-from ..models import MODEL_FORMAT, Renormalise, load_model
+from ..models import MODEL_FORMAT, FromSignals, Renormalise, SignalShapes, load_model
 from ..reporting import Reporter
 from ..training import predict_logits, resolve_device
 from .training import model_and_data
@@ -104,6 +104,31 @@ def data_info(name: str) -> dict:
     return data_mod.info(data_mod.load(name, fetch=False))
 
 
+def data_export(name: str, *, split: str = "train", out=None, overwrite: bool = False, quiet: bool = False) -> dict:
+    """A dataset's rows in its own order, for a teacher outside distillab to answer: its answers, saved beside the
+    same ``index``, ``labels`` and ``split`` as 'probs' or 'logits' (``distill(teacher_outputs=...)``'s table), find
+    their rows whatever validation split a student carves. Writes ``out`` (.npz): ``x`` (the raw values as the data
+    holds them: pixels in [0, 1] as (N, C, H, W), 1-D signals as (N, L) or (N, C, L); ``layout`` says which), ``index`` (the
+    rows' positions), ``labels``, ``dataset`` (its spec) and ``split``. The training split is the whole training
+    data, the rows a student's validation split is carved from included."""
+    require(split in ("train", "test"), f"--split must be train or test, got {split}")
+    out = Path(out) if out else Path("runs") / f"data-{split}-{time.strftime('%Y%m%d-%H%M%S')}.npz"
+    require(out.suffix == ".npz", f"--out for data export must end in .npz, got {out}")
+    require(not out.exists() or overwrite, f"{out} exists; choose another --out or pass --overwrite")
+    ds = data_mod.load(name)
+    rows = ds.train if split == "train" else ds.test
+    x, layout = data_mod.to_natural(rows.x, ds.layout), ds.layout or "NCHW"  # 1-D signals as the data has them
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, ".npz") as tmp:
+        np.savez(tmp, x=x.numpy().astype(np.float32), layout=np.array(layout),
+                 index=np.arange(len(rows), dtype=np.int64), labels=rows.y.numpy().astype(np.int64),
+                 dataset=np.array(ds.spec), split=np.array(split))
+    Reporter(quiet).info(f"wrote {out}: {len(rows)} rows of {ds.spec}'s {split} split, {layout} "
+                         f"{tuple(x.shape[1:])}, in its own order")
+    return {"out": str(out), "data": ds.spec, "split": split, "rows": len(rows), "layout": layout,
+            "shape": list(x.shape[1:])}
+
+
 def serve(model, *, host: str | None = None, port: int | None = None, output: str | None = None, token_file=None,
           max_batch: int | None = None, rate: float | None = None, noise: float | None = None,
           round: int | None = None, seed: int | None = None, request_timeout: float | None = None,
@@ -138,20 +163,37 @@ MODEL_EXPORTS = (".pt2", ".ts", ".onnx")
 
 def export(path, to, *, overwrite: bool = False, trust_code: bool = False) -> dict:
     """A synthetic set as .npz or a PNG grid (``export_synset``); a model file as something plain PyTorch (or an
-    ONNX runtime) runs without distillab: ``.pt2`` (torch.export), ``.ts`` (TorchScript) or ``.onnx``. The exported
-    model takes inputs as the data holds them (pixels in [0, 1], or a signal's own values): its normalisation is
-    built in."""
-    if read_meta(path).get("format") == SYNSET_FORMAT:
+    ONNX runtime) runs without distillab: ``.pt2`` (torch.export), ``.ts`` (TorchScript) or ``.onnx`` (one
+    self-contained file, input ``x``, output ``logits``). The exported model takes inputs as the data holds them
+    (pixels in [0, 1], or a signal's own values): its normalisation is built in. Images are (B, C, H, W); 1-D signals
+    (a file that records their layout) are (B, L) for data given as (N, L), or (B, C, L): the shape the returned
+    ``input_shape`` gives without the batch, which may be any size. Another shape fails with an error that names
+    the size expected (torch.export's guard, ONNX Runtime's check; in .ts, the model's own message)."""
+    held = read_meta(path).get("format")
+    if held == SYNSET_FORMAT:
         return export_synset(path, to, overwrite=overwrite)
     target = Path(to)
     require(target.suffix in MODEL_EXPORTS, f"a model exports to {', '.join(MODEL_EXPORTS)}; got {target}")
     require(not target.exists() or overwrite, f"{target} exists; choose another --to or pass --overwrite")
     require(target.parent.exists(), f"folder {target.parent} does not exist")
-    model = load(path, trust_code=trust_code)
-    meta = model.distillab
+    if target.suffix == ".onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxscript  # noqa: F401  (torch.onnx.export's exporter needs it)
+        except ImportError:
+            raise DistillabError("exporting to .onnx needs the onnx and onnxscript packages (pip install onnx "
+                                 "onnxscript); .pt2 and .ts need nothing more") from None
+    require(held == MODEL_FORMAT, f"{path} holds a {held!r} file, not a model or a set")
+    model, meta = load_model(path, trust_code=trust_code)  # without load()'s reshaping hook: FromSignals does it
     norm = meta["normalisation"]
-    wrapped = nn.Sequential(Renormalise.from_pixels(norm["mean"], norm["std"]), model).eval()
-    example = torch.rand(2, *meta["input_shape"], generator=seeds.generator(0))  # the global RNG untouched
+    layout = meta.get("layout")
+    shape = list(data_mod.natural_shape(meta["input_shape"], layout))
+    front = FromSignals(layout, meta["input_shape"]) if layout else None
+    if front is not None and target.suffix == ".ts":
+        front = torch.jit.script(front)  # the shape check kept in the traced program
+    wrapped = nn.Sequential(*([front] if front is not None else []),
+                            Renormalise.from_pixels(norm["mean"], norm["std"]), model).eval()
+    example = torch.rand(2, *shape, generator=seeds.generator(0))  # the global RNG untouched
     with atomic_path(target, target.suffix) as tmp, torch.no_grad():
         if target.suffix == ".pt2":
             program = torch.export.export(wrapped, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
@@ -159,26 +201,47 @@ def export(path, to, *, overwrite: bool = False, trust_code: bool = False) -> di
         elif target.suffix == ".ts":
             torch.jit.trace(wrapped, example).save(str(tmp))
         else:
-            try:
-                import onnx  # noqa: F401
-            except ImportError:
-                raise DistillabError("exporting to .onnx needs the onnx package (pip install onnx onnxscript); "
-                                     ".pt2 and .ts need nothing more") from None
+            _export_onnx(wrapped, example, tmp)
+    described = f"(B, {', '.join(map(str, shape))}), B any batch size"
+    kind = f"1-D signals ({layout} data)" if layout else "images"
+    return {"model": final_path(path), "to": str(target), "input_shape": shape,
+            "inputs": f"{kind} {described}, unnormalised (the normalisation is built in)",
+            "classes": meta["classes"], **({"layout": layout} if layout else {})}
+
+
+def _export_onnx(wrapped: nn.Module, example: torch.Tensor, tmp: Path) -> None:
+    """torch.onnx.export as torch 2.9+ does it (through torch.export): the batch dimension dynamic, the weights
+    inside the one file (by default they go to a side file named after the temporary one, ``X.part.onnx.data``,
+    which a renamed or moved .onnx loses), and without the exporter's progress lines or its logged and warned
+    notices about optional packages (torchvision) and internal deprecations."""
+    import logging
+    import warnings
+
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(wrapped, (example,), str(tmp), input_names=["x"], output_names=["logits"],
-                              dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
-    return {"model": final_path(path), "to": str(target), "input_shape": meta["input_shape"],
-            "inputs": "unnormalised (the normalisation is built in)", "classes": meta["classes"]}
+                              dynamo=True, external_data=False, verbose=False,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},))
+    finally:
+        quiet.setLevel(level)
 
 
 def export_synset(path, to, *, overwrite: bool = False) -> dict:
-    """A synthetic set as .npz (pixel-space images and labels: the npz: data format) or as a PNG grid."""
+    """A synthetic set as .npz (pixel-space images and labels: the npz: data format; 1-D signals in the data's own
+    layout, (N, L) or (N, C, L), which ``layout`` and ``shape`` give) or as a PNG grid."""
     target = Path(to)
     require(target.suffix in (".npz", ".png"), f"--to must end in .npz or .png, got {target}")
     require(not target.exists() or overwrite, f"{target} exists; choose another --to or pass --overwrite")
     synset = SyntheticSet.load(path)
     require(target.parent.exists(), f"folder {target.parent} does not exist")
     (synset.export_npz if target.suffix == ".npz" else synset.save_grid)(target)
-    return {"synset": str(path), "to": str(target), "images": len(synset.labels), "ipc": synset.ipc}
+    signals = {"layout": synset.layout, "shape": list(synset.pixels().shape[1:])} if synset.layout else {}
+    return {"synset": str(path), "to": str(target), "images": len(synset.labels), "ipc": synset.ipc, **signals}
 
 
 def import_synset(path, *, format: str, data: str, out, overwrite: bool = False, experiment: int | None = None,
@@ -208,7 +271,9 @@ def import_synset(path, *, format: str, data: str, out, overwrite: bool = False,
 def load(path, *, into: nn.Module | None = None, trust_code: bool = False):
     """What a distillab file holds: a model file as an ``nn.Module`` in eval mode, its metadata in
     ``model.distillab``; a synthetic-set file as a ``SyntheticSet``. ``into``: load a model file's weights into
-    this module (for models built in Python, which a file cannot rebuild)."""
+    this module (for models built in Python, which a file cannot rebuild). A model of 1-D signals (of input_shape
+    (C, 1, L), whose file records their ``layout``) takes them as (B, L) (one channel), (B, C, L) or (B, C, 1, L)
+    (a forward pre-hook, ``models.SignalShapes``, reshapes them; another shape is one clear error)."""
     meta = read_meta(path)
     if meta.get("format") == SYNSET_FORMAT:
         require(into is None, f"{path} holds a synthetic set, not model weights")
@@ -216,6 +281,8 @@ def load(path, *, into: nn.Module | None = None, trust_code: bool = False):
     require(meta.get("format") == MODEL_FORMAT, f"{path} holds a {meta.get('format')!r} file, not a model or a set")
     if into is None:
         model, meta = load_model(path, trust_code=trust_code)
+        if meta.get("layout"):  # 1-D signals: also (B, L) or (B, C, L), as the user has them
+            model.register_forward_pre_hook(SignalShapes(meta["input_shape"]))
     else:
         tensors, meta = load_tensors(path, MODEL_FORMAT)
         try:

@@ -20,22 +20,28 @@ import inspect
 import json
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from torch import nn
 
+from .. import distributed
 from ..files import final_path
 from ..outputs import RunOutput, peak_rss_mb
-from ..reporting import Reporter
+from ..reporting import Reporter, keep_warnings
 
 
 @dataclass
 class Result:
+    """What a run gives back: its figures (metrics.json's), its folder, the model it trained, the synthetic set it
+    made (condense) and its history: metrics.jsonl's records, one per epoch (or iteration, stage, seed)."""
+
     metrics: dict
     out: Path | None = None
     model: nn.Module | None = None
+    synset: object | None = None  # a SyntheticSet
+    history: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,14 @@ class Run:
         self.call = call_of(function, arguments, omit, **recorded) if record else None
         self.run: RunOutput | None = None
         self.metrics: dict | None = None
+        self.warnings: list[str] = []  # every warning shown while the run runs, for its metrics.json
+        keep_warnings(self)
+        if distributed.world() > 1:
+            self.reporter.info(f"{distributed.world()} processes (torchrun): results {distributed.AGREEMENT}")
+
+    def kept_warning(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def record(self, arguments: dict, omit: tuple[str, ...] = (), **recorded) -> None:
         """Record the call from ``arguments`` as they stand now: for a run whose recorded form of an argument needs
@@ -139,13 +153,18 @@ class Run:
             yield run
 
     def finish(self, metrics: dict) -> dict:
-        """Write metrics.json (inside the ``with``: the folder is renamed into place after it)."""
+        """Write metrics.json (inside the ``with``: the folder is renamed into place after it), with every warning
+        the run gave (``warnings``)."""
+        if self.warnings:
+            metrics = {**metrics, "warnings": list(self.warnings)}
         self.metrics = metrics
         self.run.write_metrics(metrics)
         return metrics
 
-    def result(self, line: str | None = None, model: nn.Module | None = None) -> Result:
+    def result(self, line: str | None = None, model: nn.Module | None = None, synset=None) -> Result:
         """After the ``with``: report ``line`` with where the run was written, and return the Result."""
         if line is not None:
             self.reporter.info(f"{line}; wrote {final_path(self.run.final)}")
-        return Result(self.metrics, self.run.final, model)
+        log = self.run.final / "metrics.jsonl"
+        history = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+        return Result(self.metrics, self.run.final, model, synset, history)

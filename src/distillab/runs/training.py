@@ -40,7 +40,7 @@ def model_and_data(path, data: str | None, what: str, trust_code: bool):
     data = data or (meta.get("data") or {}).get("data")
     require(data, f"{path} does not record its dataset; pass --data")
     ds = data_mod.load(data)
-    check_compatible(meta, ds.classes, ds.input_shape, what, path)
+    check_compatible(meta, ds.classes, ds.input_shape, what, path, ds.spec)
     return model, meta, ds.spec, ds
 
 
@@ -65,7 +65,8 @@ def result_line(metrics: dict) -> str:
 def save_trained(run: RunOutput, model, spec, splits, recipe, metrics):
     save_model(run.path("model.safetensors"), model, spec=spec, input_shape=splits.input_shape,
                classes=splits.classes, mean=splits.mean, std=splits.std, recipe=recipe, data=splits.describe(),
-               metrics={k: metrics[k] for k in ("test_accuracy", "val_accuracy") if k in metrics})
+               metrics={k: metrics[k] for k in ("test_accuracy", "val_accuracy") if k in metrics},
+               layout=getattr(splits, "layout", None))
 
 
 def pseudo_rows(pseudo, pseudo_ratio, splits, reporter):
