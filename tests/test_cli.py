@@ -86,6 +86,23 @@ def test_recipe_runs_a_command(cli, tmp_path):
     assert yaml.safe_load((tmp_path / "out/config.yaml").read_text())["epochs"] == 1
 
 
+def test_a_recipe_sets_any_switch(cli, tmp_path):
+    """Every flag that takes no value (store_true, store_const, store_false) is a true/false key of a recipe."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"command": "condense", "data": "digits", "ipc": 1, "no_dsa": True,
+                                      "method": "dm:iterations=2,batch_real=8,model=[convnet:width=4,depth=2]",
+                                      "out": str(tmp_path / "c")}))
+    r = cli("run", recipe)
+    assert r.code == 0 and "dsa=0" in yaml.safe_load((tmp_path / "c/config.yaml").read_text())["method"], r.err
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "t.npz", probs=rng.dirichlet(np.ones(10), size=1348).astype(np.float32))
+    recipe.write_text(yaml.safe_dump({"command": "kd", "teacher_outputs": str(tmp_path / "t.npz"),
+                                      "accept_unchecked_table": True, "student": "mlp:hidden=4", "epochs": 1,
+                                      "out": str(tmp_path / "k")}))
+    r = cli("run", recipe)
+    assert r.code == 0 and "about chance" in r.err, r.err
+
+
 def test_seeds_repeat_and_summarise(cli, tmp_path):
     r = cli("train", "--model", "mlp:hidden=8", "--epochs", "1", "--quiet", "--seeds", "0,1", "--out", tmp_path / "s")
     assert r.code == 0, r.err

@@ -244,6 +244,11 @@ def test_hostile_datasets_end_in_one_line(tmp_path, monkeypatch):
             "row 0 names an image file that is not here")
     refused(_save(tmp_path, "unlabelled", _raw(_images(xtr), [-1] + ytr[1:].tolist())), "label -1",
             "without a label")
+    # one plain whole-number label of two billion: classes 0..2e9 would be made before any check (a MemoryError)
+    whole_numbers = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    vast = datasets.Dataset.from_dict({"image": _images(xtr), "label": [2_000_000_000] + ytr[1:].tolist()},
+                                      features=whole_numbers)
+    refused(_save(tmp_path, "vast", vast), "more than", "classes")
     script = _save(tmp_path, "script", _split(xtr, ytr))
     (script / "script.py").write_text("raise SystemExit('ran')\n")
     with pytest.raises(DistillabError, match="Python file"):

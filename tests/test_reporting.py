@@ -83,3 +83,33 @@ def test_csv_and_tensorboard_loggers(cli, tmp_path):
     events = EventAccumulator(str(tmp_path / "c/tensorboard"))
     events.Reload()
     assert events.Tags()["images"] == ["synthetic set"] and len(events.Scalars("epoch/loss")) == 3
+
+
+def test_two_runs_in_two_threads_keep_their_own_warnings(tmp_path, monkeypatch):
+    """A warning shown in one run's thread goes to that run's metrics.json, not to a run beside it in another."""
+    import threading
+
+    from distillab import api, runs
+    from distillab.reporting import Reporter
+
+    fit = runs.training.fit
+
+    def warning_fit(*args, **kwargs):
+        if threading.current_thread().name == "A":
+            Reporter().warn("only run A warns")
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(runs.training, "fit", warning_fit)
+    results = {}
+
+    def run(name):
+        results[name] = api.train(data="digits", model="mlp:hidden=4", epochs=1, out=tmp_path / name, quiet=True)
+
+    threads = [threading.Thread(target=run, args=(name,), name=name) for name in "AB"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results["A"].metrics["warnings"] == ["only run A warns"]
+    assert "warnings" not in results["B"].metrics
+    assert "warnings" not in json.loads((tmp_path / "B/metrics.json").read_text())

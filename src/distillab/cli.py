@@ -122,7 +122,7 @@ def recipe_argv(recipe_path: str, parser: Parser, trust_code: bool = False) -> l
         require(act is not None and flag not in ("--help",),
                 f"{path}: unknown recipe key '{key}' for '{command}'; known keys: "
                 f"{', '.join(sorted(o[2:] for o in options if o.startswith('--') and o != '--help'))}")
-        if isinstance(act, argparse._StoreTrueAction):
+        if act.nargs == 0:  # a switch (store_true, store_false, store_const): present or not
             require(isinstance(value, bool), f"{path}: '{key}' takes true or false")
             if value:
                 argv.append(flag)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 import weakref
@@ -135,21 +136,25 @@ class Reporter:
 SILENT = Reporter(quiet=True)
 
 
-# What keeps the warnings shown while it lives (a run, for its metrics.json): each hears every warning shown.
-_KEEPERS: weakref.WeakSet = weakref.WeakSet()
+# What keeps the warnings shown while it lives (a run, for its metrics.json), by the thread it runs in: each hears
+# every warning shown in its own thread (two runs in two threads keep their own).
+_KEEPERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def keep_warnings(keeper) -> None:
-    """From now on, while ``keeper`` lives, ``keeper.kept_warning(message)`` hears every warning shown (whoever
-    raised it: a plug-in's ``warnings.warn`` too), and the warning is shown as before."""
+    """From now on, while ``keeper`` lives, ``keeper.kept_warning(message)`` hears every warning shown in this
+    thread (whoever raised it: a plug-in's ``warnings.warn`` too -- once per place in the process, as Python shows
+    such warnings; ``Reporter.warn`` every time), and the warning is shown as before."""
     shown = warnings.showwarning
     if not getattr(shown, "tells_keepers", False):  # installed once (again after a test runner restores its own)
 
         def show(message, category, filename, lineno, file=None, line=None):
-            for other in list(_KEEPERS):
-                other.kept_warning(str(message))
+            here = threading.get_ident()
+            for other, thread in list(_KEEPERS.items()):
+                if thread == here:
+                    other.kept_warning(str(message))
             shown(message, category, filename, lineno, file, line)
 
         show.tells_keepers = True
         warnings.showwarning = show
-    _KEEPERS.add(keeper)
+    _KEEPERS[keeper] = threading.get_ident()

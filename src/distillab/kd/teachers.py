@@ -102,7 +102,8 @@ TEACHER_INPUTS = ("raw", "normalised")
 class CallableTeacher:
     """Any Python function x -> probabilities (an API, a scikit-learn model) as a black-box teacher. ``inputs``:
     ``raw`` gives it the data's own values (pixels in [0, 1]) in the data's own shape -- images (B, C, H, W), 1-D
-    signals (B, L) or (B, C, L), as the data came (``layout``); ``normalised`` what the student sees, (B, C, H, W)."""
+    signals (B, L) or (B, C, L), as the data came (``layout``), on the CPU; ``normalised`` what the student sees,
+    (B, C, H, W), on the training device."""
 
     kind = "logprobs"
     gives_features = False
@@ -115,7 +116,8 @@ class CallableTeacher:
         """The function's input for the student's batch ``x``."""
         if self.inputs == "normalised":
             return x
-        return to_natural(denormalise(x, self.mean, self.std), self.layout)  # 1-D: (B, L) or (B, C, L)
+        # on the CPU, as the data is (a model fit outside distillab takes numpy); 1-D: (B, L) or (B, C, L)
+        return to_natural(denormalise(x, self.mean, self.std), self.layout).cpu()
 
     @torch.no_grad()
     def __call__(self, x, idx=None) -> TeacherBatch:

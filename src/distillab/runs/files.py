@@ -217,6 +217,9 @@ def _export_onnx(wrapped: nn.Module, example: torch.Tensor, tmp: Path) -> None:
     import logging
     import warnings
 
+    version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2] if p.isdigit())
+    require(version >= (2, 6), f"exporting to .onnx needs torch 2.6 or newer (its torch.export-based exporter); this "
+                               f"is torch {torch.__version__}: .pt2 and .ts need nothing more")
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
     quiet.setLevel(logging.ERROR)

@@ -113,9 +113,9 @@ class Run:
     def __init__(self, function: str, arguments: dict, *, omit: tuple[str, ...] = (), record: bool = True,
                  command: str | None = None, **recorded):
         self.started = time.time()
-        self.function, self.arguments = function, arguments
+        self.function, self.arguments = function, dict(arguments)  # a copy: locals() is the frame's own dict
         self.command = command or RUN_FUNCTIONS[function].folder
-        self.reporter = Reporter(arguments.get("quiet", False))
+        self.reporter = Reporter(arguments.get("quiet", (arguments.get("kwargs") or {}).get("quiet", False)))
         self.call = call_of(function, arguments, omit, **recorded) if record else None
         self.run: RunOutput | None = None
         self.metrics: dict | None = None
@@ -131,7 +131,8 @@ class Run:
     def record(self, arguments: dict, omit: tuple[str, ...] = (), **recorded) -> None:
         """Record the call from ``arguments`` as they stand now: for a run whose recorded form of an argument needs
         checks on its inputs first (``Run(..., record=False)`` at the start)."""
-        self.call = call_of(self.function, arguments, omit, **recorded)
+        self.arguments = dict(arguments)
+        self.call = call_of(self.function, self.arguments, omit, **recorded)
 
     def seconds(self) -> float:
         return round(time.time() - self.started, 2)

@@ -270,6 +270,7 @@ class HF(DataSource):
             classes = [str(n) for n in classlabel.names]
         else:
             k = int(ys[0].max()) + 1
+            require(k <= MAX_CLASSES, f"hf:{where}: a label of {k - 1} would mean more than {MAX_CLASSES:,} classes")
             classes = [str(i) for i in range(k)]
         for (part, _), y in zip(parts, ys):
             bad = y[(y < 0) | (y >= k)]
