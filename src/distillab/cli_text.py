@@ -84,7 +84,8 @@ TEXT = {'defaults': {'train': {'data': 'digits',
            'center=0, reduce=sum); lskd (w=1.0, T=2.0); nst (w=50.0, student=penultimate, teacher=penultimate); '
            'pkt (w=30000.0, student=penultimate, teacher=penultimate); rkd (w=1.0, student=penultimate, '
            'teacher=penultimate, distance=25.0, angle=50.0); sp (w=3000.0, student=penultimate, '
-           'teacher=penultimate)',
+           'teacher=penultimate); vid (w=1.0, student=penultimate, teacher=penultimate, init_pred_var=5.0, '
+           'eps=1e-05)',
  'methods': 'bptt (iterations=1000, steps=10, epochs=3, lr_init=0.02, lr_img=0.01, batch_real=1024, '
             'init_net=fixed, model=lenet5, lr_decay_every=0, lr_decay=0.5, init=real, attack=); gm '
             '(iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, batch_real=256, '
