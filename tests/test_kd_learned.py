@@ -5,33 +5,18 @@ the student between two ConvNets, resumes to the same bytes, and meets the contr
 check_loss_term over every registered term)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from distillab import api
 from distillab.errors import DistillabError
-from distillab.kd.loss import LossInputs, parse_loss
+from distillab.kd.loss import parse_loss
 from distillab.kd.losses.vid import VID
-from distillab.kd.teachers import TeacherBatch
 
+from test_kd_features import batch, fixture  # the feature terms' fixture reader and batch, shared
 from test_resume import same_run, stopped_and_resumed
-
-FIXTURES = Path(__file__).parent / "fixtures" / "kd_menu"
-
-
-def fixture(name):
-    with safe_open(str(FIXTURES / f"{name}.safetensors"), "pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["made"])
-
-
-def batch(student, teacher):
-    logits = torch.zeros(len(student), 3)
-    return LossInputs(logits, None, TeacherBatch(logits=logits, features={"penultimate": teacher}),
-                      {"penultimate": student})
 
 
 def built(spec, student, teacher, seed=0):
