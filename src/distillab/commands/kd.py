@@ -6,7 +6,9 @@ from .flags import (IMPORT_PREFIX, Command, add_loggers, add_output, add_resume,
 
 def arguments(p):
     Hinton = "hinton"
-    p.add_argument("--teacher", nargs="+", help="teacher model file(s); several form an averaged ensemble")
+    p.add_argument("--teacher", nargs="+", help="teacher model file(s); several form an averaged ensemble (from "
+                                                "Python also a function x -> probabilities, given the data's raw "
+                                                "values in its own shape: distill(teacher_inputs='raw'))")
     p.add_argument("--teacher-outputs",
                    help="a black box's answers, .npz: 'probs' or 'logits' (N, K), or 'topk_index' + 'topk_prob' (N, "
                         "k); one row per training example in the dataset's own order -- 'distillab data export' "
