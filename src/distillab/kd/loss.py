@@ -103,6 +103,19 @@ class FeatureTerm(LossTerm):
     def features(self, batch: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
         return batch.student_features[self.student], batch.teacher.features[self.teacher]
 
+    def feature_maps(self, batch: LossInputs, what: str, same_size: bool = False):
+        """The taps' features, refused in one line unless both are (N, C, H, W) maps (``what``: what the term does
+        with them, for the message) and, with ``same_size``, of one spatial size."""
+        s, t = self.features(batch)
+        shapes = (f"the student's '{self.student}' gives {tuple(s.shape[1:])} and the teacher's '{self.teacher}' "
+                  f"{tuple(t.shape[1:])}")
+        require(s.dim() == 4 and t.dim() == 4,
+                f"the {self.name} loss {what}, but {shapes}; tap convolutional layers (--tap student=PATH --tap "
+                f"teacher=PATH, or {self.name}:student=PATH,teacher=PATH)")
+        require(not same_size or s.shape[2:] == t.shape[2:],
+                f"the {self.name} loss needs feature maps of one spatial size, but {shapes}; tap layers of one size")
+        return s, t
+
 
 LOSSES = Registry("loss", LossTerm, "--loss")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...errors import require
 from ..functional import attention_loss
 from ..loss import FeatureTerm, register_loss
 
@@ -18,11 +17,7 @@ class AT(FeatureTerm):
     w: float = 1000.0
 
     def build(self, sample, generator):
-        s, t = self.features(sample)
-        require(s.dim() == 4 and t.dim() == 4,
-                f"the at loss compares attention maps of (N, C, H, W) feature maps, but the student's '{self.student}' "
-                f"gives {tuple(s.shape[1:])} and the teacher's '{self.teacher}' {tuple(t.shape[1:])}; tap convolutional "
-                "layers (--tap student=PATH --tap teacher=PATH, or at:student=PATH,teacher=PATH)")
+        self.feature_maps(sample, "compares attention maps of (N, C, H, W) feature maps")
         return []
 
     def __call__(self, batch):

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...errors import require
 from ..loss import FeatureTerm, register_loss
 
 
@@ -41,14 +40,7 @@ class NST(FeatureTerm):
     w: float = 50.0
 
     def build(self, sample, generator):
-        s, t = self.features(sample)
-        require(s.dim() == 4 and t.dim() == 4,
-                f"the nst loss compares the channels of (N, C, H, W) feature maps, but the student's '{self.student}' "
-                f"gives {tuple(s.shape[1:])} and the teacher's '{self.teacher}' {tuple(t.shape[1:])}; tap "
-                "convolutional layers (--tap student=PATH --tap teacher=PATH, or nst:student=PATH,teacher=PATH)")
-        require(s.shape[2:] == t.shape[2:],
-                f"the nst loss needs feature maps of one spatial size, but the student's '{self.student}' gives "
-                f"{tuple(s.shape[1:])} and the teacher's '{self.teacher}' {tuple(t.shape[1:])}; tap layers of one size")
+        self.feature_maps(sample, "compares the channels of (N, C, H, W) feature maps", same_size=True)
         return []
 
     def __call__(self, batch):

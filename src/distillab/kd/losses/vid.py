@@ -64,14 +64,7 @@ class VID(FeatureTerm):
                 f"--loss {self}: init_pred_var must be > eps ({self.eps}), got {self.init_pred_var}")
 
     def build(self, sample, generator):
-        s, t = self.features(sample)
-        require(s.dim() == 4 and t.dim() == 4,
-                f"the vid loss regresses the teacher's (N, C, H, W) feature map, but the student's '{self.student}' "
-                f"gives {tuple(s.shape[1:])} and the teacher's '{self.teacher}' {tuple(t.shape[1:])}; tap "
-                "convolutional layers (--tap student=PATH --tap teacher=PATH, or vid:student=PATH,teacher=PATH)")
-        require(s.shape[2:] == t.shape[2:],
-                f"the vid loss needs feature maps of one spatial size, but the student's '{self.student}' gives "
-                f"{tuple(s.shape[1:])} and the teacher's '{self.teacher}' {tuple(t.shape[1:])}; tap layers of one size")
+        s, t = self.feature_maps(sample, "regresses the teacher's (N, C, H, W) feature map", same_size=True)
         with constructors_drawing_from(generator):
             self.head = VIDHead(s.shape[1], t.shape[1], self.init_pred_var, self.eps).to(s.device)
         return [self.head]
