@@ -37,7 +37,7 @@ TEXT = {'defaults': {'train': {'data': 'digits',
                                    'student': 'mlp:hidden=32',
                                    'checkpoint_every': 1,
                                    'log': ['jsonl']},
-              'evaluate_synset': {'seed': 0, 'log': ['jsonl'], 'device': 'cpu'},
+              'evaluate_synset': {'seed': 0, 'compile': 'off', 'log': ['jsonl'], 'device': 'cpu'},
               'data_export': {'split': 'train'},
               'run_benchmark': {'workers': 1, 'cells': []}},
  'train': {'epochs': 10,
@@ -51,6 +51,7 @@ TEXT = {'defaults': {'train': {'data': 'digits',
            'augment': 'none',
            'max_norm': 0.0,
            'precision': 'fp32',
+           'compile': 'off',
            'seed': 0,
            'select': 'last',
            'device': 'cpu'},
@@ -92,7 +93,7 @@ TEXT = {'defaults': {'train': {'data': 'digits',
             'batch_train=256, model=[convnet:width=128,depth=3], dsa=0, init=real, real_draw=replace, '
             'inner_unit=step, dsa_strategy=, dsa_style=distillab); dm (iterations=1000, lr_img=1.0, momentum=0.5, '
             'batch_real=256, model=[convnet:width=128,depth=3], dsa=1, init=real, clamp=none, real_draw=replace, '
-            'dsa_strategy=, dsa_style=distillab); dsa (iterations=1000, outer=0, inner=0, lr_img=0.1, '
+            'dsa_strategy=, dsa_style=distillab, compile=off); dsa (iterations=1000, outer=0, inner=0, lr_img=0.1, '
             'momentum=0.5, lr_net=0.01, batch_real=256, batch_train=256, model=[convnet:width=128,depth=3], dsa=1, '
             'init=real, real_draw=replace, inner_unit=step, dsa_strategy=, dsa_style=distillab); herding '
             '(space=pixels, model=[convnet:width=128,depth=3], epochs=3, lr=0.01, batch_size=256); kmeans (no '
@@ -150,7 +151,6 @@ TEXT = {'defaults': {'train': {'data': 'digits',
                 'perf',
                 'reproduce-mnist',
                 'teacher-service']}
-
 
 def live() -> dict:
     """TEXT as the code has it now (imports torch)."""

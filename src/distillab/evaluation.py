@@ -12,6 +12,7 @@ Runs train one after another by default. ``vectorise=True`` trains the runs of o
 parameters are stacked and one vmapped step (torch.func) updates all of them. On the 2-core AVX2 CPUs measured so far
 that path was *slower* (docs/benchmarks.md, eval-speed), so it is opt-in until it beats the plain loop. Models with
 batch norm or dropout (state or randomness inside the forward pass) always train one after another.
+``compile="on"|"auto"`` runs the plain loop's forward and backward compiled by inductor (``distillab.compiling``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch import nn
 
 from . import distributed, seeds
 from .checkpoint import Checkpoints, loop_running, stop_if_requested
+from .compiling import CompileChoice, Compiled, check_mode, choose
 from .data import ImageSet
 from .errors import require
 from .models import Dropout, build_model, set_dropout_generator, stateful_layers
@@ -181,9 +183,10 @@ def protocol_draws(n: int, proto: EvalProtocol, spec: str, g: torch.Generator,
 
 def train_sequential(models: list[nn.Module], x: torch.Tensor, targets: torch.Tensor, proto: EvalProtocol,
                      g: torch.Generator, augment: Augmentation | None = None, on_epoch=None, *, spec: str | None = None,
-                     draws: list[list[Pass]] | None = None) -> list[nn.Module]:
-    """The plain eager loop, one model after another. ``draws`` (one list of passes per model) replaces the
-    generator's draws with given ones: how the equivalence tests feed the reference's shuffles and augmentation."""
+                     draws: list[list[Pass]] | None = None, compiled: bool = False) -> list[nn.Module]:
+    """The plain loop, one model after another (``compiled``: each model's forward compiled by inductor). ``draws``
+    (one list of passes per model) replaces the generator's draws with given ones: how the equivalence tests feed
+    the reference's shuffles and augmentation."""
     spec = spec or proto.models[0]
     n = len(x)
     for m, model in enumerate(models):
@@ -193,6 +196,7 @@ def train_sequential(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
             seed = int(torch.randint(2 ** 62, (1,), generator=g))
             set_dropout_generator(model, torch.Generator(device=x.device).manual_seed(seed))
         model.train()
+        forward = Compiled(model) if compiled else model
         opt = None
         passes = draws[m] if draws is not None else protocol_draws(n, proto, spec, g, augment)
         for p, batches in enumerate(passes):
@@ -206,7 +210,7 @@ def train_sequential(models: list[nn.Module], x: torch.Tensor, targets: torch.Te
                 xb = x[idx]
                 if augment is not None:
                     xb = augment.apply(xb, params)
-                loss = soft_cross_entropy(model(xb), targets[idx])
+                loss = soft_cross_entropy(forward(xb), targets[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -266,6 +270,32 @@ def _replay(n: int, proto: EvalProtocol, g: torch.Generator, augment: Augmentati
         pass
 
 
+def compile_choice(mode: str, model: nn.Module, x: torch.Tensor, targets: torch.Tensor, proto: EvalProtocol,
+                   spec: str, augment: Augmentation | None, models_left: int) -> CompileChoice:
+    """Whether a spec's models train compiled: ``mode`` decided on a copy of one model (auto times a training step
+    on the set's first batch, with augmentation drawn from a generator of its own)."""
+    if mode == "off":
+        return CompileChoice()
+    probe_g = torch.Generator().manual_seed(0)
+    xb, yb = x[:proto.batch_size], targets[:proto.batch_size]
+
+    def probe(compiled: bool):
+        net = copy.deepcopy(model).train()
+        forward = Compiled(net) if compiled else net
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=proto.momentum)
+
+        def step():
+            batch = augment.apply(xb, augment.sample(len(xb), probe_g)) if augment is not None else xb
+            loss = soft_cross_entropy(forward(batch), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    steps = models_left * proto.passes(spec) * -(-len(x) // proto.batch_size)
+    return choose(mode, probe(False), probe(True), steps=steps)
+
+
 def _spread(models, x, targets, test, proto: EvalProtocol, spec: str, g, augment, device, bar) -> list[float]:
     """This rank trains the models dealt to it (i % world == rank), replaying the draws of the others, so every
     model trains as it would in one process; the accuracies are gathered, in model order."""
@@ -282,19 +312,22 @@ def _spread(models, x, targets, test, proto: EvalProtocol, spec: str, g, augment
 
 def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, proto: EvalProtocol, *, seed: int = 0,
                     vectorise: bool = False, num_classes: int | None = None, reporter: Reporter = SILENT,
-                    checkpoints: Checkpoints | None = None, device: str = "cpu") -> dict:
+                    checkpoints: Checkpoints | None = None, device: str = "cpu", compile: str = "off") -> dict:
     """Train ``proto.runs`` fresh models per spec on (x, targets) by ``proto``: {spec: {mean, std, runs, ...}}.
 
     ``proto`` should be resolved for the data first (``proto.for_data``); each model meets the test set once,
     after its final pass: nothing is selected, so nothing can leak. ``checkpoints``: the accuracies so far and the
     protocol's generator, saved after every model (after every spec when vectorised); a resumed evaluation trains
-    only the models still missing, to the same results.
+    only the models still missing, to the same results. ``compile``: off | on | auto, for the plain loop (a
+    vectorised or torchrun evaluation runs eager); each spec's choice is in its result under ``compile``.
     """
     proto.check()
+    check_mode(compile)
     if num_classes is None:  # from the targets, not the test set: it is read once per model, at the end
         num_classes = targets.shape[1] if is_soft(targets) else int(targets.max()) + 1
     input_shape = tuple(x.shape[1:])
     saved = (checkpoints.load() if checkpoints else None) or {"accuracies": {}, "generators": {}}
+    saved.setdefault("compile", {})
     results = {}
     bar = reporter.bar(sum(proto.passes(s) for s in proto.models) * proto.runs, "evaluate", unit="model-epochs")
     bar.update(sum(len(a) * proto.passes(s) for s, a in saved["accuracies"].items() if s in proto.models))
@@ -311,12 +344,26 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
             reporter.info(f"evaluate: {proto.runs} x {spec}, {proto.summary(spec)} ({proto.name})"
                           f"{' (vectorised)' if use_vmap else ''}")
             todo = models[len(accs):]
+            if spec in saved["compile"]:  # a resumed evaluation trains its remaining models as it began
+                choice = CompileChoice.from_record(saved["compile"][spec])
+            elif use_vmap or distributed.world() > 1 or not todo:
+                choice = CompileChoice(compile, False, "vectorised or spread over processes: eager") \
+                    if compile != "off" else CompileChoice()
+            else:
+                choice = compile_choice(compile, todo[0], x.to(device), targets.to(device), proto, spec, augment,
+                                        len(todo))
+            if choice.mode != "off":
+                reporter.info(f"evaluate {spec}: compiled: {choice.compiled} ({choice.reason})")
+            saved["compile"][spec] = choice.record()
             if distributed.world() > 1:  # torchrun: the models dealt out to the ranks
                 accs = _spread(models, x.to(device), targets.to(device), test, proto, spec, g, augment, device, bar)
                 todo = []
             for group in ([todo] if use_vmap else [[m] for m in todo]) if todo else []:
-                (train_vectorised if use_vmap else train_sequential)(group, x.to(device), targets.to(device), proto, g,
-                                                                     augment, bar.update, spec=spec)
+                if use_vmap:
+                    train_vectorised(group, x.to(device), targets.to(device), proto, g, augment, bar.update, spec=spec)
+                else:
+                    train_sequential(group, x.to(device), targets.to(device), proto, g, augment, bar.update, spec=spec,
+                                     compiled=choice.compiled)
                 accs += [accuracy(m, test, device)[0] for m in group]
                 bar.set_postfix(last=accs[-1])
                 if checkpoints:
@@ -325,7 +372,7 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
                 else:
                     stop_if_requested()
             results[spec] = {**summarise(accs), "vectorised": use_vmap, "epochs": proto.epochs_for(spec),
-                             "seconds": round(time.perf_counter() - started, 2)}
+                             "seconds": round(time.perf_counter() - started, 2), "compile": choice.record()}
             reporter.info(f"evaluate {spec}: {100 * results[spec]['mean']:.2f} +- {100 * results[spec]['std']:.2f}% "
                           f"over {proto.runs} runs")
     bar.close()

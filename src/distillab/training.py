@@ -20,6 +20,7 @@ from torch import nn
 from . import distributed, seeds
 from .augmentation import Augmenter
 from .checkpoint import Checkpoints, loop_running, pack, restore, stop_if_requested, unpack
+from .compiling import CompileChoice, Compiled, check_mode, choose
 from .data import ImageSet, PseudoRows, Splits
 from .errors import DistillabError, require
 from .models import set_dropout_generator
@@ -46,6 +47,7 @@ class TrainConfig:
     augment: str = "none"
     max_norm: float = 0.0           # Hinton's weight constraint: cap each unit's incoming weight norm (0 = off)
     precision: str = "fp32"         # fp32 | bf16 (autocast) | auto (time both on this machine, keep the faster)
+    compile: str = "off"            # off | on | auto: the model's forward by torch.compile (distillab.compiling)
     seed: int = 0
     select: str = "last"            # last | best-val (never the test set)
     device: str = "cpu"
@@ -64,6 +66,7 @@ class TrainConfig:
         require(self.select in ("last", "best-val"), f"--select must be last or best-val, got {self.select}")
         require(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, "
                                               f"got {self.precision}")
+        check_mode(self.compile)
         require(all(s >= 1 for s in self.lr_steps), "--lr-steps must be epochs >= 1")
         check_device(self.device)
         return self
@@ -204,6 +207,7 @@ class FitResult:
     seconds: float
     precision: str = "fp32"
     precision_probe: dict | None = None
+    compile: dict | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -265,6 +269,37 @@ def objective_state(objective) -> dict:
     return live_state() if callable(live_state) else {}
 
 
+class _ProbeStep:
+    """Training steps on copies of the model and its extra modules, for a probe: the run's own model, optimiser
+    and random streams are not touched (the objective's streams are put back by the caller)."""
+
+    def __init__(self, model, objective, xb, yb, idx, cfg: TrainConfig, extra_modules, *, bf16=False,
+                 compiled=False):
+        import copy
+
+        self.net = copy.deepcopy(model).train()
+        extras = [copy.deepcopy(m) for m in extra_modules]
+        set_dropout_generator(self.net, torch.Generator(device=xb.device).manual_seed(0))
+        params = [p for m in (self.net, *extras) for p in m.parameters() if p.requires_grad]
+        self.opt = make_optimizer(params, cfg)
+        self.forward = Compiled(self.net) if compiled else self.net
+        self.objective, self.batch, self.device, self.bf16 = objective, (xb, yb, idx), cfg.device, bf16
+        self.losses: list[float] = []
+
+    def __call__(self):
+        with autocast(self.device, self.bf16):
+            loss = sum(self.objective(self.forward, *self.batch).values())
+        self.losses.append(float(loss.detach()))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def _probe_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig):
+    idx = torch.arange(min(cfg.batch_size, len(y)), device=x.device)
+    return x[idx], y[idx], idx
+
+
 def choose_precision(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                      extra_modules=(), timer=time.perf_counter) -> tuple[str, dict]:
     """Time a few training steps in fp32 and in bf16 autocast on copies of the model (the run's own model and random
@@ -272,29 +307,19 @@ def choose_precision(model: nn.Module, objective: Objective, x: torch.Tensor, y:
     to 2%: bf16 autocast was 1.3x faster on a Zen 4 CPU with bf16 units, 5x slower on AVX2-only ones."""
     import copy
 
-    idx = torch.arange(min(cfg.batch_size, len(y)), device=x.device)
-    xb, yb = x[idx], y[idx]
+    batch = _probe_batch(x, y, cfg)
     seconds, losses = {}, {}
     own = objective_state(objective)  # the objective's streams: both probes draw the same, then are undone
     saved = copy.deepcopy(unpack(*pack(own)))
     for precision in ("fp32", "bf16"):
         restore(own, saved)
-        net = copy.deepcopy(model).train()
-        extras = [copy.deepcopy(m) for m in extra_modules]
-        set_dropout_generator(net, torch.Generator(device=x.device).manual_seed(0))
-        params = [p for m in (net, *extras) for p in m.parameters() if p.requires_grad]
-        opt = make_optimizer(params, cfg)
+        step = _ProbeStep(model, objective, *batch, cfg, extra_modules, bf16=precision == "bf16")
         times = []
-        for step in range(PROBE_STEPS + 1):  # the first step warms up
+        for _ in range(PROBE_STEPS + 1):  # the first step warms up
             t0 = timer()
-            with autocast(cfg.device, precision == "bf16"):
-                loss = sum(objective(net, xb, yb, idx).values())
-            if step == 0:
-                losses[precision] = float(loss.detach())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            step()
             times.append(timer() - t0)
+        losses[precision] = step.losses[0]
         seconds[precision] = sorted(times[1:])[len(times[1:]) // 2]
     restore(own, saved)
     agree = abs(losses["bf16"] - losses["fp32"]) <= 0.02 * max(abs(losses["fp32"]), 1e-6)
@@ -302,6 +327,27 @@ def choose_precision(model: nn.Module, objective: Objective, x: torch.Tensor, y:
     choice = "bf16" if agree and faster else "fp32"
     return choice, {"fp32_step_seconds": round(seconds["fp32"], 5), "bf16_step_seconds": round(seconds["bf16"], 5),
                     "fp32_loss": losses["fp32"], "bf16_loss": losses["bf16"], "chosen": choice}
+
+
+def choose_compile(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                   bf16: bool, steps: int, extra_modules=()) -> CompileChoice:
+    """``cfg.compile`` decided for this run (auto: timed on copies, as ``choose_precision`` does). A student read
+    through feature taps (forward hooks that keep tensors aside) trains eager: hooks inside a compiled graph are
+    not what the taps were written for."""
+    import copy
+
+    if cfg.compile == "off":
+        return CompileChoice()
+    if getattr(objective, "student_taps", None) is not None:
+        return CompileChoice(cfg.compile, False, "the objective reads feature taps (forward hooks): eager")
+    batch = _probe_batch(x, y, cfg)
+    own = objective_state(objective)
+    saved = copy.deepcopy(unpack(*pack(own)))
+    try:
+        return choose(cfg.compile, _ProbeStep(model, objective, *batch, cfg, extra_modules, bf16=bf16),
+                      _ProbeStep(model, objective, *batch, cfg, extra_modules, bf16=bf16, compiled=True), steps=steps)
+    finally:
+        restore(own, saved)
 
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective | None = None,
@@ -353,16 +399,22 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
         best = (saved["best_val"], saved["best_epoch"], saved["best_state"])
         order = saved["order"].to(device) if saved["order"] is not None else None
         precision, probe = saved.get("precision", precision), saved.get("precision_probe")
+    compiling = CompileChoice.from_record(saved["compile"]) if saved is not None and "compile" in saved else None
     if precision == "auto":  # chosen once per run, kept in its checkpoints: a resumed run stays with it
         precision, probe = choose_precision(model, objective, x_all, y_all, cfg, extra_modules)
         reporter.info(f"precision: {precision} (a training step took {probe['fp32_step_seconds']:.4f} s in fp32, "
                       f"{probe['bf16_step_seconds']:.4f} s in bf16)")
     bf16 = precision == "bf16"
+    if compiling is None:  # chosen once per run, like the precision
+        compiling = choose_compile(model, objective, x_all, y_all, cfg, bf16, total_steps - step, extra_modules)
+        if compiling.mode != "off":
+            reporter.info(f"compile: {compiling.compiled} ({compiling.reason})")
+    forward = Compiled(model) if compiling.compiled else model
 
     def state(epoch: int, batch: int, order, sums) -> dict:
         return {"live": live, "step": step, "epoch": epoch, "batch": batch, "order": order, "sums": sums,
                 "history": history, "best_val": best[0], "best_epoch": best[1], "best_state": best[2],
-                "precision": precision, "precision_probe": probe}
+                "precision": precision, "precision_probe": probe, "compile": compiling.record()}
 
     start = time.perf_counter()
     bar = reporter.bar(total_steps, desc, unit="steps")
@@ -389,7 +441,7 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
                     shard_idx = idx
                 schedule = {"schedule": Schedule(epoch + 1, cfg.epochs, step, total_steps)} if scheduled else {}
                 with autocast(device, bf16):
-                    terms = objective(model, x, y, shard_idx, **schedule)
+                    terms = objective(forward, x, y, shard_idx, **schedule)
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 if distributed.world() > 1:
@@ -446,4 +498,4 @@ def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective
         model.load_state_dict(best[2])
     set_dropout_generator(model, None)
     model.eval()
-    return FitResult(history, best[0], best[1], time.perf_counter() - start, precision, probe)
+    return FitResult(history, best[0], best[1], time.perf_counter() - start, precision, probe, compiling.record())

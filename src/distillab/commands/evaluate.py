@@ -1,6 +1,6 @@
 from ..cli_text import TEXT
 from ..errors import require
-from .flags import (Command, add_device, add_loggers, add_output, add_resume, add_trust, api_default, default, given, resumed,
+from .flags import (Command, add_compile, add_device, add_loggers, add_output, add_resume, add_trust, api_default, default, given, resumed,
                     run_options)
 
 
@@ -25,6 +25,7 @@ def arguments(p):
                                             f"({api_default('evaluate_synset', 'seed')})")
     g.add_argument("--vectorise", action="store_true", default=None,
                    help="train the runs together (torch.func vmap); slower than one at a time on 2-core CPUs here")
+    add_compile(g, api_default("evaluate_synset", "compile"))
     add_trust(p)
     add_output(p)
     add_resume(p)
@@ -39,7 +40,7 @@ def run(a):
     require(a.model, "evaluate needs a model.safetensors or synset.safetensors file")
     return evaluate(a.model[0] if len(a.model) == 1 else a.model, a.data, protocol=a.protocol,
                     **given(device=a.device), models=a.models, runs=a.runs, epochs=a.epochs, dsa=a.dsa,
-                    augment=a.augment, seed=a.seed, vectorise=a.vectorise, out=a.out, overwrite=a.overwrite,
+                    augment=a.augment, seed=a.seed, vectorise=a.vectorise, **given(compile=a.compile), out=a.out, overwrite=a.overwrite,
                     quiet=a.quiet, trust_code=a.trust_code, log=run_options(a).get("log")).metrics
 
 

@@ -11,6 +11,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable
 
+from ..compiling import MODES as COMPILE_MODES
 from ..cli_text import TEXT
 from ..errors import require
 
@@ -94,6 +95,13 @@ def add_device(p) -> None:
     p.add_argument("--device", help=f"cpu, cuda[:N], mps or auto (the best here); {default('train', 'device')}")
 
 
+def add_compile(p, default_text: str) -> None:
+    """--compile, written once: off, on or auto (distillab.compiling)."""
+    p.add_argument("--compile", choices=COMPILE_MODES,
+                   help="the training step's forward by torch.compile (inductor): on, off, or auto: time a few steps "
+                        f"both ways and compile where the run repays the compile ({default_text})")
+
+
 def add_resume(p, unit: str | None = None, function: str | None = None):
     """--resume, and --checkpoint-every N ``unit`` where the run keeps checkpoints at a rate (its default: the API
     function ``function``'s)."""
@@ -145,6 +153,7 @@ def add_training(p, real_data: bool = True):
                    help="fp32, bf16 autocast, or auto: time a few steps of both on this machine and keep the faster "
                         f"at equal loss ({default(TrainConfig, 'precision')})")
     g.add_argument("--bf16", action="store_true", default=None, help="the same as --precision bf16")
+    add_compile(g, default(TrainConfig, "compile"))
     g.add_argument("--seed", type=int, help=default(TrainConfig, "seed"))
     if real_data:
         g.add_argument("--seeds", type=seed_list, help="repeat the run for each seed, e.g. 0,1,2: figures as "
@@ -222,6 +231,9 @@ CONDENSE_SHORTHANDS = {
     "--bptt-epochs": dict(type=int, help="bptt: unrolled epochs (option epochs)"),
     "--no-dsa": dict(action="store_false", dest="dsa", default=None,
                      help="no siamese augmentation while matching (option dsa=0)"),
+    "--compile": dict(choices=COMPILE_MODES,
+                      help="dm: its embedding pass by torch.compile; auto: where a timed probe shows it pays "
+                           "(option compile); the --protocol evaluation follows it"),
 }
 
 

@@ -295,7 +295,7 @@ def relabel(train: TrainSet, synset: SyntheticSet, labels: Labels | str, *, seed
 
 # What a set's budget measures of the machine and the moment (seconds, peak memory): reported in metrics.json, but
 # left out of the file a run writes, so that a resumed run writes that file again byte for byte.
-MEASURED = ("condense_seconds", "label_seconds", "peak_rss_mb", "peak_device_mb", "peak_measured")
+MEASURED = ("condense_seconds", "label_seconds", "peak_rss_mb", "peak_device_mb", "peak_measured", "compile")
 
 
 def repeatable_meta(meta: dict) -> dict:

@@ -34,7 +34,7 @@ from .training import load_splits
 # API keyword -> the method option it sets.
 METHOD_SHORTHANDS = {"model": "model", "iterations": "iterations", "init": "init", "lr_img": "lr_img",
                      "batch_real": "batch_real", "init_net": "init_net", "bptt_steps": "steps",
-                     "bptt_epochs": "epochs", "dsa": "dsa"}
+                     "bptt_epochs": "epochs", "dsa": "dsa", "compile": "compile"}
 
 
 def _flag(keyword: str) -> str:
@@ -108,7 +108,8 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
     method: ``NAME[:key=value,...]`` (see ``METHODS.help()``) or a Method object. labels: ``hard``,
     ``learn[:key=value,...]``, ``teacher:MODEL_FILE`` (see ``labels_help()``) or a Labels object. ``shorthands``:
     the flags --model, --iterations, --init, --lr-img, --batch-real, --init-net, --bptt-steps, --bptt-epochs,
-    --no-dsa (``dsa=False``), each setting that option of the method. A checkpoint is kept every
+    --no-dsa (``dsa=False``), --compile, each setting that option of the method (the ``protocol`` evaluation
+    follows the method's ``compile``). A checkpoint is kept every
     ``checkpoint_every`` iterations; ``resume=True`` continues an unfinished run in ``out``. ``protocol`` (a name
     or spec, e.g. ``vico-dc``): the set is then measured on the test split by that protocol too, and metrics.json
     holds the figures under ``evaluation`` with the protocol as it ran.
@@ -162,12 +163,13 @@ def condense_data(data: str = "digits", method="dm", ipc: int = 10, *, labels="h
                    "iterations_per_second": round(len(losses) / seconds, 3) if losses and seconds else None,
                    "peak_rss_mb": peak_rss_mb(), "synset_bytes": synset.nbytes(), "train_set_bytes_uint8": full_bytes,
                    "images": len(synset.labels), "final_loss": losses[-1] if losses else None,
-                   "budget": spent,
+                   "budget": spent, **({"compile": synset.meta["compile"]} if "compile" in synset.meta else {}),
                    **({"method_recipe": method.recipe_record()} if method.recipe_record() else {})}
         if proto is not None:  # measured on the test split by the protocol asked for
             results, ran = evaluate_set(synset, splits.test, proto, data=data, seed=seed, reporter=reporter,
                                         num_classes=splits.num_classes, device=resolve_device(device),
-                                        checkpoints=run.checkpoints("protocol", 1), trust_code=trust_code)
+                                        checkpoints=run.checkpoints("protocol", 1), trust_code=trust_code,
+                                        compile=getattr(method, "compile", "off"))
             metrics["evaluation"] = {"protocol": ran.record(), "test_accuracy": headline(results), "models": results}
         job.finish(metrics)
     return job.result(f"condensed {data} with {method.name} to {ipc} images per class in {seconds:.1f} s",

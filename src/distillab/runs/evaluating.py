@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from .. import data as data_mod
+from ..compiling import check_mode
 from ..condense import METHODS, SyntheticSet
 from ..condense.synset import SYNSET_FORMAT
 from ..errors import require
@@ -96,19 +97,21 @@ def protocol_from(protocol=None, options: dict | None = None, *, trust_code: boo
 
 @run_function("evaluate")
 def evaluate_synset(path, data: str | None = None, *, protocol=None, seed: int = 0, vectorise: bool = False,
-                    out=None, overwrite: bool = False, resume: bool = False, quiet: bool = False,
+                    compile: str = "off", out=None, overwrite: bool = False, resume: bool = False, quiet: bool = False,
                     trust_code: bool = False, log=("jsonl",), device: str = "cpu", **options) -> Result:
     """A protocol on a synthetic set: fresh models, final-epoch accuracy on the real test set. ``protocol``: its
     name or spec (default ``distillab``; ``vico-dc``, ``vico-dsa``, ``vico-dm``, ``mtt``, ``wang2018``: the
     reference implementations' own) or an EvalProtocol; ``options``: its options (models, runs, epochs, dsa, ...),
     as the CLI's flags give them. Settings that depend on the dataset or the set (the reference's augmentation per
     dataset, a learned learning rate) are filled in per set, and metrics.json records the protocol as it ran.
-    Each finished model is checkpointed; ``resume=True`` continues an unfinished run in ``out``.
+    Each finished model is checkpointed; ``resume=True`` continues an unfinished run in ``out``. ``compile``: off,
+    on or auto, the training step by torch.compile (distillab.compiling); each spec's choice is in its results.
 
     ``path`` may be a list of sets of one dataset: each is evaluated on every model (the same seeds, so a set's
     figures are those it gets alone), and metrics.json holds one entry per set under ``synsets``. Whenever there is
     more than one cell (several sets or several models) the run also writes the matrix -- rows: the set a model
     was condensed with, columns: the model evaluated on -- as ``matrix`` in metrics.json, matrix.md and matrix.png."""
+    check_mode(compile)
     paths = synset_paths(path)
     job = Run("evaluate_synset", locals(), path=str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
               protocol=protocol if protocol is None or isinstance(protocol, str) else str(protocol))
@@ -152,7 +155,7 @@ def evaluate_synset(path, data: str | None = None, *, protocol=None, seed: int =
             results, ran = evaluate_set(synset, test, proto, data=data, seed=seed, vectorise=vectorise,
                                         num_classes=ds.num_classes, reporter=reporter, device=resolve_device(device),
                                         checkpoints=run.checkpoints("protocol" if i == 0 else f"protocol-{i + 1}", 1),
-                                        trust_code=trust_code)
+                                        trust_code=trust_code, compile=compile)
             rows.append({"synset": final_path(p), "synset_sha256": file_sha256(p), "data": data,
                          "method": synset.meta.get("method"), "ipc": synset.ipc, "protocol": ran.record(),
                          "test_accuracy": headline(results), "models": results,

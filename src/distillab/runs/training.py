@@ -53,7 +53,8 @@ def final_metrics(model, splits, cfg, fit_result, started) -> dict:
             "best_epoch": fit_result.best_epoch, "epochs": cfg.epochs, "wall_seconds": round(time.time() - started, 2),
             "train_seconds": round(fit_result.seconds, 2), "peak_rss_mb": peak_rss_mb(),
             "precision": fit_result.precision,
-            **({"precision_probe": fit_result.precision_probe} if fit_result.precision_probe else {})}
+            **({"precision_probe": fit_result.precision_probe} if fit_result.precision_probe else {}),
+            "compile": fit_result.compile}
 
 
 def result_line(metrics: dict) -> str:

@@ -9,6 +9,9 @@ iterations, image rate 1, 256 real images per class drawn without replacement, i
 strategy color_crop_cutout_flip_scale_rotate (flip kept for every dataset, as its default is) with whole-pixel
 crop and cutout (``dsa_style=vico``); one iteration equals the reference's on fixed inputs
 (tests/test_reference_equivalence.py).
+
+``compile=on|auto`` runs the embedding pass compiled by inductor (distillab.compiling): equal to eager within
+float tolerance, faster on CPU where the pass is memory-bound.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from ... import distributed
+from ...compiling import CompileChoice, Compiled, check_mode, choose
 from ...data import TrainSet
 from ...dsa import DSA, STYLES, VICO_STRATEGY
 from ...errors import require
@@ -49,6 +53,7 @@ class DM(Method):
     real_draw: Literal["replace", "distinct"] = "replace"   # a class's real batch: with or without replacement
     dsa_strategy: str = ""                                  # "": every family, flip for colour images only
     dsa_style: Literal["distillab", "vico"] = "distillab"   # vico: the reference's whole-pixel crop and cutout
+    compile: Literal["off", "on", "auto"] = "off"           # the embedding pass by torch.compile (auto: if it pays)
 
     recipes = {"vico": dict(iterations=20000, lr_img=1.0, momentum=0.5, batch_real=256,
                             model="convnet:width=128,depth=3", dsa=True, init="real", clamp="none",
@@ -60,6 +65,7 @@ class DM(Method):
         require(0 <= self.momentum < 1, f"dm momentum must be in [0, 1), got {self.momentum}")
         require(self.batch_real >= 1, f"dm batch_real must be at least 1, got {self.batch_real}")
         require(self.dsa_style in STYLES, f"dm dsa_style must be one of {', '.join(STYLES)}")
+        check_mode(self.compile, "dm compile")
         if self.dsa_strategy:
             DSA(strategy=self.dsa_strategy)  # unknown families: one line
 
@@ -71,9 +77,12 @@ class DM(Method):
     def run(self, train, ipc, generator, progress=None):
         images = initial_images(train, ipc, self.init, generator)
         augment = siamese_augmentation(train.input_shape, self) if self.dsa else None
-        images = distribution_matching(train, images, ipc, self, generator, augment=augment, on_iteration=progress)
-        return SyntheticSet.class_major(train, images, ipc,
-                                        meta={"dsa_families": augment.families} if augment else {})
+        progress = progress if isinstance(progress, Progress) else Progress(progress)
+        choice = compile_choice(train, ipc, self, augment, progress)
+        images = distribution_matching(train, images, ipc, self, generator, augment=augment, on_iteration=progress,
+                                       embed=Compiled(_embed) if choice.compiled else _embed)
+        meta = {"dsa_families": augment.families} if augment else {}
+        return SyntheticSet.class_major(train, images, ipc, meta={**meta, "compile": choice.record()})
 
 
 # The real images are embedded in chunks this large: a chunk's activations stay in the CPU cache, which made the
@@ -87,27 +96,56 @@ def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.features(x).flatten(1)
 
 
+def compile_choice(train: TrainSet, ipc: int, cfg: DM, augment, progress: Progress) -> CompileChoice:
+    """Whether this run embeds compiled: the choice a resumed run saved, else ``cfg.compile`` decided now (auto:
+    timed on a probe iteration of its own network, images and draws, so the run's streams are untouched). The
+    choice is kept with the run's checkpoints."""
+    saved = progress.saved()
+    if saved is not None and "compile" in saved:
+        choice = CompileChoice.from_record(saved["compile"])
+    else:
+        probe_g, k = torch.Generator().manual_seed(0), train.num_classes
+        net = build_model(cfg.model, train.input_shape, train.num_classes, probe_g).to(train.device).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        shape = tuple(train.x.shape[1:])  # noise of the run's shapes: timing needs no real image
+        reals = [torch.randn(cfg.batch_real, *shape, generator=probe_g).to(train.device) for _ in range(k)]
+        syn = torch.randn(k * ipc, *shape, generator=probe_g).to(train.device)
+        draws = [augment.sample(1, probe_g) for _ in reals] if augment is not None else []
+        fast = Compiled(_embed)
+
+        def probe(embed):
+            images = syn.clone().requires_grad_(True)
+            return lambda: matching_step(net, images, ipc, reals, None, augment, draws, embed=embed)
+
+        choice = choose(cfg.compile, probe(_embed), probe(fast), steps=cfg.iterations - (saved or {}).get(
+            "iteration", 0))
+    progress.keep["compile"] = choice.record()
+    return choice
+
+
 @torch.no_grad()
-def _real_means(net: nn.Module, real: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+def _real_means(net: nn.Module, real: torch.Tensor, counts: list[int], embed=_embed) -> list[torch.Tensor]:
     """Each class's mean embedding of its real images. Under torchrun each rank embeds its shard of every class
     and the sums are added up over the ranks."""
     starts = [sum(counts[:c]) for c in range(len(counts))]
     if distributed.world() == 1:
-        emb = torch.cat([_embed(net, part) for part in real.split(REAL_CHUNK)])
+        emb = torch.cat([embed(net, part) for part in real.split(REAL_CHUNK)])
         return [emb[s:s + n].mean(0) for s, n in zip(starts, counts)]
     sums = torch.zeros(len(counts), _embed(net, real[:1]).shape[1], device=real.device)
     for c, (s, n) in enumerate(zip(starts, counts)):
         part = distributed.shard(n)
         for chunk in real[s + part.start:s + part.stop].split(REAL_CHUNK):
-            sums[c] += _embed(net, chunk).sum(0)
+            sums[c] += embed(net, chunk).sum(0)
     distributed.sum_(sums)
     return [sums[c] / n for c, n in enumerate(counts)]
 
 
 def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: DM, g: torch.Generator,
-                          augment=None, on_iteration: Progress | None = None) -> torch.Tensor:
+                          augment=None, on_iteration: Progress | None = None, embed=_embed) -> torch.Tensor:
     """Optimise ``images`` (class-major, ``ipc`` per class) so that, under a fresh random network each iteration,
-    the mean embedding of each class's synthetic images matches that of a real batch of the same class."""
+    the mean embedding of each class's synthetic images matches that of a real batch of the same class.
+    ``embed(net, x)``: the embedding pass (``_embed`` or its compiled form)."""
     k = train.num_classes
     syn = images.clone().requires_grad_(True)
     opt = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum)
@@ -124,7 +162,7 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
             reals.append(real_batch(train, idx, cfg.batch_real, cfg.real_draw, g))
         if augment is not None:
             draws = [augment.sample(1, g) for _ in range(k)]
-        loss = matching_step(net, syn, ipc, reals, opt, augment, draws)
+        loss = matching_step(net, syn, ipc, reals, opt, augment, draws, embed=embed)
         if cfg.clamp == "step":
             with torch.no_grad():
                 syn.clamp_(low, high)
@@ -134,10 +172,11 @@ def distribution_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: 
 
 
 def matching_step(net: nn.Module, syn: torch.Tensor, ipc: int, reals: list[torch.Tensor], opt, augment=None,
-                  draws: list | None = None) -> float:
+                  draws: list | None = None, embed=_embed) -> float:
     """One iteration under the frozen network ``net``: every class's real batch ``reals[c]`` and its synthetic
     images, both augmented by ``draws[c]`` (the same draw: siamese), embedded; the squared distance between their
-    mean embeddings summed over the classes; one step of ``opt`` on the images. Returns the loss."""
+    mean embeddings summed over the classes; one step of ``opt`` on the images (``opt=None``: the gradient only,
+    as the compile probe times it). Returns the loss."""
     k = len(reals)
     counts = [len(r) for r in reals]
     real, syn_batch = torch.cat(reals), syn
@@ -146,11 +185,14 @@ def matching_step(net: nn.Module, syn: torch.Tensor, ipc: int, reals: list[torch
         syn_batch = torch.cat([augment.apply(syn[c * ipc:(c + 1) * ipc], draws[c]) for c in range(k)])
     # One batched pass per side for all classes. The real side needs no graph: instance norm is per sample, so
     # two passes give the same embeddings as one, and backward then runs through the synthetic images only.
-    emb_syn = _embed(net, syn_batch)
-    means_real = _real_means(net, real, counts)
+    emb_syn = embed(net, syn_batch)
+    means_real = _real_means(net, real, counts, embed)
     loss = emb_syn.new_zeros(())
     for c in range(k):
         loss = loss + (means_real[c] - emb_syn[c * ipc:(c + 1) * ipc].mean(0)).pow(2).sum()
+    if opt is None:
+        loss.backward()
+        return float(loss.detach())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
