@@ -539,6 +539,18 @@ def test_perf_quick(bench_out):
     assert set(d["dm"]) == {"ipc10_real64", "ipc1_real64", "ipc10_real32"}
     assert d["dm"]["ipc10_real64"]["gflop"] > d["dm"]["ipc10_real32"]["gflop"]  # more real images, more work
     assert d["kd"]["cached_kd_over_alone"] > 0
+    same = d["same_process"]  # the reference's loops beside distillab's, one process, one allocator setting
+    assert set(same) == {"eval_epoch", "dm_iteration"} and all(r["reference_seconds"] > 0 for r in same.values())
+    assert all(r["eager_speedup"] == round(r["reference_seconds"] / r["eager_seconds"], 3) for r in same.values())
+    budget = d["paper_budget"]  # seconds per iteration x the reference recipe's iterations
+    assert set(budget) == {"gm IPC 10", "dsa IPC 10", "dm IPC 10"}
+    assert [budget[k]["paper_iterations"] for k in ("gm IPC 10", "dsa IPC 10", "dm IPC 10")] == [1000, 1000, 20000]
+    gm = budget["gm IPC 10"]
+    assert (gm["outer"], gm["inner"]) == (10, 50)
+    assert gm["seconds_per_iteration"] == pytest.approx(10 * gm["matching_step_seconds"] + 9 * gm["inner_loop_seconds"],
+                                                        abs=0.02)
+    assert all(r["hours_to_paper_budget"] == pytest.approx(r["seconds_per_iteration"] * r["paper_iterations"] / 3600,
+                                                           abs=0.01) for r in budget.values())
 
 
 def test_a_cell_killed_mid_run_runs_again_in_a_fresh_folder(tmp_path):
