@@ -290,6 +290,7 @@ def _same_process(quick: bool, width: int, repeats: int, digits, teacher, studen
         "eager": lambda: dm_mod.matching_step(net, syn["eager"], ipc, reals, opts["eager"], dsa_op, draws),
         **compiled(lambda: dm_mod.matching_step(net, syn["compiled"], ipc, reals, opts["compiled"], dsa_op, draws,
                                                 embed=fast))}, repeats))
+    out["gm_iteration"] = _gm_same_process(quick, spec, g)
     # a KD epoch has no reference loop: eager against compiled only (the same figure twice in "reference")
     cached = cache_teacher(ModelTeacher(teacher), digits.train.x)
 
@@ -302,6 +303,46 @@ def _same_process(quick: bool, width: int, repeats: int, digits, teacher, studen
         out["kd_epoch"] = _row("KD epoch, cached teacher (no reference loop: eager twice)",
                                {"reference": kd["eager"], **kd})
     return out
+
+
+def _gm_same_process(quick: bool, spec: str, g: torch.Generator) -> dict:
+    """A gradient-matching iteration at IPC 10 (vico recipe: 256 real per class, 10 matching steps, 50 inner epochs
+    over the set between them), the reference's loop beside distillab's, from one matching step and one inner loop
+    of each (timed once after a warm-up: a full-size matching step takes tens of seconds)."""
+    ipc, real_n = 10, (16 if quick else 256)
+    outer, inner = gm_mod.loops_for(ipc)
+    reals = [torch.randn(real_n, 1, 28, 28, generator=g) for _ in range(10)]
+    labels = torch.arange(10).repeat_interleave(ipc)
+    sides = ("reference", "eager") + (() if quick else ("compiled",))
+    nets = {k: build_model(spec, (1, 28, 28), 10, g).train() for k in sides}
+    syn = {k: torch.randn(10 * ipc, 1, 28, 28, generator=g).requires_grad_(True) for k in sides}
+    opt_img = {k: torch.optim.SGD([syn[k]], lr=0.1, momentum=0.5) for k in sides}
+    opt_net = {k: torch.optim.SGD(nets[k].parameters(), lr=0.01) for k in sides}
+    fast = Compiled(gm_mod._forward)
+
+    def matching(k):
+        if k == "reference":
+            return lambda: reference_style.gm_matching_step(nets[k], syn[k], opt_img[k], reals, ipc,
+                                                            gm_mod.gradient_distance)
+        return lambda: gm_mod.matching_step(nets[k], syn[k], ipc, reals, opt_img[k])
+
+    def inner_loop(k):
+        pool = syn[k].detach()
+        if k == "reference":
+            return lambda: [reference_style.protocol_epoch(nets[k], opt_net[k], pool, labels, None, g)
+                            for _ in range(inner)]
+        batches = [(pick, None) for _ in range(inner) for pick in torch.randperm(len(pool), generator=g).split(256)]
+        return lambda: gm_mod.network_steps(nets[k], opt_net[k], pool, labels, batches,
+                                            forward=fast if k == "compiled" else None)
+    match = _interleaved({k: matching(k) for k in sides}, 1)
+    loops = _interleaved({k: inner_loop(k) for k in sides}, 1)
+    iteration = {k: outer * match[k][0] + (outer - 1) * loops[k][0] for k in sides}
+    # (seconds, "first call"): the compile shows as the inner loop's first call beyond its steady time
+    found = {k: (iteration[k], iteration[k] + loops[k][1] - loops[k][0]) for k in sides}
+    row = _row(f"gm iteration, IPC {ipc}, {real_n} real per class (10 matching steps, 9 inner loops)", found)
+    row.update(matching_step_seconds={k: round(match[k][0], 3) for k in sides},
+               inner_loop_seconds={k: round(loops[k][0], 3) for k in sides})
+    return row
 
 
 def _paper_budget(quick: bool, width: int) -> dict:

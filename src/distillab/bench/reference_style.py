@@ -45,3 +45,25 @@ def dm_iteration(net, syn: torch.Tensor, opt_img, reals: list[torch.Tensor], ipc
     loss.backward()
     opt_img.step()
     return float(loss.detach())
+
+
+def gm_matching_step(net, syn: torch.Tensor, opt_img, reals: list[torch.Tensor], ipc: int, distance,
+                     augment=None, draws: list | None = None) -> float:
+    """One gradient-matching step as the reference loops it: per class, the gradient of the real batch's loss
+    (the whole batch at once) and of the class's synthetic images' loss (with its graph), their distance added
+    up; one step on the images. ``distance``: the layer-wise distance of the two gradients."""
+    params = list(net.parameters())
+    loss = syn.new_zeros(())
+    for c, real in enumerate(reals):
+        img_syn = syn[c * ipc:(c + 1) * ipc]
+        if augment is not None:
+            real, img_syn = augment.apply(real, draws[c]), augment.apply(img_syn, draws[c])
+        lab_real = torch.full((len(real),), c, dtype=torch.long)
+        gw_real = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), lab_real), params)]
+        lab_syn = torch.full((ipc,), c, dtype=torch.long)
+        gw_syn = torch.autograd.grad(F.cross_entropy(net(img_syn), lab_syn), params, create_graph=True)
+        loss = loss + distance(gw_real, list(gw_syn))
+    opt_img.zero_grad()
+    loss.backward()
+    opt_img.step()
+    return float(loss.detach())

@@ -232,8 +232,9 @@ CONDENSE_SHORTHANDS = {
     "--no-dsa": dict(action="store_false", dest="dsa", default=None,
                      help="no siamese augmentation while matching (option dsa=0)"),
     "--compile": dict(choices=COMPILE_MODES,
-                      help="dm: its embedding pass by torch.compile; auto: where a timed probe shows it pays "
-                           "(option compile); the --protocol evaluation follows it"),
+                      help="torch.compile (inductor) for dm's embedding pass, gm's and dsa's inner network steps; "
+                           "auto: where a timed probe shows it pays (option compile); the --protocol evaluation "
+                           "follows it"),
 }
 
 

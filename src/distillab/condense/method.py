@@ -27,6 +27,7 @@ import torch
 from .. import seeds
 from .._version import __version__
 from ..checkpoint import Checkpoints, loop_running, restore, stop_if_requested
+from ..compiling import CompileChoice
 from ..data import ReadLog, TrainSet
 from ..errors import require
 from ..memory import PeakMemory
@@ -90,6 +91,14 @@ class Progress:
                                                            **self._reads(), **self._seconds()})
         else:
             stop_if_requested()
+
+    def compile_choice(self, decide: Callable[[], CompileChoice]) -> CompileChoice:
+        """The run's compile choice: the one its checkpoint kept (a resumed run goes on as it began), else
+        ``decide()``; kept with every checkpoint from now on."""
+        saved = self.saved()
+        choice = CompileChoice.from_record(saved["compile"]) if saved is not None and "compile" in saved else decide()
+        self.keep["compile"] = choice.record()
+        return choice
 
     def _reads(self) -> dict:
         return {"reads": {"draws": self.reads.draws, "seen": self.reads.seen}} if self.reads is not None else {}

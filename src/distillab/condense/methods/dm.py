@@ -97,15 +97,11 @@ def _embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def compile_choice(train: TrainSet, ipc: int, cfg: DM, augment, progress: Progress) -> CompileChoice:
-    """Whether this run embeds compiled: the choice a resumed run saved, else ``cfg.compile`` decided now (auto:
-    timed on a probe iteration of its own network, images and draws, so the run's streams are untouched). The
-    choice is kept with the run's checkpoints."""
-    saved = progress.saved()
-    if saved is not None and "compile" in saved:
-        choice = CompileChoice.from_record(saved["compile"])
-    else:
+    """Whether this run embeds compiled: ``cfg.compile`` decided (auto: timed on a probe iteration of its own
+    network, noise images and draws, so the run's streams are untouched), or the choice a resumed run kept."""
+    def decide() -> CompileChoice:
         probe_g, k = torch.Generator().manual_seed(0), train.num_classes
-        net = build_model(cfg.model, train.input_shape, train.num_classes, probe_g).to(train.device).eval()
+        net = build_model(cfg.model, train.input_shape, k, probe_g).to(train.device).eval()
         for p in net.parameters():
             p.requires_grad_(False)
         shape = tuple(train.x.shape[1:])  # noise of the run's shapes: timing needs no real image
@@ -117,11 +113,8 @@ def compile_choice(train: TrainSet, ipc: int, cfg: DM, augment, progress: Progre
         def probe(embed):
             images = syn.clone().requires_grad_(True)
             return lambda: matching_step(net, images, ipc, reals, None, augment, draws, embed=embed)
-
-        choice = choose(cfg.compile, probe(_embed), probe(fast), steps=cfg.iterations - (saved or {}).get(
-            "iteration", 0))
-    progress.keep["compile"] = choice.record()
-    return choice
+        return choose(cfg.compile, probe(_embed), probe(fast), steps=cfg.iterations)
+    return progress.compile_choice(decide)
 
 
 @torch.no_grad()

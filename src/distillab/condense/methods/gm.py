@@ -12,6 +12,9 @@ synthetic set. The reference's loop sizes per IPC are the default (``outer``/``i
 replacement, ``inner`` counted in epochs over the synthetic set (``inner_unit=epoch``), whole-pixel siamese
 augmentation (``dsa_style=vico``). One outer step equals the reference's loop body on fixed inputs
 (tests/test_reference_equivalence.py).
+
+``compile=on|auto`` runs the network's inner training steps compiled by inductor (distillab.compiling); the
+matching step differentiates a gradient (double backward), which inductor cannot compile, and stays eager.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ...compiling import CompileChoice, Compiled, check_mode, choose
 from ...data import TrainSet
 from ...dsa import DSA, STYLES
 from ...errors import require
@@ -69,6 +73,7 @@ class GM(Method):
     inner_unit: Literal["step", "epoch"] = "step"          # inner: steps on batch_train images, or epochs of the set
     dsa_strategy: str = ""                                  # "": every family, flip for colour images only
     dsa_style: Literal["distillab", "vico"] = "distillab"   # vico: the reference's whole-pixel crop and cutout
+    compile: Literal["off", "on", "auto"] = "off"           # the inner steps by torch.compile (auto: if it pays)
 
     recipes = {"vico": dict(iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, batch_real=256,
                             batch_train=256, model="convnet:width=128,depth=3", dsa=False, init="noise",
@@ -81,6 +86,7 @@ class GM(Method):
         require(0 <= self.momentum < 1, f"{self.name} momentum must be in [0, 1), got {self.momentum}")
         require(self.batch_real >= 1 and self.batch_train >= 1, f"{self.name} batch sizes must be at least 1")
         require(self.dsa_style in STYLES, f"{self.name} dsa_style must be one of {', '.join(STYLES)}")
+        check_mode(self.compile, f"{self.name} compile")
         if self.dsa_strategy:
             DSA(strategy=self.dsa_strategy)  # unknown families: one line
 
@@ -94,9 +100,37 @@ class GM(Method):
     def run(self, train, ipc, generator, progress=None):
         images = initial_images(train, ipc, self.init, generator)
         augment = siamese_augmentation(train.input_shape, self) if self.dsa else None
-        images = gradient_matching(train, images, ipc, self, generator, augment, progress)
-        return SyntheticSet.class_major(train, images, ipc,
-                                        meta={"dsa_families": augment.families} if augment else {})
+        progress = progress if isinstance(progress, Progress) else Progress(progress)
+        choice = compile_choice(train, ipc, self, augment, progress)
+        images = gradient_matching(train, images, ipc, self, generator, augment, progress,
+                                   forward=Compiled(_forward) if choice.compiled else None)
+        meta = {"dsa_families": augment.families} if augment else {}
+        return SyntheticSet.class_major(train, images, ipc, meta={**meta, "compile": choice.record()})
+
+
+def _forward(net, x):
+    return net(x)
+
+
+def compile_choice(train: TrainSet, ipc: int, cfg: GM, augment, progress: Progress) -> CompileChoice:
+    """Whether this run's inner steps run compiled: ``cfg.compile`` decided (auto: an inner step timed on a
+    network, noise images and draws of its own), or the choice a resumed run kept."""
+    def decide() -> CompileChoice:
+        probe_g, k = torch.Generator().manual_seed(0), train.num_classes
+        outer, inner = cfg.outer or loops_for(ipc)[0], cfg.inner or loops_for(ipc)[1]
+        pool = torch.randn(k * ipc, *train.x.shape[1:], generator=probe_g).to(train.device)
+        labels = torch.arange(k, device=pool.device).repeat_interleave(ipc)
+        per_inner = len(list(inner_batches(len(pool), cfg, probe_g, 1)))
+        pick = next(iter(inner_batches(len(pool), cfg, probe_g, 1)))
+        batch = [(pick, augment.sample(len(pick), probe_g) if augment is not None else None)]
+
+        def probe(forward):
+            net = build_model(cfg.model, train.input_shape, k, probe_g).to(train.device).train()
+            opt = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
+            return lambda: network_steps(net, opt, pool, labels, batch, augment, forward=forward)
+        steps = cfg.iterations * (outer - 1) * inner * per_inner
+        return choose(cfg.compile, probe(None), probe(Compiled(_forward)), steps=steps)
+    return progress.compile_choice(decide)
 
 
 def siamese_augmentation(input_shape, cfg) -> DSA:
@@ -144,7 +178,8 @@ def real_gradient(net, params: list, real: torch.Tensor, c: int) -> list[torch.T
 
 
 def gradient_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: GM, g: torch.Generator, augment=None,
-                      progress: Progress | None = None) -> torch.Tensor:
+                      progress: Progress | None = None, forward=None) -> torch.Tensor:
+    """``forward(net, x)``: the inner steps' forward pass (compiled), or None for ``net(x)``."""
     progress = progress if isinstance(progress, Progress) else Progress(progress)
     k = train.num_classes
     default_outer, default_inner = loops_for(ipc)
@@ -169,7 +204,7 @@ def gradient_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: GM, 
             pool = syn.detach().clone()  # the network learns on the synthetic set between matching steps
             batches = [(pick, augment.sample(len(pick), g) if augment is not None else None)
                        for pick in inner_batches(len(pool), cfg, g, inner)]
-            network_steps(net, opt_net, pool, labels, batches, augment)
+            network_steps(net, opt_net, pool, labels, batches, augment, forward=forward)
         progress(it, total / outer, live)
     return syn.detach()
 
@@ -195,14 +230,16 @@ def matching_step(net, syn: torch.Tensor, ipc: int, reals: list[torch.Tensor], o
     return float(loss.detach())
 
 
-def network_steps(net, opt_net, pool: torch.Tensor, labels: torch.Tensor, batches: list, augment=None) -> None:
+def network_steps(net, opt_net, pool: torch.Tensor, labels: torch.Tensor, batches: list, augment=None,
+                  forward=None) -> None:
     """The network's training between two matching steps: one SGD step per (positions, augmentation draw) of
-    ``batches`` on the synthetic images ``pool`` (each image its own draw: not siamese)."""
+    ``batches`` on the synthetic images ``pool`` (each image its own draw: not siamese); ``forward(net, x)``
+    replaces ``net(x)`` (the compiled pass)."""
     for pick, draw in batches:
         xb = pool[pick]
         if augment is not None:
             xb = augment.apply(xb, draw)
-        step_loss = F.cross_entropy(net(xb), labels[pick])
+        step_loss = F.cross_entropy(forward(net, xb) if forward is not None else net(xb), labels[pick])
         opt_net.zero_grad(set_to_none=True)
         step_loss.backward()
         opt_net.step()
