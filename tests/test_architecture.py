@@ -99,7 +99,7 @@ LAYERS = [
     ["distillab", "distillab._version", "distillab.errors", "distillab.seeds", "distillab.reporting",
      "distillab.distributed", "distillab.memory", "distillab.speed", "distillab.kd.functional",
      "distillab.service.protocol", "distillab.layouts"],
-    ["distillab.specs", "distillab.files", "distillab.dsa", "distillab.augmentation", "distillab.audits.mia",
+    ["distillab.specs", "distillab.compiling", "distillab.files", "distillab.dsa", "distillab.augmentation", "distillab.audits.mia",
      "distillab.service.tokens", "distillab.service.client"],
     ["distillab.registry", "distillab.checkpoint"],
     ["distillab.data", "distillab.models", "distillab.outputs", "distillab.datafree.records"],

@@ -189,3 +189,16 @@ def test_compile_flags_end_in_one_line(cli, tmp_path):
     result = cli("train", "--data", "digits", "--model", "mlp:hidden=8", "--compile", "fast", "--out", tmp_path / "c")
     assert result.code == 2 and "--compile" in result.err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_compile_is_how_a_method_runs_not_part_of_its_recipe():
+    """A kept set or benchmark cell is matched by its method's recipe (option_values): compiling must not make
+    it look like another recipe, while the spec string still carries the option."""
+    from distillab.condense import METHODS
+    from distillab.specs import option_values
+
+    for name in ("dm", "gm", "dsa"):
+        cls = METHODS.get(name)
+        compiled = cls(compile="on")
+        assert option_values(compiled) == option_values(cls()) and "compile" not in option_values(compiled)
+        assert "compile=on" in str(compiled) and METHODS.parse(str(compiled)).compile == "on"

@@ -151,7 +151,8 @@ TEXT = {'defaults': {'train': {'data': 'digits',
                 'omni-mnist',
                 'perf',
                 'reproduce-mnist',
-                'teacher-service']}
+                'teacher-service'],
+ 'compile_modes': ['off', 'on', 'auto']}
 
 def live() -> dict:
     """TEXT as the code has it now (imports torch)."""
@@ -167,6 +168,7 @@ def live() -> dict:
     from .models import MODELS
     from .protocols import PROTOCOLS
     from .bench import BENCHMARKS, run_benchmark
+    from .compiling import MODES
 
     import inspect
 
@@ -189,7 +191,7 @@ def live() -> dict:
                          for f in dataclasses.fields(Protocol)},
             "losses": LOSSES.help(), "methods": METHODS.help(), "protocols": PROTOCOLS.help(), "labels": labels_help(),
             "datafree": DATAFREE.help(), "audits": AUDITS.help(), "models": MODELS.help(), "datasets": dataset_forms(),
-            "benchmarks": list(BENCHMARKS)}
+            "benchmarks": list(BENCHMARKS), "compile_modes": list(MODES)}
 
 
 if __name__ == "__main__":

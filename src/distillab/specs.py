@@ -180,9 +180,21 @@ def spec_string(name: str, options) -> str:
     return name + (":" + ",".join(values) if values else "")
 
 
+EXECUTION = "execution"  # field metadata: an option of how a part runs (compile), not of what it makes
+
+
+def execution_option(default):
+    """A field for an option that changes how a part runs but not what it makes (beyond float rounding): it
+    parses and shows in the spec string like any option, and is left out of ``option_values``, the recipe that
+    files record and that kept benchmark cells are matched by."""
+    return dataclasses.field(default=default, metadata={EXECUTION: True})
+
+
 def option_values(options) -> dict:
-    """{key: value} of every option of a dataclass instance (what files record)."""
-    return {key: getattr(options, key) for key in option_fields(type(options))}
+    """{key: value} of every option of a dataclass instance that shapes what it makes (what files record):
+    execution options (``execution_option``) are left out."""
+    return {key: getattr(options, key) for key, (f, _) in option_fields(type(options)).items()
+            if not f.metadata.get(EXECUTION)}
 
 
 def options_help(cls) -> str:
@@ -207,5 +219,6 @@ class Plugin:
         return spec_string(self.name, self)
 
     def describe(self) -> dict:
-        """What files and config.yaml record: the name and every option."""
-        return {"name": self.name, **option_values(self)}
+        """What files and config.yaml record: the name and every option (execution options too: it rebuilds the
+        part as it was given)."""
+        return {"name": self.name, **{key: getattr(self, key) for key in option_fields(type(self))}}

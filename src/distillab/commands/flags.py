@@ -11,7 +11,6 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable
 
-from ..compiling import MODES as COMPILE_MODES
 from ..cli_text import TEXT
 from ..errors import require
 
@@ -97,7 +96,7 @@ def add_device(p) -> None:
 
 def add_compile(p, default_text: str) -> None:
     """--compile, written once: off, on or auto (distillab.compiling)."""
-    p.add_argument("--compile", choices=COMPILE_MODES,
+    p.add_argument("--compile", choices=TEXT["compile_modes"],
                    help="the training step's forward by torch.compile (inductor): on, off, or auto: time a few steps "
                         f"both ways and compile where the run repays the compile ({default_text})")
 
@@ -231,7 +230,7 @@ CONDENSE_SHORTHANDS = {
     "--bptt-epochs": dict(type=int, help="bptt: unrolled epochs (option epochs)"),
     "--no-dsa": dict(action="store_false", dest="dsa", default=None,
                      help="no siamese augmentation while matching (option dsa=0)"),
-    "--compile": dict(choices=COMPILE_MODES,
+    "--compile": dict(choices=TEXT["compile_modes"],
                       help="torch.compile (inductor) for dm's embedding pass, gm's and dsa's inner network steps; "
                            "auto: where a timed probe shows it pays (option compile); the --protocol evaluation "
                            "follows it"),

@@ -27,6 +27,7 @@ from ...compiling import CompileChoice, Compiled, check_mode, choose
 from ...data import TrainSet
 from ...dsa import DSA, STYLES, VICO_STRATEGY
 from ...errors import require
+from ...specs import execution_option
 from ...models import build_model
 from ..method import Method, Progress, initial_images, register_method
 from ..synset import SyntheticSet
@@ -53,7 +54,8 @@ class DM(Method):
     real_draw: Literal["replace", "distinct"] = "replace"   # a class's real batch: with or without replacement
     dsa_strategy: str = ""                                  # "": every family, flip for colour images only
     dsa_style: Literal["distillab", "vico"] = "distillab"   # vico: the reference's whole-pixel crop and cutout
-    compile: Literal["off", "on", "auto"] = "off"           # the embedding pass by torch.compile (auto: if it pays)
+    # the embedding pass by torch.compile (auto: where it pays); how it runs, not what it makes: not in the recipe
+    compile: Literal["off", "on", "auto"] = execution_option("off")
 
     recipes = {"vico": dict(iterations=20000, lr_img=1.0, momentum=0.5, batch_real=256,
                             model="convnet:width=128,depth=3", dsa=True, init="real", clamp="none",

@@ -29,6 +29,7 @@ from ...compiling import CompileChoice, Compiled, check_mode, choose
 from ...data import TrainSet
 from ...dsa import DSA, STYLES
 from ...errors import require
+from ...specs import execution_option
 from ...models import build_model, stateful_layers
 from ..method import Method, Progress, initial_images, register_method
 from ..synset import SyntheticSet
@@ -73,7 +74,8 @@ class GM(Method):
     inner_unit: Literal["step", "epoch"] = "step"          # inner: steps on batch_train images, or epochs of the set
     dsa_strategy: str = ""                                  # "": every family, flip for colour images only
     dsa_style: Literal["distillab", "vico"] = "distillab"   # vico: the reference's whole-pixel crop and cutout
-    compile: Literal["off", "on", "auto"] = "off"           # the inner steps by torch.compile (auto: if it pays)
+    # the inner steps by torch.compile (auto: where it pays); how it runs, not what it makes: not in the recipe
+    compile: Literal["off", "on", "auto"] = execution_option("off")
 
     recipes = {"vico": dict(iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, batch_real=256,
                             batch_train=256, model="convnet:width=128,depth=3", dsa=False, init="noise",
