@@ -115,7 +115,7 @@ def _loss_run(cls, options: dict, seed: int, same_teacher: bool = False):
     y = torch.arange(6) % _CLASSES
     idx = torch.arange(6)
     term = cls(**options)
-    objective = Distillation(ModelTeacher(teacher, term.teacher_taps()), [term])
+    objective = Distillation(ModelTeacher(teacher, term.teacher_taps()), [term], examples=len(x))
     extra = objective.attach(student, x, idx, generator=seeds.generator(seed, "connectors"))
     streams = {name: g.get_state() for name, g in term.generators().items()}
     student.train()

@@ -38,6 +38,8 @@ class LossInputs:
     teacher: TeacherBatch
     student_features: dict[str, torch.Tensor]
     schedule: Schedule = Schedule()  # where training stands (epoch, step, their totals): for warm-ups
+    idx: torch.Tensor | None = None  # each row's position in the training set (a memory bank's key: crd)
+    examples: int | None = None      # how many examples the training set holds (positions are 0..examples-1)
 
 
 @dataclass
@@ -115,6 +117,37 @@ class FeatureTerm(LossTerm):
         require(not same_size or s.shape[2:] == t.shape[2:],
                 f"the {self.name} loss needs feature maps of one spatial size, but {shapes}; tap layers of one size")
         return s, t
+
+
+@dataclass
+class MultiFeatureTerm(LossTerm):
+    """A term on several layers at once: ``student``/``teacher`` are module paths joined by ``+``
+    (``student=layer1+layer2+layer3``), read pairwise in order."""
+
+    student: str = "penultimate"
+    teacher: str = "penultimate"
+
+    def check(self) -> None:
+        super().check()
+        s, t = self.student_taps(), self.teacher_taps()
+        require(all(s) and all(t), f"--loss {self}: student and teacher are module paths joined by '+'")
+        require(len(s) == len(t), f"--loss {self}: {len(s)} student layer(s) but {len(t)} teacher layer(s); "
+                                  "pair them one to one")
+
+    def student_taps(self) -> list[str]:
+        return self.student.split("+")
+
+    def teacher_taps(self) -> list[str]:
+        return self.teacher.split("+")
+
+    def check_teacher(self, teacher) -> None:
+        require(getattr(teacher, "gives_features", False),
+                f"the {self.name} loss needs a teacher model (features), not a black box")
+
+    def feature_pairs(self, batch: LossInputs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(student, teacher) features of each pair of taps, in order."""
+        return [(batch.student_features[s], batch.teacher.features[t])
+                for s, t in zip(self.student_taps(), self.teacher_taps())]
 
 
 LOSSES = Registry("loss", LossTerm, "--loss")

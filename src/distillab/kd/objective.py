@@ -44,9 +44,11 @@ def hinton_losses(temperature: float = KD.T, alpha: float = Hinton.alpha) -> lis
 class Distillation:
     """The training objective: a weighted sum of named loss terms, given a teacher."""
 
-    def __init__(self, teacher, losses: list[LossTerm]):
+    def __init__(self, teacher, losses: list[LossTerm], examples: int | None = None):
+        """``examples``: how many rows the training set holds (the positions ``idx`` index; a term with a memory
+        bank per example, crd, needs it)."""
         require(losses, "no loss terms given")
-        self.teacher, self.losses = teacher, list(losses)
+        self.teacher, self.losses, self.examples = teacher, list(losses), examples
         self.student_taps: FeatureTaps | None = None
         for term in self.losses:
             term.check_teacher(teacher)
@@ -69,7 +71,8 @@ class Distillation:
         with torch.no_grad():
             logits = student.eval()(sample_x)
             sample = LossInputs(logits, None, self.teacher(sample_x, sample_idx),
-                                self.student_taps.features if self.student_taps else {})
+                                self.student_taps.features if self.student_taps else {}, idx=sample_idx,
+                                examples=self.examples)
         student.train(was_training)
         generator = generator if generator is not None else seeds.generator(0)
         return [module for term in self.losses for module in term.build(sample, generator)]
@@ -82,7 +85,8 @@ class Distillation:
     def __call__(self, model, x, y, idx, schedule: Schedule = Schedule()) -> dict:
         teacher = self.teacher(x, idx)
         logits = model(x)
-        batch = LossInputs(logits, y, teacher, self.student_taps.features if self.student_taps else {}, schedule)
+        batch = LossInputs(logits, y, teacher, self.student_taps.features if self.student_taps else {}, schedule,
+                           idx=idx, examples=self.examples)
         values: dict[str, torch.Tensor] = {}
         for term in self.losses:
             for name, value in term(batch).items():

@@ -144,7 +144,7 @@ def distill_datafree(teacher, *, method="noise", student: str = "mlp:hidden=32",
         source = ModelTeacher(model, [p for t in terms for p in t.teacher_taps()], device=cfg.device)
         if cfg.augment == "none":  # the transfer images never change: the teacher answers each of them once
             source = cache_teacher(source, student_splits.train.x.to(cfg.device))
-        objective = Distillation(source, terms)
+        objective = Distillation(source, terms, examples=len(student_splits.train))
         extra = objective.attach(net.to(cfg.device), student_splits.train.x[:8].to(cfg.device), torch.arange(8),
                                  generator=seeds.generator(cfg.seed, "connectors"))
         reporter.info(f"datafree {method.name}: {len(transfer.labels):,} transfer images from "

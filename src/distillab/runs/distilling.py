@@ -119,7 +119,7 @@ def distill(data: str = "digits", teacher=None, student: str = "mlp:hidden=32", 
                                                     teacher_inputs=teacher_inputs)
     for message in label_smoothing_warnings(teacher_meta, terms, cfg.label_smoothing):
         reporter.warn(message)
-    objective = Distillation(source, terms)
+    objective = Distillation(source, terms, examples=len(splits.train) + (len(mix.rows) if mix is not None else 0))
     sample = torch.arange(min(8, len(splits.train)))
     extra = objective.attach(net.to(cfg.device), splits.train.x[sample].to(cfg.device), sample,
                              generator=seeds.generator(cfg.seed, "connectors"))
