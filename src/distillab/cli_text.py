@@ -79,14 +79,17 @@ TEXT = {'defaults': {'train': {'data': 'digits',
               'dsa': False,
               'augment': 'none',
               'dsa_draw': 'batch'},
- 'losses': 'at (w=1000.0, student=penultimate, teacher=penultimate); ce (w=1.0, smoothing=0.0); dist (w=1.0, '
-           'beta=1.0, gamma=1.0, T=1.0); dkd (w=1.0, alpha=1.0, beta=8.0, T=4.0, warmup=20, standardise=0); hint '
-           '(w=1.0, student=penultimate, teacher=penultimate); kd (w=1.0, T=4.0, noise=0.0); logit-mse (w=1.0, '
-           'center=0, reduce=sum); lskd (w=1.0, T=2.0); nst (w=50.0, student=penultimate, teacher=penultimate); '
-           'pkt (w=30000.0, student=penultimate, teacher=penultimate); rkd (w=1.0, student=penultimate, '
-           'teacher=penultimate, distance=25.0, angle=50.0); sp (w=3000.0, student=penultimate, '
-           'teacher=penultimate); vid (w=1.0, student=penultimate, teacher=penultimate, init_pred_var=5.0, '
-           'eps=1e-05)',
+ 'losses': 'at (w=1000.0, student=penultimate, teacher=penultimate); ce (w=1.0, smoothing=0.0); crd (w=0.8, '
+           'student=penultimate, teacher=penultimate, feat_dim=128, negatives=16384, nce_t=0.07, momentum=0.5); '
+           'dist (w=1.0, beta=1.0, gamma=1.0, T=1.0); dkd (w=1.0, alpha=1.0, beta=8.0, T=4.0, warmup=20, '
+           'standardise=0); hint (w=1.0, student=penultimate, teacher=penultimate); kd (w=1.0, T=4.0, noise=0.0); '
+           'kdsvd (w=1.0, student=penultimate, teacher=penultimate, k=1); logit-mse (w=1.0, center=0, reduce=sum); '
+           'lskd (w=1.0, T=2.0); nst (w=50.0, student=penultimate, teacher=penultimate); ofd (w=0.001, '
+           'student=penultimate, teacher=penultimate, kernel_size=1, norm=); pkt (w=30000.0, student=penultimate, '
+           'teacher=penultimate); reviewkd (w=1.0, student=penultimate, teacher=penultimate, warmup=20, '
+           'max_mid=512); rkd (w=1.0, student=penultimate, teacher=penultimate, distance=25.0, angle=50.0); sp '
+           '(w=3000.0, student=penultimate, teacher=penultimate); vid (w=1.0, student=penultimate, '
+           'teacher=penultimate, init_pred_var=5.0, eps=1e-05)',
  'methods': 'bptt (iterations=1000, steps=10, epochs=3, lr_init=0.02, lr_img=0.01, batch_real=1024, '
             'init_net=fixed, model=lenet5, lr_decay_every=0, lr_decay=0.5, init=real, attack=); gm '
             '(iterations=1000, outer=0, inner=0, lr_img=0.1, momentum=0.5, lr_net=0.01, batch_real=256, '
@@ -125,7 +128,12 @@ TEXT = {'defaults': {'train': {'data': 'digits',
            'model=[convnet:width=32,depth=3], epochs=300, bootstrap=200); memorisation (privacy; copy_ratio=0.1)',
  'models': 'convnet (init=default, width=128, depth=3, norm=instance, pool=avg); lenet5 (init=default, norm=none); '
            'lenet5-half (init=default, norm=none); mlp (init=default, hidden=800-800, dropout=0.0, '
-           'input_dropout=0.0); resnet18 (init=default, width=64, norm=batch)',
+           'input_dropout=0.0); mobilenetv2 (init=default, width=0.5, expand=6); resnet18 (init=default, width=64, '
+           'norm=batch); resnet8 (init=default); resnet14 (init=default); resnet20 (init=default); resnet32 '
+           '(init=default); resnet44 (init=default); resnet56 (init=default); resnet110 (init=default); resnet8x4 '
+           '(init=default); resnet32x4 (init=default); shufflenetv1 (init=default); shufflenetv2 (init=default); '
+           'vgg8 (init=default); vgg11 (init=default); vgg13 (init=default); vgg16 (init=default); vgg19 '
+           '(init=default); wrn (init=default, depth=40, width=2)',
  'datasets': 'cifar10, digits, folder:PATH, hf:PATH, mnist, npz:PATH',
  'benchmarks': ['dd-mnist',
                 'wang2018',

@@ -81,6 +81,11 @@ class LossTerm(Plugin):
         checkpoints their state with the model's, so a resumed run draws what an uninterrupted one would."""
         return {}
 
+    def state(self) -> dict[str, nn.Module]:
+        """What else the term changes while training, not learned (made in ``build``), by name: modules whose
+        buffers the training loop checkpoints with the run and puts back after a probe (crd's memory banks)."""
+        return {}
+
     def __call__(self, batch: LossInputs) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

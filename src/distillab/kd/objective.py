@@ -79,8 +79,9 @@ class Distillation:
 
     def live_state(self) -> dict:
         """What the training loop checkpoints besides the model, the learned parts and the optimiser: the terms'
-        random streams (empty when no term draws)."""
-        return {f"{i}:{name}": g for i, term in enumerate(self.losses) for name, g in term.generators().items()}
+        random streams and other state (``state()``: a memory bank), empty when no term has any."""
+        return {f"{i}:{name}": value for i, term in enumerate(self.losses)
+                for name, value in {**term.generators(), **term.state()}.items()}
 
     def __call__(self, model, x, y, idx, schedule: Schedule = Schedule()) -> dict:
         teacher = self.teacher(x, idx)

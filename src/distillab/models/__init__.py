@@ -1,6 +1,8 @@
 """Models by spec string, for any input shape and class count: ``NAME[:key=value,...]`` of a registered model
 family (``family.py``; the built-in ones, one file each in ``families/``: ``mlp``, ``convnet``, ``lenet5``,
-``lenet5-half``, ``resnet18``; every one also takes ``init=default|xavier``), or
+``lenet5-half``, ``resnet18``, and the KD papers' CIFAR networks: ``resnet8``..``resnet110``, ``resnet8x4``,
+``resnet32x4``, ``wrn``, ``vgg8``..``vgg19``, ``mobilenetv2``, ``shufflenetv1``, ``shufflenetv2``; every one also
+takes ``init=default|xavier``), or
 ``import:pkg.module:factory[:key=value,...]``, called as ``factory(input_shape=, num_classes=)``.
 
 Every built-in model ends in a linear layer called ``classifier``; its input is the "penultimate" feature.
