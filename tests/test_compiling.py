@@ -74,6 +74,15 @@ def test_auto_falls_back_to_eager_when_compiling_fails():
     assert not choice.compiled and "no compiler" in choice.reason
 
 
+def test_auto_does_not_probe_under_torchrun(monkeypatch):
+    from distillab import distributed
+
+    monkeypatch.setattr(distributed, "world", lambda: 2)
+    boom = lambda: pytest.fail("a probe ran")
+    choice = choose("auto", boom, boom, steps=10 ** 9)
+    assert not choice.compiled and "torchrun" in choice.reason
+
+
 @pytest.mark.parametrize("record", [None, {"mode": "sometimes", "compiled": True, "reason": ""},
                                     {"mode": "on", "compiled": "yes", "reason": ""},
                                     {"mode": "on", "compiled": True, "reason": 3},

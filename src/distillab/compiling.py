@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import distributed
 from .errors import DistillabError, require
 
 MODES = ("off", "on", "auto")
@@ -97,6 +98,8 @@ def choose(mode: str, eager_step: Callable[[], object], compiled_step: Callable[
         return CompileChoice("off", False, "off")
     if mode == "on":
         return CompileChoice("on", True, "on")
+    if distributed.world() > 1:  # each process would time its own probe and could choose otherwise
+        return CompileChoice("auto", False, "under torchrun every process must run alike: give --compile on or off")
     eager_step()
     eager = _median_seconds(eager_step, probe_steps, timer)
     if eager * steps < SHORTEST_WORTH_PROBING:
