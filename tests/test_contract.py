@@ -119,6 +119,13 @@ def source_path(tmp_path, monkeypatch):
             for part in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
                 batch = {b"data": rng.integers(0, 256, (10, 3072), dtype=np.uint8), b"labels": list(range(10))}
                 (tmp_path / "cifar-10-batches-py" / part).write_bytes(pickle.dumps(batch))
+        if name == "cifar100":  # its extracted folder: every one of the 100 classes once, in train and test
+            (tmp_path / "cifar-100-python").mkdir()
+            for part in ("train", "test"):
+                batch = {"data": rng.integers(0, 256, (100, 3072), dtype=np.uint8), "fine_labels": list(range(100))}
+                (tmp_path / "cifar-100-python" / part).write_bytes(pickle.dumps(batch))
+            meta = {"fine_label_names": [f"c{i}" for i in range(100)]}
+            (tmp_path / "cifar-100-python" / "meta").write_bytes(pickle.dumps(meta))
         if name == "mnist":
             arrays = [np.zeros((60000, 28, 28), np.uint8), (np.arange(60000) % 10).astype(np.uint8),  # its shapes
                       np.zeros((10000, 28, 28), np.uint8), (np.arange(10000) % 10).astype(np.uint8)]

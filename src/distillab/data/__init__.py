@@ -4,7 +4,7 @@ A dataset is loaded as raw images in [0, 1] (N, C, H, W) with integer labels, pl
 ``split()`` carves a seeded validation set from the training data: model selection uses it, never the test set.
 
 Sources (``source.py``: the ``DataSource`` base and the ``DATASETS`` registry; one file each in ``sources/``):
-``digits`` (scikit-learn's bundled 8x8 digits), ``mnist``, ``cifar10``, ``npz:PATH``, ``folder:PATH``,
+``digits`` (scikit-learn's bundled 8x8 digits), ``mnist``, ``cifar10``, ``cifar100``, ``npz:PATH``, ``folder:PATH``,
 ``hf:PATH_OR_NAME`` (the Hugging Face ``datasets`` format).
 """
 
