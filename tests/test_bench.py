@@ -175,6 +175,95 @@ def test_takd_tuned_quick(bench_out):
     assert config["teacher"].endswith("takd-tuned/ta/final-seed-0/model.safetensors")  # taught by the assistant
 
 
+def test_kd_menu_quick(bench_out, monkeypatch):
+    from distillab.bench import kd_menu
+    from distillab.kd import LOSSES
+
+    run_benchmark("kd-menu", quick=True, out=bench_out, quiet=True)
+    d = _load(bench_out, "kd-menu")
+    rows, recipe = d["rows"], d["recipe"]
+    # every built-in term of the registry is on the menu, alone with CE; the feature terms also beside KD
+    builtin = {n for n in LOSSES.names() if LOSSES.get(n).__module__.startswith("distillab.kd.losses.")} - {"ce"}
+    assert set(d["terms"]) == builtin and {"kd", "dkd", "dist", "lskd", "hint", "crd", "reviewkd"} <= builtin
+    for name, term in d["terms"].items():
+        assert term["combinations"]["alone"][0] == "ce" and term["combinations"]["alone"][1].split(":")[0] == name
+        if term["feature_term"]:
+            assert term["combinations"]["paper"] == ["ce", "kd:T=4", term["spec"]]
+        else:
+            assert set(term["combinations"]) == {"alone"}  # a logit term replaces KD: its paper row is the alone row
+    assert d["terms"]["at"]["spec"] == "at:student=features.0,teacher=features.0"  # the class's example taps
+    assert d["terms"]["hint"]["spec"] == "hint"  # no example: the defaults (penultimate on both sides)
+    cells = {f"{t}-{c}" for t, term in d["terms"].items() for c in term["combinations"]} | {"ce-alone"}
+    assert set(rows) | set(d["failed"]) == cells and len(cells) == 1 + len(builtin) + sum(
+        t["feature_term"] for t in d["terms"].values())
+    config = yaml.safe_load((bench_out / "work-quick" / "kd-menu" / "at-paper" / "final-seed-1" / "config.yaml")
+                            .read_text())
+    assert [(t["name"], t.get("student")) for t in config["losses"]] == [("ce", None), ("kd", None),
+                                                                         ("at", "features.0")]
+    assert config["data"].startswith("npz:") and config["teacher_mode"] == "cached"
+    assert recipe["labelled_images"] == 200 and recipe["validation_images"] == 20 and recipe["test_images"] == 449
+    # each row at the learning rate tune chose on validation (the whole grid, test sealed), then its final seeds
+    for name, row in rows.items():
+        trials = row["recipe_search"]["trials"]
+        assert [t["params"]["lr"] for t in trials] == recipe["grid"]["lr"] and all("test_accuracy" not in t
+                                                                                  for t in trials)
+        done = [t for t in trials if t["status"] == "done"]
+        assert row["chosen"] == max(done, key=lambda t: (t["val_accuracy"], -t["trial"]))["params"]
+        assert len(row["test_accuracy"]["runs"]) == len(recipe["seeds"]) == 2
+        assert len(row["epoch_seconds"]) == 2 * recipe["options"]["epochs"]  # every epoch of both final seeds
+    # the ranking is every row, best mean first; costs are epoch times over CE alone's; headroom is teacher - alone
+    means = [rows[k]["test_accuracy"]["mean"] for k in d["ranking"]]
+    assert sorted(d["ranking"]) == sorted(rows) and means == sorted(means, reverse=True)
+    ce = rows["ce-alone"]
+    assert ce["epoch_time_over_ce"] == 1.0 and ce["gain_over_ce"] == 0
+    for row in rows.values():
+        assert row["epoch_time_over_ce"] == pytest.approx(row["median_epoch_seconds"] / ce["median_epoch_seconds"],
+                                                          abs=1e-3)
+    h = d["headroom"]
+    assert h["student_alone_test_accuracy"] == ce["test_accuracy"]["mean"]
+    assert h["teacher_minus_student_alone"] == pytest.approx(h["teacher_test_accuracy"] - ce["test_accuracy"]["mean"])
+    assert h["teacher_test_accuracy"] == d["teacher"]["test_accuracy"] > 0.9
+
+    # a second run keeps every cell: none runs again (an edited result comes back as written); a failed row is
+    # reported apart, out of the ranking, and its file removed so that the next run tries it again
+    folder = bench_out / "work-quick" / "kd-menu" / "cells"
+    kept = json.loads((folder / "kd-alone.json").read_text())
+    kept["result"]["test_accuracy"]["mean"] = 0.123
+    (folder / "kd-alone.json").write_text(json.dumps(kept))
+    failed = json.loads((folder / "dkd-alone.json").read_text())
+    failed["result"] = {"losses": failed["result"]["losses"], "failed": "LinAlgError: made up", "wall_seconds": 1.0}
+    (folder / "dkd-alone.json").write_text(json.dumps(failed))
+
+    def no_cell_runs(*args, **kwargs):
+        raise AssertionError(f"a kept cell ran again: {args[2:]}")
+
+    monkeypatch.setattr(kd_menu, "_menu_cell", no_cell_runs)
+    run_benchmark("kd-menu", quick=True, out=bench_out, quiet=True)
+    again = _load(bench_out, "kd-menu")
+    assert again["rows"]["kd-alone"]["test_accuracy"]["mean"] == 0.123
+    assert again["failed"]["dkd-alone"]["failed"] == "LinAlgError: made up" and "dkd-alone" not in again["ranking"]
+    assert not (folder / "dkd-alone.json").exists() and (folder / "kd-alone.json").exists()
+    assert "LinAlgError: made up" in (bench_out / "kd-menu.md").read_text()
+
+
+def test_kd_menu_full_form_terms_parse_and_their_taps_exist_on_its_nets():
+    """The full form's rows, not run by the suite: every spec parses, and every tap names a module of both nets."""
+    from distillab.bench import kd_menu
+    from distillab.bench.common import teacher_recipe
+    from distillab.kd import parse_loss
+    from distillab.models import build_model
+
+    r = kd_menu.menu_recipe(False)
+    assert set(kd_menu.FULL_OVERRIDES) <= set(kd_menu.menu_terms())
+    nets = {side: dict(build_model(spec, (1, 28, 28), 10).named_modules())
+            for side, spec in (("student", r["student"]), ("teacher", teacher_recipe(r["teacher"], False)["model"]))}
+    for name in kd_menu.menu_terms():
+        for losses in kd_menu.combinations(name, False).values():
+            for term in map(parse_loss, losses):
+                for side, taps in (("student", term.student_taps()), ("teacher", term.teacher_taps())):
+                    assert all(t == "penultimate" or t in nets[side] for t in taps), (name, side, taps)
+
+
 def test_wang2018_budget_quick(bench_out):
     run_benchmark("wang2018-budget", quick=True, out=bench_out, quiet=True)
     d = _load(bench_out, "wang2018-budget")
@@ -512,7 +601,7 @@ def test_unknown_benchmark(cli):
                                "wang2018", "eval-speed", "dm-speed", "perf", "cross-arch", "mtt-memory",
                                "noisy-teacher", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist",
                                "teacher-service", "kd-losses-tuned", "takd-tuned", "wang2018-budget",
-                               "hinton-mnist-tuned", "dm-budget", "reproduce-mnist"}
+                               "hinton-mnist-tuned", "dm-budget", "reproduce-mnist", "kd-menu"}
 
 
 def test_bench_cell_finished_by_another_process_meanwhile_is_not_rerun(tmp_path):

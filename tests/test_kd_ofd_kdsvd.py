@@ -278,3 +278,14 @@ def test_ofd_resumes_to_the_same_bytes(tmp_path, stop_after, conv_teacher):
     api.distill(out=tmp_path / "reference", quiet=True, **kwargs)
     stopped_and_resumed(api.distill, stop_after, 19, tmp_path / "resumed", **kwargs)  # after epoch 1 (19 steps)
     same_run(tmp_path / "reference", tmp_path / "resumed")
+
+
+def test_kdsvd_refuses_features_without_an_svd_in_one_line():
+    """A map gone non-finite (the SVD gradient of a map with repeated singular values is NaN) is one line, not a
+    LinAlgError from deep inside torch."""
+    from distillab.kd.losses.kdsvd import leading_right_vectors
+
+    bad = torch.randn(2, 3, 4, 4)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(DistillabError, match="not finite"):
+        leading_right_vectors(bad, 2)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["hinton-mnist", "hinton-mnist-tuned", "ls-teacher", "kd-losses", "kd-losses-tuned", "takd", "takd-tuned", "rkd", "kd-speed", "noisy-teacher",
+ORDER = ["hinton-mnist", "hinton-mnist-tuned", "ls-teacher", "kd-losses", "kd-losses-tuned", "kd-menu", "takd", "takd-tuned", "rkd", "kd-speed", "noisy-teacher",
          "teacher-service", "omni-mnist", "datafree-mnist", "poison-mnist", "privacy-mnist", "reproduce-mnist", "dd-mnist",
          "dm-budget", "mtt-memory",
          "cross-arch", "wang2018", "wang2018-budget", "eval-speed", "dm-speed", "perf"]

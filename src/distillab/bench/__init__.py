@@ -4,10 +4,11 @@ Each benchmark writes OUT/NAME.json (figures) and OUT/NAME.md (a Markdown table)
 the machine and the wall time. ``--quick`` runs the same code path on digits in seconds (the test suite runs it);
 the full version is the one whose results go in docs/benchmarks.md. Teachers are trained once per OUT folder and
 reused by later benchmarks (OUT/teachers/). A new benchmark is a function registered with ``@benchmark(NAME)`` in
-the module of its family: ``kd.py`` (model distillation), ``dd.py`` (dataset distillation), ``crossarch.py`` (sets
-across architectures), ``mtt.py`` (trajectory matching), ``reproduce.py`` (the reference implementations' recipes
-and protocols), ``datafree.py`` (teaching without the data), ``omni.py`` (pseudo-labelling), ``audits.py``
-(poisoning, privacy), ``service.py`` (a teacher behind HTTP) or ``perf.py`` (speed against the hardware's peak).
+the module of its family: ``kd.py`` (model distillation), ``kd_menu.py`` (every KD loss term), ``dd.py`` (dataset
+distillation), ``crossarch.py`` (sets across architectures), ``mtt.py`` (trajectory matching), ``reproduce.py``
+(the reference implementations' recipes and protocols), ``datafree.py`` (teaching without the data), ``omni.py``
+(pseudo-labelling), ``audits.py`` (poisoning, privacy), ``service.py`` (a teacher behind HTTP) or ``perf.py`` (speed
+against the hardware's peak).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..errors import require
 from ..files import to_jsonable
 from ..outputs import environment, peak_rss_mb
 from ..reporting import Reporter
-from . import audits, crossarch, datafree, dd, kd, mtt, omni, perf, reproduce, service  # noqa: F401  (register their benchmarks)
+from . import audits, crossarch, datafree, dd, kd, kd_menu, mtt, omni, perf, reproduce, service  # noqa: F401  (register their benchmarks)
 from .common import BENCHMARKS, Bench
 
 __all__ = ["BENCHMARKS", "Bench", "run_benchmark"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...errors import require
+from ...errors import DistillabError, require
 from ..loss import MultiFeatureTerm, register_loss
 
 EXTRA = 3    # the student offers k + 3 singular vectors to match the teacher's k
@@ -39,7 +39,14 @@ def leading_right_vectors(feature: torch.Tensor, n: int) -> tuple[torch.Tensor, 
     """The first ``n`` right singular vectors of each example's (C*H) x W matrix, each L2-normalised, (N, W, n),
     and the first ``n`` singular values, L2-normalised together, (N, n)."""
     b, c, h, w = feature.shape
-    _, values, vh = torch.linalg.svd(feature.float().reshape(b, c * h, w), full_matrices=False)
+    require(bool(torch.isfinite(feature).all()), "the kdsvd loss met features that are not finite: a map with "
+                                                 "repeated singular values (a blank border, a constant channel) "
+                                                 "has no SVD gradient; tap deeper layers")
+    try:
+        _, values, vh = torch.linalg.svd(feature.float().reshape(b, c * h, w), full_matrices=False)
+    except torch.linalg.LinAlgError:
+        raise DistillabError("the kdsvd loss could not take the SVD of a feature map (it did not converge); tap "
+                             "deeper layers") from None
     vectors = _finite(vh.mT)[..., :n]
     return F.normalize(vectors, dim=1), F.normalize(_finite(values)[:, :n], dim=1)
 
