@@ -107,3 +107,22 @@ def test_each_term_trains_between_convnets(tmp_path, conv_teacher, loss):
     values = [row[key] for row in logged if key in row]
     assert len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values)
     assert r.metrics["test_accuracy"] > 0.2
+
+
+def test_a_teacher_from_other_data_keeps_its_module_paths_and_sees_its_own_normalisation(tmp_path):
+    """A teacher whose normalisation differs from the data's is mapped by a pre-hook, not wrapped: its taps keep
+    their names (features.N), and it answers the data's inputs as it answers its own."""
+    import dataclasses
+
+    from distillab import data as data_mod
+    from distillab import train
+    from distillab.kd.teachers import load_teacher_model
+
+    made = train(data="digits", model="convnet:width=4,depth=2", epochs=1, out=tmp_path / "t", quiet=True)
+    splits = data_mod.split(data_mod.load("digits"))
+    other = dataclasses.replace(splits, mean=(0.5,), std=(0.25,))
+    teacher, _ = load_teacher_model(tmp_path / "t" / "model.safetensors", other)
+    names = dict(teacher.named_modules())
+    assert "features.0" in names and "1.features.0" not in names
+    x = (splits.train.x[:5] * splits.std[0] + splits.mean[0] - 0.5) / 0.25  # the same images, normalised the other way
+    torch.testing.assert_close(teacher(x), made.model(splits.train.x[:5]), atol=1e-5, rtol=1e-5)

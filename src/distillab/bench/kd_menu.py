@@ -15,7 +15,6 @@ from ..api import tune
 from ..errors import DistillabError
 from ..files import file_sha256
 from ..kd import LOSSES
-from ..models import Renormalise, load_model
 from .common import Bench, benchmark, cell_name, cells_total_seconds, evaluate_file, pm, table, teacher_recipe
 from .omni import _as_array, labelled_subset
 
@@ -143,15 +142,11 @@ def prepare_data(out: Path, quick: bool) -> Path:
 
 
 def teacher_module(path: Path, data: str):
-    """The teacher model file as a module that takes the student's inputs (the labelled subset's normalisation) and
-    keeps its own module names, so the terms' taps (``features.N``) name its layers. (A teacher file given as a path
-    whose normalisation differs from the data's is wrapped as ``Sequential(Renormalise, model)`` by
-    ``load_teacher_model``, which moves its modules to ``1.features.N``.) The mapping runs as a forward pre-hook."""
-    model, meta = load_model(path)
-    ds, norm = data_mod.load(data), meta["normalisation"]
-    renorm = Renormalise(ds.mean, ds.std, norm["mean"], norm["std"])
-    model.register_forward_pre_hook(lambda _module, args: (renorm.to(args[0].device)(args[0]), *args[1:]))
-    return model
+    """The teacher model file as a module that takes the labelled subset's inputs, its module names kept (the terms'
+    taps name its layers): ``load_teacher_model`` maps the normalisation in a forward pre-hook."""
+    from ..kd.teachers import load_teacher_model
+
+    return load_teacher_model(path, data_mod.split(data_mod.load(data)))[0]
 
 
 # --------------------------------------------------------------------------------------------------------------

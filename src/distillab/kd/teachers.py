@@ -188,12 +188,16 @@ def cache_teacher(teacher: ModelTeacher, x: torch.Tensor, batch_size: int = 1000
 
 
 def load_teacher_model(path, splits, what="teacher", trust_code: bool = False) -> tuple[nn.Module, dict]:
-    """A teacher model file, checked against the data, seeing inputs normalised its own way."""
+    """A teacher model file, checked against the data, seeing inputs normalised its own way. Where its
+    normalisation differs from the data's, a forward pre-hook maps the inputs (``Renormalise``, kept as the
+    submodule ``input_renormalise`` so it moves with the model): the model's own module paths stay as they are, so
+    feature taps name its layers the same way whatever data it teaches on."""
     model, meta = load_model(path, trust_code=trust_code)
     check_compatible(meta, splits.classes, splits.input_shape, what, path, getattr(splits, "spec", None))
     norm = meta["normalisation"]
     if list(norm["mean"]) != list(splits.mean) or list(norm["std"]) != list(splits.std):
-        model = nn.Sequential(Renormalise(splits.mean, splits.std, norm["mean"], norm["std"]), model)
+        model.add_module("input_renormalise", Renormalise(splits.mean, splits.std, norm["mean"], norm["std"]))
+        model.register_forward_pre_hook(lambda module, args: (module.input_renormalise(args[0]), *args[1:]))
     return model, meta
 
 
