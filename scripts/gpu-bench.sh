@@ -6,7 +6,7 @@
 # OUT receives peak.json, estimate-*.json, the cells' run folders (cell-dm, cell-dsa: resumable) and summary.md;
 # bring it back whole. --quick: digits, a tiny network and 4 iterations, the CPU form the test suite runs.
 # DISTILLAB_CELL_SECONDS: how long each reference cell may run in this call (default 240; SIGTERM checkpoints it).
-# DISTILLAB_COMPILE: --compile for dm (default auto: compiled where a timed probe shows it pays).
+# DISTILLAB_COMPILE: the methods' compile option (default auto: compiled where a timed probe shows it pays).
 set -euo pipefail
 out="${1:?usage: scripts/gpu-bench.sh OUT [cuda|cpu] [--quick]}"
 device="${2:-cuda}"
@@ -44,7 +44,7 @@ print(json.dumps(found))
 PEAK
 
 for method in gm dsa dm; do
-  extra="$narrow"; [ "$method" = dm ] && extra="$extra,compile=$compile"
+  extra="$narrow,compile=$compile"
   for ipc in $ipcs; do
     "$py" -m distillab condense --data "$data" --method "$method:recipe=vico$extra" --ipc "$ipc" --device "$device" \
       --dry-run --quiet --json > "$out/estimate-$method-$ipc.json"
@@ -54,7 +54,7 @@ done
 for cell in "dm vico-dm" "dsa vico-dsa"; do
   set -- $cell
   dir="$out/cell-$1"
-  extra="$narrow"; [ "$1" = dm ] && extra="$extra,compile=$compile"
+  extra="$narrow,compile=$compile"
   if [ -f "$dir/config.json" ] || [ -d "$out/.cell-$1.partial" ]; then
     args=(--resume "$dir")
   else

@@ -84,6 +84,8 @@ def test_auto_does_not_probe_under_torchrun(monkeypatch):
 
 
 @pytest.mark.parametrize("record", [None, {"mode": "sometimes", "compiled": True, "reason": ""},
+                                    {"mode": "off", "compiled": True, "reason": ""},
+                                    {"mode": "auto", "compiled": True, "reason": "", "probe": {"x": "a string"}},
                                     {"mode": "on", "compiled": "yes", "reason": ""},
                                     {"mode": "on", "compiled": True, "reason": 3},
                                     {"mode": "on", "compiled": True, "reason": "", "probe": [1]}])
@@ -92,17 +94,29 @@ def test_a_forged_recorded_choice_is_refused(record):
         CompileChoice.from_record(record)
 
 
-def test_a_failed_compile_is_one_line(monkeypatch):
+def test_a_failed_compile_is_one_line_on_any_call_and_other_errors_pass_through(monkeypatch):
     import torch as torch_mod
+    from torch._dynamo.exc import TorchDynamoException
+
+    calls = {"n": 0}
 
     def broken(fn, **kwargs):
-        def run(*a, **k):
-            raise RuntimeError("InductorError: no C++ compiler found\nlong trace")
+        def run(x):
+            calls["n"] += 1
+            if x == "shape error":
+                raise ValueError("a user's own error")
+            if calls["n"] > 1:  # a later call that compiles anew (a new shape, a no-grad pass) fails
+                raise TorchDynamoException("InductorError: no C++ compiler found\nlong trace")
+            return x
         return run
     monkeypatch.setattr(torch_mod, "compile", broken)
-    with pytest.raises(DistillabError, match=r"^torch.compile failed \(RuntimeError: InductorError: no C\+\+ "
-                                             r"compiler found\); run with --compile off$"):
-        Compiled(lambda x: x)(1)
+    fast = Compiled(lambda x: x)
+    assert fast(1) == 1
+    with pytest.raises(DistillabError, match=r"^torch.compile failed \(TorchDynamoException: InductorError: no C\+\+ "
+                                             r"compiler found\); run with --compile off"):
+        fast(2)
+    with pytest.raises(ValueError, match="a user's own error"):
+        fast("shape error")
 
 
 def graphs() -> int:
@@ -136,6 +150,39 @@ def test_compiled_inner_steps_of_gradient_matching_equal_eager_ones():
     compiled = condense(train, spec + ",compile=on", 3, seed=0)
     assert graphs() > before and compiled.meta["compile"]["compiled"]
     torch.testing.assert_close(compiled.images, eager.images, atol=1e-4, rtol=1e-4)
+
+
+def test_off_builds_no_probe(monkeypatch):
+    from distillab.condense.method import Progress
+    from distillab.condense.methods import dm, gm
+
+    for module, cls in ((dm, dm.DM), (gm, gm.GM)):
+        monkeypatch.setattr(module, "build_model", lambda *a, **k: pytest.fail("a probe network was built"))
+        for mode in ("off", "on"):
+            choice = module.compile_choice(None, 10, cls(compile=mode), None, Progress())
+            assert choice.compiled == (mode == "on")
+
+
+def test_a_probe_leaves_the_objectives_learned_parts_as_they_were():
+    """--precision auto and --compile auto step copies of the model, but the terms' own parts (a connector with
+    batch norm) are the run's: the probe must put back their weights, running statistics and gradients."""
+    from distillab.kd import Distillation, ModelTeacher, parse_loss
+    from distillab.models import build_model
+    from distillab.training import TrainConfig, choose_precision
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = (build_model("convnet:width=4,depth=2", (1, 8, 8), 3, g) for _ in range(2))
+    term = parse_loss("hint:student=features.1,teacher=features.5")
+    objective = Distillation(ModelTeacher(teacher, term.teacher_taps()), [term], examples=12)
+    x, y = torch.randn(12, 1, 8, 8, generator=g), torch.arange(12) % 3
+    extra = objective.attach(student, x[:4], torch.arange(4), generator=g)
+    extra.append(torch.nn.BatchNorm1d(3))  # a part with running statistics, trained beside the term's connector
+    before = [{k: v.clone() for k, v in m.state_dict().items()} for m in extra]
+    choose_precision(student, objective, x, y, TrainConfig(batch_size=6), extra)
+    for module, state in zip(extra, before):
+        for k, v in module.state_dict().items():
+            assert torch.equal(v, state[k]), k
+        assert all(p.grad is None for p in module.parameters())
 
 
 def test_a_resumed_dm_run_keeps_the_choice_it_began_with(monkeypatch):

@@ -126,3 +126,25 @@ def test_a_teacher_from_other_data_keeps_its_module_paths_and_sees_its_own_norma
     assert "features.0" in names and "1.features.0" not in names
     x = (splits.train.x[:5] * splits.std[0] + splits.mean[0] - 0.5) / 0.25  # the same images, normalised the other way
     torch.testing.assert_close(teacher(x), made.model(splits.train.x[:5]), atol=1e-5, rtol=1e-5)
+
+
+def test_a_sequential_teacher_from_other_data_is_wrapped_not_extended():
+    """A Sequential runs every child it holds: the renormalisation must run first, not be appended last."""
+    from distillab.kd import teachers
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    meta = {"normalisation": {"mean": [0.5], "std": [0.25]}}
+
+    class Splits:
+        mean, std, classes, input_shape = (0.0,), (1.0,), ["a", "b", "c"], (1, 2, 2)
+
+    import pytest as _pytest
+    mp = _pytest.MonkeyPatch()
+    mp.setattr(teachers, "load_model", lambda *a, **k: (model, meta))
+    mp.setattr(teachers, "check_compatible", lambda *a, **k: None)
+    try:
+        wrapped, _ = teachers.load_teacher_model("x", Splits())
+    finally:
+        mp.undo()
+    x = torch.randn(5, 1, 2, 2)
+    torch.testing.assert_close(wrapped(x), model((x - 0.5) / 0.25))

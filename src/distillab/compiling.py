@@ -46,10 +46,22 @@ class CompileChoice:
     @classmethod
     def from_record(cls, record) -> "CompileChoice":
         """A choice read back from a checkpoint (which may be forged): only its known fields, checked."""
+        probe = record.get("probe", {}) if isinstance(record, dict) else None
         ok = isinstance(record, dict) and record.get("mode") in MODES and isinstance(record.get("compiled"), bool) \
-            and isinstance(record.get("reason"), str) and isinstance(record.get("probe", {}), dict)
+            and isinstance(record.get("reason"), str) and not (record["mode"] == "off" and record["compiled"]) \
+            and isinstance(probe, dict) and len(probe) <= 8 and all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in probe.items())
         require(ok, "the checkpoint's compile choice is malformed; start the run again with --overwrite")
-        return cls(record["mode"], record["compiled"], record["reason"][:200], record.get("probe"))
+        return cls(record["mode"], record["compiled"], record["reason"][:200], dict(probe) or None)
+
+
+def _compile_errors() -> tuple[type, ...]:
+    """What torch.compile raises when it cannot compile (a missing C++ compiler, an op inductor cannot lower):
+    caught on every call, since a new shape or a no-grad pass compiles anew mid-run. Other errors pass through."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import InductorError
+
+    return TorchDynamoException, InductorError
 
 
 class Compiled:
@@ -61,28 +73,33 @@ class Compiled:
 
         self.fn = fn
         self._compiled = torch.compile(fn, dynamic=False)
-        self._tried = False
+        self._errors = _compile_errors()
 
     def __call__(self, *args, **kwargs):
-        if self._tried:
-            return self._compiled(*args, **kwargs)
         try:
-            out = self._compiled(*args, **kwargs)
-        except DistillabError:
-            raise
-        except Exception as e:  # a missing C++ compiler, an op inductor cannot lower
+            return self._compiled(*args, **kwargs)
+        except self._errors as e:
             first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise DistillabError(f"torch.compile failed ({type(e).__name__}: {first}); run with --compile off") \
+            raise DistillabError(f"torch.compile failed ({type(e).__name__}: {first}); run with --compile off (a "
+                                 "resumed run keeps the choice it began with: start it again with --overwrite)") \
                 from None
-        self._tried = True
-        return out
+
+
+def _sync() -> None:
+    """Wait for queued GPU work, so a timer reads the work and not its launch."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def _median_seconds(step: Callable[[], object], repeats: int, timer) -> float:
     times = []
     for _ in range(repeats):
+        _sync()
         t0 = timer()
         step()
+        _sync()
         times.append(timer() - t0)
     return statistics.median(times)
 
@@ -105,11 +122,13 @@ def choose(mode: str, eager_step: Callable[[], object], compiled_step: Callable[
     if eager * steps < SHORTEST_WORTH_PROBING:
         return CompileChoice("auto", False, f"the run's eager work (~{eager * steps:.0f} s) cannot repay a compile",
                              {"eager_step_seconds": round(eager, 5), "steps": steps})
+    _sync()
     t0 = timer()
     try:
         compiled_step()
     except DistillabError as e:
         return CompileChoice("auto", False, str(e)[:200], {"eager_step_seconds": round(eager, 5), "steps": steps})
+    _sync()
     first_call = timer() - t0
     fast = _median_seconds(compiled_step, probe_steps, timer)
     compile_seconds = max(first_call - fast, 0.0)  # the first call compiled, then ran a step

@@ -328,6 +328,8 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
     input_shape = tuple(x.shape[1:])
     saved = (checkpoints.load() if checkpoints else None) or {"accuracies": {}, "generators": {}}
     saved.setdefault("compile", {})
+    require(isinstance(saved["compile"], dict), "the checkpoint's compile choices are malformed; start the "
+                                                "evaluation again with --overwrite")
     results = {}
     bar = reporter.bar(sum(proto.passes(s) for s in proto.models) * proto.runs, "evaluate", unit="model-epochs")
     bar.update(sum(len(a) * proto.passes(s) for s, a in saved["accuracies"].items() if s in proto.models))
@@ -346,9 +348,10 @@ def evaluate_images(x: torch.Tensor, targets: torch.Tensor, test: ImageSet, prot
             todo = models[len(accs):]
             if spec in saved["compile"]:  # a resumed evaluation trains its remaining models as it began
                 choice = CompileChoice.from_record(saved["compile"][spec])
-            elif use_vmap or distributed.world() > 1 or not todo:
-                choice = CompileChoice(compile, False, "vectorised or spread over processes: eager") \
-                    if compile != "off" else CompileChoice()
+            elif compile == "off" or not todo:
+                choice = CompileChoice()
+            elif use_vmap or distributed.world() > 1:
+                choice = CompileChoice(compile, False, "vectorised or spread over processes: eager")
             else:
                 choice = compile_choice(compile, todo[0], x.to(device), targets.to(device), proto, spec, augment,
                                         len(todo))

@@ -270,17 +270,18 @@ def objective_state(objective) -> dict:
 
 
 class _ProbeStep:
-    """Training steps on copies of the model and its extra modules, for a probe: the run's own model, optimiser
-    and random streams are not touched (the objective's streams are put back by the caller)."""
+    """Training steps for a probe on a copy of the model; the objective's own learned parts (connectors, heads:
+    ``extra_modules``) are the run's, as its terms hold them, and step too, so ``_untouched`` puts them back after
+    the probe. The run's model, optimiser and random streams are not touched (the objective's streams are put back
+    by the caller)."""
 
     def __init__(self, model, objective, xb, yb, idx, cfg: TrainConfig, extra_modules, *, bf16=False,
                  compiled=False):
         import copy
 
         self.net = copy.deepcopy(model).train()
-        extras = [copy.deepcopy(m) for m in extra_modules]
         set_dropout_generator(self.net, torch.Generator(device=xb.device).manual_seed(0))
-        params = [p for m in (self.net, *extras) for p in m.parameters() if p.requires_grad]
+        params = [p for m in (self.net, *extra_modules) for p in m.parameters() if p.requires_grad]
         self.opt = make_optimizer(params, cfg)
         self.forward = Compiled(self.net) if compiled else self.net
         self.objective, self.batch, self.device, self.bf16 = objective, (xb, yb, idx), cfg.device, bf16
@@ -295,6 +296,31 @@ class _ProbeStep:
         self.opt.step()
 
 
+class _untouched:
+    """Puts the objective's learned parts back as they were (weights, running statistics, no gradients) and its
+    random streams too, after a probe that stepped them."""
+
+    def __init__(self, objective, extra_modules):
+        import copy
+
+        self.own, self.modules = objective_state(objective), list(extra_modules)
+        self.saved = copy.deepcopy(unpack(*pack(self.own)))
+        self.states = [copy.deepcopy(m.state_dict()) for m in self.modules]
+
+    def restore(self) -> None:
+        restore(self.own, self.saved)
+        for module, state in zip(self.modules, self.states):
+            module.load_state_dict(state)
+            for p in module.parameters():
+                p.grad = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.restore()
+
+
 def _probe_batch(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig):
     idx = torch.arange(min(cfg.batch_size, len(y)), device=x.device)
     return x[idx], y[idx], idx
@@ -305,23 +331,19 @@ def choose_precision(model: nn.Module, objective: Objective, x: torch.Tensor, y:
     """Time a few training steps in fp32 and in bf16 autocast on copies of the model (the run's own model and random
     streams are not touched) and keep bf16 only where it is at least 10% faster and its loss agrees with fp32's
     to 2%: bf16 autocast was 1.3x faster on a Zen 4 CPU with bf16 units, 5x slower on AVX2-only ones."""
-    import copy
-
     batch = _probe_batch(x, y, cfg)
     seconds, losses = {}, {}
-    own = objective_state(objective)  # the objective's streams: both probes draw the same, then are undone
-    saved = copy.deepcopy(unpack(*pack(own)))
-    for precision in ("fp32", "bf16"):
-        restore(own, saved)
-        step = _ProbeStep(model, objective, *batch, cfg, extra_modules, bf16=precision == "bf16")
-        times = []
-        for _ in range(PROBE_STEPS + 1):  # the first step warms up
-            t0 = timer()
-            step()
-            times.append(timer() - t0)
-        losses[precision] = step.losses[0]
-        seconds[precision] = sorted(times[1:])[len(times[1:]) // 2]
-    restore(own, saved)
+    with _untouched(objective, extra_modules) as untouched:  # both probes start alike and leave nothing behind
+        for precision in ("fp32", "bf16"):
+            untouched.restore()
+            step = _ProbeStep(model, objective, *batch, cfg, extra_modules, bf16=precision == "bf16")
+            times = []
+            for _ in range(PROBE_STEPS + 1):  # the first step warms up
+                t0 = timer()
+                step()
+                times.append(timer() - t0)
+            losses[precision] = step.losses[0]
+            seconds[precision] = sorted(times[1:])[len(times[1:]) // 2]
     agree = abs(losses["bf16"] - losses["fp32"]) <= 0.02 * max(abs(losses["fp32"]), 1e-6)
     faster = seconds["bf16"] <= 0.9 * seconds["fp32"]
     choice = "bf16" if agree and faster else "fp32"
@@ -334,20 +356,16 @@ def choose_compile(model: nn.Module, objective: Objective, x: torch.Tensor, y: t
     """``cfg.compile`` decided for this run (auto: timed on copies, as ``choose_precision`` does). A student read
     through feature taps (forward hooks that keep tensors aside) trains eager: hooks inside a compiled graph are
     not what the taps were written for."""
-    import copy
-
     if cfg.compile == "off":
         return CompileChoice()
     if getattr(objective, "student_taps", None) is not None:
         return CompileChoice(cfg.compile, False, "the objective reads feature taps (forward hooks): eager")
+    if cfg.compile == "on":
+        return choose("on", None, None, steps=steps)
     batch = _probe_batch(x, y, cfg)
-    own = objective_state(objective)
-    saved = copy.deepcopy(unpack(*pack(own)))
-    try:
+    with _untouched(objective, extra_modules):
         return choose(cfg.compile, _ProbeStep(model, objective, *batch, cfg, extra_modules, bf16=bf16),
                       _ProbeStep(model, objective, *batch, cfg, extra_modules, bf16=bf16, compiled=True), steps=steps)
-    finally:
-        restore(own, saved)
 
 
 def fit(model: nn.Module, splits: Splits, cfg: TrainConfig, objective: Objective | None = None,

@@ -374,14 +374,16 @@ def _paper_budget(quick: bool, width: int) -> dict:
 
 def _gm_iteration_seconds(cfg, train, ipc: int, g: torch.Generator) -> tuple[float, dict]:
     """One gradient-matching iteration's seconds from one matching step and one inner loop, as gm's loop runs
-    them (gm.gradient_matching): outer matching steps with an inner loop between each two."""
-    outer, inner = gm_mod.loops_for(ipc)
+    them (gm.gradient_matching): outer matching steps with an inner loop between each two. Each part is timed once,
+    cold (a full-size matching step takes tens of seconds), so the figure leans high by their first-call cost."""
+    outer, inner = gm_mod.loops_of(cfg, ipc)
     k = train.num_classes
     augment = gm_mod.siamese_augmentation(train.input_shape, cfg) if cfg.dsa else None
     syn = torch.randn(k * ipc, *train.input_shape, generator=g).requires_grad_(True)
     labels = torch.arange(k).repeat_interleave(ipc)
     net = build_model(cfg.model, train.input_shape, k, g).train()
-    opt_img, opt_net = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=0.5), torch.optim.SGD(net.parameters(), lr=0.01)
+    opt_img = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum)
+    opt_net = torch.optim.SGD(net.parameters(), lr=cfg.lr_net)
     reals = [gm_mod.real_batch(train, idx, cfg.batch_real, cfg.real_draw, g) for idx in train.class_indices()]
     draws = [augment.sample(1, g) if augment is not None else None for _ in reals]
     t0 = time.perf_counter()

@@ -196,8 +196,13 @@ def load_teacher_model(path, splits, what="teacher", trust_code: bool = False) -
     check_compatible(meta, splits.classes, splits.input_shape, what, path, getattr(splits, "spec", None))
     norm = meta["normalisation"]
     if list(norm["mean"]) != list(splits.mean) or list(norm["std"]) != list(splits.std):
-        model.add_module("input_renormalise", Renormalise(splits.mean, splits.std, norm["mean"], norm["std"]))
-        model.register_forward_pre_hook(lambda module, args: (module.input_renormalise(args[0]), *args[1:]))
+        renormalise = Renormalise(splits.mean, splits.std, norm["mean"], norm["std"])
+        if isinstance(model, nn.Sequential) or hasattr(model, "input_renormalise"):
+            # a Sequential runs every child it holds (a hook's module added to it would run last): wrap instead
+            model = nn.Sequential(renormalise, model)
+        else:
+            model.add_module("input_renormalise", renormalise)
+            model.register_forward_pre_hook(lambda module, args: (module.input_renormalise(args[0]), *args[1:]))
     return model, meta
 
 

@@ -102,6 +102,8 @@ def compile_choice(train: TrainSet, ipc: int, cfg: DM, augment, progress: Progre
     """Whether this run embeds compiled: ``cfg.compile`` decided (auto: timed on a probe iteration of its own
     network, noise images and draws, so the run's streams are untouched), or the choice a resumed run kept."""
     def decide() -> CompileChoice:
+        if cfg.compile != "auto":  # off and on need no probe
+            return choose(cfg.compile, None, None, steps=0)
         probe_g, k = torch.Generator().manual_seed(0), train.num_classes
         net = build_model(cfg.model, train.input_shape, k, probe_g).to(train.device).eval()
         for p in net.parameters():

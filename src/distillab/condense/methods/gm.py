@@ -42,6 +42,12 @@ def loops_for(ipc: int) -> tuple[int, int]:
     return LOOPS[max(k for k in LOOPS if k <= ipc)]
 
 
+def loops_of(cfg, ipc: int) -> tuple[int, int]:
+    """A run's (outer, inner): its options, 0 taking the reference's setting for the IPC."""
+    default_outer, default_inner = loops_for(ipc)
+    return cfg.outer or default_outer, cfg.inner or default_inner
+
+
 def gradient_distance(real: list[torch.Tensor], syn: list[torch.Tensor]) -> torch.Tensor:
     """Σ over layers and output channels of (1 - cos) between real and synthetic gradients; biases left out."""
     total = syn[0].new_zeros(())
@@ -118,8 +124,10 @@ def compile_choice(train: TrainSet, ipc: int, cfg: GM, augment, progress: Progre
     """Whether this run's inner steps run compiled: ``cfg.compile`` decided (auto: an inner step timed on a
     network, noise images and draws of its own), or the choice a resumed run kept."""
     def decide() -> CompileChoice:
+        if cfg.compile != "auto":  # off and on need no probe
+            return choose(cfg.compile, None, None, steps=0)
         probe_g, k = torch.Generator().manual_seed(0), train.num_classes
-        outer, inner = cfg.outer or loops_for(ipc)[0], cfg.inner or loops_for(ipc)[1]
+        outer, inner = loops_of(cfg, ipc)
         pool = torch.randn(k * ipc, *train.x.shape[1:], generator=probe_g).to(train.device)
         labels = torch.arange(k, device=pool.device).repeat_interleave(ipc)
         per_inner = len(list(inner_batches(len(pool), cfg, probe_g, 1)))
@@ -184,8 +192,7 @@ def gradient_matching(train: TrainSet, images: torch.Tensor, ipc: int, cfg: GM, 
     """``forward(net, x)``: the inner steps' forward pass (compiled), or None for ``net(x)``."""
     progress = progress if isinstance(progress, Progress) else Progress(progress)
     k = train.num_classes
-    default_outer, default_inner = loops_for(ipc)
-    outer, inner = cfg.outer or default_outer, cfg.inner or default_inner
+    outer, inner = loops_of(cfg, ipc)
     syn = images.clone().requires_grad_(True)
     labels = torch.arange(k, device=syn.device).repeat_interleave(ipc)
     opt_img = torch.optim.SGD([syn], lr=cfg.lr_img, momentum=cfg.momentum)
