@@ -4,6 +4,8 @@ as (B, C, 1, L) inside), ``SignalShapes`` and ``FromSignals``, which let a model
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 
@@ -51,6 +53,19 @@ def xavier_init(model: nn.Module) -> None:
             nn.init.xavier_normal_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def pooled(parts: dict) -> nn.Sequential:
+    """A CIFAR network's ``features``: its named stages ``parts`` (in order), then global average pooling and
+    flatten, so the penultimate feature (what distribution matching embeds) is the pooled vector."""
+    return nn.Sequential(OrderedDict([*parts.items(), ("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())]))
+
+
+def kaiming_fan_out(model: nn.Module) -> None:
+    """The CIFAR reference code's convolution initialisation: Kaiming normal, fan-out, for ReLU."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
 class Renormalise(nn.Module):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..layers import kaiming_fan_out, pooled
 from ..family import ModelFamily, check_range, register_model
 
 # (expansion (None: the ``expand`` option), channels, blocks, stride) per stage, at width 1
@@ -55,13 +56,9 @@ class MobileNetV2(nn.Module):
             parts[f"stage{i + 1}"] = nn.Sequential(*layers)
         last = int(1280 * width) if width > 1.0 else 1280
         parts["head"] = nn.Sequential(*conv_bn(cin, last, 1))
-        parts["pool"] = nn.AdaptiveAvgPool2d(1)
-        parts["flatten"] = nn.Flatten()
-        self.features = nn.Sequential(parts)
+        self.features = pooled(parts)
         self.classifier = nn.Linear(last, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_fan_out(self)
         nn.init.normal_(self.classifier.weight, 0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 

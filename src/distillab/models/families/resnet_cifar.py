@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from ..layers import kaiming_fan_out, pooled
 from ..family import ModelFamily, register_model
 from .resnet18 import BasicBlock
 
@@ -37,13 +38,9 @@ class CifarResNet(nn.Module):
                 layers.append(BasicBlock(cin, width, 2 if (i > 0 and b == 0) else 1, "batch"))
                 cin = width
             parts[f"stage{i + 1}"] = nn.Sequential(*layers)
-        parts["pool"] = nn.AdaptiveAvgPool2d(1)
-        parts["flatten"] = nn.Flatten()
-        self.features = nn.Sequential(parts)
+        self.features = pooled(parts)
         self.classifier = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_fan_out(self)
 
     def forward(self, x):
         return self.classifier(self.features(x))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..layers import pooled
 from ..family import ModelFamily, register_model
 
 STEM = 24
@@ -71,9 +72,7 @@ class ShuffleNetV1(nn.Module):
                                           1 if cin == STEM else groups))
                 cin = cout
             parts[f"stage{i + 1}"] = nn.Sequential(*layers)
-        parts["pool"] = nn.AdaptiveAvgPool2d(1)
-        parts["flatten"] = nn.Flatten()
-        self.features = nn.Sequential(parts)
+        self.features = pooled(parts)
         self.classifier = nn.Linear(cin, num_classes)
 
     def forward(self, x):

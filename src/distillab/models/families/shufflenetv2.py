@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..layers import pooled
 from ..family import ModelFamily, register_model
 from .shufflenetv1 import ChannelShuffle
 
@@ -65,9 +66,7 @@ class ShuffleNetV2(nn.Module):
             parts[f"stage{i + 1}"] = nn.Sequential(*units)
             cin = channels
         parts["head"] = nn.Sequential(*_conv_bn(cin, last, 1))
-        parts["pool"] = nn.AdaptiveAvgPool2d(1)
-        parts["flatten"] = nn.Flatten()
-        self.features = nn.Sequential(parts)
+        self.features = pooled(parts)
         self.classifier = nn.Linear(last, num_classes)
 
     def forward(self, x):

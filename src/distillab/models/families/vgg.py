@@ -17,6 +17,7 @@ from typing import ClassVar
 from torch import nn
 
 from ...errors import require
+from ..layers import kaiming_fan_out, pooled
 from ..family import ModelFamily, register_model
 
 # convolutions per block, by name (the five blocks have 64, 128, 256, 512, 512 channels)
@@ -41,13 +42,11 @@ class VGG(nn.Module):
             parts[f"block{i}"] = nn.Sequential(*layers)
             if i < 3 or (i == 3 and min(height, width) >= 64):  # the reference pools a fourth time on 64x64 inputs
                 parts[f"pool{i}"] = nn.MaxPool2d(2)
-        parts["pool"] = nn.AdaptiveAvgPool2d(1)
-        parts["flatten"] = nn.Flatten()
-        self.features = nn.Sequential(parts)
+        self.features = pooled(parts)
         self.classifier = nn.Linear(cin, num_classes)
+        kaiming_fan_out(self)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.classifier.weight, 0, 0.01)
         nn.init.zeros_(self.classifier.bias)

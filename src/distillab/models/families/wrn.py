@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ...errors import require
+from ..layers import kaiming_fan_out, pooled
 from ..family import ModelFamily, check_range, register_model
 
 
@@ -47,13 +48,9 @@ class WideResNet(nn.Module):
                                                                2 if (i > 0 and b == 0) else 1) for b in range(blocks)])
             cin = channels
         parts["head"] = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU())
-        parts["pool"] = nn.AdaptiveAvgPool2d(1)
-        parts["flatten"] = nn.Flatten()
-        self.features = nn.Sequential(parts)
+        self.features = pooled(parts)
         self.classifier = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        kaiming_fan_out(self)
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, x):
