@@ -630,7 +630,8 @@ def test_perf_quick(bench_out):
     assert d["kd"]["cached_kd_over_alone"] > 0
     same = d["same_process"]  # the reference's loops beside distillab's, one process, one allocator setting
     assert set(same) == {"eval_epoch", "dm_iteration", "gm_iteration"} and all(r["reference_seconds"] > 0 for r in same.values())
-    assert all(r["eager_speedup"] == round(r["reference_seconds"] / r["eager_seconds"], 3) for r in same.values())
+    assert all(r["eager_speedup"] == pytest.approx(r["reference_seconds"] / r["eager_seconds"], rel=0.01)
+               for r in same.values())
     budget = d["paper_budget"]  # seconds per iteration x the reference recipe's iterations
     assert set(budget) == {"gm IPC 10", "dsa IPC 10", "dm IPC 10"}
     assert [budget[k]["paper_iterations"] for k in ("gm IPC 10", "dsa IPC 10", "dm IPC 10")] == [1000, 1000, 20000]
